@@ -1,0 +1,1 @@
+"""Uploaded datasets: parsing, validation, seeded splits and their stored form."""

@@ -1,0 +1,59 @@
+"""Parsed datasets as safetensors artifacts: what POST /tasks stores and the worker reads back.
+
+The raw upload is never kept: only the checked arrays of each split (samples as
+uploaded, labels as indices) plus the label vocabulary in the header metadata. The
+worker turns them back into ``TaskData`` with the user's own labels.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from app.datasets.parsing import SPLITS, ParsedDataset
+from app.learning import TaskData
+from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
+
+FORMAT = "retain-dataset/1"
+
+
+def dataset_to_bytes(dataset: ParsedDataset) -> bytes:
+    tensors = {}
+    for name in SPLITS:
+        split = dataset.splits[name]
+        tensors[f"{name}.x"] = torch.from_numpy(np.ascontiguousarray(split.x))
+        tensors[f"{name}.label_index"] = torch.from_numpy(np.ascontiguousarray(split.label_index, dtype=np.int64))
+    metadata = {
+        "retain": json.dumps({
+            "format": FORMAT, "source_format": dataset.format, "source_sha256": dataset.sha256,
+            "input_shape": list(dataset.input_shape), "labels": dataset.labels,
+        })
+    }
+    return to_safetensors_bytes(tensors, metadata)
+
+
+def splits_from_bytes(data: bytes) -> dict[str, TaskData]:
+    """``{"train", "validation", "test"}`` -> TaskData with raw samples and the user's labels."""
+    tensors, metadata = from_safetensors_bytes(data)
+    meta = json.loads(metadata.get("retain", "{}"))
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"not a {FORMAT} payload")
+    labels = meta["labels"]
+    splits = {}
+    for name in SPLITS:
+        x = tensors[f"{name}.x"].numpy()
+        y = [labels[i] for i in tensors[f"{name}.label_index"].tolist()]
+        splits[name] = TaskData(x=x, y=y)
+    return splits
+
+
+def store_dataset(store, dataset: ParsedDataset):
+    """Write the parsed splits to the artifact store; returns the store's reference (uri, sha256, size)."""
+    return store.put(dataset_to_bytes(dataset))
+
+
+def load_dataset_splits(store, uri: str, sha256: str | None = None) -> dict[str, TaskData]:
+    """The stored splits of one dataset row (``datasets.artifact_uri``), verified against its sha256."""
+    return splits_from_bytes(store.get(uri, sha256) if sha256 is not None else store.get(uri))

@@ -1,0 +1,175 @@
+"""The schema as typed SQLAlchemy 2.0 ORM tables.
+
+The tables are created only by the Alembic migrations in migrations/ (tests included), so
+every change here needs a migration. Registry integrity lives in constraints, not only in
+code: one version per task (an update is applied at most once, whichever worker finishes
+it), one accuracy row per (version, task), version numbers unique per model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, MetaData, String, Text,
+    TypeDecorator, UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "rejected")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every database: SQLite keeps no zone, so values are
+    stored as UTC and come back aware (comparisons with ``utcnow()`` stay valid everywhere)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None:
+            value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    # Named constraints, so migrations can drop and alter them by name on every database.
+    metadata = MetaData(naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    })
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime()}
+
+
+class Model(Base):
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    architecture: Mapped[str] = mapped_column(String(32))
+    strategy: Mapped[str] = mapped_column(String(32))  # family: ewc | ccll
+    input_shape: Mapped[list[Any]] = mapped_column(JSON)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    serving_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", use_alter=True),
+                                                           nullable=True)
+    max_forgetting: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the upload
+    format: Mapped[str] = mapped_column(String(16))
+    n_train: Mapped[int]
+    n_validation: Mapped[int]
+    n_test: Mapped[int]
+    input_shape: Mapped[list[Any]] = mapped_column(JSON)
+    labels: Mapped[list[Any]] = mapped_column(JSON)
+    artifact_uri: Mapped[str] = mapped_column(Text)
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+    artifact_size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    strategy: Mapped[str] = mapped_column(String(32))
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """One update to apply; the jobs table is the queue (app/jobs/queue.py). ``status`` changes only
+    in app/jobs/state_machine.py. ``attempt`` is the number of the current try, from 1."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in JOB_STATUSES)})", name="job_status"),
+        Index("ix_jobs_model_status", "model_id", "status"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    attempt: Mapped[int] = mapped_column(default=1)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ModelVersion(Base):
+    """A learnt state of a model: weights + consolidation (Fisher, anchors) artifacts, the λ chosen and
+    what it means (Fisher recipe), and the validation numbers the forgetting gate judged it by."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "number"), UniqueConstraint("task_id"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    number: Mapped[int]
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), nullable=True)
+    weights_uri: Mapped[str] = mapped_column(Text)
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    weights_size: Mapped[int] = mapped_column(BigInteger)
+    consolidation_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    consolidation_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    consolidation_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    ewc_lambda: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lambda_search: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    fisher_recipe: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    train_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # {"before": {task: acc}, "after": {task: acc}, "drops": {task: drop}, "max_forgetting": float,
+    #  "passed": bool, "tripped_by": task | None}; validation split only (never test)
+    validation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    train_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    search_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    promoted: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Accuracy(Base):
+    __tablename__ = "accuracy"
+    __table_args__ = (UniqueConstraint("model_version_id", "task_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    accuracy: Mapped[float] = mapped_column(Float)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    n_test: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AliasChange(Base):
+    __tablename__ = "alias_changes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    from_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    to_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

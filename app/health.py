@@ -1,0 +1,50 @@
+"""/livez (the process answers) and /readyz (the database is reachable and migrated to head)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import text
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok", "detail": None}]})
+
+    status: str
+    detail: str | None = None
+
+
+@router.get("/livez", response_model=Health, summary="The process is alive")
+def livez() -> Health:
+    return Health(status="ok")
+
+
+def migration_heads() -> set[str]:
+    from pathlib import Path
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    root = Path(__file__).resolve().parent.parent
+    config = Config(str(root / "alembic.ini")) if (root / "alembic.ini").exists() else Config()
+    config.set_main_option("script_location", str(root / "migrations"))
+    return set(ScriptDirectory.from_config(config).get_heads())
+
+
+@router.get("/readyz", response_model=Health, summary="The database is reachable and its schema is at the migration head",
+            responses={503: {"description": "not ready", "content": {"application/json": {"example": {"status": "not ready", "detail": "database schema at abc123, head is def456"}}}}})
+def readyz(request: Request):
+    engine = request.app.state.engine
+    try:
+        with engine.connect() as connection:
+            current = set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    except Exception as error:  # any failure to reach or read the database means not ready
+        return JSONResponse(status_code=503, content={"status": "not ready", "detail": f"database unavailable: {error}"})
+    heads = migration_heads()
+    if current != heads:
+        return JSONResponse(status_code=503, content={
+            "status": "not ready", "detail": f"database schema at {sorted(current)}, migration head is {sorted(heads)}"})
+    return Health(status="ok")

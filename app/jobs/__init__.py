@@ -1,0 +1,1 @@
+"""Jobs: the queue of updates, their state machine, and their API."""

@@ -1,0 +1,112 @@
+"""THE job state machine: the only place a job's status changes.
+
+    queued --start--> running --succeed--> succeeded
+       |                 |----reject---->  rejected   (stored, not promoted: the forgetting gate)
+       |                 |----fail------>  failed
+       |                 |----cancel---->  cancelled
+       |                 '----requeue--->  queued     (lease expired: attempt + 1; or worker shut down)
+       '----cancel-----------------------> cancelled
+
+Every change also mirrors the status onto the job's task (``tasks.status``) and stamps the
+times, so a reader never sees a job and its task disagree. An illegal move raises
+``IllegalTransition`` and changes nothing. Callers commit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from app.db.tables import JOB_STATUSES, Job, Task, utcnow
+from app.errors import IllegalTransition
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "rejected"})
+ALLOWED: dict[str, frozenset[str]] = {
+    "queued": frozenset({"running", "cancelled"}),
+    "running": frozenset({"succeeded", "rejected", "failed", "cancelled", "queued"}),
+    **{status: frozenset() for status in TERMINAL},
+}
+assert set(ALLOWED) == set(JOB_STATUSES)
+
+
+def transition(session: Session, job: Job, status: str, *, error: str | None = None) -> None:
+    """Move ``job`` to ``status`` (mirrored on its task); raises IllegalTransition if not allowed."""
+    if status not in ALLOWED:
+        raise IllegalTransition(f"unknown job status {status!r}; statuses are {', '.join(JOB_STATUSES)}")
+    if status not in ALLOWED[job.status]:
+        raise IllegalTransition(f"job {job.id} cannot go from {job.status} to {status}")
+    job.status = status
+    now = utcnow()
+    if status == "running":
+        job.started_at = now
+        job.finished_at = None
+    if status in TERMINAL:
+        job.finished_at = now
+    if status != "running":
+        job.lease_expires_at = None  # no lease to renew; lease_owner stays as the record of who ran it
+    if status == "queued":
+        job.lease_owner = None
+    if error is not None:
+        job.error = error
+    task = session.get(Task, job.task_id)
+    if task is not None:
+        task.status = status
+
+
+def start(session: Session, job: Job, lease_owner: str, lease_seconds: float, now: datetime | None = None) -> None:
+    """queued -> running under a lease held by ``lease_owner`` until now + lease_seconds."""
+    transition(session, job, "running")
+    now = now or utcnow()
+    job.lease_owner = lease_owner
+    job.heartbeat_at = now
+    job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+    job.progress = {"fraction": 0.0, "phase": "load"}
+
+
+def succeed(session: Session, job: Job) -> None:
+    transition(session, job, "succeeded")
+    job.error = None  # an earlier lost lease is history, not an error of this job
+    job.progress = {**(job.progress or {}), "phase": "done", "fraction": 1.0, "eta_seconds": 0.0}
+
+
+def reject(session: Session, job: Job, reason: str) -> None:
+    """The update was stored but not promoted (the forgetting gate tripped); ``reason`` has the numbers."""
+    transition(session, job, "rejected", error=reason)
+    job.progress = {**(job.progress or {}), "phase": "done", "fraction": 1.0, "eta_seconds": 0.0}
+
+
+def fail(session: Session, job: Job, reason: str) -> None:
+    transition(session, job, "failed", error=reason)
+
+
+def cancel(session: Session, job: Job, reason: str) -> None:
+    transition(session, job, "cancelled", error=reason)
+
+
+def expire_lease(session: Session, job: Job) -> str:
+    """A running job whose worker stopped heartbeating: retry it (attempt + 1), or fail it after
+    ``max_attempts`` tries. Returns the new status."""
+    lost = f"worker {job.lease_owner} stopped renewing its lease (attempt {job.attempt} of {job.max_attempts})"
+    if job.attempt >= job.max_attempts:
+        transition(session, job, "failed", error=f"{lost}; no attempts left")
+        return "failed"
+    transition(session, job, "queued", error=f"{lost}; retrying")
+    job.attempt += 1
+    return "queued"
+
+
+def release(session: Session, job: Job, reason: str) -> None:
+    """A worker shutting down hands its running job back (running -> queued); the try is not
+    counted against ``max_attempts`` because nothing went wrong with the job itself."""
+    transition(session, job, "queued", error=reason)
+    job.progress = {"fraction": 0.0}
+
+
+def request_cancel(session: Session, job: Job) -> None:
+    """Queued jobs are cancelled now; running ones are flagged and stopped by their worker."""
+    if job.status in TERMINAL:
+        raise IllegalTransition(f"job {job.id} already finished ({job.status}); there is nothing to cancel")
+    job.cancel_requested = True
+    if job.status == "queued":
+        cancel(session, job, "cancelled before it started")

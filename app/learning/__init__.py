@@ -1,0 +1,16 @@
+"""Continual learning in pure PyTorch: models, Fisher, EWC, strategies, training, evaluation.
+
+No web framework and no database here: the service calls this package, and it works on
+its own as a library (see README, "The learning library").
+"""
+
+from app.learning.config import EWCConfig, FisherConfig, TrainConfig
+from app.learning.data import TaskData
+from app.learning.evaluation import Evaluation, accuracy_matrix_metrics
+from app.learning.learner import ContinualLearner, Prediction, UpdateResult
+from app.learning.training import Progress, TrainingCancelled
+
+__all__ = [
+    "ContinualLearner", "TaskData", "TrainConfig", "FisherConfig", "EWCConfig", "UpdateResult",
+    "Progress", "TrainingCancelled", "Prediction", "Evaluation", "accuracy_matrix_metrics",
+]

@@ -1,0 +1,103 @@
+"""Hyper-parameters of an update, in one place, with defaults chosen from measurement.
+
+The defaults are the ones the forgetting benchmark supports (README, "Choosing the
+defaults"): SGD with momentum keeps old tasks far better under EWC than Adam, whose
+per-coordinate step normalisation moves even parameters with tiny Fisher a full learning
+rate per step. λ only has a meaning together with the Fisher recipe, so both live here and
+are stored together with every version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Optimizer = Literal["sgd", "adam"]
+LabelMode = Literal["empirical", "true"]
+ConsolidationMode = Literal["separate", "online"]
+
+
+@dataclass
+class TrainConfig:
+    """How one task is trained."""
+
+    optimizer: Optimizer = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    epochs: int = 4
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"  # "auto" = cuda when present, else cpu
+    mixed_precision: bool = True  # bf16 autocast; only ever on cuda
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FisherConfig:
+    """The Fisher recipe: how the diagonal importance of every parameter is estimated.
+
+    ``true``: expectation of the squared score under the model's own predictive distribution,
+    exact over classes. ``empirical``: the squared score of the given labels. Either way the
+    gradients are per sample and the Fisher is their mean of squares, so λ does not depend on
+    the batch size or the number of samples.
+    """
+
+    label_mode: LabelMode = "true"
+    n_samples: int = 1000
+    chunk_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.label_mode not in ("empirical", "true"):
+            raise ValueError(f"fisher label_mode must be 'empirical' or 'true', got {self.label_mode!r}")
+        if self.n_samples < 1 or self.chunk_size < 1:
+            raise ValueError("fisher n_samples and chunk_size must be at least 1")
+
+
+@dataclass
+class EWCConfig:
+    """How earlier tasks are consolidated and how strongly they are protected."""
+
+    consolidation: ConsolidationMode = "separate"
+    gamma: float = 1.0  # online mode's decay of the old Fisher: F <- gamma * F + F_t
+    ewc_lambda: float | Literal["auto"] = "auto"
+    default_lambda: float = 1000.0  # used when auto has no validation data to choose with
+    lambda_candidates: tuple[float, ...] = (10.0, 100.0, 1000.0, 10000.0)
+    fisher: FisherConfig = field(default_factory=FisherConfig)
+
+    def __post_init__(self) -> None:
+        if self.consolidation not in ("separate", "online"):
+            raise ValueError(f"consolidation must be 'separate' or 'online', got {self.consolidation!r}")
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.ewc_lambda != "auto" and float(self.ewc_lambda) < 0:
+            raise ValueError(f"ewc_lambda must be non-negative or 'auto', got {self.ewc_lambda}")
+        if isinstance(self.fisher, dict):
+            self.fisher = FisherConfig(**self.fisher)
+        self.lambda_candidates = tuple(float(c) for c in self.lambda_candidates)
+
+    def recipe(self) -> dict:
+        """What λ means: stored next to every λ the service chooses."""
+        return {
+            "label_mode": self.fisher.label_mode,
+            "n_samples": self.fisher.n_samples,
+            "scaling": "mean over samples of squared per-sample gradients of log p(y|x)",
+            "half_convention": "penalty = lambda/2 * sum_i F_i (theta_i - anchor_i)^2",
+            "consolidation": self.consolidation,
+            "penalty_step": "proximal after each SGD step; gradient added to .grad with Adam",
+            "gamma": self.gamma,
+        }
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,145 @@
+"""Training one task: mini-batch SGD/Adam on the task loss, plus the EWC pull when there is one.
+
+``Trainer`` runs a given number of *steps* and can be resumed, because the λ search trains
+several candidates a little, keeps the best, and continues them (successive halving) rather
+than starting over. A progress callback and a cancel check run on every batch, so a job shows
+live progress and stops within one batch of being cancelled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from app.learning.config import TrainConfig
+
+
+class TrainingCancelled(Exception):
+    """Raised inside training when the cancel check turns true."""
+
+
+@dataclass
+class Progress:
+    """One progress report of an update (``fraction`` covers the whole update)."""
+
+    phase: str  # "train" | "lambda_search" | "fisher" | "evaluate"
+    fraction: float
+    epoch: int
+    epochs: int
+    loss: float | None
+    samples_per_second: float | None
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA device is available")
+    return resolved
+
+
+def make_optimizer(parameters: Sequence[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum)
+
+
+StepCallback = Callable[[float, int], None]  # (batch loss, batch size)
+
+
+class Trainer:
+    """Mini-batch training of ``parameters`` through ``forward`` on (x, y), resumable by steps.
+
+    The EWC penalty enters one of two ways (see ``app.learning.ewc``): ``add_penalty_gradient``
+    runs after the task loss's backward pass and adds the penalty's gradient to ``.grad``
+    (Adam); ``after_step`` runs after the optimizer step and applies the penalty's proximal
+    step (SGD).
+    """
+
+    def __init__(
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        parameters: Sequence[nn.Parameter],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        config: TrainConfig,
+        add_penalty_gradient: Callable[[], None] | None = None,
+        after_step: Callable[[], None] | None = None,
+    ):
+        if len(x) == 0:
+            raise ValueError("cannot train on an empty dataset")
+        self.forward, self.parameters = forward, list(parameters)
+        self.x, self.y, self.config = x, y, config
+        self.add_penalty_gradient, self.after_step = add_penalty_gradient, after_step
+        self.optimizer = make_optimizer(self.parameters, config)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.steps_per_epoch = -(-len(x) // config.batch_size)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.steps_done = 0
+        self._order: torch.Tensor | None = None
+        self.last_loss = float("nan")
+        use_amp = config.mixed_precision and x.device.type == "cuda"
+        self._autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+
+    @property
+    def epoch(self) -> int:
+        return min(self.steps_done // self.steps_per_epoch + 1, self.config.epochs)
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        position = self.steps_done % self.steps_per_epoch
+        if position == 0 or self._order is None:
+            self._order = torch.randperm(len(self.x), generator=self.generator).to(self.x.device)
+        index = self._order[position * self.config.batch_size : (position + 1) * self.config.batch_size]
+        return self.x[index], self.y[index]
+
+    def run(
+        self,
+        n_steps: int | None = None,
+        on_step: StepCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> float:
+        """Train ``n_steps`` more steps (default: to the end); return the last batch loss."""
+        end = self.total_steps if n_steps is None else min(self.total_steps, self.steps_done + n_steps)
+        while self.steps_done < end:
+            if should_cancel is not None and should_cancel():
+                raise TrainingCancelled("the update was cancelled")
+            xb, yb = self._batch()
+            self.optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                loss = F.cross_entropy(self.forward(xb).float(), yb)
+            loss.backward()
+            if self.add_penalty_gradient is not None:
+                self.add_penalty_gradient()
+            self.optimizer.step()
+            if self.after_step is not None:
+                self.after_step()
+            self.steps_done += 1
+            self.last_loss = float(loss.detach())
+            if on_step is not None:
+                on_step(self.last_loss, len(xb))
+        return self.last_loss
+
+
+class ThroughputMeter:
+    """Samples per second over a sliding window, for progress reports."""
+
+    def __init__(self, window: float = 2.0):
+        self.window = window
+        self.events: list[tuple[float, int]] = []
+
+    def add(self, n_samples: int) -> float | None:
+        now = time.perf_counter()
+        self.events.append((now, n_samples))
+        while len(self.events) > 2 and now - self.events[0][0] > self.window:
+            self.events.pop(0)
+        elapsed = now - self.events[0][0]
+        if elapsed <= 0:
+            return None
+        return sum(n for _, n in self.events[1:]) / elapsed

@@ -1,0 +1,69 @@
+"""The HTTP service: `uvicorn app.main:app`.
+
+Builds the FastAPI app from the settings: the artifact store and learner cache live on
+``app.state``; the lifespan migrates the embedded SQLite database and starts the embedded worker thread when the settings say so
+(the default, so one command gives a service that trains), and stops it on shutdown.
+Domain errors raised by the services become HTTP answers in one handler here.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app import health
+from app.db.migrate import upgrade
+from app.db.session import get_engine
+from app.errors import DomainError
+from app.jobs.router import router as jobs_router
+from app.predict.router import router as predict_router
+from app.predict.service import LearnerCache
+from app.registry.router import router as registry_router
+from app.settings import Settings, get_settings
+from app.storage.artifacts import artifact_store
+from app.tasks.router import router as tasks_router
+from app.worker.loop import start_embedded_worker
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.is_sqlite:
+            # The embedded default: `uvicorn app.main:app` on a fresh checkout must serve, so its own
+            # SQLite file is brought to the migration head (a no-op when it already is). Server
+            # databases are migrated by the deployment (`alembic upgrade head`, compose's migrate).
+            upgrade(settings.database_url)
+        worker = start_embedded_worker(settings) if settings.embedded_worker else None
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()  # a job in training goes back to the queue
+
+    app = FastAPI(
+        title="retain",
+        description="A model service that keeps learning without forgetting: upload tasks, a worker learns each "
+                    "as an EWC (or CCLL) update, every version is kept with its accuracy on every past task.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = get_engine(settings)
+    app.state.store = artifact_store(settings)
+    app.state.learners = LearnerCache(capacity=settings.predict_cache_size)
+
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, error: DomainError) -> JSONResponse:
+        return JSONResponse(status_code=error.status_code, content={"detail": error.message})
+
+    for router in (tasks_router, jobs_router, registry_router, predict_router, health.router):
+        app.include_router(router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,74 @@
+"""POST /tasks (upload a dataset as the next update of a model), its reads, and promote."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+
+from app.db.session import SessionDep, WriteSessionDep
+from app.tasks import service
+from app.tasks.schemas import PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+NOT_FOUND = {404: {"description": "unknown task", "content": {"application/json": {"example": {"detail": "task 99 does not exist"}}}}}
+BAD_UPLOAD = {
+    413: {"description": "file or sample count over the configured limits",
+          "content": {"application/json": {"example": {"detail": "the file holds 2,000,000 samples; the limit is 1,000,000"}}}},
+    422: {"description": "the upload or a field is wrong; the message says what",
+          "content": {"application/json": {"example": {"detail": "model 'digits' takes samples of shape [1, 28, 28]; this file has samples of shape [3]"}}}},
+}
+
+
+@router.post("", response_model=TaskOut, status_code=202, responses=BAD_UPLOAD,
+             summary="Upload a labelled dataset; a worker learns it as the next update of the model")
+async def submit_task(
+    request: Request,
+    session: WriteSessionDep,
+    file: Annotated[UploadFile, File(description=".npz with x, y (optional x_test, y_test), or .csv with a 'label' column")],
+    model: Annotated[str, Form(description="model name; created on first use", examples=["digits"])],
+    name: Annotated[str | None, Form(description="a name for the task", examples=["permuted digits"])] = None,
+    architecture: Annotated[str | None, Form(description="mlp (default) | cnn | resnet18; fixed at model creation")] = None,
+    architecture_options: Annotated[str | None, Form(description='JSON object, e.g. {"hidden": [100, 100]} or {"alpha": 2, "beta": 1}')] = None,
+    strategy: Annotated[str, Form(description="ewc (default) | finetune | ccll")] = "ewc",
+    ewc_lambda: Annotated[str, Form(description="a number, or auto (chosen on validation data)")] = "auto",
+    epochs: Annotated[int | None, Form()] = None,
+    batch_size: Annotated[int | None, Form()] = None,
+    lr: Annotated[float | None, Form()] = None,
+    test_fraction: Annotated[float, Form(description="held out for test when the file has no x_test")] = 0.2,
+    validation_fraction: Annotated[float, Form(description="of the training part, for λ search and the forgetting gate")] = 0.1,
+    max_forgetting: Annotated[float | None, Form(description="forgetting gate of the model (validation accuracy drop)")] = None,
+) -> TaskOut:
+    task_request = TaskRequest.from_form(
+        model=model, name=name, architecture=architecture, architecture_options=architecture_options, strategy=strategy,
+        ewc_lambda=ewc_lambda, epochs=epochs, batch_size=batch_size, lr=lr, test_fraction=test_fraction,
+        validation_fraction=validation_fraction, max_forgetting=max_forgetting,
+    )
+    settings = request.app.state.settings
+    data = await file.read(settings.max_upload_bytes + 1)  # one byte over the limit is enough to refuse it
+    return service.submit_task(session, request.app.state.store, settings, task_request, file.filename or "", data)
+
+
+@router.get("", response_model=list[TaskOut], summary="Every task, oldest first")
+def list_tasks(session: SessionDep, model: str | None = None) -> list[TaskOut]:
+    return service.list_tasks(session, model=model)
+
+
+@router.get("/{task_id}", response_model=TaskOut, responses=NOT_FOUND, summary="One task and its job's status")
+def get_task(task_id: int, session: SessionDep) -> TaskOut:
+    return service.get_task(session, task_id)
+
+
+@router.get("/{task_id}/accuracy", response_model=TaskAccuracyOut, responses=NOT_FOUND,
+            summary="The task's test accuracy after every update since it was learnt")
+def task_accuracy(task_id: int, session: SessionDep) -> TaskAccuracyOut:
+    return service.task_accuracy(session, task_id)
+
+
+@router.post("/{task_id}/promote", response_model=PromoteOut,
+             responses={**NOT_FOUND, 409: {"description": "the task has no stored version yet", "content": {
+                 "application/json": {"example": {"detail": "task 8 has no stored version to promote (its job is running)"}}}}},
+             summary="Promote the task's version (e.g. one the forgetting gate rejected) and serve it")
+def promote_task(task_id: int, session: WriteSessionDep) -> PromoteOut:
+    return service.promote_task(session, task_id)

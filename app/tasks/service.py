@@ -1,0 +1,182 @@
+"""Tasks: accept an upload as the next update of a model, and report on it afterwards.
+
+Submitting is validate-everything-then-write: the form, the file (parsing.py), and the
+fit with the model (input shape, architecture, strategy family) are all checked before
+anything is stored, so a bad request leaves the database and the artifact store exactly
+as they were. Only then is the parsed dataset written (content-addressed, so a repeated
+upload costs nothing) and the model/dataset/task/job rows committed in one transaction.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.datasets.parsing import ParsedDataset, parse_dataset
+from app.datasets.storage import store_dataset
+from app.db.tables import Accuracy, Dataset, Job, Model, ModelVersion, Task
+from app.errors import Conflict, InvalidInput, NotFound
+from app.jobs.queue import enqueue
+from app.learning import ContinualLearner
+from app.registry.service import serving_number, set_serving_version
+from app.tasks.schemas import AccuracyEntry, DatasetOut, PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
+
+
+def submit_task(session: Session, store, settings, request: TaskRequest, filename: str, data: bytes) -> TaskOut:
+    parsed = parse_dataset(
+        filename, data, max_bytes=settings.max_upload_bytes, max_samples=settings.max_upload_samples,
+        test_fraction=request.test_fraction, validation_fraction=request.validation_fraction, seed=settings.split_seed,
+    )
+    model = session.scalar(select(Model).where(Model.name == request.model))
+    if model is None:
+        check_new_model(request, parsed)
+    else:
+        check_fits_model(model, request, parsed)
+
+    reference = store_dataset(store, parsed)  # idempotent: content-addressed
+    if model is None:
+        model = Model(
+            name=request.model, architecture=request.architecture or default_architecture(request.strategy),
+            strategy="ccll" if request.strategy == "ccll" else "ewc", input_shape=list(parsed.input_shape),
+            options=request.architecture_options or {},
+            max_forgetting=request.max_forgetting if request.max_forgetting is not None else settings.default_max_forgetting,
+        )
+        session.add(model)
+    elif request.max_forgetting is not None:
+        model.max_forgetting = request.max_forgetting
+    dataset = Dataset(
+        sha256=parsed.sha256, format=parsed.format, n_train=parsed.n_train, n_validation=parsed.n_validation,
+        n_test=parsed.n_test, input_shape=list(parsed.input_shape), labels=parsed.labels,
+        artifact_uri=reference.uri, artifact_sha256=reference.sha256, artifact_size=reference.size,
+    )
+    session.add(dataset)
+    session.flush()
+    task = Task(model_id=model.id, name=request.name, dataset_id=dataset.id, strategy=request.strategy,
+                hyperparameters=request.hyperparameters(), status="queued")
+    session.add(task)
+    session.flush()
+    job = enqueue(session, task, max_attempts=settings.max_attempts)
+    session.commit()
+    return task_out(session, task, job=job, model=model, dataset=dataset)
+
+
+def default_architecture(strategy: str) -> str:
+    return "cnn" if strategy == "ccll" else "mlp"
+
+
+def check_new_model(request: TaskRequest, parsed: ParsedDataset) -> None:
+    """The first task fixes the model: its architecture must build for these inputs."""
+    if len(parsed.labels) < 2 or len(set(parsed.splits["train"].label_index.tolist())) < 2:
+        raise InvalidInput(f"the first task of a model needs at least two classes; the training data has only "
+                           f"{parsed.labels_of('train')[0]!r}")
+    architecture = request.architecture or default_architecture(request.strategy)
+    if request.strategy == "ccll" and architecture not in ("cnn", "resnet18"):
+        raise InvalidInput("strategy ccll needs architecture cnn or resnet18 (it calibrates conv blocks)")
+    if architecture in ("cnn", "resnet18") and len(parsed.input_shape) != 3:
+        raise InvalidInput(f"architecture {architecture} needs image samples (N x C x H x W); "
+                           f"this file has samples of shape {list(parsed.input_shape)}")
+    try:
+        ContinualLearner.create(architecture, parsed.input_shape, strategy="ccll" if request.strategy == "ccll" else "ewc",
+                                architecture_options=request.architecture_options)
+    except (ValueError, TypeError) as error:
+        raise InvalidInput(f"cannot build a {architecture} model for samples of shape {list(parsed.input_shape)} "
+                           f"with options {request.architecture_options or {}}: {error}") from error
+
+
+def check_fits_model(model: Model, request: TaskRequest, parsed: ParsedDataset) -> None:
+    if tuple(parsed.input_shape) != tuple(model.input_shape):
+        raise InvalidInput(f"model {model.name!r} takes samples of shape {list(model.input_shape)}; "
+                           f"this file has samples of shape {list(parsed.input_shape)}")
+    if request.architecture is not None and request.architecture != model.architecture:
+        raise InvalidInput(f"model {model.name!r} is a {model.architecture}; the architecture is fixed when a model is "
+                           f"created (asked for {request.architecture})")
+    if request.architecture_options and request.architecture_options != (model.options or {}):
+        raise InvalidInput(f"model {model.name!r} was created with options {model.options or {}}; they cannot change")
+    if (model.strategy == "ccll") != (request.strategy == "ccll"):
+        raise InvalidInput(f"model {model.name!r} is a {model.strategy} model; strategy {request.strategy} "
+                           "cannot update it (ccll models take ccll tasks only)")
+    if model.strategy == "ccll" and len(set(parsed.splits["train"].label_index.tolist())) < 2:
+        raise InvalidInput("a ccll task needs at least two classes (each task has its own classifier)")
+
+
+def get_task_row(session: Session, task_id: int) -> Task:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} does not exist")
+    return task
+
+
+def latest_job(session: Session, task: Task) -> Job | None:
+    return session.scalar(select(Job).where(Job.task_id == task.id).order_by(Job.id.desc()).limit(1))
+
+
+def task_out(session: Session, task: Task, job: Job | None = None, model: Model | None = None,
+             dataset: Dataset | None = None) -> TaskOut:
+    job = job or latest_job(session, task)
+    model = model or session.get(Model, task.model_id)
+    dataset = dataset or session.get(Dataset, task.dataset_id)
+    version_number = session.scalar(select(ModelVersion.number).where(ModelVersion.task_id == task.id))
+    return TaskOut(
+        id=task.id, job_id=job.id if job else None, status=job.status if job else task.status, model=model.name,
+        name=task.name, strategy=task.strategy, hyperparameters=task.hyperparameters or {},
+        dataset=DatasetOut(id=dataset.id, sha256=dataset.sha256, format=dataset.format, n_train=dataset.n_train,
+                           n_validation=dataset.n_validation, n_test=dataset.n_test,
+                           input_shape=list(dataset.input_shape), labels=list(dataset.labels)),
+        model_version=version_number, created_at=task.created_at,
+    )
+
+
+def get_task(session: Session, task_id: int) -> TaskOut:
+    return task_out(session, get_task_row(session, task_id))
+
+
+def list_tasks(session: Session, model: str | None = None) -> list[TaskOut]:
+    query = select(Task).order_by(Task.id)
+    if model is not None:
+        query = query.join(Model, Task.model_id == Model.id).where(Model.name == model)
+    return [task_out(session, task) for task in session.scalars(query)]
+
+
+def task_accuracy(session: Session, task_id: int) -> TaskAccuracyOut:
+    """The task's row of the accuracy table over time: one entry per version that measured it, oldest first."""
+    task = get_task_row(session, task_id)
+    model = session.get(Model, task.model_id)
+    rows = session.execute(
+        select(Accuracy, ModelVersion).join(ModelVersion, Accuracy.model_version_id == ModelVersion.id)
+        .where(Accuracy.task_id == task.id).order_by(ModelVersion.number)
+    ).all()
+    history = [
+        AccuracyEntry(model_version=version.number, after_task_id=version.task_id, accuracy=row.accuracy, loss=row.loss,
+                      n_test=row.n_test, promoted=version.promoted, created_at=row.created_at)
+        for row, version in rows
+    ]
+    if not history:
+        return TaskAccuracyOut(task_id=task.id, history=[], initial=None, current=None, best=None, forgetting=None)
+    serving = next((entry for entry, (_, version) in zip(history, rows) if version.id == model.serving_version_id), None)
+    current = (serving or history[-1]).accuracy
+    best = max(entry.accuracy for entry in history)
+    return TaskAccuracyOut(task_id=task.id, history=history, initial=history[0].accuracy, current=current, best=best,
+                           forgetting=best - current)
+
+
+def promote_task(session: Session, task_id: int) -> PromoteOut:
+    """Accept a version the forgetting gate rejected (or re-point the alias at a task's version).
+
+    The job keeps its ``rejected`` status: it records what the gate decided; the version's
+    ``promoted`` flag and the alias change record that a user overruled it.
+    """
+    task = get_task_row(session, task_id)
+    model = session.get(Model, task.model_id)
+    version = session.scalar(select(ModelVersion).where(ModelVersion.task_id == task.id))
+    if version is None:
+        job = latest_job(session, task)
+        raise Conflict(f"task {task_id} has no stored version to promote (its job is "
+                       f"{job.status if job else 'missing'}); only a trained task can be promoted")
+    previous = serving_number(session, model)
+    if model.serving_version_id != version.id:  # promoting what already serves changes nothing
+        version.promoted = True
+        set_serving_version(session, model, version, f"task {task_id} promoted through the API")
+        session.commit()
+    job = latest_job(session, task)
+    return PromoteOut(task_id=task.id, model=model.name, model_version=version.number, previous_version=previous,
+                      status=job.status if job else task.status)

@@ -1,0 +1,1 @@
+"""The worker: claims queued updates and applies them."""

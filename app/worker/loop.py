@@ -1,0 +1,83 @@
+"""The worker loop: reap expired leases, claim the next job, run it, repeat.
+
+The same loop runs in `python -m workers` processes and, on the embedded default, in a
+thread of the API process (`start_embedded_worker`). Setting ``stop_event`` stops it
+gracefully: no new claims, and a job in training is handed back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+from app.db.session import session_factory
+from app.jobs import queue
+from app.storage.artifacts import artifact_store
+from app.worker.update import run_job
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def run_worker(settings, stop_event: threading.Event | None = None, once: bool = False,
+               worker_id: str | None = None) -> int:
+    """Work until ``stop_event`` is set; with ``once``, run at most one job and return.
+    Returns the number of jobs this worker ran (whatever their outcome)."""
+    stop_event = stop_event or threading.Event()
+    factory = session_factory(settings)
+    store = artifact_store(settings)
+    worker_id = worker_id or default_worker_id()
+    jobs_run = 0
+    while not stop_event.is_set():
+        held = None
+        try:
+            with factory() as session:
+                for job_id, status in queue.reap(session).items():
+                    log.warning("job %s: lease expired -> %s", job_id, status)
+            with factory() as session:
+                held = queue.claim(session, worker_id, settings.lease_seconds)
+        except Exception:  # database unreachable or busy: a worker keeps polling rather than dying
+            log.exception("worker %s could not poll the queue", worker_id)
+        if held is not None:
+            log.info("job %s (task %s, model %s, attempt %s): claimed by %s", held.job_id, held.task_id,
+                     held.model_id, held.attempt, held.lease_owner)
+            outcome = run_job(factory, store, settings, held, stop_event)
+            log.info("job %s: %s", held.job_id, outcome)
+            jobs_run += 1
+        if once:
+            break
+        if held is None:
+            stop_event.wait(settings.poll_interval)
+    return jobs_run
+
+
+@dataclass
+class EmbeddedWorker:
+    """A worker thread inside the API process; `stop()` on shutdown."""
+
+    thread: threading.Thread
+    stop_event: threading.Event
+
+    def stop(self, timeout: float | None = 60.0) -> None:
+        """Stop claiming, hand a running job back to the queue, and wait for the thread."""
+        self.stop_event.set()
+        self.thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+
+def start_embedded_worker(settings) -> EmbeddedWorker:
+    stop_event = threading.Event()
+    thread = threading.Thread(target=run_worker, args=(settings, stop_event),
+                              kwargs={"worker_id": f"{default_worker_id()}-embedded"},
+                              name="retain-embedded-worker", daemon=True)
+    thread.start()
+    return EmbeddedWorker(thread=thread, stop_event=stop_event)

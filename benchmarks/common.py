@@ -1,0 +1,162 @@
+"""Shared helpers for the benchmark scripts: task files, validation hold-out, progress, results.
+
+Every benchmark reads tasks the same way (``taskK.npz`` with ``x, y, x_test, y_test``, any
+input shape, loaded with ``allow_pickle=False``), holds out validation data from the *train*
+split only (test is never used to choose anything), and writes its JSON with the machine it
+ran on, so a figure in the README can be traced to a command and a machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # scripts run as `python benchmarks/x.py` from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from app.learning import TaskData  # noqa: E402  (needs the path above)
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# Wide enough for the tables when stderr is a log file rather than a terminal.
+console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=140)
+
+
+@dataclass
+class BenchmarkTask:
+    """One task of a benchmark: train (minus the held-out part), validation, and test data."""
+
+    key: str
+    train: TaskData
+    validation: TaskData
+    test: TaskData
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+
+def task_files(directory: str | Path) -> list[Path]:
+    """``task0.npz, task1.npz, …`` in numeric order (task10 after task9)."""
+    directory = Path(directory)
+    files = [p for p in directory.iterdir() if re.fullmatch(r"task\d+\.npz", p.name)]
+    if not files:
+        raise SystemExit(f"no task<K>.npz files in {directory}")
+    return sorted(files, key=lambda p: int(p.stem[4:]))
+
+
+def hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Split one task's train arrays into (train_x, train_y, val_x, val_y), stratified by label.
+
+    Stratified so a small validation set still sees every class of the task; seeded so
+    every method in a run trains on exactly the same samples.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise SystemExit(f"validation fraction must be in [0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    validation_index = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        rng.shuffle(members)
+        validation_index.append(members[: int(round(fraction * len(members)))])
+    is_validation = np.zeros(len(y), dtype=bool)
+    is_validation[np.concatenate(validation_index)] = True
+    return x[~is_validation], y[~is_validation], x[is_validation], y[is_validation]
+
+
+def load_tasks(
+    directory: str | Path, n_tasks: int | None = None, validation_fraction: float = 0.1, seed: int = 0
+) -> list[BenchmarkTask]:
+    """Load the first ``n_tasks`` tasks of ``directory`` (all when None)."""
+    files = task_files(directory)
+    if n_tasks is not None:
+        if n_tasks > len(files):
+            raise SystemExit(f"asked for {n_tasks} tasks but {directory} holds {len(files)}")
+        files = files[:n_tasks]
+    tasks = []
+    for index, path in enumerate(files):
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = {"x", "y", "x_test", "y_test"} - set(arrays.files)
+            if missing:
+                raise SystemExit(f"{path} lacks {sorted(missing)}")
+            x, y, x_test, y_test = (arrays[k] for k in ("x", "y", "x_test", "y_test"))
+        if x.shape[1:] != x_test.shape[1:]:
+            raise SystemExit(f"{path}: x is {x.shape[1:]} per sample but x_test is {x_test.shape[1:]}")
+        train_x, train_y, val_x, val_y = hold_out(x, y, validation_fraction, seed + index)
+        tasks.append(
+            BenchmarkTask(
+                key=path.stem,
+                train=TaskData(train_x, train_y.tolist()),
+                validation=TaskData(val_x, val_y.tolist()),
+                test=TaskData(x_test, y_test.tolist()),
+            )
+        )
+    shapes = {t.input_shape for t in tasks}
+    if len(shapes) != 1:
+        raise SystemExit(f"tasks in {directory} disagree on the input shape: {sorted(shapes)}")
+    return tasks
+
+
+def input_scale_for(data: TaskData) -> float:
+    """The learner's convention (design.md §1): uint8 samples are scaled by 1/255."""
+    return 1.0 / 255.0 if np.asarray(data.x).dtype == np.uint8 else 1.0
+
+
+def parse_floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as error:
+        raise SystemExit(f"expected comma-separated numbers, got {text!r}") from error
+
+
+def progress_bar() -> Progress:
+    """The one progress bar style every benchmark uses (on stderr, so stdout stays the table)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def machine() -> dict:
+    """Where the numbers were measured: they mean little without it."""
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def write_json(path: str | Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "machine": machine(), "command": " ".join(["python", *sys.argv]),
+               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    console.print(f"wrote {path}")

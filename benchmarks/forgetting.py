@@ -1,0 +1,224 @@
+"""The forgetting benchmark: how much of every old task each method keeps, with numbers.
+
+Learns ``task0.npz … task{N-1}.npz`` of a directory in order with every method, from the same
+seed and on the same samples, and records the accuracy matrix R[i][j] (test accuracy on task
+j after update i), average accuracy, BWT, and task 0's accuracy right after it was learnt and
+at the end. Methods:
+
+* ``finetune``     plain training on each task (the baseline that forgets)
+* ``ewc_separate`` EWC, one Fisher + anchor per past task (Kirkpatrick et al. 2017)
+* ``ewc_online``   online EWC, one running Fisher + anchor (Schwarz et al. 2018)
+* ``joint``        training on every task seen so far (the upper bound)
+* ``ccll``         frozen base + per-task calibration (cnn / resnet18 only; evaluated task-aware)
+
+λ is either a list (every EWC mode is run with each value; the best by final mean
+*validation* accuracy is reported, the rest under ``"sweep"``) or ``auto`` (the learner's own
+per-update search, as the service runs it). Validation data is a stratified, seeded 10% of
+each task's train split, held out for every method alike; test data is only ever reported.
+
+    python benchmarks/forgetting.py --tasks ../shared/data/pmnist-conflict --n-tasks 5 \\
+        --lambda auto --json benchmarks/results/pmnist_5tasks_auto.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from statistics import mean
+
+from common import SHARED_DATA, console, input_scale_for, load_tasks, parse_floats, progress_bar, write_json
+
+from app.learning import ContinualLearner, EWCConfig, FisherConfig, TrainConfig, accuracy_matrix_metrics
+
+EWC_METHODS = {"ewc_separate": "separate", "ewc_online": "online"}
+ALL_METHODS = ("finetune", "ewc_separate", "ewc_online", "joint", "ccll")
+CONV_ARCHITECTURES = ("cnn", "resnet18")
+# Conventional learning rates when the optimizer is not the library default's (whose lr is TrainConfig's).
+CONVENTIONAL_LR = {"sgd": 0.05, "adam": 1e-3}
+
+
+def parse_args() -> argparse.Namespace:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=str(SHARED_DATA / "pmnist-conflict"), help="directory of task<K>.npz")
+    parser.add_argument("--n-tasks", type=int, default=None, help="first N tasks (default: all)")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(ALL_METHODS)} "
+                        "(default: all that apply to the architecture)")
+    parser.add_argument("--arch", choices=("mlp", "cnn", "resnet18"), default="mlp")
+    parser.add_argument("--hidden", default="100,100", help="mlp hidden sizes (default 100,100)")
+    parser.add_argument("--lambda", dest="ewc_lambda", default="1,10,100,1000,10000",
+                        help="'auto' or comma-separated values to sweep (default 1,10,100,1000,10000)")
+    parser.add_argument("--lambda-candidates", help="with --lambda auto: the candidates searched "
+                        f"(default: the library's, {','.join(f'{c:g}' for c in EWCConfig().lambda_candidates)})")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default=defaults.optimizer)
+    parser.add_argument("--lr", type=float, help="default: the library's for its optimizer, else sgd 0.05 / adam 1e-3")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--fisher", choices=("true", "empirical"), default=FisherConfig().label_mode,
+                        help="Fisher label mode")
+    parser.add_argument("--fisher-samples", type=int, default=FisherConfig().n_samples)
+    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--device", default="cpu", help="cpu (default, for comparable timings), cuda or auto")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    available = [m for m in ALL_METHODS if m != "ccll" or args.arch in CONV_ARCHITECTURES]
+    args.methods = args.methods.split(",") if args.methods else available
+    unknown = [m for m in args.methods if m not in ALL_METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {', '.join(ALL_METHODS)}")
+    if "ccll" in args.methods and args.arch not in CONV_ARCHITECTURES:
+        parser.error("ccll calibrates conv blocks: use --arch cnn or resnet18")
+    args.auto = args.ewc_lambda.strip() == "auto"
+    args.lambdas = None if args.auto else parse_floats(args.ewc_lambda)
+    if args.lambda_candidates and not args.auto:
+        parser.error("--lambda-candidates only applies with --lambda auto")
+    args.lambda_candidates = parse_floats(args.lambda_candidates) if args.lambda_candidates else None
+    if args.lr is None:
+        args.lr = defaults.lr if args.optimizer == defaults.optimizer else CONVENTIONAL_LR[args.optimizer]
+    args.hidden = [int(h) for h in args.hidden.split(",")]
+    return args
+
+
+def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
+    """Learn every task in order with one method (and one λ); return its matrix and metrics."""
+    ccll = method == "ccll"
+    options = {"hidden": args.hidden} if args.arch == "mlp" else None
+    ewc = EWCConfig(
+        consolidation=EWC_METHODS.get(method, "separate"),
+        fisher=FisherConfig(label_mode=args.fisher, n_samples=args.fisher_samples),
+        **({"lambda_candidates": tuple(args.lambda_candidates)} if args.lambda_candidates else {}),
+    )
+    learner = ContinualLearner.create(args.arch, tasks[0].input_shape, strategy="ccll" if ccll else "ewc",
+                                      architecture_options=options, ewc=ewc,
+                                      input_scale=input_scale_for(tasks[0].train), seed=args.seed)
+    config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+                         seed=args.seed, device=args.device)
+    strategy = "ewc" if method in EWC_METHODS else method
+    label = method if ewc_lambda is None else f"{method} λ={ewc_lambda}"
+    matrix, updates = [], []
+    for i, task in enumerate(tasks):
+        bar.update(bar_task, status=f"{label}: task {i + 1}/{len(tasks)}")
+        result = learner.learn_task(
+            task.key, task.train, strategy=strategy, train_config=config,
+            validation={t.key: t.validation for t in tasks[: i + 1]},
+            ewc_lambda=ewc_lambda if strategy == "ewc" else None,
+        )
+        # CCLL needs the task at prediction time; the others predict over the whole vocabulary.
+        matrix.append([learner.evaluate(t.test, task_key=t.key if ccll else None).accuracy if j <= i else None
+                       for j, t in enumerate(tasks)])
+        updates.append({
+            "task": task.key, "ewc_lambda": result.ewc_lambda, "train_seconds": result.train_seconds,
+            "search_seconds": result.search_seconds, "lambda_search": result.lambda_search,
+            "validation_after": result.validation_after, "parameters_added": result.parameters_added,
+        })
+        bar.advance(bar_task)
+    metrics = accuracy_matrix_metrics(matrix)
+    chosen = [u["ewc_lambda"] for u in updates if u["ewc_lambda"] is not None]
+    return {
+        "lambda": (chosen[-1] if chosen else None) if ewc_lambda == "auto" else ewc_lambda,
+        "matrix": matrix,
+        "avg_acc": metrics["average_accuracy"],
+        "bwt": metrics["bwt"],
+        "forgetting": metrics["forgetting"],
+        "task0_initial": matrix[0][0],
+        "task0_final": matrix[-1][0],
+        "task0_kept": matrix[-1][0] / matrix[0][0] if matrix[0][0] else None,
+        "validation_avg_acc": mean(updates[-1]["validation_after"].values()),
+        "train_seconds": sum(u["train_seconds"] for u in updates),
+        "lambda_per_update": [u["ewc_lambda"] for u in updates] if strategy == "ewc" else None,
+        "updates": updates,
+        "fisher_recipe": ewc.recipe() if not ccll else None,
+        "train_config": config.as_dict(),
+    }
+
+
+def search_overhead(results: dict) -> dict | None:
+    """What ``--lambda auto`` costs over a plain update of the same task.
+
+    In training steps (exact: all candidates' steps over one full update's) and in seconds
+    (search time over fine-tuning's time on the same task; noisy on a shared machine).
+    """
+    plain = results.get("finetune")
+    overhead = {}
+    for method in EWC_METHODS:
+        if method not in results:
+            continue
+        searched = [u for u in results[method]["updates"] if u["lambda_search"]]
+        if not searched:
+            continue
+        step_ratios = [sum(e["steps"] for e in u["lambda_search"]) / max(e["steps"] for e in u["lambda_search"])
+                       for u in searched]
+        overhead[method] = {"steps_ratio_per_update": step_ratios, "steps_ratio_mean": mean(step_ratios)}
+        if plain is not None:
+            by_task = {u["task"]: u for u in plain["updates"]}
+            seconds = [u["search_seconds"] / by_task[u["task"]]["train_seconds"] for u in searched]
+            overhead[method] |= {"seconds_ratio_per_update": seconds, "seconds_ratio_mean": mean(seconds),
+                                 "search_seconds_total": sum(u["search_seconds"] for u in searched),
+                                 "plain_seconds_total": sum(by_task[u["task"]]["train_seconds"] for u in searched)}
+    return overhead or None
+
+
+def print_table(results: dict, args) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(next(iter(results.values()))['matrix'])} tasks, {args.arch}, {args.optimizer} "
+                        f"lr={args.lr}, {args.epochs} epochs, λ={args.ewc_lambda}")
+    for column in ("method", "λ", "avg acc", "BWT", "task 0 initial → final", "kept", "train s"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for method, r in results.items():
+        lam = r["lambda"]
+        lam_text = "auto: " + ",".join(f"{v:g}" for v in r["lambda_per_update"][1:]) if args.auto and lam is not None \
+            else ("–" if lam is None else f"{lam:g}")
+        table.add_row(method, lam_text, f"{r['avg_acc']:.3f}", "–" if r["bwt"] is None else f"{r['bwt']:+.3f}",
+                      f"{r['task0_initial']:.3f} → {r['task0_final']:.3f}", f"{r['task0_kept']:.3f}",
+                      f"{r['train_seconds']:.1f}")
+    console.print(table)
+
+
+def main() -> None:
+    args = parse_args()
+    tasks = load_tasks(args.tasks, args.n_tasks, args.validation_fraction, args.seed)
+    console.print(f"{len(tasks)} tasks from {args.tasks}, input shape {tasks[0].input_shape}, "
+                  f"{len(tasks[0].train)} train / {len(tasks[0].validation)} validation / "
+                  f"{len(tasks[0].test)} test per task")
+    runs = [(m, lam) for m in args.methods
+            for lam in (["auto"] if args.auto else args.lambdas if m in EWC_METHODS else [None])]
+    results, sweep = {}, {}
+    started = time.perf_counter()
+    with progress_bar() as bar:
+        bar_task = bar.add_task("forgetting", total=len(runs) * len(tasks), status="")
+        for method, ewc_lambda in runs:
+            outcome = run_method(method, ewc_lambda, tasks, args, bar, bar_task)
+            if method in EWC_METHODS and not args.auto:
+                sweep.setdefault(method, []).append(
+                    {k: outcome[k] for k in ("lambda", "avg_acc", "bwt", "task0_final", "task0_kept",
+                                             "validation_avg_acc", "train_seconds")})
+                best = results.get(method)
+                # Chosen on validation, never test: the sweep must not be an oracle.
+                if best is None or outcome["validation_avg_acc"] > best["validation_avg_acc"]:
+                    results[method] = outcome
+            else:
+                results[method] = outcome
+    results = {m: results[m] for m in args.methods}  # the order asked for
+    print_table(results, args)
+    overhead = search_overhead(results) if args.auto else None
+    if overhead:
+        for method, o in overhead.items():
+            line = f"λ search cost ({method}): {o['steps_ratio_mean']:.2f}× a plain update's training steps"
+            if "seconds_ratio_mean" in o:
+                line += (f"; {o['search_seconds_total']:.1f} s vs fine-tuning's {o['plain_seconds_total']:.1f} s "
+                         f"on the same tasks ({o['search_seconds_total'] / o['plain_seconds_total']:.2f}×)")
+            console.print(line)
+    if args.json:
+        write_json(args.json, {
+            "methods": results, "sweep": sweep, "lambda_search_cost": overhead,
+            "settings": {k: v for k, v in vars(args).items() if k not in ("lambdas",)},
+            "n_tasks": len(tasks), "input_shape": list(tasks[0].input_shape),
+            "wall_seconds": time.perf_counter() - started,
+        })
+
+
+if __name__ == "__main__":
+    main()

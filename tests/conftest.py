@@ -1,0 +1,314 @@
+"""Shared fixtures: real, migrated databases (SQLite and Postgres) and worker helpers.
+
+Fixtures
+    database_url     parametrised ["sqlite", "postgres"]: a fresh database per test, created and
+                     dropped by the suite, schema from the Alembic migrations (never create_all).
+                     SQLite: a file in the test's tmp dir. Postgres: ``CREATE DATABASE
+                     retain_test_<random> TEMPLATE <migrated template>`` on 127.0.0.1:5432 (user
+                     postgres); the template is migrated once per session, so a test pays only
+                     the copy (~0.1 s); every database is dropped at teardown. Without a
+                     reachable Postgres the postgres cases are skipped, saying so.
+    settings         Settings on that database, artifacts in the test's tmp dir, embedded worker
+                     off, cpu, short leases (5 s), fast polling.
+    session_factory  sessionmaker bound to the test database.
+    store            the ArtifactStore of ``settings``.
+
+    run_worker_once  callable: the real worker loop in this process, reap + claim + run at most
+                     one job; returns the number of jobs run (0 or 1).
+    submit_task      callable ``submit(model="m", index=0, **form) -> (task_id, job_id)``: a small
+                     slice of pmnist-conflict task ``index`` submitted through the real POST /tasks
+                     service function (parse, split, store, enqueue); defaults train in a second
+                     (mlp 1x32, 1 epoch, ewc_lambda 100). Skips when the shared data is missing.
+    worker_env       callable ``worker_env(**RETAIN_overrides) -> env dict`` for a subprocess that
+                     should see the test database and artifact store as a worker would.
+    make_job         callable ``make_job(model="m") -> job_id``: model/dataset/task/job rows only (no
+                     artifacts; nothing a worker could train), for queue and state-machine tests.
+    worker_processes callable ``start(worker_id, *args, **RETAIN_env_overrides) -> Popen``: a real
+                     `python -m workers` process on the test database (log in tmp_path/<id>.log);
+                     every process still running at teardown is killed.
+    client           a TestClient of the API on the test database (no embedded worker).
+    task_file        callable ``task_file(k, n_train=300, n_test=200) -> Path``: an .npz slice of
+                     pmnist-conflict task k as a user would upload it (1x28x28 uint8).
+    submit           callable ``submit(path, model="m", **form) -> dict``: POST /tasks through
+                     ``client``; asserts the 202.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+POSTGRES_ADMIN_URL = os.environ.get("RETAIN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _postgres_url(database: str) -> str:
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{database}"
+
+
+def _admin(statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3) as admin:
+        admin.execute(statement)
+
+
+def _dispose(url: str) -> None:
+    from app.db.session import engine_for
+
+    engine_for(url).dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_template():
+    """A migrated Postgres database that every test database is copied from; None if unreachable."""
+    name = f"retain_test_template_{uuid.uuid4().hex[:10]}"
+    try:
+        _admin(f'CREATE DATABASE "{name}"')
+    except Exception as error:  # no server here: the postgres cases skip, with the reason
+        yield error
+        return
+    from app.db.migrate import upgrade
+
+    try:
+        upgrade(_postgres_url(name))
+        yield name
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A migrated SQLite file that every SQLite test database is copied from."""
+    from app.db.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "retain.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+def fresh_database(kind: str, tmp_path: Path, request) -> tuple[str, callable]:
+    """A new migrated database of ``kind``; returns its URL and the function that drops it."""
+    if kind == "sqlite":
+        path = tmp_path / "retain.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+        return url, lambda: _dispose(url)
+    template = request.getfixturevalue("postgres_template")
+    if not isinstance(template, str):
+        pytest.skip(f"Postgres is not reachable at {POSTGRES_ADMIN_URL}: {template}")
+    name = f"retain_test_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    url = _postgres_url(name)
+
+    def drop() -> None:
+        _dispose(url)
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return url, drop
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    url, drop = fresh_database(request.param, tmp_path, request)
+    try:
+        yield url
+    finally:
+        drop()
+
+
+@pytest.fixture
+def settings(database_url, tmp_path):
+    from app.settings import Settings
+
+    return Settings(database_url=database_url, artifact_uri=str(tmp_path / "artifacts"), embedded_worker=False,
+                    device="cpu", lease_seconds=5.0, heartbeat_seconds=0.5, poll_interval=0.05,
+                    progress_interval=0.2, max_upload_bytes=5_000_000, max_upload_samples=20_000)
+
+
+@pytest.fixture
+def session_factory(settings):
+    from app.db.session import session_factory as make
+
+    return make(settings)
+
+
+@pytest.fixture
+def store(settings):
+    from app.storage.artifacts import artifact_store
+
+    return artifact_store(settings)
+
+
+@pytest.fixture
+def run_worker_once(settings):
+    from app.worker.loop import run_worker
+
+    def run(worker_settings=None) -> int:
+        return run_worker(worker_settings or settings, threading.Event(), once=True, worker_id="test-worker")
+
+    return run
+
+
+TINY_TASK_FORM = dict(name=None, architecture="mlp", architecture_options='{"hidden": [32]}', strategy="ewc",
+                      ewc_lambda="100", epochs=1, batch_size=None, lr=None, test_fraction=0.2,
+                      validation_fraction=0.1, max_forgetting=None)
+"""POST /tasks form fields that train in about a second: mlp 1x32, one epoch, a fixed λ (no search)."""
+
+
+def tiny_task_bytes(index: int, n_train: int, n_test: int) -> bytes:
+    """The first samples of pmnist-conflict task ``index`` as the bytes of an uploaded .npz."""
+    import io
+
+    import numpy as np
+
+    source = SHARED_DATA / "pmnist-conflict" / f"task{index}.npz"
+    if not source.exists():
+        pytest.skip(f"{source} not found (the shared data lies beside the repository)")
+    with np.load(source, allow_pickle=False) as data:
+        buffer = io.BytesIO()
+        np.savez(buffer, x=data["x"][:n_train], y=data["y"][:n_train], x_test=data["x_test"][:n_test],
+                 y_test=data["y_test"][:n_test])
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def submit_task(settings, session_factory, store):
+    from app.tasks.schemas import TaskRequest
+    from app.tasks.service import submit_task as submit
+
+    def submit_one(model: str = "m", index: int = 0, n_train: int = 200, n_test: int = 100, **form) -> tuple[int, int]:
+        request = TaskRequest.from_form(model=model, **{**TINY_TASK_FORM, **form})
+        with session_factory() as session:
+            out = submit(session, store, settings, request, f"task{index}.npz", tiny_task_bytes(index, n_train, n_test))
+        return out.id, out.job_id
+
+    return submit_one
+
+
+def environment_for(settings, **overrides) -> dict[str, str]:
+    """Environment for a `python -m workers` process using ``settings`` (overrides: RETAIN_* names)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "RETAIN_ARTIFACT_URI": settings.artifact_uri,
+        "RETAIN_DEVICE": settings.device,
+        "RETAIN_LEASE_SECONDS": str(settings.lease_seconds),
+        "RETAIN_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+        "RETAIN_POLL_INTERVAL": str(settings.poll_interval),
+        "RETAIN_PROGRESS_INTERVAL": str(settings.progress_interval),
+        "RETAIN_MAX_ATTEMPTS": str(settings.max_attempts),
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",  # two workers on two cores: no thread oversubscription
+    }
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env
+
+
+@pytest.fixture
+def worker_env(settings):
+    """``worker_env(**RETAIN_overrides) -> dict``: the environment of a worker process on the test database."""
+    return lambda **overrides: environment_for(settings, **overrides)
+
+
+@pytest.fixture
+def worker_processes(settings, tmp_path):
+    started: list[subprocess.Popen] = []
+
+    def start(worker_id: str, *args: str, **env_overrides) -> subprocess.Popen:
+        log = open(tmp_path / f"{worker_id}.log", "w")
+        process = subprocess.Popen([sys.executable, "-m", "workers", "--worker-id", worker_id, *args],
+                                   cwd=REPO_ROOT, env=environment_for(settings, **env_overrides), stdout=log,
+                                   stderr=subprocess.STDOUT)
+        process.log_path = tmp_path / f"{worker_id}.log"
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def client(settings):
+    """The API on the test database (no embedded worker: tests run workers explicitly)."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def task_file(tmp_path):
+    """``task_file(k, n_train=300, n_test=200) -> Path``: an .npz with the first samples of
+    pmnist-conflict task k (x, y, x_test, y_test; 1x28x28 uint8 digits, labels permuted per task)."""
+    import numpy as np
+
+    source = SHARED_DATA / "pmnist-conflict"
+    if not source.exists():
+        pytest.skip(f"{source} not found (the shared data lies beside the repository)")
+
+    def make(k: int, n_train: int = 300, n_test: int = 200) -> Path:
+        with np.load(source / f"task{k}.npz", allow_pickle=False) as data:
+            path = tmp_path / f"task{k}_{n_train}.npz"
+            np.savez(path, x=data["x"][:n_train], y=data["y"][:n_train], x_test=data["x_test"][:n_test],
+                     y_test=data["y_test"][:n_test])
+        return path
+
+    return make
+
+
+@pytest.fixture
+def submit(client):
+    """``submit(path, model="m", **form_fields) -> dict``: POST /tasks as a user would; asserts 202."""
+
+    def post(path: Path, model: str = "m", **fields) -> dict:
+        form = {"model": model, "name": path.stem, **{key: str(value) for key, value in fields.items()}}
+        with open(path, "rb") as upload:
+            response = client.post("/tasks", data=form, files={"file": (path.name, upload)})
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    return post
+
+
+@pytest.fixture
+def make_job(session_factory):
+    """``make_job(model="m") -> job id``: model (created on first use), dataset, task and queued job
+    rows, for tests of the queue and the state machine (the dataset points at no artifact)."""
+    from sqlalchemy import select
+
+    from app.db.tables import Dataset, Model, Task
+    from app.jobs.queue import enqueue
+
+    def make(model: str = "m", max_attempts: int = 3) -> int:
+        with session_factory() as session:
+            row = session.scalar(select(Model).where(Model.name == model))
+            if row is None:
+                row = Model(name=model, architecture="mlp", strategy="ewc", input_shape=[4], options={})
+                session.add(row)
+            dataset = Dataset(sha256="0" * 64, format="npz", n_train=8, n_validation=2, n_test=2, input_shape=[4],
+                              labels=[0, 1], artifact_uri="file:///nowhere", artifact_sha256="0" * 64, artifact_size=0)
+            session.add(dataset)
+            session.flush()
+            task = Task(model_id=row.id, dataset_id=dataset.id, strategy="ewc", hyperparameters={}, status="queued")
+            session.add(task)
+            session.flush()
+            job = enqueue(session, task, max_attempts=max_attempts)
+            session.commit()
+            return job.id
+
+    return make

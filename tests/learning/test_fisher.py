@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from app.learning.fisher import diagonal_fisher, fisher_batch_mean_shortcut, fisher_per_sample_loop
+from app.learning.models import build_model
+
+
+@pytest.mark.parametrize("label_mode", ["true", "empirical"])
+@pytest.mark.parametrize("architecture, shape", [("mlp", (12,)), ("cnn", (1, 8, 8))])
+def test_vmapped_fisher_equals_the_per_sample_loop(label_mode, architecture, shape):
+    options = {"hidden": [10]} if architecture == "mlp" else {"channels": [4, 4]}
+    model = build_model(architecture, shape, 4, **options)
+    x, y = torch.randn(23, *shape), torch.randint(0, 4, (23,))
+    fast = diagonal_fisher(model, x, y, label_mode=label_mode, chunk_size=5)  # chunks of uneven size
+    slow = fisher_per_sample_loop(model, x, y, label_mode=label_mode)
+    assert fast.keys() == slow.keys()
+    for name in fast:
+        torch.testing.assert_close(fast[name], slow[name], atol=1e-5, rtol=1e-4)
+
+
+def test_fisher_restores_training_mode_and_is_nonnegative():
+    model = build_model("mlp", (12,), 3, hidden=[8]).train()
+    fisher = diagonal_fisher(model, torch.randn(10, 12))
+    assert model.training
+    assert all((f >= 0).all() for f in fisher.values())
+
+
+def test_batch_mean_shortcut_underestimates_the_fisher():
+    model = build_model("mlp", (12,), 3, hidden=[8])
+    x, y = torch.randn(256, 12), torch.randint(0, 3, (256,))
+    exact = sum(f.sum() for f in diagonal_fisher(model, x, y, label_mode="empirical").values())
+    shortcut = sum(f.sum() for f in fisher_batch_mean_shortcut(model, x, y, batch_size=64).values())
+    assert shortcut < exact / 4
+
+
+def test_empirical_fisher_needs_labels():
+    model = build_model("mlp", (12,), 3)
+    with pytest.raises(ValueError, match="labels"):
+        diagonal_fisher(model, torch.randn(4, 12), label_mode="empirical")

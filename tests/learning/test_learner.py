@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+
+from app.learning import ContinualLearner, EWCConfig, TaskData, TrainConfig, TrainingCancelled
+
+FAST = TrainConfig(epochs=2, batch_size=64)
+
+
+def _learner(**kwargs):
+    return ContinualLearner.create("mlp", (1, 28, 28), input_scale=1 / 255, **kwargs)
+
+
+def test_ewc_retains_the_first_task_better_than_fine_tuning(pmnist_tasks):
+    (train0, val0, test0), (train1, val1, test1) = pmnist_tasks
+    retained = {}
+    for strategy in ("finetune", "ewc"):
+        learner = _learner()
+        learner.learn_task("0", train0, train_config=FAST)
+        initial = learner.evaluate(test0).accuracy
+        learner.learn_task("1", train1, strategy=strategy, ewc_lambda=1000.0, train_config=FAST)
+        retained[strategy] = learner.evaluate(test0).accuracy / initial
+        assert learner.evaluate(test1).accuracy > 0.5  # the new task is learnt either way
+    assert retained["ewc"] > retained["finetune"] + 0.05, retained
+
+
+def test_auto_lambda_records_candidates_recipe_and_validation(pmnist_tasks):
+    (train0, val0, _), (train1, val1, _) = pmnist_tasks
+    learner = _learner(ewc=EWCConfig(lambda_candidates=(1.0, 100.0)))
+    learner.learn_task("0", train0, validation={"0": val0}, train_config=TrainConfig(epochs=1))
+    result = learner.learn_task("1", train1, validation={"0": val0, "1": val1}, train_config=TrainConfig(epochs=1))
+    assert result.ewc_lambda in (1.0, 100.0)
+    best = max(result.lambda_search, key=lambda entry: entry["validation_accuracy"])
+    assert best["lambda"] == result.ewc_lambda
+    assert result.fisher_recipe["label_mode"] == "true"
+    assert set(result.validation_before) == {"0"} and set(result.validation_after) == {"0", "1"}
+    assert learner.updates[-1]["ewc_lambda"] == result.ewc_lambda
+
+
+def test_string_labels_grow_the_vocabulary_and_task_aware_prediction():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 4)).astype(np.float32)
+    learner = ContinualLearner.create("mlp", (4,), architecture_options={"hidden": [8]})
+    learner.learn_task("a", TaskData(x, np.where(x[:, 0] > 0, "cat", "dog")), train_config=TrainConfig(epochs=1))
+    learner.learn_task("b", TaskData(x, np.where(x[:, 1] > 0, "emu", "dog")), train_config=TrainConfig(epochs=1))
+    assert learner.labels == ["cat", "dog", "emu"]
+    assert all(p.label in ("cat", "dog") for p in learner.predict(x[:10], task_key="a"))
+    top = learner.predict(x[:2], top_k=5)[0].top_k
+    assert len(top) == 3 and sum(p for _, p in top) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_save_and_load_round_trip_is_exact(tmp_path, pmnist_tasks):
+    (train0, _, test0), (train1, _, _) = pmnist_tasks
+    learner = _learner()
+    learner.learn_task("0", TaskData(train0.x[:300], train0.y[:300]), train_config=TrainConfig(epochs=1))
+    learner.save(tmp_path)
+    loaded = ContinualLearner.load(tmp_path)
+    for (name, a), (_, b) in zip(learner.network.state_dict().items(), loaded.network.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert loaded.consolidation.tensors().keys() == learner.consolidation.tensors().keys()
+    for name, tensor in learner.consolidation.tensors().items():
+        assert torch.equal(tensor, loaded.consolidation.tensors()[name])
+    assert loaded.labels == learner.labels and loaded.input_scale == learner.input_scale
+    # the loaded learner continues exactly as the original would
+    config = TrainConfig(epochs=1)
+    subset = TaskData(train1.x[:200], train1.y[:200])
+    learner.learn_task("1", subset, ewc_lambda=10.0, train_config=config)
+    loaded.learn_task("1", subset, ewc_lambda=10.0, train_config=config)
+    assert torch.equal(learner.logits(learner._inputs(test0.x[:20])), loaded.logits(loaded._inputs(test0.x[:20])))
+
+
+def test_serving_copy_without_consolidation_cannot_learn(tmp_path, pmnist_tasks):
+    (train0, _, _), _ = pmnist_tasks
+    learner = _learner()
+    learner.learn_task("0", TaskData(train0.x[:100], train0.y[:100]), train_config=TrainConfig(epochs=1))
+    learner.save(tmp_path)
+    serving = ContinualLearner.load(tmp_path, with_consolidation=False)
+    assert len(serving.predict(train0.x[:3])) == 3
+    with pytest.raises(ValueError, match="consolidation"):
+        serving.learn_task("1", TaskData(train0.x[:100], train0.y[:100]))
+
+
+def test_progress_is_reported_and_cancel_stops_training(pmnist_tasks):
+    (train0, _, _), _ = pmnist_tasks
+    reports = []
+    learner = _learner()
+    learner.learn_task("0", TaskData(train0.x[:256], train0.y[:256]), progress=reports.append, train_config=TrainConfig(epochs=2, batch_size=64))
+    train_reports = [r for r in reports if r.phase == "train"]
+    assert len(train_reports) == 8  # one per batch: 256 / 64 * 2 epochs
+    assert reports[-1].fraction == 1.0
+    assert [r.fraction for r in reports] == sorted(r.fraction for r in reports)
+    calls = []
+    with pytest.raises(TrainingCancelled):
+        _learner().learn_task("0", train0, should_cancel=lambda: calls.append(1) or len(calls) > 3)
+    assert len(calls) == 4
+
+
+def test_bad_inputs_are_refused_with_clear_messages(pmnist_tasks):
+    (train0, _, _), _ = pmnist_tasks
+    learner = _learner()
+    with pytest.raises(ValueError, match="shape"):
+        learner.learn_task("0", TaskData(np.zeros((4, 10)), [0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="NaN"):
+        learner.learn_task("0", TaskData(np.full((2, 1, 28, 28), np.nan), [0, 1]))
+    with pytest.raises(ValueError, match="not learnt any task"):
+        learner.predict(train0.x[:1])
+    with pytest.raises(ValueError, match="strategy"):
+        learner.learn_task("0", train0, strategy="ccll")

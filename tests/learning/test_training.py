@@ -1,0 +1,31 @@
+import torch
+
+from app.learning.config import TrainConfig
+from app.learning.models import build_model
+from app.learning.training import Trainer
+
+
+def test_trainer_resumes_by_steps_exactly_as_one_run():
+    x, y = torch.randn(100, 6), torch.randint(0, 3, (100,))
+    config = TrainConfig(epochs=3, batch_size=16, seed=1)
+    torch.manual_seed(0)
+    a = build_model("mlp", (6,), 3, hidden=[8])
+    b = build_model("mlp", (6,), 3, hidden=[8])
+    b.load_state_dict(a.state_dict())
+    Trainer(a, list(a.parameters()), x, y, config).run()
+    resumable = Trainer(b, list(b.parameters()), x, y, config)
+    for n in (5, 1, 7, 100):
+        resumable.run(n)
+    assert resumable.steps_done == resumable.total_steps == 21
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_training_lowers_the_loss():
+    torch.manual_seed(0)
+    x = torch.randn(256, 6)
+    y = (x[:, 0] > 0).long()
+    model = build_model("mlp", (6,), 2, hidden=[16])
+    trainer = Trainer(model, list(model.parameters()), x, y, TrainConfig(epochs=5, batch_size=32))
+    first = trainer.run(1)
+    last = trainer.run()
+    assert last < first

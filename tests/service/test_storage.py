@@ -1,0 +1,77 @@
+"""The content-addressed artifact store (app/storage/artifacts.py): what is written is what is read,
+or the read is refused."""
+
+import os
+
+import pytest
+import torch
+
+from app.errors import ArtifactCorrupt
+from app.learning.state import to_safetensors_bytes
+from app.storage.artifacts import ArtifactStore, sha256_of
+
+
+def payload(seed: int = 0) -> bytes:
+    generator = torch.Generator().manual_seed(seed)
+    return to_safetensors_bytes({"weight": torch.randn(8, 4, generator=generator)}, {"note": f"seed {seed}"})
+
+
+def test_round_trip_is_named_by_sha256_and_verified(tmp_path):
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    data = payload()
+    reference = store.put(data)
+    assert reference.sha256 == sha256_of(data)
+    assert reference.size == len(data)
+    assert reference.sha256 in reference.uri
+    assert store.get(reference.uri, reference.sha256) == data
+    tensors, metadata = store.get_tensors(reference.uri)
+    assert tensors["weight"].shape == (8, 4) and metadata == {"note": "seed 0"}
+
+
+def test_same_bytes_are_stored_once_and_no_temporary_files_remain(tmp_path):
+    root = tmp_path / "artifacts"
+    store = ArtifactStore(str(root))
+    first, again, other = store.put(payload(0)), store.put(payload(0)), store.put(payload(1))
+    assert first == again and first.uri != other.uri
+    files = sorted(path.name for path in root.rglob("*") if path.is_file())
+    assert files == sorted({f"{first.sha256}.safetensors", f"{other.sha256}.safetensors"})
+
+
+def test_a_damaged_artifact_is_refused(tmp_path):
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    reference = store.put(payload())
+    path = reference.uri.removeprefix("file://")
+    with open(path, "r+b") as handle:
+        handle.seek(os.path.getsize(path) - 1)
+        handle.write(b"\x00" if handle.read(1) != b"\x00" else b"\x01")
+    with pytest.raises(ArtifactCorrupt, match="damaged"):
+        store.get(reference.uri, reference.sha256)
+
+
+def test_a_recorded_sha256_that_differs_is_refused(tmp_path):
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    reference = store.put(payload())
+    with pytest.raises(ArtifactCorrupt):
+        store.get(reference.uri, sha256_of(b"something else"))
+
+
+def test_a_damaged_copy_is_rewritten_by_the_next_put(tmp_path):
+    """A torn file left by an earlier crash (wrong size) does not block storing the payload again."""
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    data = payload()
+    reference = store.put(data)
+    path = reference.uri.removeprefix("file://")
+    with open(path, "wb") as handle:
+        handle.write(data[:10])
+    assert store.put(data) == reference
+    assert store.get(reference.uri) == data
+
+
+def test_any_fsspec_url_works(tmp_path):
+    """Non-local stores (s3://, gs://, ...) go through fsspec; memory:// stands in for them here."""
+    store = ArtifactStore("memory://retain-test-artifacts")
+    data = payload(3)
+    reference = store.put(data)
+    assert reference.uri.startswith("memory://")
+    assert store.get(reference.uri, reference.sha256) == data
+    assert ArtifactStore("memory://retain-test-artifacts").exists(reference.uri)
