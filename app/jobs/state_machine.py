@@ -64,16 +64,21 @@ def start(session: Session, job: Job, lease_owner: str, lease_seconds: float, no
     job.progress = {"fraction": 0.0, "phase": "load"}
 
 
-def succeed(session: Session, job: Job) -> None:
+def _finished_progress(job: Job, last_progress: dict | None) -> dict:
+    """The final progress: the worker's latest numbers (throttled writes may have skipped them), done."""
+    return {**(job.progress or {}), **(last_progress or {}), "phase": "done", "fraction": 1.0, "eta_seconds": 0.0}
+
+
+def succeed(session: Session, job: Job, last_progress: dict | None = None) -> None:
     transition(session, job, "succeeded")
     job.error = None  # an earlier lost lease is history, not an error of this job
-    job.progress = {**(job.progress or {}), "phase": "done", "fraction": 1.0, "eta_seconds": 0.0}
+    job.progress = _finished_progress(job, last_progress)
 
 
-def reject(session: Session, job: Job, reason: str) -> None:
+def reject(session: Session, job: Job, reason: str, last_progress: dict | None = None) -> None:
     """The update was stored but not promoted (the forgetting gate tripped); ``reason`` has the numbers."""
     transition(session, job, "rejected", error=reason)
-    job.progress = {**(job.progress or {}), "phase": "done", "fraction": 1.0, "eta_seconds": 0.0}
+    job.progress = _finished_progress(job, last_progress)
 
 
 def fail(session: Session, job: Job, reason: str) -> None:

@@ -57,6 +57,8 @@ class Consolidation:
         self.entries: dict[str, dict[str, Tensors]] = {}
         self._importance: Tensors = {}  # S = sum_t F_t
         self._pull: Tensors = {}  # B = sum_t F_t * anchor_t
+        self._proximal_key: tuple | None = None  # (parameter ids, lr, lambda) of the cached step
+        self._proximal: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
 
     @property
     def is_empty(self) -> bool:
@@ -97,6 +99,7 @@ class Consolidation:
                 importance[name] = importance[name] + f if name in importance else f.clone()
                 pull[name] = pull[name] + f * a if name in pull else f * a
         self._importance, self._pull = importance, pull
+        self._proximal_key = None  # the cached proximal coefficients are stale
 
     def to(self, device: torch.device | str) -> "Consolidation":
         for entry in self.entries.values():
@@ -148,18 +151,26 @@ class Consolidation:
         lr * lambda * F exceeds 2 (2(1 + momentum) with momentum) on any coordinate, whereas this
         implicit step shrinks each weight towards its (Fisher-weighted) anchor by a factor in
         (0, 1] for every lambda, and has the same fixed points as the penalised loss.
+
+        The step is rewritten as theta <- theta * shrink + offset with shrink = 1/(1 + lr*lambda*S)
+        and offset = lr*lambda*B * shrink, both computed once per (parameters, lr, lambda): each
+        training step then costs two in-place fused passes and allocates nothing.
         """
         if ewc_lambda == 0 or self.is_empty:
             return
-        params, importance, pull = self._aligned(model)
-        if not params:
+        key = (tuple(map(id, model.parameters())), float(lr), float(ewc_lambda))
+        if self._proximal_key != key:
+            params, importance, pull = self._aligned(model)
+            scale = lr * ewc_lambda
+            shrink = [torch.reciprocal(1.0 + scale * s) for s in importance]
+            offset = [scale * b * k for b, k in zip(pull, shrink)]
+            self._proximal = ([p.detach() for p in params], shrink, offset)
+            self._proximal_key = key
+        weights, shrink, offset = self._proximal
+        if not weights:
             return
-        scale = lr * ewc_lambda
-        weights = [p.detach() for p in params]
-        torch._foreach_add_(weights, pull, alpha=scale)
-        denominator = torch._foreach_mul(importance, scale)
-        torch._foreach_add_(denominator, 1.0)
-        torch._foreach_div_(weights, denominator)
+        torch._foreach_mul_(weights, shrink)
+        torch._foreach_add_(weights, offset)
 
     # ---------------------------------------------------------------------------- state
     def tensors(self) -> Tensors:

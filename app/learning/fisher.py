@@ -5,6 +5,9 @@
 is estimated as the mean, over samples, of *squared per-sample* gradients. Per-sample
 gradients come from ``torch.func``: ``vmap(grad(log p))`` over a chunk of samples, so the
 cost is a few batched backward passes while memory stays bounded by the chunk size.
+Fully connected layers skip the per-sample gradients altogether: their squares factor into
+squared output gradients times squared inputs, summed over samples by one matrix product
+(exact, same result; see ``diagonal_fisher``).
 
 Label modes (named for what they are):
 * ``true``: the expectation over y under the model's own predictive distribution, exact
@@ -22,7 +25,7 @@ restored to its former mode afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -47,6 +50,26 @@ def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
 
 
+def _factorable_linears(model: nn.Module, params: dict[str, torch.Tensor], probe: torch.Tensor) -> dict[str, nn.Linear]:
+    """The ``nn.Linear`` modules whose per-sample squared gradients factor (see ``diagonal_fisher``):
+    trainable weight, applied exactly once per forward, to a (batch, features) input."""
+    calls: dict[str, list[int]] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and f"{name}.weight" in params:
+            def record(_module, inputs, _output, name=name):
+                calls.setdefault(name, []).append(inputs[0].dim())
+            hooks.append(module.register_forward_hook(record))
+    try:
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    modules = dict(model.named_modules())
+    return {name: modules[name] for name, dims in calls.items() if dims == [2]}
+
+
 def diagonal_fisher(
     model: nn.Module,
     x: torch.Tensor,
@@ -54,8 +77,20 @@ def diagonal_fisher(
     *,
     label_mode: str = "true",
     chunk_size: int = 128,
+    factor_linear: bool = True,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> Fisher:
-    """Mean squared per-sample score of every trainable parameter, keyed by parameter name."""
+    """Mean squared per-sample score of every trainable parameter, keyed by parameter name.
+
+    Fully connected layers take an exact shortcut (Goodfellow 2015): sample b's gradient of
+    ``nn.Linear`` weights is the outer product of the output gradient delta_b and the input
+    a_b, so its square is delta_b^2 (x) a_b^2 and the sum over samples is one matrix product,
+    sum_b w_b delta_b^2 a_b^2^T, with no per-sample gradient in memory. The deltas come from
+    one batched backward pass per class (samples are independent in eval mode). Every other
+    parameter (convolutions, calibration modules) takes the general path, ``vmap(grad)``.
+    ``factor_linear=False`` sends everything through vmap (benchmarks compare the two).
+    ``on_chunk(done, total)`` is called after every chunk (progress of a long estimate).
+    """
     if label_mode not in ("true", "empirical"):
         raise ValueError(f"label_mode must be 'true' or 'empirical', got {label_mode!r}")
     if label_mode == "empirical" and y is None:
@@ -64,30 +99,62 @@ def diagonal_fisher(
         raise ValueError("the Fisher needs at least one sample")
     params = _trainable(model)
     buffers = {name: b.detach() for name, b in model.named_buffers()}
-
-    def log_prob(p, sample, label):
-        logits = functional_call(model, (p, buffers), (sample.unsqueeze(0),))
-        return F.log_softmax(logits.float(), dim=-1)[0].gather(0, label.unsqueeze(0)).squeeze(0)
-
-    per_sample_grad = vmap(grad(log_prob), in_dims=(None, 0, 0))
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
     with _eval_mode(model):
+        linears = _factorable_linears(model, params, x[:1]) if factor_linear else {}
+        factored = {f"{name}.{kind}" for name in linears for kind in ("weight", "bias") if f"{name}.{kind}" in params}
+        vmapped = {name: p for name, p in params.items() if name not in factored}
+        constant = {name: p for name, p in params.items() if name in factored}
+
+        def log_prob(p, sample, label):
+            logits = functional_call(model, ({**constant, **p}, buffers), (sample.unsqueeze(0),))
+            return F.log_softmax(logits.float(), dim=-1)[0].gather(0, label.unsqueeze(0)).squeeze(0)
+
+        per_sample_grad = vmap(grad(log_prob), in_dims=(None, 0, 0))
         for start in range(0, len(x), chunk_size):
             xb = x[start : start + chunk_size]
-            if label_mode == "empirical":
-                grads = per_sample_grad(params, xb, y[start : start + chunk_size])
-                for name, g in grads.items():
-                    fisher[name] += g.pow(2).sum(0)
-                continue
             with torch.no_grad():
-                probs = F.softmax(model(xb).float(), dim=-1)
-            for c in range(probs.shape[1]):
-                labels = torch.full((len(xb),), c, dtype=torch.long, device=xb.device)
-                grads = per_sample_grad(params, xb, labels)
-                weight = probs[:, c]
-                for name, g in grads.items():
-                    fisher[name] += torch.einsum("b,b...->...", weight, g.pow(2))
+                logits = model(xb).float()
+            if label_mode == "empirical":
+                classes = [(y[start : start + chunk_size], torch.ones(len(xb), device=x.device))]
+            else:
+                probs = F.softmax(logits, dim=-1)
+                classes = [(torch.full((len(xb),), c, dtype=torch.long, device=x.device), probs[:, c])
+                           for c in range(probs.shape[1])]
+            if vmapped:
+                for labels, weight in classes:
+                    for name, g in per_sample_grad(vmapped, xb, labels).items():
+                        fisher[name] += torch.einsum("b,b...->...", weight, g.pow(2))
+            if linears:
+                _add_factored_linear_fisher(model, linears, xb, classes, fisher)
+            if on_chunk is not None:
+                on_chunk(min(start + chunk_size, len(x)), len(x))
     return {name: f / len(x) for name, f in fisher.items()}
+
+
+def _add_factored_linear_fisher(model: nn.Module, linears: dict[str, nn.Linear], xb: torch.Tensor,
+                                classes: list[tuple[torch.Tensor, torch.Tensor]], fisher: Fisher) -> None:
+    """fisher[W] += sum_b w_b delta_b^2 a_b^2^T and fisher[bias] += sum_b w_b delta_b^2, per label set."""
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    hooks = [module.register_forward_hook(lambda _m, inputs, output, name=name: seen.__setitem__(name, (inputs[0], output)))
+             for name, module in linears.items()]
+    try:
+        with torch.enable_grad():
+            log_probs = F.log_softmax(model(xb).float(), dim=-1)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    names = list(linears)
+    outputs = [seen[name][1] for name in names]
+    squared_inputs = [seen[name][0].detach().float().pow(2) for name in names]
+    for index, (labels, weight) in enumerate(classes):
+        chosen = log_probs.gather(1, labels.unsqueeze(1)).sum()
+        deltas = torch.autograd.grad(chosen, outputs, retain_graph=index < len(classes) - 1)
+        for name, delta, a2 in zip(names, deltas, squared_inputs):
+            d2 = delta.float().pow(2) * weight.unsqueeze(1)
+            fisher[f"{name}.weight"] += (d2.T @ a2).to(fisher[f"{name}.weight"].dtype)
+            if f"{name}.bias" in fisher:
+                fisher[f"{name}.bias"] += d2.sum(0).to(fisher[f"{name}.bias"].dtype)
 
 
 def fisher_per_sample_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, label_mode: str = "true") -> Fisher:

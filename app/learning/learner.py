@@ -47,6 +47,7 @@ FAMILIES = {"ewc": ("ewc", "finetune", "joint"), "ccll": ("ccll",)}
 FORMAT = "retain.learner/1"
 WEIGHTS_FILE, CONSOLIDATION_FILE = "weights.safetensors", "consolidation.safetensors"
 TRAIN_SHARE = 0.9  # share of an update's progress bar spent training; the rest is Fisher + evaluation
+FISHER_SHARE = 0.05
 
 
 @dataclass
@@ -236,11 +237,12 @@ class ContinualLearner:
 
         reporter.phase_fraction("fisher", TRAIN_SHARE)
         if self.strategy == "ewc":
-            self._consolidate(task_key, x, y, config)
+            self._consolidate(task_key, x, y, config, on_chunk=lambda done, total: reporter.phase_fraction(
+                "fisher", TRAIN_SHARE + FISHER_SHARE * done / total))
         else:  # ccll: the trained task's BatchNorm statistics, recomputed from its final weights
             self.network.refresh_statistics(task_key, x.split(config.batch_size))
         self.task_keys.append(task_key)
-        reporter.phase_fraction("evaluate", 0.95)
+        reporter.phase_fraction("evaluate", TRAIN_SHARE + FISHER_SHARE)
         validation_after = {key: self._validation_accuracy(key, data) for key, data in val_sets.items()}
         result = UpdateResult(
             task_key=task_key, strategy=strategy,
@@ -337,14 +339,15 @@ class ContinualLearner:
         return self._evaluate(data, task_key if self.strategy == "ccll" else None).accuracy
 
     @torch.no_grad()
-    def _consolidate(self, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> None:
+    def _consolidate(self, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                     on_chunk: Callable[[int, int], None] | None = None) -> None:
         """Estimate this task's Fisher on (a seeded sample of) its training data and store it with the anchor."""
         recipe = self.ewc.fisher
         generator = torch.Generator().manual_seed(config.seed)
         index = torch.randperm(len(x), generator=generator)[: recipe.n_samples].to(x.device)
         with torch.enable_grad():
             fisher = diagonal_fisher(self.network, x[index], y[index], label_mode=recipe.label_mode,
-                                     chunk_size=recipe.chunk_size)
+                                     chunk_size=recipe.chunk_size, on_chunk=on_chunk)
         anchor = {name: p.detach() for name, p in self.network.named_parameters()}
         self.consolidation.consolidate(task_key, fisher, anchor)
 

@@ -168,11 +168,13 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
     consolidation = store.put_tensors(*learner.export_consolidation())
     gate = forgetting_gate(result, plan.max_forgetting)
     with session_factory() as session:
-        return commit_update(session, held, plan, result, weights, consolidation, accuracy, gate)
+        return commit_update(session, held, plan, result, weights, consolidation, accuracy, gate,
+                             keeper.latest_progress())
 
 
 def commit_update(session: Session, held: Claim, plan: UpdatePlan, result: UpdateResult, weights: ArtifactRef,
-                  consolidation: ArtifactRef, accuracy: dict[int, Evaluation], gate: GateDecision) -> str:
+                  consolidation: ArtifactRef, accuracy: dict[int, Evaluation], gate: GateDecision,
+                  last_progress: dict | None = None) -> str:
     """Step 5: everything the update produced becomes visible at once, or not at all."""
     begin_write(session)
     job = queue.lock_owned_job(session, held)
@@ -200,9 +202,9 @@ def commit_update(session: Session, held: Claim, plan: UpdatePlan, result: Updat
                              loss=evaluation.loss, n_test=evaluation.n))
     if gate.passed:
         set_serving_version(session, model, version, f"task {plan.task.id} learnt")
-        state_machine.succeed(session, job)
+        state_machine.succeed(session, job, last_progress)
     else:
-        state_machine.reject(session, job, gate.reason(number, plan.task.id))
+        state_machine.reject(session, job, gate.reason(number, plan.task.id), last_progress)
     session.commit()
     log.info("job %s: version %s of model %s %s", held.job_id, number, model.name,
              "promoted" if gate.passed else f"stored, not promoted ({gate.tripped_by} forgot)")

@@ -5,13 +5,15 @@ from app.learning.fisher import diagonal_fisher, fisher_batch_mean_shortcut, fis
 from app.learning.models import build_model
 
 
+@pytest.mark.parametrize("factor_linear", [True, False], ids=["factored-linear", "vmap-only"])
 @pytest.mark.parametrize("label_mode", ["true", "empirical"])
 @pytest.mark.parametrize("architecture, shape", [("mlp", (12,)), ("cnn", (1, 8, 8))])
-def test_vmapped_fisher_equals_the_per_sample_loop(label_mode, architecture, shape):
+def test_vmapped_fisher_equals_the_per_sample_loop(label_mode, architecture, shape, factor_linear):
     options = {"hidden": [10]} if architecture == "mlp" else {"channels": [4, 4]}
     model = build_model(architecture, shape, 4, **options)
     x, y = torch.randn(23, *shape), torch.randint(0, 4, (23,))
-    fast = diagonal_fisher(model, x, y, label_mode=label_mode, chunk_size=5)  # chunks of uneven size
+    fast = diagonal_fisher(model, x, y, label_mode=label_mode, chunk_size=5,  # chunks of uneven size
+                           factor_linear=factor_linear)
     slow = fisher_per_sample_loop(model, x, y, label_mode=label_mode)
     assert fast.keys() == slow.keys()
     for name in fast:
@@ -37,3 +39,32 @@ def test_empirical_fisher_needs_labels():
     model = build_model("mlp", (12,), 3)
     with pytest.raises(ValueError, match="labels"):
         diagonal_fisher(model, torch.randn(4, 12), label_mode="empirical")
+
+
+class _SharedLayer(torch.nn.Module):
+    """One Linear applied twice: its per-sample gradient is a sum of two outer products, which
+    does not factor, so the estimator must take the vmap path for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = torch.nn.Linear(6, 6)
+        self.head = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.shared(torch.tanh(self.shared(x)))))
+
+
+def test_a_linear_layer_used_twice_still_gets_its_exact_per_sample_fisher():
+    model = _SharedLayer()
+    x = torch.randn(17, 6)
+    fast = diagonal_fisher(model, x, chunk_size=8)
+    slow = fisher_per_sample_loop(model, x)
+    for name in fast:
+        torch.testing.assert_close(fast[name], slow[name], atol=1e-5, rtol=1e-4)
+
+
+def test_progress_is_reported_after_every_chunk():
+    model = build_model("mlp", (12,), 3, hidden=[8])
+    reports = []
+    diagonal_fisher(model, torch.randn(25, 12), chunk_size=10, on_chunk=lambda done, total: reports.append((done, total)))
+    assert reports == [(10, 25), (20, 25), (25, 25)]
