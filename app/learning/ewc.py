@@ -13,9 +13,9 @@ Two consolidation modes:
 
 The training step never builds an autograd graph for the penalty. Expanding the square,
 the penalty's gradient is lambda * (S * theta - B) with S = sum_t F_t and B = sum_t F_t * theta*_t,
-both precomputed when a task is consolidated, so one fused ``torch._foreach_*`` update adds it
-to ``.grad`` at the cost of two element-wise passes over the parameters, whatever the number
-of tasks.
+both precomputed when a task is consolidated. A training run asks once for a step hook
+(``proximal_step`` for SGD, ``penalty_gradient`` for Adam) that applies the penalty with
+fused in-place ``torch._foreach_*`` passes over the parameters, whatever the number of tasks.
 
 Parameters are keyed by name. When the head grows, stored tensors are zero-padded: new
 output rows have zero Fisher, so they are free until a task that uses them is consolidated.
@@ -28,10 +28,16 @@ drift through those statistics even at large lambda.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 Tensors = dict[str, torch.Tensor]
+
+
+def _nothing() -> None:
+    """The step hook when there is nothing to consolidate against."""
 
 
 def _pad_to(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -57,8 +63,6 @@ class Consolidation:
         self.entries: dict[str, dict[str, Tensors]] = {}
         self._importance: Tensors = {}  # S = sum_t F_t
         self._pull: Tensors = {}  # B = sum_t F_t * anchor_t
-        self._proximal_key: tuple | None = None  # (parameter ids, lr, lambda) of the cached step
-        self._proximal: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
 
     @property
     def is_empty(self) -> bool:
@@ -99,7 +103,6 @@ class Consolidation:
                 importance[name] = importance[name] + f if name in importance else f.clone()
                 pull[name] = pull[name] + f * a if name in pull else f * a
         self._importance, self._pull = importance, pull
-        self._proximal_key = None  # the cached proximal coefficients are stale
 
     def to(self, device: torch.device | str) -> "Consolidation":
         for entry in self.entries.values():
@@ -129,48 +132,55 @@ class Consolidation:
                     total = total + (f * (named[name] - entry["anchor"][name]).pow(2)).sum()
         return 0.5 * ewc_lambda * total
 
-    @torch.no_grad()
-    def add_penalty_gradient(self, model: nn.Module, ewc_lambda: float) -> None:
-        """``grad += lambda * (S * theta - B)``: the penalty's exact gradient, with no autograd graph."""
-        if ewc_lambda == 0 or self.is_empty:
-            return
+    def penalty_gradient(self, model: nn.Module, ewc_lambda: float) -> Callable[[], None]:
+        """A step hook for gradient-based optimizers (Adam): ``grad += lambda * (S * theta - B)``,
+        the penalty's exact gradient, with no autograd graph and no allocation per step."""
         params, importance, pull = self._aligned(model)
-        with_grad = [i for i, p in enumerate(params) if p.grad is not None]
-        if not with_grad:
-            return
-        params = [params[i] for i in with_grad]
-        step = torch._foreach_mul([p.detach() for p in params], [importance[i] for i in with_grad])
-        torch._foreach_sub_(step, [pull[i] for i in with_grad])
-        torch._foreach_add_([p.grad for p in params], step, alpha=ewc_lambda)
+        if ewc_lambda == 0 or not params:
+            return _nothing
 
-    @torch.no_grad()
-    def apply_proximal_step(self, model: nn.Module, ewc_lambda: float, lr: float) -> None:
-        """theta <- (theta + lr*lambda*B) / (1 + lr*lambda*S): the penalty's exact proximal step.
+        @torch.no_grad()
+        def add() -> None:
+            grads = [p.grad for p in params]
+            if any(g is None for g in grads):
+                raise RuntimeError("the EWC gradient needs every consolidated parameter's .grad; run backward first")
+            torch._foreach_addcmul_(grads, importance, [p.detach() for p in params], value=ewc_lambda)
+            torch._foreach_add_(grads, pull, alpha=-ewc_lambda)
 
-        Used with SGD instead of the gradient: a gradient step on the penalty diverges once
-        lr * lambda * F exceeds 2 (2(1 + momentum) with momentum) on any coordinate, whereas this
-        implicit step shrinks each weight towards its (Fisher-weighted) anchor by a factor in
-        (0, 1] for every lambda, and has the same fixed points as the penalised loss.
+        return add
 
-        The step is rewritten as theta <- theta * shrink + offset with shrink = 1/(1 + lr*lambda*S)
-        and offset = lr*lambda*B * shrink, both computed once per (parameters, lr, lambda): each
-        training step then costs two in-place fused passes and allocates nothing.
+    def proximal_step(self, model: nn.Module, ewc_lambda: float, lr: float) -> Callable[[], None]:
+        """A step hook for SGD, run after each optimizer step: the penalty's exact proximal step
+        theta <- (theta + lr*lambda*B) / (1 + lr*lambda*S).
+
+        A gradient step on the penalty diverges once lr * lambda * F exceeds 2 (2(1 + momentum)
+        with momentum) on any coordinate, whereas this implicit step moves each weight towards
+        its Fisher-weighted anchor B/S by a fraction w = lr*lambda*S / (1 + lr*lambda*S) in [0, 1)
+        for every lambda, and has the same fixed points as the penalised loss. Written as
+        theta <- lerp(theta, B/S, w) with both precomputed here, a training step pays one fused
+        in-place pass and allocates nothing. (Where S = 0, B = 0 too and w = 0: no pull.)
         """
-        if ewc_lambda == 0 or self.is_empty:
-            return
-        key = (tuple(map(id, model.parameters())), float(lr), float(ewc_lambda))
-        if self._proximal_key != key:
-            params, importance, pull = self._aligned(model)
-            scale = lr * ewc_lambda
-            shrink = [torch.reciprocal(1.0 + scale * s) for s in importance]
-            offset = [scale * b * k for b, k in zip(pull, shrink)]
-            self._proximal = ([p.detach() for p in params], shrink, offset)
-            self._proximal_key = key
-        weights, shrink, offset = self._proximal
-        if not weights:
-            return
-        torch._foreach_mul_(weights, shrink)
-        torch._foreach_add_(weights, offset)
+        params, importance, pull = self._aligned(model)
+        if ewc_lambda == 0 or not params:
+            return _nothing
+        scale = lr * ewc_lambda
+        weight = [scale * s / (1.0 + scale * s) for s in importance]
+        target = [torch.where(s > 0, b / s.clamp_min(torch.finfo(s.dtype).tiny), 0.0) for s, b in zip(importance, pull)]
+        weights = [p.detach() for p in params]
+
+        @torch.no_grad()
+        def step() -> None:
+            torch._foreach_lerp_(weights, target, weight)
+
+        return step
+
+    def add_penalty_gradient(self, model: nn.Module, ewc_lambda: float) -> None:
+        """One-off ``penalty_gradient`` (training prepares the hook once per run instead)."""
+        self.penalty_gradient(model, ewc_lambda)()
+
+    def apply_proximal_step(self, model: nn.Module, ewc_lambda: float, lr: float) -> None:
+        """One-off ``proximal_step`` (training prepares the hook once per run instead)."""
+        self.proximal_step(model, ewc_lambda, lr)()
 
     # ---------------------------------------------------------------------------- state
     def tensors(self) -> Tensors:

@@ -295,10 +295,10 @@ class ContinualLearner:
         parameters = [p for p in network.parameters() if p.requires_grad]
         if ewc_lambda == 0:
             return Trainer(network, parameters, x, y, config)
-        if config.optimizer == "sgd":  # implicit step: stable for every lambda (see Consolidation.apply_proximal_step)
-            proximal = lambda: self.consolidation.apply_proximal_step(network, ewc_lambda, config.lr)  # noqa: E731
+        if config.optimizer == "sgd":  # implicit step: stable for every lambda (see Consolidation.proximal_step)
+            proximal = self.consolidation.proximal_step(network, ewc_lambda, config.lr)
             return Trainer(network, parameters, x, y, config, after_step=proximal)
-        gradient = lambda: self.consolidation.add_penalty_gradient(network, ewc_lambda)  # noqa: E731
+        gradient = self.consolidation.penalty_gradient(network, ewc_lambda)
         return Trainer(network, parameters, x, y, config, add_penalty_gradient=gradient)
 
     def _search_lambda(self, task_key, x, y, config, val_sets, reporter, should_cancel):
