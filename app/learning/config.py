@@ -55,7 +55,7 @@ class FisherConfig:
     """
 
     label_mode: LabelMode = "true"
-    n_samples: int = 1000
+    n_samples: int = 4000  # all of a typical task: more samples measured better, and linear layers cost little
     chunk_size: int = 128
 
     def __post_init__(self) -> None:

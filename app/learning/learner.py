@@ -7,8 +7,8 @@ A learner owns a network, a growing label vocabulary, its fixed input scaling, a
 1. grow the head for the task's new labels (EWC family) or add the task's calibration
    modules and classifier (CCLL family);
 2. train on the task: plain fine-tuning, EWC (task loss + λ/2 Σ F (θ − θ*)², λ chosen on
-   validation data when ``"auto"``), joint training on every task seen so far (an upper
-   bound, kept for benchmarks), or CCLL (frozen base after the first task);
+   validation data when ``"auto"``), joint training from scratch on every task seen so far
+   (the multi-task upper bound, kept for benchmarks), or CCLL (frozen base after the first task);
 3. consolidate: estimate this task's diagonal Fisher and store it with the anchor weights,
    so the next update can protect this task (fine-tuned tasks are consolidated too);
 4. report validation accuracy of every task before and after, for the forgetting gate.
@@ -214,9 +214,10 @@ class ContinualLearner:
         parameters_added = self._add_task(task_key, task_labels)
         self.task_labels[task_key] = task_labels
         y = self._targets(labels, task_key)
-        if strategy == "joint":
+        if strategy == "joint":  # the multi-task upper bound: fresh weights, every task's data so far
             x, y = self._joint_data(x, labels)
             self._replay.append((self._inputs(train.x), labels))
+            self._build_network(n_classes=len(self.labels))
 
         ewc_lambda = self._resolve_lambda(strategy, ewc_lambda)
         reporter = _Reporter(progress, total_steps=1, epochs=config.epochs)

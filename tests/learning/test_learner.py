@@ -106,3 +106,21 @@ def test_bad_inputs_are_refused_with_clear_messages(pmnist_tasks):
         learner.predict(train0.x[:1])
     with pytest.raises(ValueError, match="strategy"):
         learner.learn_task("0", train0, strategy="ccll")
+
+
+def test_joint_trains_from_scratch_on_every_task_seen_so_far():
+    """The upper bound is multi-task training: the second joint update cannot depend on the
+    weights the first one left, and it learns both tasks."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 4)).astype(np.float32)
+    task_a, task_b = TaskData(x, (x[:, 0] > 0).astype(int)), TaskData(x, 2 + (x[:, 1] > 0).astype(int))
+    learners = []
+    for first_epochs in (1, 3):
+        learner = ContinualLearner.create("mlp", (4,), architecture_options={"hidden": [16]})
+        learner.learn_task("a", task_a, strategy="joint", train_config=TrainConfig(epochs=first_epochs))
+        learner.learn_task("b", task_b, strategy="joint", train_config=TrainConfig(epochs=5))
+        learners.append(learner)
+    for (name, first), (_, second) in zip(*(learner.network.state_dict().items() for learner in learners)):
+        assert torch.equal(first, second), name
+    assert learners[0].evaluate(task_a, task_key="a").accuracy > 0.9
+    assert learners[0].evaluate(task_b, task_key="b").accuracy > 0.9
