@@ -87,8 +87,10 @@ def diagonal_fisher(
     a_b, so its square is delta_b^2 (x) a_b^2 and the sum over samples is one matrix product,
     sum_b w_b delta_b^2 a_b^2^T, with no per-sample gradient in memory. The deltas come from
     one batched backward pass per class (samples are independent in eval mode). Every other
-    parameter (convolutions, calibration modules) takes the general path, ``vmap(grad)``.
-    ``factor_linear=False`` sends everything through vmap (benchmarks compare the two).
+    parameter (convolutions, calibration modules) takes the general path, ``vmap(grad)``. The
+    shortcut costs a pass of its own, so it is taken only when fully connected layers hold at
+    least half of the trainable parameters (an MLP, a CNN with a wide dense block), not for a
+    small head. ``factor_linear=False`` sends everything through vmap (benchmarks compare them).
     ``on_chunk(done, total)`` is called after every chunk (progress of a long estimate).
     """
     if label_mode not in ("true", "empirical"):
@@ -103,6 +105,8 @@ def diagonal_fisher(
     with _eval_mode(model):
         linears = _factorable_linears(model, params, x[:1]) if factor_linear else {}
         factored = {f"{name}.{kind}" for name in linears for kind in ("weight", "bias") if f"{name}.{kind}" in params}
+        if 2 * sum(params[name].numel() for name in factored) < sum(p.numel() for p in params.values()):
+            linears, factored = {}, set()  # a small head: its vmapped gradients cost less than one more pass
         vmapped = {name: p for name, p in params.items() if name not in factored}
         constant = {name: p for name, p in params.items() if name in factored}
 

@@ -43,12 +43,13 @@ def test_empirical_fisher_needs_labels():
 
 class _SharedLayer(torch.nn.Module):
     """One Linear applied twice: its per-sample gradient is a sum of two outer products, which
-    does not factor, so the estimator must take the vmap path for it."""
+    does not factor, so the estimator must take the vmap path for it (and the shortcut for the
+    wide head, which holds most of the parameters)."""
 
     def __init__(self):
         super().__init__()
         self.shared = torch.nn.Linear(6, 6)
-        self.head = torch.nn.Linear(6, 3)
+        self.head = torch.nn.Linear(6, 12)
 
     def forward(self, x):
         return self.head(torch.tanh(self.shared(torch.tanh(self.shared(x)))))
@@ -59,6 +60,30 @@ def test_a_linear_layer_used_twice_still_gets_its_exact_per_sample_fisher():
     x = torch.randn(17, 6)
     fast = diagonal_fisher(model, x, chunk_size=8)
     slow = fisher_per_sample_loop(model, x)
+    for name in fast:
+        torch.testing.assert_close(fast[name], slow[name], atol=1e-5, rtol=1e-4)
+
+
+class _ConvThenWideDense(torch.nn.Module):
+    """A small conv block under a wide dense layer: the conv goes through vmap, the dense layers
+    through the factored shortcut, in the same estimate."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+        self.dense = torch.nn.Linear(2 * 6 * 6, 16)
+        self.head = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.dense(torch.relu(self.conv(x)).flatten(1))))
+
+
+@pytest.mark.parametrize("label_mode", ["true", "empirical"])
+def test_mixed_vmap_and_factored_layers_equal_the_per_sample_loop(label_mode):
+    model = _ConvThenWideDense()
+    x, y = torch.randn(19, 1, 6, 6), torch.randint(0, 4, (19,))
+    fast = diagonal_fisher(model, x, y, label_mode=label_mode, chunk_size=7)
+    slow = fisher_per_sample_loop(model, x, y, label_mode=label_mode)
     for name in fast:
         torch.testing.assert_close(fast[name], slow[name], atol=1e-5, rtol=1e-4)
 
