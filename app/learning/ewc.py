@@ -94,7 +94,7 @@ class Consolidation:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        """Precompute S and B so a training step costs two fused passes."""
+        """Precompute S and B, so a training step pays for the penalty whatever the number of tasks."""
         importance: Tensors = {}
         pull: Tensors = {}
         for entry in self.entries.values():
