@@ -46,6 +46,21 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 0.1):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+LONG_TRAINING = dict(n_train=2000, epochs=40, architecture_options='{"hidden": [256, 256]}')
+"""A few seconds of training: long enough to be interrupted mid-training on any machine."""
+
+
+def wait_for_training(session_factory, job_id: int, timeout: float = 90) -> None:
+    """Until the job's worker reports the train phase; fails at once if the job ended first."""
+    def training():
+        job = job_of(session_factory, job_id)
+        if job.status not in ("queued", "running"):
+            raise AssertionError(f"job {job_id} ended ({job.status}) before it was seen training: make it longer")
+        return (job.progress or {}).get("phase") == "train"
+
+    wait_until(training, timeout, "the worker to be training")
+
+
 def test_two_updates_make_two_versions_with_the_accuracy_of_every_learnt_task(
         session_factory, submit_task, run_worker_once, store):
     first_task, first_job = submit_task(index=0)
@@ -168,10 +183,9 @@ def test_a_crash_before_the_commit_leaves_no_half_version_and_the_job_is_retried
 @pytest.mark.slow
 def test_a_worker_killed_mid_training_is_replaced_and_the_update_lands_once(
         settings, session_factory, submit_task, worker_processes):
-    task_id, job_id = submit_task(index=0, n_train=2000, epochs=8)
+    task_id, job_id = submit_task(index=0, **LONG_TRAINING)
     doomed = worker_processes("doomed")
-    wait_until(lambda: (job_of(session_factory, job_id).progress or {}).get("phase") == "train",
-               90, "the first worker to be training")
+    wait_for_training(session_factory, job_id)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(10)
     killed_at = utcnow()
@@ -233,10 +247,9 @@ def test_the_embedded_worker_thread_learns_queued_tasks_and_stops_on_request(set
 @pytest.mark.slow
 def test_sigterm_hands_the_running_job_back_to_the_queue_and_exits_cleanly(session_factory, submit_task,
                                                                          worker_processes):
-    _, job_id = submit_task(index=0, n_train=2000, epochs=40)
+    _, job_id = submit_task(index=0, **LONG_TRAINING)
     worker = worker_processes("stopping")
-    wait_until(lambda: (job_of(session_factory, job_id).progress or {}).get("phase") == "train", 90,
-               "the worker to be training")
+    wait_for_training(session_factory, job_id)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
     job = job_of(session_factory, job_id)
