@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # Workers
     embedded_worker: bool = Field(True, description="run a worker thread inside the API process")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where workers train: auto = cuda when present")
+    torch_threads: int | None = Field(None, ge=1, description="CPU threads torch uses in a worker (default: torch's "
+                                                              "own, one per core); set cores / workers when "
+                                                              "several workers share a machine")
     poll_interval: float = Field(0.5, gt=0, description="seconds an idle worker waits before looking for work again")
     lease_seconds: float = Field(60.0, gt=0, description="a claimed job is requeued when its worker has not "
                                                          "heartbeated for this long (worker lost)")

@@ -87,11 +87,13 @@ class EWCConfig:
             self.fisher = FisherConfig(**self.fisher)
         self.lambda_candidates = tuple(float(c) for c in self.lambda_candidates)
 
-    def recipe(self) -> dict:
-        """What λ means: stored next to every λ the service chooses."""
+    def recipe(self, n_samples_used: int | None = None) -> dict:
+        """What λ means: stored next to every λ the service chooses. ``n_samples`` is how many
+        samples the Fisher was estimated on (at most ``max_samples``, the task's size otherwise)."""
         return {
             "label_mode": self.fisher.label_mode,
-            "n_samples": self.fisher.n_samples,
+            "n_samples": self.fisher.n_samples if n_samples_used is None else n_samples_used,
+            "max_samples": self.fisher.n_samples,
             "scaling": "mean over samples of squared per-sample gradients of log p(y|x)",
             "half_convention": "penalty = lambda/2 * sum_i F_i (theta_i - anchor_i)^2",
             "consolidation": self.consolidation,

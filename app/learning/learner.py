@@ -248,7 +248,8 @@ class ContinualLearner:
         result = UpdateResult(
             task_key=task_key, strategy=strategy,
             ewc_lambda=None if strategy in ("finetune", "joint", "ccll") or len(self.task_keys) == 1 else float(ewc_lambda),
-            lambda_search=search, fisher_recipe=self.ewc.recipe() if self.strategy == "ewc" else {},
+            lambda_search=search,
+            fisher_recipe=self.ewc.recipe(min(len(x), self.ewc.fisher.n_samples)) if self.strategy == "ewc" else {},
             train_config=config.as_dict(), train_seconds=train_seconds, search_seconds=search_seconds,
             final_loss=final_loss, validation_before=validation_before, validation_after=validation_after,
             parameters_added=parameters_added,

@@ -13,6 +13,8 @@ import socket
 import threading
 from dataclasses import dataclass
 
+import torch
+
 from app.db.session import session_factory
 from app.jobs import queue
 from app.storage.artifacts import artifact_store
@@ -30,6 +32,8 @@ def run_worker(settings, stop_event: threading.Event | None = None, once: bool =
     """Work until ``stop_event`` is set; with ``once``, run at most one job and return.
     Returns the number of jobs this worker ran (whatever their outcome)."""
     stop_event = stop_event or threading.Event()
+    if settings.torch_threads is not None:  # workers sharing a machine must not oversubscribe its cores
+        torch.set_num_threads(settings.torch_threads)
     factory = session_factory(settings)
     store = artifact_store(settings)
     worker_id = worker_id or default_worker_id()

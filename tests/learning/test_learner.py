@@ -33,6 +33,9 @@ def test_auto_lambda_records_candidates_recipe_and_validation(pmnist_tasks):
     best = max(result.lambda_search, key=lambda entry: entry["validation_accuracy"])
     assert best["lambda"] == result.ewc_lambda
     assert result.fisher_recipe["label_mode"] == "true"
+    cap = EWCConfig().fisher.n_samples  # the recipe says how many samples the Fisher really saw
+    assert result.fisher_recipe["max_samples"] == cap
+    assert result.fisher_recipe["n_samples"] == min(len(train1.y), cap)
     assert set(result.validation_before) == {"0"} and set(result.validation_after) == {"0", "1"}
     assert learner.updates[-1]["ewc_lambda"] == result.ewc_lambda
 

@@ -257,3 +257,14 @@ def test_sigterm_hands_the_running_job_back_to_the_queue_and_exits_cleanly(sessi
     assert "worker shut down" in job.error
     assert versions_of(session_factory) == []
     assert "SIGTERM: finishing gracefully" in worker.log_path.read_text()
+
+
+def test_the_torch_threads_setting_limits_the_workers_cpu_threads(settings, run_worker_once):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        run_worker_once(settings.model_copy(update={"torch_threads": 1}))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
