@@ -1,9 +1,10 @@
 """Shared helpers for the benchmark scripts: task files, validation hold-out, progress, results.
 
 Every benchmark reads tasks the same way (``taskK.npz`` with ``x, y, x_test, y_test``, any
-input shape, loaded with ``allow_pickle=False``), holds out validation data from the *train*
-split only (test is never used to choose anything), and writes its JSON with the machine it
-ran on, so a figure in the README can be traced to a command and a machine.
+input shape, loaded with ``allow_pickle=False``; or one labelled npz split into tasks by label,
+``load_split_tasks``), holds out validation data from the *train* split only (test is never
+used to choose anything), and writes its JSON with the machine it ran on, so a figure in the
+README can be traced to a command and a machine.
 """
 
 from __future__ import annotations
@@ -105,6 +106,52 @@ def load_tasks(
     shapes = {t.input_shape for t in tasks}
     if len(shapes) != 1:
         raise SystemExit(f"tasks in {directory} disagree on the input shape: {sorted(shapes)}")
+    return tasks
+
+
+def load_split_tasks(
+    path: str | Path, classes_per_task: int = 2, n_tasks: int | None = None, test_fraction: float = 0.2,
+    validation_fraction: float = 0.1, seed: int = 0,
+) -> list[BenchmarkTask]:
+    """A split benchmark from one labelled npz (``x``, ``y``): task k holds the k-th group of labels.
+
+    Labels are sorted and grouped ``classes_per_task`` at a time (``mnist_5k.npz`` gives the
+    usual split MNIST: 0/1, 2/3, 4/5, 6/7, 8/9). Each task's samples are split, stratified and
+    seeded, into test (``test_fraction``) and train, then validation is held out of train as
+    ``load_tasks`` does; the split depends only on the file and the seed, so every method and
+    every run sees the same samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"{path} not found")
+    if not 0.0 < test_fraction < 1.0:
+        raise SystemExit(f"test fraction must be in (0, 1), got {test_fraction}")
+    with np.load(path, allow_pickle=False) as arrays:
+        missing = {"x", "y"} - set(arrays.files)
+        if missing:
+            raise SystemExit(f"{path} lacks {sorted(missing)}")
+        x, y = arrays["x"], arrays["y"]
+    labels = np.unique(y)
+    if classes_per_task < 1 or len(labels) % classes_per_task:
+        raise SystemExit(f"{path} has {len(labels)} labels; they do not split into tasks of {classes_per_task}")
+    groups = [labels[i:i + classes_per_task] for i in range(0, len(labels), classes_per_task)]
+    if n_tasks is not None:
+        if n_tasks > len(groups):
+            raise SystemExit(f"asked for {n_tasks} tasks but {path} splits into {len(groups)}")
+        groups = groups[:n_tasks]
+    tasks = []
+    for index, group in enumerate(groups):
+        members = np.isin(y, group)
+        train_x, train_y, test_x, test_y = hold_out(x[members], y[members], test_fraction, seed + index)
+        train_x, train_y, val_x, val_y = hold_out(train_x, train_y, validation_fraction, seed + 100 + index)
+        tasks.append(
+            BenchmarkTask(
+                key="digits_" + "_".join(str(label) for label in group.tolist()),
+                train=TaskData(train_x, train_y.tolist()),
+                validation=TaskData(val_x, val_y.tolist()),
+                test=TaskData(test_x, test_y.tolist()),
+            )
+        )
     return tasks
 
 

@@ -1,23 +1,41 @@
 """The forgetting benchmark: how much of every old task each method keeps, with numbers.
 
-Learns ``task0.npz … task{N-1}.npz`` of a directory in order with every method, from the same
-seed and on the same samples, and records the accuracy matrix R[i][j] (test accuracy on task
-j after update i), average accuracy, BWT, and task 0's accuracy right after it was learnt and
-at the end. Methods:
+Learns a sequence of tasks in order with every method, from the same seed and on the same
+samples, and records the accuracy matrix R[i][j] (test accuracy on task j after update i),
+average accuracy, BWT, and task 0's accuracy right after it was learnt and at the end. Tasks:
+
+* ``--tasks DIR``          ``task0.npz … task{N-1}.npz`` (default: pmnist-conflict)
+* ``--split-mnist [NPZ]``  split MNIST from one labelled npz (default ``mnist_5k.npz``): task k
+                           holds the digits 2k and 2k+1 (0/1, 2/3, 4/5, 6/7, 8/9); each task's
+                           samples are split, seeded and stratified, 80/20 into train and test
+                           (``--test-fraction``). Task-incremental: every method is evaluated
+                           task-aware.
+
+Methods:
 
 * ``finetune``     plain training on each task (the baseline that forgets)
 * ``ewc_separate`` EWC, one Fisher + anchor per past task (Kirkpatrick et al. 2017)
 * ``ewc_online``   online EWC, one running Fisher + anchor (Schwarz et al. 2018)
 * ``joint``        training on every task seen so far (the upper bound)
-* ``ccll``         frozen base + per-task calibration (cnn / resnet18 only; evaluated task-aware)
+* ``ccll``         frozen base + per-task calibration modules and classifier (Singh et al. 2020);
+                   cnn / resnet18 only; always evaluated task-aware (it predicts per task). The
+                   parameters it adds per task are reported, absolute and as a % of the base.
+
+Evaluation is *task-aware* (``evaluate(test, task_key=...)``: logits restricted to that
+task's labels, or CCLL's own head) for ccll always, and for every method with ``--task-aware``
+or on a split benchmark; otherwise the EWC family predicts over the whole label vocabulary.
 
 λ is either a list (every EWC mode is run with each value; the best by final mean
 *validation* accuracy is reported, the rest under ``"sweep"``) or ``auto`` (the learner's own
 per-update search, as the service runs it). Validation data is a stratified, seeded 10% of
-each task's train split, held out for every method alike; test data is only ever reported.
+each task's train split, held out for every method alike and scored as test data is
+(task-aware or not); test data is only ever reported. (With ``auto`` the learner scores its
+candidates itself: over the whole vocabulary for the EWC family.)
 
     python benchmarks/forgetting.py --tasks ../shared/data/pmnist-conflict --n-tasks 5 \\
         --lambda auto --json benchmarks/results/pmnist_5tasks_auto.json
+    python benchmarks/forgetting.py --split-mnist --arch cnn --methods finetune,ewc_separate,ccll \\
+        --optimizer adam --epochs 4 --lambda 1000,10000,100000 --json benchmarks/results/split_mnist_ccll.json
 """
 
 from __future__ import annotations
@@ -26,13 +44,16 @@ import argparse
 import time
 from statistics import mean
 
-from common import SHARED_DATA, console, input_scale_for, load_tasks, parse_floats, progress_bar, write_json
+from common import (SHARED_DATA, console, input_scale_for, load_split_tasks, load_tasks, parse_floats, progress_bar,
+                    write_json)
 
 from app.learning import ContinualLearner, EWCConfig, FisherConfig, TrainConfig, accuracy_matrix_metrics
+from app.learning.data import unique_in_order
 
 EWC_METHODS = {"ewc_separate": "separate", "ewc_online": "online"}
 ALL_METHODS = ("finetune", "ewc_separate", "ewc_online", "joint", "ccll")
 CONV_ARCHITECTURES = ("cnn", "resnet18")
+SPLIT_MNIST = SHARED_DATA / "mnist_5k.npz"
 # Conventional learning rates when the optimizer is not the library default's (whose lr is TrainConfig's).
 CONVENTIONAL_LR = {"sgd": 0.05, "adam": 1e-3}
 
@@ -40,13 +61,23 @@ CONVENTIONAL_LR = {"sgd": 0.05, "adam": 1e-3}
 def parse_args() -> argparse.Namespace:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default=str(SHARED_DATA / "pmnist-conflict"), help="directory of task<K>.npz")
+    parser.add_argument("--tasks", help=f"directory of task<K>.npz (default: {SHARED_DATA / 'pmnist-conflict'})")
+    parser.add_argument("--split-mnist", nargs="?", const=str(SPLIT_MNIST), metavar="NPZ",
+                        help=f"split benchmark from one npz with x, y (default file: {SPLIT_MNIST}); "
+                        "evaluated task-aware")
+    parser.add_argument("--classes-per-task", type=int, default=2, help="with --split-mnist (default 2)")
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="with --split-mnist: share of each task's samples held out for test (default 0.2)")
+    parser.add_argument("--task-aware", action="store_true",
+                        help="evaluate every method task-aware (always on with --split-mnist; ccll always is)")
     parser.add_argument("--n-tasks", type=int, default=None, help="first N tasks (default: all)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(ALL_METHODS)} "
                         "(default: all that apply to the architecture)")
     parser.add_argument("--arch", choices=("mlp", "cnn", "resnet18"), default="mlp")
     parser.add_argument("--hidden", default="100,100", help="mlp hidden sizes (default 100,100)")
+    parser.add_argument("--alpha", type=int, default=1, help="ccll: channels per group of the spatial calibration")
+    parser.add_argument("--beta", type=int, default=1, help="ccll: channels per group of the channel-wise calibration")
     parser.add_argument("--lambda", dest="ewc_lambda", default="1,10,100,1000,10000",
                         help="'auto' or comma-separated values to sweep (default 1,10,100,1000,10000)")
     parser.add_argument("--lambda-candidates", help="with --lambda auto: the candidates searched "
@@ -63,13 +94,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    if args.tasks and args.split_mnist:
+        parser.error("give --tasks or --split-mnist, not both")
+    if not args.split_mnist:
+        args.tasks = args.tasks or str(SHARED_DATA / "pmnist-conflict")
+    args.task_aware = args.task_aware or bool(args.split_mnist)
     available = [m for m in ALL_METHODS if m != "ccll" or args.arch in CONV_ARCHITECTURES]
-    args.methods = args.methods.split(",") if args.methods else available
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else available
+    if not args.methods:
+        parser.error("--methods names no method")
     unknown = [m for m in args.methods if m not in ALL_METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {', '.join(ALL_METHODS)}")
     if "ccll" in args.methods and args.arch not in CONV_ARCHITECTURES:
-        parser.error("ccll calibrates conv blocks: use --arch cnn or resnet18")
+        parser.error(f"ccll calibrates conv blocks and needs --arch cnn or resnet18, not --arch {args.arch}")
     args.auto = args.ewc_lambda.strip() == "auto"
     args.lambdas = None if args.auto else parse_floats(args.ewc_lambda)
     if args.lambda_candidates and not args.auto:
@@ -84,7 +122,10 @@ def parse_args() -> argparse.Namespace:
 def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
     """Learn every task in order with one method (and one λ); return its matrix and metrics."""
     ccll = method == "ccll"
-    options = {"hidden": args.hidden} if args.arch == "mlp" else None
+    options = {"alpha": args.alpha, "beta": args.beta} if ccll else None
+    if args.arch == "mlp":
+        options = {"hidden": args.hidden}
+    task_aware = ccll or args.task_aware
     ewc = EWCConfig(
         consolidation=EWC_METHODS.get(method, "separate"),
         fisher=FisherConfig(label_mode=args.fisher, n_samples=args.fisher_samples),
@@ -105,9 +146,13 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
             validation={t.key: t.validation for t in tasks[: i + 1]},
             ewc_lambda=ewc_lambda if strategy == "ewc" else None,
         )
-        # CCLL needs the task at prediction time; the others predict over the whole vocabulary.
-        matrix.append([learner.evaluate(t.test, task_key=t.key if ccll else None).accuracy if j <= i else None
+        # CCLL needs the task at prediction time; the others predict over the whole vocabulary
+        # unless the benchmark is task-aware (a split benchmark, or --task-aware).
+        matrix.append([learner.evaluate(t.test, task_key=t.key if task_aware else None).accuracy if j <= i else None
                        for j, t in enumerate(tasks)])
+        if i == len(tasks) - 1:  # scored as test is: what a λ sweep chooses by
+            validation_accuracy = [learner.evaluate(t.validation, task_key=t.key if task_aware else None).accuracy
+                                   for t in tasks]
         updates.append({
             "task": task.key, "ewc_lambda": result.ewc_lambda, "train_seconds": result.train_seconds,
             "search_seconds": result.search_seconds, "lambda_search": result.lambda_search,
@@ -116,7 +161,7 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
         bar.advance(bar_task)
     metrics = accuracy_matrix_metrics(matrix)
     chosen = [u["ewc_lambda"] for u in updates if u["ewc_lambda"] is not None]
-    return {
+    outcome = {
         "lambda": (chosen[-1] if chosen else None) if ewc_lambda == "auto" else ewc_lambda,
         "matrix": matrix,
         "avg_acc": metrics["average_accuracy"],
@@ -125,12 +170,34 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
         "task0_initial": matrix[0][0],
         "task0_final": matrix[-1][0],
         "task0_kept": matrix[-1][0] / matrix[0][0] if matrix[0][0] else None,
-        "validation_avg_acc": mean(updates[-1]["validation_after"].values()),
+        "validation_avg_acc": mean(validation_accuracy),
+        "evaluation": "task-aware" if task_aware else "vocabulary",
         "train_seconds": sum(u["train_seconds"] for u in updates),
         "lambda_per_update": [u["ewc_lambda"] for u in updates] if strategy == "ewc" else None,
         "updates": updates,
         "fisher_recipe": ewc.recipe() if not ccll else None,
         "train_config": config.as_dict(),
+    }
+    if ccll:
+        outcome["parameters"] = ccll_parameters(learner.parameter_counts())
+        outcome["architecture_options"] = options
+    return outcome
+
+
+def ccll_parameters(counts: dict) -> dict:
+    """What CCLL pays for not forgetting: its calibration modules + classifier per task, next to the base.
+
+    ``counts`` is ``ContinualLearner.parameter_counts()``: the shared conv base, each task's own
+    parameters (what ``learn_task`` reports as ``parameters_added``) and the total.
+    """
+    base, per_task = counts["base"], counts["per_task"]
+    added = list(per_task.values())
+    return {
+        "base": base,
+        "per_task": {key: {"added": n, "percent_of_base": 100.0 * n / base} for key, n in per_task.items()},
+        "added_per_task_mean": mean(added),
+        "percent_of_base_per_task_mean": 100.0 * mean(added) / base,
+        "total": counts["total"],
     }
 
 
@@ -164,7 +231,8 @@ def print_table(results: dict, args) -> None:
     from rich.table import Table
 
     table = Table(title=f"{len(next(iter(results.values()))['matrix'])} tasks, {args.arch}, {args.optimizer} "
-                        f"lr={args.lr}, {args.epochs} epochs, λ={args.ewc_lambda}")
+                        f"lr={args.lr}, {args.epochs} epochs, λ={args.ewc_lambda}"
+                        + (", task-aware" if args.task_aware else ""))
     for column in ("method", "λ", "avg acc", "BWT", "task 0 initial → final", "kept", "train s"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for method, r in results.items():
@@ -172,17 +240,40 @@ def print_table(results: dict, args) -> None:
         lam_text = "auto: " + ",".join(f"{v:g}" for v in r["lambda_per_update"][1:]) if args.auto and lam is not None \
             else ("–" if lam is None else f"{lam:g}")
         table.add_row(method, lam_text, f"{r['avg_acc']:.3f}", "–" if r["bwt"] is None else f"{r['bwt']:+.3f}",
-                      f"{r['task0_initial']:.3f} → {r['task0_final']:.3f}", f"{r['task0_kept']:.3f}",
-                      f"{r['train_seconds']:.1f}")
+                      f"{r['task0_initial']:.3f} → {r['task0_final']:.3f}",
+                      "–" if r["task0_kept"] is None else f"{r['task0_kept']:.3f}", f"{r['train_seconds']:.1f}")
     console.print(table)
+
+
+def print_matrices(results: dict, tasks) -> None:
+    """R[i][j] of every method, and what CCLL adds per task."""
+    width = max(6, *(len(t.key) for t in tasks)) + 1
+    for method, r in results.items():
+        console.print(f"{method} ({r['evaluation']}): R[i][j] = test accuracy on task j (columns) "
+                      "after learning task i (rows)", markup=False)
+        console.print(" " * (width + 6) + "".join(f"{t.key:>{width}}" for t in tasks), highlight=False)
+        for task, row in zip(tasks, r["matrix"]):
+            cells = "".join(f"{'–' if a is None else f'{a:.3f}':>{width}}" for a in row)
+            console.print(f"after {task.key:<{width}}{cells}", highlight=False)
+    for method, r in results.items():
+        if "parameters" in r:
+            p = r["parameters"]
+            per_task = ", ".join(f"{key} {v['added']:,} ({v['percent_of_base']:.2f}%)"
+                                 for key, v in p["per_task"].items())
+            console.print(f"{method} parameters: shared base {p['base']:,}; "
+                          f"per task (calibration modules + classifier): {per_task}", highlight=False, markup=False)
 
 
 def main() -> None:
     args = parse_args()
-    tasks = load_tasks(args.tasks, args.n_tasks, args.validation_fraction, args.seed)
-    console.print(f"{len(tasks)} tasks from {args.tasks}, input shape {tasks[0].input_shape}, "
+    if args.split_mnist:
+        tasks = load_split_tasks(args.split_mnist, args.classes_per_task, args.n_tasks, args.test_fraction,
+                                 args.validation_fraction, args.seed)
+    else:
+        tasks = load_tasks(args.tasks, args.n_tasks, args.validation_fraction, args.seed)
+    console.print(f"{len(tasks)} tasks from {args.split_mnist or args.tasks}, input shape {tasks[0].input_shape}, "
                   f"{len(tasks[0].train)} train / {len(tasks[0].validation)} validation / "
-                  f"{len(tasks[0].test)} test per task")
+                  f"{len(tasks[0].test)} test per task" + (", task-aware evaluation" if args.task_aware else ""))
     runs = [(m, lam) for m in args.methods
             for lam in (["auto"] if args.auto else args.lambdas if m in EWC_METHODS else [None])]
     results, sweep = {}, {}
@@ -203,6 +294,7 @@ def main() -> None:
                 results[method] = outcome
     results = {m: results[m] for m in args.methods}  # the order asked for
     print_table(results, args)
+    print_matrices(results, tasks)
     overhead = search_overhead(results) if args.auto else None
     if overhead:
         for method, o in overhead.items():
@@ -213,6 +305,9 @@ def main() -> None:
             console.print(line)
     if args.json:
         write_json(args.json, {
+            "benchmark": "split" if args.split_mnist else "task-files",
+            "tasks": [{"key": t.key, "labels": unique_in_order(t.train.y), "n_train": len(t.train),
+                       "n_validation": len(t.validation), "n_test": len(t.test)} for t in tasks],
             "methods": results, "sweep": sweep, "lambda_search_cost": overhead,
             "settings": {k: v for k, v in vars(args).items() if k not in ("lambdas",)},
             "n_tasks": len(tasks), "input_shape": list(tasks[0].input_shape),

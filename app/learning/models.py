@@ -79,6 +79,12 @@ class SmallCNN(_ConvNet):
         self.feature_blocks = nn.ModuleList(blocks)
         self.feature_dim = in_channels
         self.head = nn.Linear(in_channels, n_classes)
+        # He initialisation: without BatchNorm, PyTorch's default conv init shrinks the signal at
+        # every one of the six layers, and SGD then barely moves the net off chance level.
+        for module in self.feature_blocks.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
 
 class ResNet18(_ConvNet):

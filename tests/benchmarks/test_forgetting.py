@@ -83,3 +83,71 @@ def test_ccll_runs_task_aware_on_a_cnn(tmp_path):
     assert ccll["lambda"] is None and ccll["lambda_per_update"] is None
     assert ccll["updates"][1]["parameters_added"] > 0  # its own calibration modules and classifier
     assert ccll["matrix"][1][0] == ccll["matrix"][0][0]  # CCLL never changes an old task's outputs
+
+
+def _write_labelled(path: Path, n_per_class: int = 30) -> None:
+    """One npz of ten separable uint8 10x10 images (class c lights row c), like mnist_5k.npz in small."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), n_per_class)
+    x = rng.integers(0, 60, (len(y), 1, 10, 10)).astype(np.uint8)
+    x[np.arange(len(y)), 0, y, :] = 255
+    np.savez(path, x=x, y=y)
+
+
+def test_split_tasks_are_label_pairs_with_a_deterministic_stratified_split(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from common import load_split_tasks
+
+    _write_labelled(tmp_path / "digits.npz", n_per_class=50)
+    tasks = load_split_tasks(tmp_path / "digits.npz", test_fraction=0.2, validation_fraction=0.1, seed=0)
+    again = load_split_tasks(tmp_path / "digits.npz", test_fraction=0.2, validation_fraction=0.1, seed=0)
+
+    assert [t.key for t in tasks] == ["digits_0_1", "digits_2_3", "digits_4_5", "digits_6_7", "digits_8_9"]
+    for k, (task, same) in enumerate(zip(tasks, again)):
+        for part in ("train", "validation", "test"):
+            assert sorted(set(getattr(task, part).y)) == [2 * k, 2 * k + 1]
+            assert np.array_equal(getattr(task, part).x, getattr(same, part).x)  # same samples every run
+        assert (len(task.train), len(task.validation), len(task.test)) == (72, 8, 20)  # 80/20, then 10% of train
+        # test samples are held out of train and validation
+        seen = {row.tobytes() for row in np.concatenate([task.train.x, task.validation.x])}
+        assert not seen & {row.tobytes() for row in task.test.x}
+
+
+def test_split_mnist_runs_ccll_and_every_method_task_aware(tmp_path):
+    _write_labelled(tmp_path / "digits.npz")
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, str(SCRIPT), "--split-mnist", str(tmp_path / "digits.npz"), "--n-tasks", "3",
+                    "--arch", "cnn", "--methods", "finetune,ccll", "--optimizer", "adam", "--epochs", "2",
+                    "--batch-size", "8", "--fisher-samples", "16", "--json", str(out)],
+                   check=True, cwd=REPO, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+
+    assert result["benchmark"] == "split"
+    assert [(t["key"], t["labels"], t["n_test"]) for t in result["tasks"]] == [
+        ("digits_0_1", [0, 1], 12), ("digits_2_3", [2, 3], 12), ("digits_4_5", [4, 5], 12)]
+    assert set(result["methods"]) == {"finetune", "ccll"}
+    for method, r in result["methods"].items():
+        assert r["evaluation"] == "task-aware", method
+        assert {"lambda", "matrix", "avg_acc", "bwt", "task0_initial", "task0_final", "train_seconds"} <= set(r)
+        assert len(r["matrix"]) == 3 and r["matrix"][0][1] is None
+    ccll = result["methods"]["ccll"]
+    assert ccll["matrix"][0][0] > 0.5  # learnt (task-aware chance is 0.5)
+    for j in range(2):  # an old task's accuracy never moves
+        assert ccll["matrix"][2][j] == ccll["matrix"][1][j] == ccll["matrix"][j][j]
+    assert ccll["bwt"] == 0.0
+    parameters = ccll["parameters"]
+    assert list(parameters["per_task"]) == ["digits_0_1", "digits_2_3", "digits_4_5"]
+    for update in ccll["updates"]:
+        added = parameters["per_task"][update["task"]]
+        assert added["added"] == update["parameters_added"] > 0
+        assert added["percent_of_base"] == pytest.approx(100 * added["added"] / parameters["base"])
+    assert parameters["total"] == parameters["base"] + 3 * parameters["added_per_task_mean"]
+
+
+def test_split_mnist_with_ccll_refuses_the_mlp(tmp_path):
+    _write_labelled(tmp_path / "digits.npz")
+    completed = subprocess.run([sys.executable, str(SCRIPT), "--split-mnist", str(tmp_path / "digits.npz"),
+                                "--arch", "mlp", "--methods", "finetune,ccll"],
+                               cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert completed.returncode != 0
+    assert "ccll" in completed.stderr and "--arch cnn" in completed.stderr

@@ -1,8 +1,12 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from app.learning import ContinualLearner, EWCConfig, TaskData, TrainConfig, TrainingCancelled
+
+MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist_5k.npz"
 
 FAST = TrainConfig(epochs=2, batch_size=64)
 
@@ -127,3 +131,48 @@ def test_joint_trains_from_scratch_on_every_task_seen_so_far():
         assert torch.equal(first, second), name
     assert learners[0].evaluate(task_a, task_key="a").accuracy > 0.9
     assert learners[0].evaluate(task_b, task_key="b").accuracy > 0.9
+
+
+def _digit_tasks(n_train: int = 96, n_test: int = 64) -> dict[str, tuple[TaskData, TaskData]]:
+    """Three split-MNIST tasks (digits 0/1, 2/3, 4/5) of raw uint8 images: (train, test) each."""
+    with np.load(MNIST, allow_pickle=False) as z:
+        x, y = z["x"], z["y"]
+    tasks = {}
+    for pair in ((0, 1), (2, 3), (4, 5)):
+        index = np.flatnonzero(np.isin(y, pair))
+        train, test = index[:n_train], index[n_train:n_train + n_test]
+        tasks[f"{pair[0]}_{pair[1]}"] = (TaskData(x[train], y[train]), TaskData(x[test], y[test]))
+    return tasks
+
+
+def test_ccll_task_logits_are_bit_identical_after_learning_two_later_tasks():
+    tasks = _digit_tasks()
+    (first, (train0, test0)), *later = tasks.items()
+    learner = ContinualLearner.create("cnn", (1, 28, 28), strategy="ccll", input_scale=1 / 255,
+                                      architecture_options={"channels": [8, 16], "alpha": 2})
+    config = TrainConfig(optimizer="adam", lr=1e-3, epochs=2, batch_size=32, device="cpu")
+    learner.learn_task(first, train0, train_config=config)
+    learner.network.eval()
+    with torch.no_grad():
+        logits = learner.logits(learner._inputs(test0.x), first).clone()
+    predictions = learner.predict(test0.x, task_key=first, top_k=2)
+    accuracy = learner.evaluate(test0, task_key=first).accuracy
+    base = {name: t.clone() for name, t in learner.network.blocks.state_dict().items()}
+    own = {name: t.clone() for name, t in learner.network.calibrations[first].state_dict().items()}
+
+    for key, (train, _) in later:
+        result = learner.learn_task(key, train, train_config=config)
+        assert result.strategy == "ccll" and result.parameters_added > 0
+
+    # the later tasks did train (their calibration moved away from the copy they started from) ...
+    for key, _ in later:
+        moved = [not torch.equal(t, own[name]) for name, t in learner.network.calibrations[key].state_dict().items()]
+        assert any(moved), key
+    # ... and task 0's function is exactly the same: base, its modules, its logits, predictions, accuracy
+    assert all(torch.equal(t, base[name]) for name, t in learner.network.blocks.state_dict().items())
+    learner.network.eval()
+    with torch.no_grad():
+        assert torch.equal(learner.logits(learner._inputs(test0.x), first), logits)
+    assert learner.predict(test0.x, task_key=first, top_k=2) == predictions
+    assert learner.evaluate(test0, task_key=first).accuracy == accuracy > 0.5
+    assert learner.task_keys == list(tasks)
