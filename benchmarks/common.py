@@ -76,15 +76,24 @@ def hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[
     return x[~is_validation], y[~is_validation], x[is_validation], y[is_validation]
 
 
+def _first(tasks: list, n_tasks: int | None, source: str) -> list:
+    """The first ``n_tasks`` of ``tasks`` (all when None); asking for more than there are is an error."""
+    if n_tasks is not None and n_tasks > len(tasks):
+        raise SystemExit(f"asked for {n_tasks} tasks but {source} {len(tasks)}")
+    return tasks if n_tasks is None else tasks[:n_tasks]
+
+
+def _task(key: str, train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
+          test: tuple[np.ndarray, np.ndarray]) -> BenchmarkTask:
+    """A BenchmarkTask from (x, y) array pairs."""
+    return BenchmarkTask(key, *(TaskData(x, y.tolist()) for x, y in (train, validation, test)))
+
+
 def load_tasks(
     directory: str | Path, n_tasks: int | None = None, validation_fraction: float = 0.1, seed: int = 0
 ) -> list[BenchmarkTask]:
     """Load the first ``n_tasks`` tasks of ``directory`` (all when None)."""
-    files = task_files(directory)
-    if n_tasks is not None:
-        if n_tasks > len(files):
-            raise SystemExit(f"asked for {n_tasks} tasks but {directory} holds {len(files)}")
-        files = files[:n_tasks]
+    files = _first(task_files(directory), n_tasks, f"{directory} holds")
     tasks = []
     for index, path in enumerate(files):
         with np.load(path, allow_pickle=False) as arrays:
@@ -95,14 +104,7 @@ def load_tasks(
         if x.shape[1:] != x_test.shape[1:]:
             raise SystemExit(f"{path}: x is {x.shape[1:]} per sample but x_test is {x_test.shape[1:]}")
         train_x, train_y, val_x, val_y = hold_out(x, y, validation_fraction, seed + index)
-        tasks.append(
-            BenchmarkTask(
-                key=path.stem,
-                train=TaskData(train_x, train_y.tolist()),
-                validation=TaskData(val_x, val_y.tolist()),
-                test=TaskData(x_test, y_test.tolist()),
-            )
-        )
+        tasks.append(_task(path.stem, (train_x, train_y), (val_x, val_y), (x_test, y_test)))
     shapes = {t.input_shape for t in tasks}
     if len(shapes) != 1:
         raise SystemExit(f"tasks in {directory} disagree on the input shape: {sorted(shapes)}")
@@ -135,23 +137,14 @@ def load_split_tasks(
     if classes_per_task < 1 or len(labels) % classes_per_task:
         raise SystemExit(f"{path} has {len(labels)} labels; they do not split into tasks of {classes_per_task}")
     groups = [labels[i:i + classes_per_task] for i in range(0, len(labels), classes_per_task)]
-    if n_tasks is not None:
-        if n_tasks > len(groups):
-            raise SystemExit(f"asked for {n_tasks} tasks but {path} splits into {len(groups)}")
-        groups = groups[:n_tasks]
+    groups = _first(groups, n_tasks, f"{path} splits into")
     tasks = []
     for index, group in enumerate(groups):
         members = np.isin(y, group)
         train_x, train_y, test_x, test_y = hold_out(x[members], y[members], test_fraction, seed + index)
         train_x, train_y, val_x, val_y = hold_out(train_x, train_y, validation_fraction, seed + 100 + index)
-        tasks.append(
-            BenchmarkTask(
-                key="digits_" + "_".join(str(label) for label in group.tolist()),
-                train=TaskData(train_x, train_y.tolist()),
-                validation=TaskData(val_x, val_y.tolist()),
-                test=TaskData(test_x, test_y.tolist()),
-            )
-        )
+        key = "digits_" + "_".join(str(label) for label in group.tolist())
+        tasks.append(_task(key, (train_x, train_y), (val_x, val_y), (test_x, test_y)))
     return tasks
 
 
