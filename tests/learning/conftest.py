@@ -11,6 +11,14 @@ from app.learning import TaskData
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
+def shared_file(*parts: str) -> Path:
+    """A file of the shared data beside the repository; the test is skipped, saying so, without it."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not found (the shared data lies beside the repository)")
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
@@ -21,7 +29,7 @@ def pmnist_tasks():
     """Two pmnist-conflict tasks as (train, validation, test) TaskData triples, 1500/300/500 samples."""
     tasks = []
     for k in range(2):
-        with np.load(SHARED_DATA / "pmnist-conflict" / f"task{k}.npz", allow_pickle=False) as z:
+        with np.load(shared_file("pmnist-conflict", f"task{k}.npz"), allow_pickle=False) as z:
             x, y, x_test, y_test = z["x"], z["y"], z["x_test"], z["y_test"]
         tasks.append((TaskData(x[:1500], y[:1500]), TaskData(x[1500:1800], y[1500:1800]), TaskData(x_test[:500], y_test[:500])))
     return tasks

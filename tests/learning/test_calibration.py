@@ -13,6 +13,13 @@ from app.learning.models import build_model
 MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist_5k.npz"
 
 
+def _mnist() -> Path:
+    """The shared MNIST digits; the test is skipped, saying so, where they are missing."""
+    if not MNIST.exists():
+        pytest.skip(f"{MNIST} not found (the shared data lies beside the repository)")
+    return MNIST
+
+
 def _base(architecture: str, input_shape: tuple[int, ...], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return build_model(architecture, input_shape, n_classes=2)
@@ -20,7 +27,7 @@ def _base(architecture: str, input_shape: tuple[int, ...], seed: int = 0) -> nn.
 
 def _digits(pair: tuple[int, int], n: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """n real MNIST images of two digits, labels 0/1 within the task."""
-    with np.load(MNIST, allow_pickle=False) as data:
+    with np.load(_mnist(), allow_pickle=False) as data:
         x, y = data["x"], data["y"]
     index = np.flatnonzero(np.isin(y, pair))[offset:offset + n]
     images = torch.from_numpy(x[index]).float() / 255.0
