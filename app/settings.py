@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Workers
     embedded_worker: bool = Field(True, description="run a worker thread inside the API process")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where workers train: auto = cuda when present")
+    fisher_samples: int = Field(4000, ge=1, description="most training samples an update estimates the Fisher on "
+                                                        "(recorded per version); lower it for large conv nets on CPU")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads torch uses in a worker (default: torch's "
                                                               "own, one per core); set cores / workers when "
                                                               "several workers share a machine")

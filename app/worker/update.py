@@ -20,7 +20,7 @@ so a retried job yields exactly one version.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -147,6 +147,7 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
         dataset = plan.datasets[int(key)]
         splits_of[int(key)] = load_dataset_splits(store, dataset.artifact_uri, dataset.artifact_sha256)
     learner.to(device)
+    learner.ewc.fisher = replace(learner.ewc.fisher, n_samples=settings.fisher_samples)  # this worker's budget
     task_aware = model.strategy == "ccll"  # a ccll model answers per task; an ewc model over all labels
     strategy = "ccll" if model.strategy == "ccll" else task.strategy
 

@@ -268,3 +268,11 @@ def test_the_torch_threads_setting_limits_the_workers_cpu_threads(settings, run_
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_fisher_samples_setting_bounds_the_estimate_and_is_recorded(settings, session_factory, submit_task,
+                                                                        run_worker_once):
+    submit_task(index=0, n_train=200)
+    assert run_worker_once(settings.model_copy(update={"fisher_samples": 50})) == 1
+    [version] = versions_of(session_factory)
+    assert (version.fisher_recipe["n_samples"], version.fisher_recipe["max_samples"]) == (50, 50)
