@@ -5,7 +5,6 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.session import begin_write
 from app.db.tables import Job, Model, ModelVersion
 from app.errors import Conflict, NotFound
 from app.jobs import state_machine
@@ -26,8 +25,9 @@ def job_out(session: Session, job: Job) -> JobOut:
     )
 
 
-def get_job_row(session: Session, job_id: int) -> Job:
-    job = session.get(Job, job_id)
+def get_job_row(session: Session, job_id: int, lock: bool = False) -> Job:
+    """The job row; ``lock`` reads it FOR UPDATE (Postgres) for a read-then-write."""
+    job = session.get(Job, job_id, with_for_update=True if lock else None, populate_existing=lock)
     if job is None:
         raise NotFound(f"job {job_id} does not exist")
     return job
@@ -49,17 +49,11 @@ def list_jobs(session: Session, model: str | None = None, status: str | None = N
 def cancel_job(session: Session, job_id: int) -> JobOut:
     """A queued job is cancelled at once; a running one is asked to stop (the worker checks between steps).
 
-    The row is read under the write lock (FOR UPDATE on Postgres, BEGIN IMMEDIATE on SQLite), so a
-    worker claiming the job at the same moment either sees it cancelled or is seen running."""
-    if session.in_transaction():
-        session.commit()
-    begin_write(session)
-    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
-    if job is None:
-        session.rollback()
-        raise NotFound(f"job {job_id} does not exist")
+    Called with a write session (the SQLite write lock is taken when its transaction begins) and
+    the row read FOR UPDATE on Postgres, so a worker claiming the job at the same moment either
+    sees it cancelled or is seen running."""
+    job = get_job_row(session, job_id, lock=True)
     if job.status in TERMINAL:
-        session.rollback()
         raise Conflict(f"job {job_id} already finished ({job.status}); there is nothing to cancel")
     state_machine.request_cancel(session, job)
     session.commit()
