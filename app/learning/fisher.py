@@ -117,12 +117,16 @@ def diagonal_fisher(
         per_sample_grad = vmap(grad(log_prob), in_dims=(None, 0, 0))
         for start in range(0, len(x), chunk_size):
             xb = x[start : start + chunk_size]
-            with torch.no_grad():
-                logits = model(xb).float()
+            if linears:  # one forward serves the class probabilities and the factored layers
+                traced = _LinearTrace(model, linears, xb)
+                log_probs = traced.log_probs.detach()
+            else:
+                with torch.no_grad():
+                    log_probs = F.log_softmax(model(xb).float(), dim=-1)
             if label_mode == "empirical":
                 classes = [(y[start : start + chunk_size], torch.ones(len(xb), device=x.device))]
             else:
-                probs = F.softmax(logits, dim=-1)
+                probs = log_probs.exp()
                 classes = [(torch.full((len(xb),), c, dtype=torch.long, device=x.device), probs[:, c])
                            for c in range(probs.shape[1])]
             if vmapped:
@@ -130,35 +134,41 @@ def diagonal_fisher(
                     for name, g in per_sample_grad(vmapped, xb, labels).items():
                         fisher[name] += torch.einsum("b,b...->...", weight, g.pow(2))
             if linears:
-                _add_factored_linear_fisher(model, linears, xb, classes, fisher)
+                traced.add_fisher(classes, fisher)
             if on_chunk is not None:
                 on_chunk(min(start + chunk_size, len(x)), len(x))
     return {name: f / len(x) for name, f in fisher.items()}
 
 
-def _add_factored_linear_fisher(model: nn.Module, linears: dict[str, nn.Linear], xb: torch.Tensor,
-                                classes: list[tuple[torch.Tensor, torch.Tensor]], fisher: Fisher) -> None:
-    """fisher[W] += sum_b w_b delta_b^2 a_b^2^T and fisher[bias] += sum_b w_b delta_b^2, per label set."""
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    hooks = [module.register_forward_hook(lambda _m, inputs, output, name=name: seen.__setitem__(name, (inputs[0], output)))
-             for name, module in linears.items()]
-    try:
-        with torch.enable_grad():
-            log_probs = F.log_softmax(model(xb).float(), dim=-1)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    names = list(linears)
-    outputs = [seen[name][1] for name in names]
-    squared_inputs = [seen[name][0].detach().float().pow(2) for name in names]
-    for index, (labels, weight) in enumerate(classes):
-        chosen = log_probs.gather(1, labels.unsqueeze(1)).sum()
-        deltas = torch.autograd.grad(chosen, outputs, retain_graph=index < len(classes) - 1)
-        for name, delta, a2 in zip(names, deltas, squared_inputs):
-            d2 = delta.float().pow(2) * weight.unsqueeze(1)
-            fisher[f"{name}.weight"] += (d2.T @ a2).to(fisher[f"{name}.weight"].dtype)
-            if f"{name}.bias" in fisher:
-                fisher[f"{name}.bias"] += d2.sum(0).to(fisher[f"{name}.bias"].dtype)
+class _LinearTrace:
+    """One forward pass of a chunk with the inputs and outputs of the factored linear layers
+    recorded, from which ``add_fisher`` accumulates their exact squared per-sample gradients."""
+
+    def __init__(self, model: nn.Module, linears: dict[str, nn.Linear], xb: torch.Tensor):
+        seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        hooks = [module.register_forward_hook(
+                     lambda _m, inputs, output, name=name: seen.__setitem__(name, (inputs[0], output)))
+                 for name, module in linears.items()]
+        try:
+            with torch.enable_grad():
+                self.log_probs = F.log_softmax(model(xb).float(), dim=-1)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        self.names = list(linears)
+        self.outputs = [seen[name][1] for name in self.names]
+        self.squared_inputs = [seen[name][0].detach().float().pow(2) for name in self.names]
+
+    def add_fisher(self, classes: list[tuple[torch.Tensor, torch.Tensor]], fisher: Fisher) -> None:
+        """fisher[W] += sum_b w_b delta_b^2 a_b^2^T and fisher[bias] += sum_b w_b delta_b^2, per label set."""
+        for index, (labels, weight) in enumerate(classes):
+            chosen = self.log_probs.gather(1, labels.unsqueeze(1)).sum()
+            deltas = torch.autograd.grad(chosen, self.outputs, retain_graph=index < len(classes) - 1)
+            for name, delta, a2 in zip(self.names, deltas, self.squared_inputs):
+                d2 = delta.float().pow(2) * weight.unsqueeze(1)
+                fisher[f"{name}.weight"] += (d2.T @ a2).to(fisher[f"{name}.weight"].dtype)
+                if f"{name}.bias" in fisher:
+                    fisher[f"{name}.bias"] += d2.sum(0).to(fisher[f"{name}.bias"].dtype)
 
 
 def fisher_per_sample_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, label_mode: str = "true") -> Fisher:
