@@ -237,9 +237,11 @@ class ContinualLearner:
         train_seconds = time.perf_counter() - started
 
         reporter.phase_fraction("fisher", TRAIN_SHARE)
+        fisher_recipe = {}
         if self.strategy == "ewc":
-            self._consolidate(task_key, x, y, config, on_chunk=lambda done, total: reporter.phase_fraction(
+            n_fisher = self._consolidate(task_key, x, y, config, on_chunk=lambda done, total: reporter.phase_fraction(
                 "fisher", TRAIN_SHARE + FISHER_SHARE * done / total))
+            fisher_recipe = self.ewc.recipe(n_fisher)
         else:  # ccll: the trained task's BatchNorm statistics, recomputed from its final weights
             self.network.refresh_statistics(task_key, x.split(config.batch_size))
         self.task_keys.append(task_key)
@@ -248,8 +250,7 @@ class ContinualLearner:
         result = UpdateResult(
             task_key=task_key, strategy=strategy,
             ewc_lambda=None if strategy in ("finetune", "joint", "ccll") or len(self.task_keys) == 1 else float(ewc_lambda),
-            lambda_search=search,
-            fisher_recipe=self.ewc.recipe(min(len(x), self.ewc.fisher.n_samples)) if self.strategy == "ewc" else {},
+            lambda_search=search, fisher_recipe=fisher_recipe,
             train_config=config.as_dict(), train_seconds=train_seconds, search_seconds=search_seconds,
             final_loss=final_loss, validation_before=validation_before, validation_after=validation_after,
             parameters_added=parameters_added,
@@ -342,8 +343,9 @@ class ContinualLearner:
 
     @torch.no_grad()
     def _consolidate(self, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-                     on_chunk: Callable[[int, int], None] | None = None) -> None:
-        """Estimate this task's Fisher on (a seeded sample of) its training data and store it with the anchor."""
+                     on_chunk: Callable[[int, int], None] | None = None) -> int:
+        """Estimate this task's Fisher on (a seeded sample of) its training data and store it with the
+        anchor; returns the number of samples it was estimated on."""
         recipe = self.ewc.fisher
         generator = torch.Generator().manual_seed(config.seed)
         index = torch.randperm(len(x), generator=generator)[: recipe.n_samples].to(x.device)
@@ -352,6 +354,7 @@ class ContinualLearner:
                                      chunk_size=recipe.chunk_size, on_chunk=on_chunk)
         anchor = {name: p.detach() for name, p in self.network.named_parameters()}
         self.consolidation.consolidate(task_key, fisher, anchor)
+        return len(index)
 
     # ----------------------------------------------------------------------- inference
     def _evaluate(self, data: TaskData, task_key: str | None) -> Evaluation:
