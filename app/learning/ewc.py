@@ -174,14 +174,6 @@ class Consolidation:
 
         return step
 
-    def add_penalty_gradient(self, model: nn.Module, ewc_lambda: float) -> None:
-        """One-off ``penalty_gradient`` (training prepares the hook once per run instead)."""
-        self.penalty_gradient(model, ewc_lambda)()
-
-    def apply_proximal_step(self, model: nn.Module, ewc_lambda: float, lr: float) -> None:
-        """One-off ``proximal_step`` (training prepares the hook once per run instead)."""
-        self.proximal_step(model, ewc_lambda, lr)()
-
     # ---------------------------------------------------------------------------- state
     def tensors(self) -> Tensors:
         """Flat name -> tensor map for safetensors: ``{task}.fisher.{param}`` / ``{task}.anchor.{param}``."""

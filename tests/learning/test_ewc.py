@@ -35,7 +35,7 @@ def test_penalty_gradient_is_lambda_fisher_times_displacement(mode):
     lam = 3.0
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
-    consolidation.add_penalty_gradient(model, lam)
+    consolidation.penalty_gradient(model, lam)()
     autograd = torch.autograd.grad(consolidation.penalty(model, lam), list(model.parameters()))
     for (name, p), g in zip(model.named_parameters(), autograd):
         if mode == "separate":
@@ -92,7 +92,7 @@ def test_proximal_step_shrinks_towards_the_anchor_for_any_lambda():
             p.add_(1.0)
     lr, lam = 0.1, 1e6  # a gradient step would explode at this lambda
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    consolidation.apply_proximal_step(model, lam, lr)
+    consolidation.proximal_step(model, lam, lr)()
     for name, p in model.named_parameters():
         expected = (before[name] + lr * lam * fisher[name] * anchor[name]) / (1 + lr * lam * fisher[name])
         torch.testing.assert_close(p.detach(), expected)
