@@ -25,6 +25,13 @@ def _deterministic():
 
 
 @pytest.fixture(scope="session")
+def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """The shared MNIST digits (x uint8 Nx1x28x28, y int64), loaded once."""
+    with np.load(shared_file("mnist_5k.npz"), allow_pickle=False) as z:
+        return z["x"], z["y"]
+
+
+@pytest.fixture(scope="session")
 def pmnist_tasks():
     """Two pmnist-conflict tasks as (train, validation, test) TaskData triples, 1500/300/500 samples."""
     tasks = []

@@ -1,6 +1,5 @@
 """CCLL network (app/learning/calibration.py): shapes, growth, validation, and no forgetting at all."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,25 +9,14 @@ from torch import nn
 from app.learning.calibration import CalibratedNetwork, ChannelCalibration, SpatialCalibration
 from app.learning.models import build_model
 
-MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist_5k.npz"
-
-
-def _mnist() -> Path:
-    """The shared MNIST digits; the test is skipped, saying so, where they are missing."""
-    if not MNIST.exists():
-        pytest.skip(f"{MNIST} not found (the shared data lies beside the repository)")
-    return MNIST
-
-
 def _base(architecture: str, input_shape: tuple[int, ...], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return build_model(architecture, input_shape, n_classes=2)
 
 
-def _digits(pair: tuple[int, int], n: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """n real MNIST images of two digits, labels 0/1 within the task."""
-    with np.load(_mnist(), allow_pickle=False) as data:
-        x, y = data["x"], data["y"]
+def _digits(mnist, pair: tuple[int, int], n: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n real MNIST images of two digits (from the ``mnist_5k`` fixture), labels 0/1 within the task."""
+    x, y = mnist
     index = np.flatnonzero(np.isin(y, pair))[offset:offset + n]
     images = torch.from_numpy(x[index]).float() / 255.0
     return images, torch.from_numpy((y[index] == pair[1]).astype(np.int64))
@@ -63,11 +51,11 @@ def test_logits_have_each_tasks_own_classes(architecture, input_shape):
 
 
 @pytest.mark.parametrize("architecture", ["cnn", "resnet18"])
-def test_old_task_logits_are_bit_identical_after_a_new_task_is_trained(architecture):
+def test_old_task_logits_are_bit_identical_after_a_new_task_is_trained(architecture, mnist_5k):
     net = CalibratedNetwork(_base(architecture, (1, 28, 28)), alpha=2, beta=1)
-    x_a, y_a = _digits((0, 1), 64)
-    x_b, y_b = _digits((2, 3), 64)
-    x_test, _ = _digits((0, 1), 32, offset=64)
+    x_a, y_a = _digits(mnist_5k, (0, 1), 64)
+    x_b, y_b = _digits(mnist_5k, (2, 3), 64)
+    x_test, _ = _digits(mnist_5k, (0, 1), 32, offset=64)
 
     net.add_task("a", 2)
     _train(net, "a", [p for p in net.parameters() if p.requires_grad], x_a, y_a)  # base + task a
@@ -106,10 +94,10 @@ def test_frozen_base_stays_in_eval_mode_when_the_network_trains():
     assert net.calibrations["a"].training  # the task's own modules do train
 
 
-def test_a_new_task_starts_from_the_previous_tasks_calibration_and_freezes_it():
+def test_a_new_task_starts_from_the_previous_tasks_calibration_and_freezes_it(mnist_5k):
     net = CalibratedNetwork(_base("cnn", (1, 28, 28)), alpha=1, beta=1)
     net.add_task("a", 2)
-    x, y = _digits((4, 5), 32)
+    x, y = _digits(mnist_5k, (4, 5), 32)
     _train(net, "a", [p for p in net.parameters() if p.requires_grad], x, y, steps=2)
     net.add_task("b", 2)  # adding a second task freezes the base
     assert net.is_base_frozen
@@ -179,19 +167,19 @@ def test_spatial_calibration_starts_as_identity():
     assert torch.equal(SpatialCalibration(8, alpha=2)(activation), activation)
 
 
-def test_a_training_batch_of_one_sample_works():
+def test_a_training_batch_of_one_sample_works(mnist_5k):
     net = CalibratedNetwork(_base("cnn", (1, 28, 28)))
     net.add_task("a", 2)
     net.freeze_base()
     net.train()
-    x, y = _digits((0, 1), 1)
+    x, y = _digits(mnist_5k, (0, 1), 1)
     nn.functional.cross_entropy(net(x, "a"), y).backward()
     assert all(p.grad is not None for p in net.calibrations["a"].parameters())
 
 
-def test_state_dict_rebuilds_an_identical_frozen_network():
+def test_state_dict_rebuilds_an_identical_frozen_network(mnist_5k):
     net = CalibratedNetwork(_base("resnet18", (1, 28, 28)), alpha=2)
-    x, y = _digits((6, 7), 32)
+    x, y = _digits(mnist_5k, (6, 7), 32)
     net.add_task("a", 2)
     _train(net, "a", [p for p in net.parameters() if p.requires_grad], x, y, steps=2)
     net.add_task("b", 3)
@@ -209,9 +197,9 @@ def test_state_dict_rebuilds_an_identical_frozen_network():
             assert torch.equal(copy(x, key), net(x, key))
 
 
-def test_refreshed_statistics_are_the_exact_statistics_of_the_final_network():
+def test_refreshed_statistics_are_the_exact_statistics_of_the_final_network(mnist_5k):
     net = CalibratedNetwork(_base("cnn", (1, 28, 28)), alpha=2)
-    x, y = _digits((0, 1), 64)
+    x, y = _digits(mnist_5k, (0, 1), 64)
     net.add_task("a", 2)
     _train(net, "a", [p for p in net.parameters() if p.requires_grad], x, y, steps=4)
     pooled = {}  # what each CCM's BatchNorm normalises, recorded from a training-mode pass
@@ -233,9 +221,9 @@ def test_refreshed_statistics_are_the_exact_statistics_of_the_final_network():
     assert net.training
 
 
-def test_refresh_touches_neither_older_tasks_nor_a_frozen_base():
+def test_refresh_touches_neither_older_tasks_nor_a_frozen_base(mnist_5k):
     net = CalibratedNetwork(_base("resnet18", (1, 28, 28)))
-    x, _ = _digits((2, 3), 32)
+    x, _ = _digits(mnist_5k, (2, 3), 32)
     net.add_task("a", 2)
     net.add_task("b", 2)
     frozen = {k: v.clone() for k, v in net.blocks.state_dict().items()}
@@ -249,10 +237,10 @@ def test_refresh_touches_neither_older_tasks_nor_a_frozen_base():
         net.refresh_statistics("b", [x[:1]])
 
 
-def test_a_trained_and_refreshed_task_classifies_held_out_digits():
+def test_a_trained_and_refreshed_task_classifies_held_out_digits(mnist_5k):
     net = CalibratedNetwork(_base("cnn", (1, 28, 28)))
-    x, y = _digits((0, 1), 256)
-    x_test, y_test = _digits((0, 1), 200, offset=256)
+    x, y = _digits(mnist_5k, (0, 1), 256)
+    x_test, y_test = _digits(mnist_5k, (0, 1), 200, offset=256)
     net.add_task("a", 2)
     _train(net, "a", [p for p in net.parameters() if p.requires_grad], x, y, steps=16)
     net.refresh_statistics("a", x.split(64))

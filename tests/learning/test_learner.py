@@ -1,20 +1,8 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from app.learning import ContinualLearner, EWCConfig, TaskData, TrainConfig, TrainingCancelled
-
-MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist_5k.npz"
-
-
-def _mnist() -> Path:
-    """The shared MNIST digits; the test is skipped, saying so, where they are missing."""
-    if not MNIST.exists():
-        pytest.skip(f"{MNIST} not found (the shared data lies beside the repository)")
-    return MNIST
-
 
 FAST = TrainConfig(epochs=2, batch_size=64)
 
@@ -141,10 +129,9 @@ def test_joint_trains_from_scratch_on_every_task_seen_so_far():
     assert learners[0].evaluate(task_b, task_key="b").accuracy > 0.9
 
 
-def _digit_tasks(n_train: int = 96, n_test: int = 64) -> dict[str, tuple[TaskData, TaskData]]:
+def _digit_tasks(mnist, n_train: int = 96, n_test: int = 64) -> dict[str, tuple[TaskData, TaskData]]:
     """Three split-MNIST tasks (digits 0/1, 2/3, 4/5) of raw uint8 images: (train, test) each."""
-    with np.load(_mnist(), allow_pickle=False) as z:
-        x, y = z["x"], z["y"]
+    x, y = mnist
     tasks = {}
     for pair in ((0, 1), (2, 3), (4, 5)):
         index = np.flatnonzero(np.isin(y, pair))
@@ -153,8 +140,8 @@ def _digit_tasks(n_train: int = 96, n_test: int = 64) -> dict[str, tuple[TaskDat
     return tasks
 
 
-def test_ccll_task_logits_are_bit_identical_after_learning_two_later_tasks():
-    tasks = _digit_tasks()
+def test_ccll_task_logits_are_bit_identical_after_learning_two_later_tasks(mnist_5k):
+    tasks = _digit_tasks(mnist_5k)
     (first, (train0, test0)), *later = tasks.items()
     learner = ContinualLearner.create("cnn", (1, 28, 28), strategy="ccll", input_scale=1 / 255,
                                       architecture_options={"channels": [8, 16], "alpha": 2})
