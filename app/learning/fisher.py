@@ -119,14 +119,14 @@ def diagonal_fisher(
             xb = x[start : start + chunk_size]
             if linears:  # one forward serves the class probabilities and the factored layers
                 traced = _LinearTrace(model, linears, xb)
-                log_probs = traced.log_probs.detach()
+                logits = traced.logits.detach()
             else:
                 with torch.no_grad():
-                    log_probs = F.log_softmax(model(xb).float(), dim=-1)
+                    logits = model(xb).float()
             if label_mode == "empirical":
                 classes = [(y[start : start + chunk_size], torch.ones(len(xb), device=x.device))]
             else:
-                probs = log_probs.exp()
+                probs = F.softmax(logits, dim=-1)
                 classes = [(torch.full((len(xb),), c, dtype=torch.long, device=x.device), probs[:, c])
                            for c in range(probs.shape[1])]
             if vmapped:
@@ -151,7 +151,8 @@ class _LinearTrace:
                  for name, module in linears.items()]
         try:
             with torch.enable_grad():
-                self.log_probs = F.log_softmax(model(xb).float(), dim=-1)
+                self.logits = model(xb).float()
+                self.log_probs = F.log_softmax(self.logits, dim=-1)
         finally:
             for hook in hooks:
                 hook.remove()
