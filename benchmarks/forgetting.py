@@ -16,7 +16,7 @@ Methods:
 * ``finetune``     plain training on each task (the baseline that forgets)
 * ``ewc_separate`` EWC, one Fisher + anchor per past task (Kirkpatrick et al. 2017)
 * ``ewc_online``   online EWC, one running Fisher + anchor (Schwarz et al. 2018)
-* ``joint``        training on every task seen so far (the upper bound)
+* ``joint``        training from fresh weights on every task seen so far (the upper bound)
 * ``ccll``         frozen base + per-task calibration modules and classifier (Singh et al. 2020);
                    cnn / resnet18 only; always evaluated task-aware (it predicts per task). The
                    parameters it adds per task are reported, absolute and as a % of the base.
@@ -150,15 +150,15 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
         # unless the benchmark is task-aware (a split benchmark, or --task-aware).
         matrix.append([learner.evaluate(t.test, task_key=t.key if task_aware else None).accuracy if j <= i else None
                        for j, t in enumerate(tasks)])
-        if i == len(tasks) - 1:  # scored as test is: what a λ sweep chooses by
-            validation_accuracy = [learner.evaluate(t.validation, task_key=t.key if task_aware else None).accuracy
-                                   for t in tasks]
         updates.append({
             "task": task.key, "ewc_lambda": result.ewc_lambda, "train_seconds": result.train_seconds,
             "search_seconds": result.search_seconds, "lambda_search": result.lambda_search,
             "validation_after": result.validation_after, "parameters_added": result.parameters_added,
         })
         bar.advance(bar_task)
+    # scored as test is: what a λ sweep chooses by
+    validation_accuracy = [learner.evaluate(t.validation, task_key=t.key if task_aware else None).accuracy
+                           for t in tasks]
     metrics = accuracy_matrix_metrics(matrix)
     chosen = [u["ewc_lambda"] for u in updates if u["ewc_lambda"] is not None]
     outcome = {
