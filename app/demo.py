@@ -2,12 +2,12 @@
 
 Two models learn task A and then task B: one with `ewc`, one with plain `finetune`.
 After each update the service measures every learnt task on its test split, and the
-demo prints that table: task A's accuracy survives task B under EWC and collapses
+demo returns that table: task A's accuracy survives task B under EWC and collapses
 under fine-tuning. It is the experiment of the blog post the project started from
 (MNIST, then FashionMNIST: EWC keeps 0.97 on MNIST, fine-tuning falls to 0.18).
 
-- `--data-dir DIR` (torchvision's root, holding MNIST/raw and FashionMNIST/raw)
-  runs exactly that, reading the idx files with torchvision (download=False).
+- With a `data_dir` (torchvision's root, holding MNIST/raw and FashionMNIST/raw)
+  it runs exactly that, reading the idx files with torchvision (download=False).
 - Without data it builds two conflicting tasks offline from scikit-learn's bundled
   digits: A = the digits, B = the same digits with a fixed pixel permutation and a
   fixed label permutation, so a network can only do well on both by keeping A's
@@ -15,30 +15,46 @@ under fine-tuning. It is the experiment of the blog post the project started fro
 
 Everything goes through real HTTP: the demo starts the service on the embedded
 default (SQLite + in-process worker) as a child process on a free port with a
-temporary data directory, or talks to an existing server given with --url.
+temporary data directory, or talks to an existing server at a given URL. This module
+runs the experiment and returns its results; the `retain demo` command
+(app/cli/demo.py) parses its options, draws its progress and prints the table.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from app.cli import CliError, RetainClient, error_console, follow_jobs
+from app.client import ClientError, RetainClient
+from app.processes import LocalServer
 
 BLOG_REFERENCE = "the blog post, MNIST then FashionMNIST: EWC 0.97 on MNIST, fine-tuning 0.18"
 STRATEGIES = ("ewc", "finetune")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+Say = Callable[[str], None]
+"""Where the demo tells what it is doing (a console's print; the CLI's keeps stdout pure under --json)."""
+FollowJobs = Callable[[RetainClient, Mapping[str, int]], dict[str, dict]]
+"""Waits for labelled jobs and returns their final states; the CLI's draws a bar per job."""
+
+
+def follow_quietly(client: RetainClient, jobs: Mapping[str, int]) -> dict[str, dict]:
+    return client.follow_jobs(jobs)
+
+
+@dataclass
+class DemoOptions:
+    """The experiment's knobs; None leaves a training setting to the service's default."""
+
+    data_dir: Path | None = None  # torchvision root: MNIST -> FashionMNIST instead of the digits pair
+    samples: int | None = None  # training samples per task
+    architecture: str = "mlp"
+    epochs: int | None = None
+    ewc_lambda: str = "auto"
+    batch_size: int | None = None
+    lr: float | None = None
 
 
 @dataclass
@@ -114,7 +130,7 @@ def torchvision_tasks(data_dir: Path, directory: Path, samples: int | None = Non
             train = dataset_class(str(data_dir), train=True, download=False)
             test = dataset_class(str(data_dir), train=False, download=False)
         except RuntimeError as exc:
-            raise CliError(
+            raise ClientError(
                 f"{dataset_class.__name__} not found under {data_dir}: expected the idx files in "
                 f"{data_dir / dataset_class.__name__ / 'raw'} (fetch them once, where there is network, with "
                 f"torchvision.datasets.{dataset_class.__name__}('{data_dir}', download=True))"
@@ -130,94 +146,11 @@ def torchvision_tasks(data_dir: Path, directory: Path, samples: int | None = Non
     return tasks
 
 
-# ---------------------------------------------------------------------- server
-
-
-class ServiceStartError(RuntimeError):
-    """The child service exited or never became ready; the message holds its log."""
-
-
-class LocalServer:
-    """The service on its embedded default, as a child process with its own data dir.
-
-    `retain serve` in a subprocess on a free port: SQLite and artifacts under
-    `data_dir`, migrated to head before it starts. Used by the demo and by the
-    tests that drive the CLI over real HTTP.
-    """
-
-    def __init__(self, data_dir: Path, embedded_worker: bool = True, extra_env: dict[str, str] | None = None,
-                 startup_timeout: float = 90.0):
-        self.data_dir = Path(data_dir)
-        self.log_path = self.data_dir / "server.log"
-        self.startup_timeout = startup_timeout
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": f"sqlite:///{self.data_dir / 'retain.db'}",
-            "RETAIN_ARTIFACT_URI": str(self.data_dir / "artifacts"),
-            "RETAIN_EMBEDDED_WORKER": "true" if embedded_worker else "false",
-            **(extra_env or {}),
-        }
-        self.process: subprocess.Popen | None = None
-        self.url: str | None = None
-
-    def __enter__(self) -> LocalServer:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("w")
-        # Port 0: the kernel picks a free port as uvicorn binds, so parallel runs never collide;
-        # the port is read back from uvicorn's "running on" line.
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", "0", "--no-access-log"],
-            env=self.env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServiceStartError(f"the service exited with {self.process.returncode}:\n{self.log()}")
-            if self.url is None:
-                found = re.search(r"Uvicorn running on (http://\S+)", self.log())
-                self.url = found.group(1) if found else None
-            if self.url is not None:
-                try:
-                    if httpx.get(f"{self.url}/readyz", timeout=2.0).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-            time.sleep(0.25)
-        raise ServiceStartError(f"the service was not ready after {self.startup_timeout:.0f}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 60.0) -> int | None:
-        """SIGTERM, as a supervisor would; returns the exit status."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        finally:
-            self._log.close()
-        return self.process.returncode
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 # ------------------------------------------------------------------ experiment
 
 
-def run_experiment(client, tasks: list[TaskFile], args: argparse.Namespace, show_progress: bool) -> dict:
+def run_experiment(client: RetainClient, tasks: list[TaskFile], options: DemoOptions, model_suffix: str = "",
+                   follow: FollowJobs = follow_quietly) -> dict:
     """Teach A then B to one model per strategy; return every task's accuracy after each update.
 
     All four uploads are queued at once: the service runs each model's updates in
@@ -226,16 +159,16 @@ def run_experiment(client, tasks: list[TaskFile], args: argparse.Namespace, show
     def row_name(strategy: str, index: int) -> str:
         return f"{strategy} · {'AB'[index]}"
 
-    models = {strategy: f"demo-{strategy}{args.model_suffix}" for strategy in STRATEGIES}
+    models = {strategy: f"demo-{strategy}{model_suffix}" for strategy in STRATEGIES}
     submitted: dict[str, dict] = {}
     for strategy, model in models.items():
         for index, task in enumerate(tasks):
-            fields = {"model": model, "name": task.name, "strategy": strategy, "architecture": args.architecture,
-                      "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+            fields = {"model": model, "name": task.name, "strategy": strategy, "architecture": options.architecture,
+                      "epochs": options.epochs, "batch_size": options.batch_size, "lr": options.lr}
             if strategy == "ewc":
-                fields["ewc_lambda"] = args.ewc_lambda
+                fields["ewc_lambda"] = options.ewc_lambda
             submitted[row_name(strategy, index)] = client.submit_task(task.path, fields)
-    jobs = follow_jobs(client, {name: answer["job_id"] for name, answer in submitted.items()}, show=show_progress)
+    jobs = follow(client, {name: answer["job_id"] for name, answer in submitted.items()})
 
     results: dict = {"tasks": [task.name for task in tasks], "models": {}}
     for strategy, model in models.items():
@@ -258,107 +191,39 @@ def run_experiment(client, tasks: list[TaskFile], args: argparse.Namespace, show
     return results
 
 
-def print_results(results: dict, console) -> None:
-    from rich.table import Table
-
-    task_a, task_b = results["tasks"]
-    table = Table(title=f"Test accuracy after each update\nA = {task_a}, B = {task_b}")
-    table.add_column("model")
-    table.add_column("after")
-    table.add_column("A", justify="right")
-    table.add_column("B", justify="right")
-    table.add_column("")
-    rejected = False
-    for strategy, result in results["models"].items():
-        for index, update in enumerate(result["updates"]):
-            cells = [f"{update['accuracy'].get(name):.3f}" if update["accuracy"].get(name) is not None else "–"
-                     for name in (task_a, task_b)]
-            note = {"succeeded": "", "rejected": "not promoted*"}.get(update["status"], update["status"])
-            rejected |= update["status"] == "rejected"
-            table.add_row(strategy if index == 0 else "", "A" if index == 0 else "A → B", *cells, note)
-        table.add_section()
-    console.print(table)
-    if rejected:
-        console.print("* stored, not served: the forgetting gate kept the previous version")
-    final = {s: r["updates"][-1]["accuracy"].get(task_a) for s, r in results["models"].items()}
-    if all(value is not None for value in final.values()):
-        console.print(f"Task A after learning B: ewc {final['ewc']:.3f}, finetune {final['finetune']:.3f}.")
-        console.print(f"Reference: {BLOG_REFERENCE}.")
-
-
-def build_tasks(args: argparse.Namespace, directory: Path, console) -> list[TaskFile]:
-    """The two task files: MNIST and FashionMNIST with --data-dir, else the offline digits pair."""
-    if args.data_dir:
-        console.print(f"Reading MNIST (A) and FashionMNIST (B) from {args.data_dir} ...")
-        tasks = torchvision_tasks(Path(args.data_dir), directory, samples=args.samples,
-                                  image_shape=args.architecture in ("cnn", "resnet18"))
+def build_tasks(options: DemoOptions, directory: Path, say: Say) -> list[TaskFile]:
+    """The two task files: MNIST and FashionMNIST with a data_dir, else the offline digits pair."""
+    if options.data_dir:
+        say(f"Reading MNIST (A) and FashionMNIST (B) from {options.data_dir} ...")
+        tasks = torchvision_tasks(Path(options.data_dir), directory, samples=options.samples,
+                                  image_shape=options.architecture in ("cnn", "resnet18"))
     else:
-        console.print("Building offline tasks from scikit-learn's digits: A = digits, B = permuted digits ...")
-        tasks = digits_tasks(directory, samples=args.samples)
+        say("Building offline tasks from scikit-learn's digits: A = digits, B = permuted digits ...")
+        tasks = digits_tasks(directory, samples=options.samples)
     for task in tasks:
-        console.print(f"  {task.path.name}: {task.n_train} training samples, {task.n_test} test samples")
+        say(f"  {task.path.name}: {task.n_train} training samples, {task.n_test} test samples")
     return tasks
 
 
-def run(args: argparse.Namespace) -> int:
-    """The `retain demo` command."""
-    from rich.console import Console
+def run_in_scratch(options: DemoOptions, url: str | None, say: Say, warn: Say,
+                   follow: FollowJobs = follow_quietly) -> dict:
+    """Write the tasks to a temporary directory and run the experiment on `url`, or on a child service.
 
-    console = Console(stderr=args.json)  # keep stdout pure JSON under --json
-    try:
-        if args.save_tasks:
-            Path(args.save_tasks).mkdir(parents=True, exist_ok=True)
-            build_tasks(args, Path(args.save_tasks), console)
-            return 0
-        results = run_in_scratch(args, console)
-    except (CliError, ServiceStartError) as exc:
-        error_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return 1
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        print_results(results, console)
-    return 0
-
-
-def run_in_scratch(args: argparse.Namespace, console) -> dict:
-    """Write the tasks to a temporary directory and run the experiment (on a child service unless --url)."""
+    On someone's server (a url) the models get fresh names, so earlier runs are left
+    alone. When the experiment fails on the child service, `warn` gets its log's end.
+    Raises ClientError, or processes.ServiceStartError when the child never came up.
+    """
     with tempfile.TemporaryDirectory(prefix="retain-demo-") as scratch:
         scratch = Path(scratch)
-        tasks = build_tasks(args, scratch, console)
-        if args.url_given:  # someone's server: fresh model names so earlier runs are left alone
-            args.model_suffix = time.strftime("-%Y%m%d-%H%M%S")
-            with RetainClient(args.url) as client:
-                return run_experiment(client, tasks, args, show_progress=not args.json)
-        args.model_suffix = ""
-        console.print("Starting the service on the embedded default (SQLite + in-process worker) ...")
+        tasks = build_tasks(options, scratch, say)
+        if url is not None:
+            with RetainClient(url) as client:
+                return run_experiment(client, tasks, options, time.strftime("-%Y%m%d-%H%M%S"), follow)
+        say("Starting the service on the embedded default (SQLite + in-process worker) ...")
         with LocalServer(scratch / "service") as server, RetainClient(server.url) as client:
-            console.print(f"  serving at {server.url}")
+            say(f"  serving at {server.url}")
             try:
-                return run_experiment(client, tasks, args, show_progress=not args.json)
-            except CliError:
-                error_console.print(f"The service's log ends with:\n{server.log()[-4000:]}", highlight=False)
+                return run_experiment(client, tasks, options, follow=follow)
+            except ClientError:
+                warn(f"The service's log ends with:\n{server.log()[-4000:]}")
                 raise
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="torchvision root with MNIST/raw and FashionMNIST/raw: run MNIST -> FashionMNIST")
-    parser.add_argument("--samples", type=int, help="training samples per task (default: all)")
-    parser.add_argument("--architecture", default="mlp", help="mlp (default) | cnn | resnet18")
-    parser.add_argument("--epochs", type=int, help="epochs per update (default: the service's)")
-    parser.add_argument("--ewc-lambda", default="auto", help="EWC's λ: auto (default, the service searches) or a number")
-    parser.add_argument("--batch-size", type=int, help="default: the service's")
-    parser.add_argument("--lr", type=float, help="default: the service's")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--save-tasks", metavar="DIR",
-                        help="only write the two task files (.npz, ready for `retain teach`) to DIR")
-
-
-def main(argv: list[str] | None = None) -> int:
-    from app.cli import main as cli_main
-
-    return cli_main(["demo", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
+
+from app.db.migrate import migration_heads
+from app.deps import EngineDep
 
 router = APIRouter(tags=["health"])
 
@@ -22,22 +25,9 @@ def livez() -> Health:
     return Health(status="ok")
 
 
-def migration_heads() -> set[str]:
-    from pathlib import Path
-
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    root = Path(__file__).resolve().parent.parent
-    config = Config(str(root / "alembic.ini")) if (root / "alembic.ini").exists() else Config()
-    config.set_main_option("script_location", str(root / "migrations"))
-    return set(ScriptDirectory.from_config(config).get_heads())
-
-
 @router.get("/readyz", response_model=Health, summary="The database is reachable and its schema is at the migration head",
             responses={503: {"description": "not ready", "content": {"application/json": {"example": {"status": "not ready", "detail": "database schema at abc123, head is def456"}}}}})
-def readyz(request: Request):
-    engine = request.app.state.engine
+def readyz(engine: EngineDep):
     try:
         with engine.connect() as connection:
             current = set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())

@@ -1,7 +1,8 @@
 """The HTTP service: `uvicorn app.main:app`.
 
-Builds the FastAPI app from the settings: the artifact store and learner cache live on
-``app.state``; the lifespan migrates the embedded SQLite database and starts the embedded worker thread when the settings say so
+Builds the FastAPI app from the settings: the engine, the artifact store and the learner cache
+are made once here and kept on ``app.state``, where the typed dependencies of app/deps.py find
+them (routes never read ``app.state`` themselves); the lifespan migrates the embedded SQLite database and starts the embedded worker thread when the settings say so
 (the default, so one command gives a service that trains), and stops it on shutdown.
 Domain errors raised by the services become HTTP answers in one handler here.
 """
@@ -19,12 +20,12 @@ from app.db.session import get_engine
 from app.errors import DomainError
 from app.jobs.router import router as jobs_router
 from app.predict.router import router as predict_router
-from app.predict.service import LearnerCache
+from app.predict.cache import LearnerCache
 from app.registry.router import router as registry_router
 from app.settings import Settings, get_settings
 from app.storage.artifacts import artifact_store
 from app.tasks.router import router as tasks_router
-from app.worker.loop import start_embedded_worker
+from app.updates.loop import start_embedded_worker
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -46,13 +46,15 @@ from statistics import mean
 
 from common import (SHARED_DATA, console, input_scale_for, load_split_tasks, load_tasks, parse_floats, progress_bar,
                     write_json)
+from baselines import Joint
 
-from app.learning import ContinualLearner, EWCConfig, FisherConfig, TrainConfig, accuracy_matrix_metrics
+from app.learning import (ARCHITECTURES, ContinualLearner, EWCConfig, FisherConfig, TrainConfig,
+                          accuracy_matrix_metrics, strategy_class)
 from app.learning.data import unique_in_order
 
 EWC_METHODS = {"ewc_separate": "separate", "ewc_online": "online"}
 ALL_METHODS = ("finetune", "ewc_separate", "ewc_online", "joint", "ccll")
-CONV_ARCHITECTURES = ("cnn", "resnet18")
+CONV_ARCHITECTURES = strategy_class("ccll").architectures
 SPLIT_MNIST = SHARED_DATA / "mnist_5k.npz"
 # Conventional learning rates when the optimizer is not the library default's (whose lr is TrainConfig's).
 CONVENTIONAL_LR = {"sgd": 0.05, "adam": 1e-3}
@@ -74,7 +76,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(ALL_METHODS)} "
                         "(default: all that apply to the architecture)")
-    parser.add_argument("--arch", choices=("mlp", "cnn", "resnet18"), default="mlp")
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="mlp")
     parser.add_argument("--hidden", default="100,100", help="mlp hidden sizes (default 100,100)")
     parser.add_argument("--alpha", type=int, default=1, help="ccll: channels per group of the spatial calibration")
     parser.add_argument("--beta", type=int, default=1, help="ccll: channels per group of the channel-wise calibration")
@@ -88,7 +90,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--fisher", choices=("true", "empirical"), default=FisherConfig().label_mode,
                         help="Fisher label mode")
-    parser.add_argument("--fisher-samples", type=int, default=FisherConfig().n_samples)
+    parser.add_argument("--fisher-samples", type=int, default=FisherConfig().max_samples,
+                        help="most samples of a task its Fisher is estimated on")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--device", default="cpu", help="cpu (default, for comparable timings), cuda or auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -128,15 +131,16 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
     task_aware = ccll or args.task_aware
     ewc = EWCConfig(
         consolidation=EWC_METHODS.get(method, "separate"),
-        fisher=FisherConfig(label_mode=args.fisher, n_samples=args.fisher_samples),
+        fisher=FisherConfig(label_mode=args.fisher, max_samples=args.fisher_samples),
         **({"lambda_candidates": tuple(args.lambda_candidates)} if args.lambda_candidates else {}),
     )
-    learner = ContinualLearner.create(args.arch, tasks[0].input_shape, strategy="ccll" if ccll else "ewc",
+    learner = ContinualLearner.create(args.arch, tasks[0].input_shape, family="ccll" if ccll else "ewc",
                                       architecture_options=options, ewc=ewc,
                                       input_scale=input_scale_for(tasks[0].train), seed=args.seed)
     config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                          seed=args.seed, device=args.device)
-    strategy = "ewc" if method in EWC_METHODS else method
+    # joint keeps every task's data: one instance for all of this learner's tasks
+    strategy = Joint() if method == "joint" else "ewc" if method in EWC_METHODS else method
     label = method if ewc_lambda is None else f"{method} λ={ewc_lambda}"
     matrix, updates = [], []
     for i, task in enumerate(tasks):

@@ -28,10 +28,11 @@ import time
 import torch
 
 from common import SHARED_DATA, console, input_scale_for, load_tasks, progress_bar, write_json
+from baselines import fisher_batch_mean_shortcut, fisher_per_sample_loop
 
 from app.learning import ContinualLearner, EWCConfig, FisherConfig, TrainConfig
 from app.learning.ewc import Consolidation
-from app.learning.fisher import diagonal_fisher, fisher_batch_mean_shortcut, fisher_per_sample_loop
+from app.learning.fisher import diagonal_fisher
 from app.learning.models import build_model
 from app.learning.state import to_safetensors_bytes
 from app.learning.training import Trainer
@@ -158,7 +159,7 @@ def state_bytes(tasks, max_tasks: int, bar, bar_task) -> dict:
     weights_bytes = None
     config = TrainConfig(epochs=1, batch_size=32, device="cpu")
     for mode in ("separate", "online"):
-        ewc = EWCConfig(consolidation=mode, fisher=FisherConfig(label_mode="empirical", n_samples=32))
+        ewc = EWCConfig(consolidation=mode, fisher=FisherConfig(label_mode="empirical", max_samples=32))
         learner = ContinualLearner.create("mlp", tasks[0].input_shape, ewc=ewc,
                                           input_scale=input_scale_for(tasks[0].train))
         sizes[mode] = {}

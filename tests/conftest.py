@@ -27,10 +27,10 @@ Fixtures
                      `python -m workers` process on the test database (log in tmp_path/<id>.log);
                      every process still running at teardown is killed.
     client           a TestClient of the API on the test database (no embedded worker).
-    task_file        callable ``task_file(k, n_train=300, n_test=200) -> Path``: an .npz slice of
+    pmnist_file      callable ``pmnist_file(k, n_train=250, n_test=100) -> Path``: an .npz slice of
                      pmnist-conflict task k as a user would upload it (1x28x28 uint8).
-    submit           callable ``submit(path, model="m", **form) -> dict``: POST /tasks through
-                     ``client``; asserts the 202.
+    empty_postgres_url  a new Postgres database with no schema (deployment-style tests migrate it).
+    shared_file      callable ``shared_file(*parts) -> Path`` into ../shared/data; skips without it.
 """
 
 from __future__ import annotations
@@ -96,6 +96,19 @@ def sqlite_template(tmp_path_factory) -> Path:
     return path
 
 
+def new_postgres_database(template: str | None = None) -> tuple[str, callable]:
+    """CREATE DATABASE retain_test_<random> (a copy of ``template``, else empty); its URL and its drop."""
+    name = f"retain_test_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    url = _postgres_url(name)
+
+    def drop() -> None:
+        _dispose(url)
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return url, drop
+
+
 def fresh_database(kind: str, tmp_path: Path, request) -> tuple[str, callable]:
     """A new migrated database of ``kind``; returns its URL and the function that drops it."""
     if kind == "sqlite":
@@ -106,15 +119,19 @@ def fresh_database(kind: str, tmp_path: Path, request) -> tuple[str, callable]:
     template = request.getfixturevalue("postgres_template")
     if not isinstance(template, str):
         pytest.skip(f"Postgres is not reachable at {POSTGRES_ADMIN_URL}: {template}")
-    name = f"retain_test_{uuid.uuid4().hex[:12]}"
-    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    url = _postgres_url(name)
+    return new_postgres_database(template)
 
-    def drop() -> None:
-        _dispose(url)
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    return url, drop
+@pytest.fixture
+def empty_postgres_url(postgres_template):
+    """A new, empty (unmigrated) Postgres database, for tests that migrate it as a deployment would."""
+    if not isinstance(postgres_template, str):
+        pytest.skip(f"Postgres is not reachable at {POSTGRES_ADMIN_URL}: {postgres_template}")
+    url, drop = new_postgres_database()
+    try:
+        yield url
+    finally:
+        drop()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -151,7 +168,7 @@ def store(settings):
 
 @pytest.fixture
 def run_worker_once(settings):
-    from app.worker.loop import run_worker
+    from app.updates.loop import run_worker
 
     def run(worker_settings=None) -> int:
         return run_worker(worker_settings or settings, threading.Event(), once=True, worker_id="test-worker")
@@ -165,20 +182,44 @@ TINY_TASK_FORM = dict(name=None, architecture="mlp", architecture_options='{"hid
 """POST /tasks form fields that train in about a second: mlp 1x32, one epoch, a fixed λ (no search)."""
 
 
-def tiny_task_bytes(index: int, n_train: int, n_test: int) -> bytes:
-    """The first samples of pmnist-conflict task ``index`` as the bytes of an uploaded .npz."""
+def pmnist_slice(index: int, n_train: int, n_test: int) -> bytes:
+    """The first samples of pmnist-conflict task ``index`` as the bytes of an .npz a user would upload."""
     import io
 
     import numpy as np
 
-    source = SHARED_DATA / "pmnist-conflict" / f"task{index}.npz"
-    if not source.exists():
-        pytest.skip(f"{source} not found (the shared data lies beside the repository)")
-    with np.load(source, allow_pickle=False) as data:
+    with np.load(shared_data_file("pmnist-conflict", f"task{index}.npz"), allow_pickle=False) as data:
         buffer = io.BytesIO()
         np.savez(buffer, x=data["x"][:n_train], y=data["y"][:n_train], x_test=data["x_test"][:n_test],
                  y_test=data["y_test"][:n_test])
     return buffer.getvalue()
+
+
+def shared_data_file(*parts: str) -> Path:
+    """A file of the shared data beside the repository; the test is skipped, saying so, without it."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not found (the shared data lies beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_file():
+    """``shared_file(*parts) -> Path`` of the shared data (skips the test without it)."""
+    return shared_data_file
+
+
+@pytest.fixture
+def pmnist_file(tmp_path):
+    """``pmnist_file(k, n_train=250, n_test=100) -> Path``: an .npz of the first samples of pmnist-conflict
+    task k (x, y, x_test, y_test; 1x28x28 uint8 digits, labels permuted per task), as a user would upload it."""
+
+    def make(index: int, n_train: int = 250, n_test: int = 100) -> Path:
+        path = tmp_path / f"task{index}.npz"
+        path.write_bytes(pmnist_slice(index, n_train, n_test))
+        return path
+
+    return make
 
 
 @pytest.fixture
@@ -189,7 +230,7 @@ def submit_task(settings, session_factory, store):
     def submit_one(model: str = "m", index: int = 0, n_train: int = 200, n_test: int = 100, **form) -> tuple[int, int]:
         request = TaskRequest.from_form(model=model, **{**TINY_TASK_FORM, **form})
         with session_factory() as session:
-            out = submit(session, store, settings, request, f"task{index}.npz", tiny_task_bytes(index, n_train, n_test))
+            out = submit(session, store, settings, request, f"task{index}.npz", pmnist_slice(index, n_train, n_test))
         return out.id, out.job_id
 
     return submit_one
@@ -222,67 +263,22 @@ def worker_env(settings):
 
 @pytest.fixture
 def worker_processes(settings, tmp_path):
-    started: list[subprocess.Popen] = []
+    from app.processes import ProcessGroup
 
-    def start(worker_id: str, *args: str, **env_overrides) -> subprocess.Popen:
-        log = open(tmp_path / f"{worker_id}.log", "w")
-        process = subprocess.Popen([sys.executable, "-m", "workers", "--worker-id", worker_id, *args],
-                                   cwd=REPO_ROOT, env=environment_for(settings, **env_overrides), stdout=log,
-                                   stderr=subprocess.STDOUT)
-        process.log_path = tmp_path / f"{worker_id}.log"
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
+    with ProcessGroup(tmp_path, environment_for(settings)) as group:  # kills what still runs at teardown
+        yield lambda worker_id, *args, **env: group.start(
+            worker_id, sys.executable, "-m", "workers", "--worker-id", worker_id, *args, **env)
 
 
 @pytest.fixture
 def client(settings):
-    """The API on the test database (no embedded worker: tests run workers explicitly)."""
+    """The API on the test database (no embedded worker: tests run workers explicitly); a TestClient."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
 
     with TestClient(create_app(settings)) as test_client:
         yield test_client
-
-
-@pytest.fixture
-def task_file(tmp_path):
-    """``task_file(k, n_train=300, n_test=200) -> Path``: an .npz with the first samples of
-    pmnist-conflict task k (x, y, x_test, y_test; 1x28x28 uint8 digits, labels permuted per task)."""
-    import numpy as np
-
-    source = SHARED_DATA / "pmnist-conflict"
-    if not source.exists():
-        pytest.skip(f"{source} not found (the shared data lies beside the repository)")
-
-    def make(k: int, n_train: int = 300, n_test: int = 200) -> Path:
-        with np.load(source / f"task{k}.npz", allow_pickle=False) as data:
-            path = tmp_path / f"task{k}_{n_train}.npz"
-            np.savez(path, x=data["x"][:n_train], y=data["y"][:n_train], x_test=data["x_test"][:n_test],
-                     y_test=data["y_test"][:n_test])
-        return path
-
-    return make
-
-
-@pytest.fixture
-def submit(client):
-    """``submit(path, model="m", **form_fields) -> dict``: POST /tasks as a user would; asserts 202."""
-
-    def post(path: Path, model: str = "m", **fields) -> dict:
-        form = {"model": model, "name": path.stem, **{key: str(value) for key, value in fields.items()}}
-        with open(path, "rb") as upload:
-            response = client.post("/tasks", data=form, files={"file": (path.name, upload)})
-        assert response.status_code == 202, response.text
-        return response.json()
-
-    return post
 
 
 @pytest.fixture
@@ -298,7 +294,7 @@ def make_job(session_factory):
         with session_factory() as session:
             row = session.scalar(select(Model).where(Model.name == model))
             if row is None:
-                row = Model(name=model, architecture="mlp", strategy="ewc", input_shape=[4], options={})
+                row = Model(name=model, architecture="mlp", family="ewc", input_shape=[4], options={})
                 session.add(row)
             dataset = Dataset(sha256="0" * 64, format="npz", n_train=8, n_validation=2, n_test=2, input_shape=[4],
                               labels=[0, 1], artifact_uri="file:///nowhere", artifact_sha256="0" * 64, artifact_size=0)

@@ -1,7 +1,8 @@
-"""docker/compose.yaml is accepted by `docker-compose config` and describes the topology.
+"""compose.yaml (repository root) is accepted by `docker-compose config` and describes the topology.
 
 No Docker engine runs in CI; `config` parses, interpolates and validates the file
-without one, and its normalised output is what the assertions read.
+without one, and its normalised output is what the assertions read. Every call gets an
+empty environment (PATH only), as `docker compose up` typed in a fresh shell would.
 """
 
 import json
@@ -13,7 +14,7 @@ import pytest
 import yaml  # installed with uvicorn[standard]
 
 REPO = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = REPO / "docker" / "compose.yaml"
+COMPOSE_FILE = REPO / "compose.yaml"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 
 pytestmark = pytest.mark.skipif(
@@ -32,16 +33,32 @@ def compose_config(*args: str, env: dict[str, str] | None = None) -> subprocess.
 
 @pytest.fixture(scope="module")
 def config() -> dict:
-    """The resolved configuration, with the one required secret supplied."""
-    result = compose_config(env={"POSTGRES_PASSWORD": "test-password"})
+    """The resolved configuration with nothing set: `docker compose up` works as typed."""
+    result = compose_config()
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
 
-def test_the_database_password_is_required_not_defaulted():
-    result = compose_config()
-    assert result.returncode != 0
-    assert "POSTGRES_PASSWORD" in result.stderr
+def test_one_compose_file_at_the_root_with_the_four_services(config):
+    assert not (REPO / "docker" / "compose.yaml").exists(), "one source: the root compose.yaml"
+    default = {name for name, service in config["services"].items() if not service.get("profiles")}
+    assert default == {"db", "migrate", "api", "worker"}
+    assert config["services"]["worker-cpu"]["profiles"] == ["cpu"]
+    assert config["services"]["api"]["build"]["dockerfile"] == "docker/Dockerfile"
+    assert Path(config["services"]["api"]["build"]["context"]) == REPO
+
+
+def test_postgres_is_never_published_and_its_default_password_is_overridable(config):
+    db = config["services"]["db"]
+    assert "ports" not in db and "expose" not in db
+    assert "network_mode" not in db
+    default = db["environment"]["POSTGRES_PASSWORD"]
+    assert default and f":{default}@db:5432/" in config["services"]["api"]["environment"]["DATABASE_URL"]
+    result = compose_config(env={"POSTGRES_PASSWORD": "s3cret"})
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["db"]["environment"]["POSTGRES_PASSWORD"] == "s3cret"
+    assert ":s3cret@db:5432/" in services["worker"]["environment"]["DATABASE_URL"]
 
 
 def test_postgres_has_a_pg_isready_healthcheck_and_a_named_volume(config):
@@ -66,6 +83,9 @@ def test_api_waits_for_db_and_migration_and_probes_readyz(config):
     assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "/readyz" in " ".join(api["healthcheck"]["test"])
     assert api["environment"]["RETAIN_EMBEDDED_WORKER"] == "false"
+    port = api["ports"][0]
+    published = (port["host_ip"], str(port["published"])) if isinstance(port, dict) else tuple(port.split(":")[:2])
+    assert published == ("127.0.0.1", "8000"), "the API binds to loopback unless RETAIN_BIND says otherwise"
 
 
 def test_worker_reserves_a_gpu_and_scales(config):
@@ -95,7 +115,7 @@ def test_api_and_workers_share_the_artifact_volume_and_database(config):
 
 
 def test_cpu_profile_adds_a_worker_without_gpu_reservation():
-    result = compose_config("--profile", "cpu", env={"POSTGRES_PASSWORD": "x"})
+    result = compose_config("--profile", "cpu")
     assert result.returncode == 0, result.stderr
     worker_cpu = yaml.safe_load(result.stdout)["services"]["worker-cpu"]
     assert "deploy" not in worker_cpu
@@ -116,7 +136,7 @@ def test_secrets_can_come_from_an_env_file(tmp_path):
 
 
 def test_settings_come_from_the_environment_with_defaults():
-    result = compose_config(env={"POSTGRES_PASSWORD": "x", "RETAIN_PORT": "9001", "RETAIN_WORKER_DEVICE": "auto"})
+    result = compose_config(env={"RETAIN_PORT": "9001", "RETAIN_WORKER_DEVICE": "auto"})
     assert result.returncode == 0, result.stderr
     assert "9001" in result.stdout
     assert ["python", "-m", "workers", "--device", "auto"] == yaml.safe_load(result.stdout)["services"]["worker"]["command"]
@@ -135,6 +155,15 @@ def test_dockerfile_runs_as_non_root_with_a_healthcheck():
     assert users and users[-1] not in ("root", "0")
     healthchecks = [arguments for keyword, arguments in instructions if keyword == "HEALTHCHECK"]
     assert healthchecks and "/readyz" in healthchecks[-1]
+
+
+def test_the_image_installs_the_package_not_the_checkout():
+    """Non-editable, so the image runs what a wheel ships (migrations included); the packaged
+    alembic.ini in the working directory lets compose's migrate run `alembic upgrade head`."""
+    instructions = dockerfile_instructions()
+    installs = [arguments for keyword, arguments in instructions if keyword == "RUN" and "pip install --no-deps" in arguments]
+    assert installs and not any(" -e " in f" {arguments} " or "--editable" in arguments for arguments in installs)
+    assert ("COPY", "migrations/alembic.ini ./alembic.ini") in instructions
 
 
 def test_no_secret_is_baked_into_the_image():

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.cli import CliError
+from app.client import ClientError
 from app.demo import digits_tasks, torchvision_tasks
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,7 +68,7 @@ def test_data_dir_reads_torchvision_mnist_and_fashion_mnist_files(tmp_path):
 
 
 def test_data_dir_without_the_files_says_what_is_missing(tmp_path):
-    with pytest.raises(CliError, match="MNIST/raw"):
+    with pytest.raises(ClientError, match="MNIST/raw"):
         torchvision_tasks(tmp_path, tmp_path)
 
 

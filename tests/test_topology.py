@@ -9,137 +9,48 @@ does, and expects each to exit cleanly.
 """
 
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from app.jobs.status import TERMINAL_STATUSES
+from app.processes import UVICORN_URL, ProcessGroup
+
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = REPO.parent / "shared" / "data" / "pmnist-conflict"
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 pytestmark = pytest.mark.slow
 
 
-def postgres_available() -> bool:
-    try:
-        import psycopg
-
-        with psycopg.connect(ADMIN_URL, connect_timeout=3):
-            return True
-    except Exception:
-        return False
-
-
 @pytest.fixture
-def database():
-    """A database of its own, dropped afterwards whatever happened."""
-    if not postgres_available():
-        pytest.skip("Postgres is not reachable on 127.0.0.1:5432 (user postgres)")
-    import psycopg
-
-    name = f"retain_topology_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def small_tasks(tmp_path):
+def small_tasks(pmnist_file):
     """Two conflicting pmnist tasks, cut small so each update takes seconds."""
-    if not TASKS.exists():
-        pytest.skip(f"{TASKS} not found")
-    paths = []
-    for index in range(2):
-        data = np.load(TASKS / f"task{index}.npz")
-        path = tmp_path / f"task{index}.npz"
-        np.savez(path, x=data["x"][:400], y=data["y"][:400], x_test=data["x_test"][:200], y_test=data["y_test"][:200])
-        paths.append(path)
-    return paths
+    return [pmnist_file(index, n_train=400, n_test=200) for index in range(2)]
 
 
-class Processes:
-    """Child processes started for the test, each logging to a file; stopped with SIGTERM."""
-
-    def __init__(self, directory: Path, env: dict[str, str]):
-        self.directory, self.env = directory, env
-        self.running: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, *command: str, **extra_env: str) -> subprocess.Popen:
-        log = (self.directory / f"{name}.log").open("w")
-        self.running[name] = subprocess.Popen(command, cwd=REPO, env={**self.env, **extra_env},
-                                              stdout=log, stderr=subprocess.STDOUT)
-        return self.running[name]
-
-    def log(self, name: str) -> str:
-        return (self.directory / f"{name}.log").read_text()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {name}\n{self.log(name)[-3000:]}" for name in self.running)
-
-    def terminate_all(self, timeout: float = 60.0) -> dict[str, int]:
-        for process in self.running.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        codes = {}
-        for name, process in self.running.items():
-            try:
-                codes[name] = process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                codes[name] = f"killed after {timeout:.0f}s without exiting"
-        return codes
-
-
-def wait_ready(processes: Processes, timeout: float = 60.0) -> str:
-    """The API's URL once /readyz answers 200 (the port is read from uvicorn's log)."""
-    deadline = time.monotonic() + timeout
-    url = None
-    while time.monotonic() < deadline:
-        api = processes.running["api"]
-        assert api.poll() is None, f"the API exited with {api.returncode}:\n{processes.logs()}"
-        if url is None:
-            found = re.search(r"Uvicorn running on (http://\S+)", processes.log("api"))
-            url = found.group(1) if found else None
-        if url is not None:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-        time.sleep(0.25)
-    pytest.fail(f"the API was not ready after {timeout:.0f}s:\n{processes.logs()}")
-
-
-def wait_for_jobs(client: httpx.Client, job_ids: list[int], processes: Processes, timeout: float = 240.0) -> dict:
+def wait_for_jobs(client: httpx.Client, job_ids: list[int], processes: ProcessGroup, timeout: float = 240.0) -> dict:
     deadline = time.monotonic() + timeout
     finished: dict[int, dict] = {}
     while len(finished) < len(job_ids):
         assert time.monotonic() < deadline, f"jobs still pending after {timeout:.0f}s:\n{processes.logs()}"
         for job_id in job_ids:
             job = client.get(f"/jobs/{job_id}").json()
-            if job["status"] in ("succeeded", "failed", "cancelled", "rejected"):
+            if job["status"] in TERMINAL_STATUSES:
                 finished[job_id] = job
         time.sleep(0.3)
     return finished
 
 
-def test_compose_topology_as_processes(database, small_tasks, tmp_path):
+def test_compose_topology_as_processes(empty_postgres_url, small_tasks, tmp_path):
     env = {
         **os.environ,
-        "DATABASE_URL": database,
+        "DATABASE_URL": empty_postgres_url,
         "RETAIN_ARTIFACT_URI": str(tmp_path / "artifacts"),  # the shared artifact volume
         "RETAIN_EMBEDDED_WORKER": "false",
     }
@@ -148,7 +59,7 @@ def test_compose_topology_as_processes(database, small_tasks, tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
 
-    processes = Processes(tmp_path, env)
+    processes = ProcessGroup(tmp_path, env)
     # port 0: uvicorn binds a free port and logs which (no race with other test runs)
     processes.start("api", sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "0")
     for index in (1, 2):
@@ -157,7 +68,8 @@ def test_compose_topology_as_processes(database, small_tasks, tmp_path):
         processes.start(f"worker{index}", sys.executable, "-m", "workers", "--device", "cpu", "--poll-interval", "0.2",
                         OMP_NUM_THREADS="1")
     try:
-        url = wait_ready(processes)
+        url = processes["api"].wait_until_answers(lambda: processes["api"].search_log(UVICORN_URL), path="/readyz",
+                                                  timeout=60)
         with httpx.Client(base_url=url, timeout=60) as client:
             fields = {"epochs": "2", "ewc_lambda": "100"}
 
@@ -195,9 +107,9 @@ def test_compose_topology_as_processes(database, small_tasks, tmp_path):
 
             # both workers were up and polling the same queue
             for index in (1, 2):
-                assert processes.running[f"worker{index}"].poll() is None, processes.logs()
+                assert processes[f"worker{index}"].poll() is None, processes.logs()
     finally:
-        codes = processes.terminate_all()
+        codes = processes.stop_all()
     # Workers exit 0. uvicorn shuts down gracefully, then re-raises the SIGTERM it caught
     # (so supervisors see why it stopped): a clean API exit is -SIGTERM after its shutdown.
     assert codes == {"api": -signal.SIGTERM, "worker1": 0, "worker2": 0}, f"{codes}\n{processes.logs()}"

@@ -1,1 +1,1 @@
-"""`python -m workers`: a worker process that applies queued updates (see workers/__main__.py)."""
+"""`python -m workers`: a worker process that applies queued updates (the loop is app/updates/loop.py)."""

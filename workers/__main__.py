@@ -17,7 +17,7 @@ import sys
 import threading
 
 from app.settings import Settings
-from app.worker.loop import default_worker_id, run_worker
+from app.updates.loop import default_worker_id, run_worker
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

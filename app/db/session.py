@@ -1,4 +1,4 @@
-"""Engines and sessions from the settings; `SessionDep` gives a route a session of its app's engine.
+"""Engines and sessions from the settings (the routes' session dependencies are in app/deps.py).
 
 SQLite needs two things to behave like a server database under several writers (API
 threads, worker threads, worker processes): WAL journal with a busy timeout, and
@@ -9,12 +9,9 @@ to write deadlock, and one of them fails with "database is locked".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import Depends, Request
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,20 +69,3 @@ def begin_write(session: Session) -> None:
 def write_locking(engine: Engine) -> Engine:
     """The engine whose every transaction starts with the write lock on SQLite (see `begin_write`)."""
     return engine.execution_options(**{WRITE_LOCK_OPTION: True}) if engine.dialect.name == "sqlite" else engine
-
-
-def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
-        yield session
-
-
-def get_write_session(request: Request) -> Iterator[Session]:
-    """For routes that read and then write (cancel, promote, submit, set the serving version): on
-    SQLite a transaction that started reading cannot take the write lock once a worker has written
-    meanwhile ("database is locked"), so these take it when their transaction begins."""
-    with Session(write_locking(request.app.state.engine), expire_on_commit=False) as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]  # reads (and writes that do not read first)
-WriteSessionDep = Annotated[Session, Depends(get_write_session)]

@@ -17,8 +17,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from app.jobs.status import JobStatus
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "rejected")
+
+JOB_STATUSES = tuple(JobStatus)
 
 
 def utcnow() -> datetime:
@@ -60,7 +62,7 @@ class Model(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     architecture: Mapped[str] = mapped_column(String(32))
-    strategy: Mapped[str] = mapped_column(String(32))  # family: ewc | ccll
+    family: Mapped[str] = mapped_column(String(32))  # ewc | ccll: which update strategies apply
     input_shape: Mapped[list[Any]] = mapped_column(JSON)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     serving_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id", use_alter=True),
@@ -93,7 +95,7 @@ class Task(Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
     strategy: Mapped[str] = mapped_column(String(32))
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)  # mirrors its job's
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -103,13 +105,13 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        CheckConstraint(f"status IN ({', '.join(repr(s) for s in JOB_STATUSES)})", name="job_status"),
+        CheckConstraint(f"status IN ({', '.join(repr(str(s)) for s in JOB_STATUSES)})", name="job_status"),
         Index("ix_jobs_model_status", "model_id", "status"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED, index=True)
     attempt: Mapped[int] = mapped_column(default=1)
     max_attempts: Mapped[int] = mapped_column(default=3)
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session, aliased
 from app.db.session import begin_write
 from app.db.tables import Job, Task, utcnow
 from app.jobs import state_machine
+from app.jobs.status import JobStatus
 
-UNFINISHED = ("queued", "running")
+UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Heartbeat:
 
 def enqueue(session: Session, task: Task, max_attempts: int = 3) -> Job:
     """Queue the update that learns ``task``; the caller commits (with the task, atomically)."""
-    job = Job(task_id=task.id, model_id=task.model_id, status="queued", attempt=1, max_attempts=max_attempts,
+    job = Job(task_id=task.id, model_id=task.model_id, status=JobStatus.QUEUED, attempt=1, max_attempts=max_attempts,
               progress={"fraction": 0.0}, cancel_requested=False)
     session.add(job)
     session.flush()
@@ -65,14 +66,14 @@ def _is_postgres(session: Session) -> bool:
 
 def claim(session: Session, worker_id: str, lease_seconds: float, now: datetime | None = None) -> Claim | None:
     """Claim the next runnable job for ``worker_id`` (queued -> running) and commit; None when idle."""
-    if not _any(session, select(Job.id).where(Job.status == "queued")):
+    if not _any(session, select(Job.id).where(Job.status == JobStatus.QUEUED)):
         return None  # idle polls never take the write lock
     begin_write(session)
     earlier = aliased(Job)
     unfinished_before = (select(earlier.id)
                          .where(earlier.model_id == Job.model_id, earlier.id < Job.id, earlier.status.in_(UNFINISHED))
                          .exists())
-    query = select(Job).where(Job.status == "queued", ~unfinished_before).order_by(Job.id).limit(1)
+    query = select(Job).where(Job.status == JobStatus.QUEUED, ~unfinished_before).order_by(Job.id).limit(1)
     if _is_postgres(session):
         query = query.with_for_update(skip_locked=True, of=Job)
     job = session.scalar(query)
@@ -93,7 +94,7 @@ def lock_owned_job(session: Session, held: Claim) -> Job | None:
     if _is_postgres(session):
         query = query.with_for_update()
     job = session.scalar(query)
-    if job is None or job.status != "running" or job.lease_owner != held.lease_owner:
+    if job is None or job.status != JobStatus.RUNNING or job.lease_owner != held.lease_owner:
         return None
     return job
 
@@ -120,7 +121,7 @@ def heartbeat(session: Session, held: Claim, lease_seconds: float, progress: dic
 def reap(session: Session, now: datetime | None = None) -> dict[int, str]:
     """Requeue every running job whose lease expired (attempt + 1), or fail it after its last
     attempt; returns {job id: new status}. Commits."""
-    expired = (Job.status == "running") & (Job.lease_expires_at < (now or utcnow()))
+    expired = (Job.status == JobStatus.RUNNING) & (Job.lease_expires_at < (now or utcnow()))
     if not _any(session, select(Job.id).where(expired)):
         return {}
     begin_write(session)
@@ -152,6 +153,6 @@ def finish(session: Session, held: Claim, outcome: str, reason: str) -> bool:
     if job is None:
         session.rollback()
         return False
-    {"failed": state_machine.fail, "cancelled": state_machine.cancel}[outcome](session, job, reason)
+    {JobStatus.FAILED: state_machine.fail, JobStatus.CANCELLED: state_machine.cancel}[JobStatus(outcome)](session, job, reason)
     session.commit()
     return True

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from app.db.session import SessionDep, WriteSessionDep
+from fastapi import APIRouter, Query
+
+from app.deps import SessionDep, WriteSessionDep
 from app.jobs import service
 from app.jobs.schemas import JobOut
+from app.jobs.status import JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -14,7 +17,8 @@ NOT_FOUND = {404: {"description": "unknown job", "content": {"application/json":
 
 
 @router.get("", response_model=list[JobOut], summary="Jobs, newest first")
-def list_jobs(session: SessionDep, model: str | None = None, status: str | None = None, limit: int = 200) -> list[JobOut]:
+def list_jobs(session: SessionDep, model: str | None = None, status: JobStatus | None = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[JobOut]:
     return service.list_jobs(session, model=model, status=status, limit=limit)
 
 

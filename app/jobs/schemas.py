@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.jobs.status import JobStatus
+
 JOB_EXAMPLE = {
     "id": 7,
     "task_id": 7,
@@ -40,7 +42,7 @@ class JobOut(BaseModel):
     id: int
     task_id: int
     model: str
-    status: str = Field(description="queued | running | succeeded | failed | cancelled | rejected")
+    status: JobStatus = Field(description="queued | running | succeeded | failed | cancelled | rejected")
     attempt: int
     max_attempts: int
     progress: JobProgress

@@ -9,8 +9,7 @@ from app.db.tables import Job, Model, ModelVersion
 from app.errors import Conflict, NotFound
 from app.jobs import state_machine
 from app.jobs.schemas import JobOut, JobProgress
-
-TERMINAL = {"succeeded", "failed", "cancelled", "rejected"}
+from app.jobs.status import TERMINAL_STATUSES, JobStatus
 
 
 def job_out(session: Session, job: Job) -> JobOut:
@@ -37,7 +36,7 @@ def get_job(session: Session, job_id: int) -> JobOut:
     return job_out(session, get_job_row(session, job_id))
 
 
-def list_jobs(session: Session, model: str | None = None, status: str | None = None, limit: int = 200) -> list[JobOut]:
+def list_jobs(session: Session, *, model: str | None = None, status: JobStatus | None = None, limit: int = 200) -> list[JobOut]:
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if model is not None:
         query = query.join(Model, Job.model_id == Model.id).where(Model.name == model)
@@ -53,7 +52,7 @@ def cancel_job(session: Session, job_id: int) -> JobOut:
     the row read FOR UPDATE on Postgres, so a worker claiming the job at the same moment either
     sees it cancelled or is seen running."""
     job = get_job_row(session, job_id, lock=True)
-    if job.status in TERMINAL:
+    if job.status in TERMINAL_STATUSES:
         raise Conflict(f"job {job_id} already finished ({job.status}); there is nothing to cancel")
     state_machine.request_cancel(session, job)
     session.commit()

@@ -18,34 +18,36 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from app.db.tables import JOB_STATUSES, Job, Task, utcnow
+from app.db.tables import Job, Task, utcnow
 from app.errors import IllegalTransition
+from app.jobs.status import TERMINAL_STATUSES as TERMINAL
+from app.jobs.status import JobStatus
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "rejected"})
-ALLOWED: dict[str, frozenset[str]] = {
-    "queued": frozenset({"running", "cancelled"}),
-    "running": frozenset({"succeeded", "rejected", "failed", "cancelled", "queued"}),
+QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
+ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    QUEUED: frozenset({RUNNING, JobStatus.CANCELLED}),
+    RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.REJECTED, JobStatus.FAILED, JobStatus.CANCELLED, QUEUED}),
     **{status: frozenset() for status in TERMINAL},
 }
-assert set(ALLOWED) == set(JOB_STATUSES)
 
 
-def transition(session: Session, job: Job, status: str, *, error: str | None = None) -> None:
+def transition(session: Session, job: Job, status: JobStatus | str, *, error: str | None = None) -> None:
     """Move ``job`` to ``status`` (mirrored on its task); raises IllegalTransition if not allowed."""
     if status not in ALLOWED:
-        raise IllegalTransition(f"unknown job status {status!r}; statuses are {', '.join(JOB_STATUSES)}")
-    if status not in ALLOWED[job.status]:
+        raise IllegalTransition(f"unknown job status {status!r}; statuses are {', '.join(JobStatus)}")
+    status = JobStatus(status)
+    if status not in ALLOWED[JobStatus(job.status)]:
         raise IllegalTransition(f"job {job.id} cannot go from {job.status} to {status}")
     job.status = status
     now = utcnow()
-    if status == "running":
+    if status == RUNNING:
         job.started_at = now
         job.finished_at = None
     if status in TERMINAL:
         job.finished_at = now
-    if status != "running":
+    if status != RUNNING:
         job.lease_expires_at = None  # no lease to renew; lease_owner stays as the record of who ran it
-    if status == "queued":
+    if status == QUEUED:
         job.lease_owner = None
     if error is not None:
         job.error = error
@@ -56,7 +58,7 @@ def transition(session: Session, job: Job, status: str, *, error: str | None = N
 
 def start(session: Session, job: Job, lease_owner: str, lease_seconds: float, now: datetime | None = None) -> None:
     """queued -> running under a lease held by ``lease_owner`` until now + lease_seconds."""
-    transition(session, job, "running")
+    transition(session, job, RUNNING)
     now = now or utcnow()
     job.lease_owner = lease_owner
     job.heartbeat_at = now
@@ -70,41 +72,41 @@ def _finished_progress(job: Job, last_progress: dict | None) -> dict:
 
 
 def succeed(session: Session, job: Job, last_progress: dict | None = None) -> None:
-    transition(session, job, "succeeded")
+    transition(session, job, JobStatus.SUCCEEDED)
     job.error = None  # an earlier lost lease is history, not an error of this job
     job.progress = _finished_progress(job, last_progress)
 
 
 def reject(session: Session, job: Job, reason: str, last_progress: dict | None = None) -> None:
     """The update was stored but not promoted (the forgetting gate tripped); ``reason`` has the numbers."""
-    transition(session, job, "rejected", error=reason)
+    transition(session, job, JobStatus.REJECTED, error=reason)
     job.progress = _finished_progress(job, last_progress)
 
 
 def fail(session: Session, job: Job, reason: str) -> None:
-    transition(session, job, "failed", error=reason)
+    transition(session, job, JobStatus.FAILED, error=reason)
 
 
 def cancel(session: Session, job: Job, reason: str) -> None:
-    transition(session, job, "cancelled", error=reason)
+    transition(session, job, JobStatus.CANCELLED, error=reason)
 
 
-def expire_lease(session: Session, job: Job) -> str:
+def expire_lease(session: Session, job: Job) -> JobStatus:
     """A running job whose worker stopped heartbeating: retry it (attempt + 1), or fail it after
     ``max_attempts`` tries. Returns the new status."""
     lost = f"worker {job.lease_owner} stopped renewing its lease (attempt {job.attempt} of {job.max_attempts})"
     if job.attempt >= job.max_attempts:
-        transition(session, job, "failed", error=f"{lost}; no attempts left")
-        return "failed"
-    transition(session, job, "queued", error=f"{lost}; retrying")
+        transition(session, job, JobStatus.FAILED, error=f"{lost}; no attempts left")
+        return JobStatus.FAILED
+    transition(session, job, QUEUED, error=f"{lost}; retrying")
     job.attempt += 1
-    return "queued"
+    return QUEUED
 
 
 def release(session: Session, job: Job, reason: str) -> None:
     """A worker shutting down hands its running job back (running -> queued); the try is not
     counted against ``max_attempts`` because nothing went wrong with the job itself."""
-    transition(session, job, "queued", error=reason)
+    transition(session, job, QUEUED, error=reason)
     job.progress = {"fraction": 0.0}
 
 
@@ -113,5 +115,5 @@ def request_cancel(session: Session, job: Job) -> None:
     if job.status in TERMINAL:
         raise IllegalTransition(f"job {job.id} already finished ({job.status}); there is nothing to cancel")
     job.cancel_requested = True
-    if job.status == "queued":
+    if job.status == QUEUED:
         cancel(session, job, "cancelled before it started")

@@ -5,12 +5,15 @@ its own as a library (see README, "The learning library").
 """
 
 from app.learning.config import EWCConfig, FisherConfig, TrainConfig
-from app.learning.data import TaskData
+from app.learning.data import TaskData, as_samples
 from app.learning.evaluation import Evaluation, accuracy_matrix_metrics
 from app.learning.learner import ContinualLearner, Prediction, UpdateResult
-from app.learning.training import Progress, TrainingCancelled
+from app.learning.models import ARCHITECTURES
+from app.learning.strategies import Strategy, register, strategy_class, strategy_names
+from app.learning.training import Progress, TrainingStopped
 
 __all__ = [
     "ContinualLearner", "TaskData", "TrainConfig", "FisherConfig", "EWCConfig", "UpdateResult",
-    "Progress", "TrainingCancelled", "Prediction", "Evaluation", "accuracy_matrix_metrics",
+    "Progress", "TrainingStopped", "Prediction", "Evaluation", "accuracy_matrix_metrics",
+    "as_samples", "ARCHITECTURES", "Strategy", "register", "strategy_class", "strategy_names",
 ]

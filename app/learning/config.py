@@ -55,14 +55,24 @@ class FisherConfig:
     """
 
     label_mode: LabelMode = "true"
-    n_samples: int = 4000  # all of a typical task: more samples measured better, and linear layers cost little
+    # The cap: a task's Fisher is estimated on at most this many of its samples. 4000 is all of a
+    # typical task: more samples measured better, and linear layers cost little.
+    max_samples: int = 4000
     chunk_size: int = 128
 
     def __post_init__(self) -> None:
         if self.label_mode not in ("empirical", "true"):
             raise ValueError(f"fisher label_mode must be 'empirical' or 'true', got {self.label_mode!r}")
-        if self.n_samples < 1 or self.chunk_size < 1:
-            raise ValueError("fisher n_samples and chunk_size must be at least 1")
+        if self.max_samples < 1 or self.chunk_size < 1:
+            raise ValueError("fisher max_samples and chunk_size must be at least 1")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FisherConfig":
+        """Inverse of ``asdict``; reads versions stored when the cap was called ``n_samples`` too."""
+        values = dict(values)
+        if "n_samples" in values:
+            values.setdefault("max_samples", values.pop("n_samples"))
+        return cls(**values)
 
 
 @dataclass
@@ -84,7 +94,7 @@ class EWCConfig:
         if self.ewc_lambda != "auto" and float(self.ewc_lambda) < 0:
             raise ValueError(f"ewc_lambda must be non-negative or 'auto', got {self.ewc_lambda}")
         if isinstance(self.fisher, dict):
-            self.fisher = FisherConfig(**self.fisher)
+            self.fisher = FisherConfig.from_dict(self.fisher)
         self.lambda_candidates = tuple(float(c) for c in self.lambda_candidates)
 
     def recipe(self, n_samples_used: int | None = None) -> dict:
@@ -92,8 +102,8 @@ class EWCConfig:
         samples the Fisher was estimated on (at most ``max_samples``, the task's size otherwise)."""
         return {
             "label_mode": self.fisher.label_mode,
-            "n_samples": self.fisher.n_samples if n_samples_used is None else n_samples_used,
-            "max_samples": self.fisher.n_samples,
+            "n_samples": self.fisher.max_samples if n_samples_used is None else n_samples_used,
+            "max_samples": self.fisher.max_samples,
             "scaling": "mean over samples of squared per-sample gradients of log p(y|x)",
             "half_convention": "penalty = lambda/2 * sum_i F_i (theta_i - anchor_i)^2",
             "consolidation": self.consolidation,

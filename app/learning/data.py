@@ -2,10 +2,13 @@
 
 Labels stay in the user's vocabulary (``3``, ``"cat"``) at the library boundary; the learner
 maps them to output rows. Inputs stay raw too; the learner applies its fixed input scaling.
+``as_samples`` is the one check of raw samples against a model's input shape: the learner runs
+it on everything it trains on or predicts, and the service on a request before it loads a model.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,3 +59,38 @@ def unique_in_order(labels: Sequence[Label]) -> list[Label]:
         return sorted(distinct)
     except TypeError:  # ints and strings mixed
         return sorted(distinct, key=lambda label: (isinstance(label, str), str(label)))
+
+
+def as_samples(x, input_shape: Sequence[int]) -> torch.Tensor:
+    """Raw samples -> an N x *input_shape float32 tensor, or a ValueError saying what is wrong.
+
+    Takes numpy arrays, tensors and nested lists of numbers. One sample without the batch
+    dimension, or samples whose values are laid out flat for an image model (or the reverse),
+    are reshaped: the number of values per sample decides, so nothing is guessed.
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+    elif isinstance(x, np.ndarray):
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+            raise ValueError(f"inputs must be numeric, got dtype {x.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    else:
+        try:
+            x = torch.from_numpy(np.asarray(x, dtype=np.float64))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"inputs must be nested lists of numbers of one shape: {error}") from error
+    if x.ndim == 0 or x.numel() == 0:
+        raise ValueError("inputs holds no samples")
+    if tuple(x.shape[1:]) != input_shape:
+        if tuple(x.shape) == input_shape:
+            x = x.unsqueeze(0)  # one sample
+        elif x.ndim >= 2 and math.prod(x.shape[1:]) == math.prod(input_shape):
+            x = x.reshape(len(x), *input_shape)
+        else:
+            raise ValueError(f"each sample must have shape {list(input_shape)}; "
+                             f"got samples of shape {list(x.shape[1:])}")
+    x = x.to(torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError("inputs hold non-finite values (NaN or infinity)")
+    return x

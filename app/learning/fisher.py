@@ -14,10 +14,10 @@ Label modes (named for what they are):
   over classes: sum_c p(c|x) g_c(x)^2 (one vmapped pass per class).
 * ``empirical``: y is the given label: g_y(x)^2.
 
-Two other estimators are kept for comparison only (tests and ``benchmarks/throughput.py``):
-a per-sample Python loop (the slow reference the vmapped one must equal) and the common
-shortcut of squaring the gradient of a *batch-mean* loss, which is biased: the square of a
-mean is not the mean of squares, and it underestimates F by about the batch size.
+Two other estimators it is measured against live in ``benchmarks/baselines.py``: a per-sample
+Python loop (the slow reference this one must equal) and the common shortcut of squaring the
+gradient of a *batch-mean* loss, which is biased (the square of a mean is not the mean of
+squares: it underestimates F by about the batch size).
 
 The model is evaluated in eval mode (dropout off, BatchNorm on running statistics) and
 restored to its former mode afterwards.
@@ -37,7 +37,8 @@ Fisher = dict[str, torch.Tensor]
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode (dropout off, BatchNorm on running statistics) inside, the former mode restored after."""
     was_training = model.training
     model.eval()
     try:
@@ -102,7 +103,7 @@ def diagonal_fisher(
     params = _trainable(model)
     buffers = {name: b.detach() for name, b in model.named_buffers()}
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
-    with _eval_mode(model):
+    with eval_mode(model):
         linears = _factorable_linears(model, params, x[:1]) if factor_linear else {}
         factored = {f"{name}.{kind}" for name in linears for kind in ("weight", "bias") if f"{name}.{kind}" in params}
         if 2 * sum(params[name].numel() for name in factored) < sum(p.numel() for p in params.values()):
@@ -171,33 +172,3 @@ class _LinearTrace:
                 if f"{name}.bias" in fisher:
                     fisher[f"{name}.bias"] += d2.sum(0).to(fisher[f"{name}.bias"].dtype)
 
-
-def fisher_per_sample_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, label_mode: str = "true") -> Fisher:
-    """Reference estimator: one backward pass per sample (and class). Slow; for tests and benchmarks."""
-    params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
-    fisher = {name: torch.zeros_like(p) for name, p in params.items()}
-    with _eval_mode(model):
-        for i in range(len(x)):
-            log_probs = F.log_softmax(model(x[i : i + 1]).float(), dim=-1)[0]
-            classes = [int(y[i])] if label_mode == "empirical" else range(len(log_probs))
-            for c in classes:
-                weight = 1.0 if label_mode == "empirical" else float(log_probs[c].detach().exp())
-                grads = torch.autograd.grad(log_probs[c], list(params.values()), retain_graph=True)
-                for name, g in zip(params, grads):
-                    fisher[name] += weight * g.pow(2)
-    return {name: f / len(x) for name, f in fisher.items()}
-
-
-def fisher_batch_mean_shortcut(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 64) -> Fisher:
-    """The biased shortcut (square of the batch-mean gradient), kept only to measure its bias."""
-    params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
-    fisher = {name: torch.zeros_like(p) for name, p in params.items()}
-    n_batches = 0
-    with _eval_mode(model):
-        for start in range(0, len(x), batch_size):
-            loss = F.cross_entropy(model(x[start : start + batch_size]).float(), y[start : start + batch_size])
-            grads = torch.autograd.grad(loss, list(params.values()))
-            for name, g in zip(params, grads):
-                fisher[name] += g.pow(2)
-            n_batches += 1
-    return {name: f / n_batches for name, f in fisher.items()}

@@ -1,20 +1,22 @@
 """The continual learner: one model that learns a sequence of tasks and keeps what it learnt.
 
-A learner owns a network, a growing label vocabulary, its fixed input scaling, and
-(for the EWC family) the consolidation of every task learnt so far. One call,
-``learn_task``, is one update of the model:
+A learner owns a network, a growing label vocabulary, its fixed input scaling, and the state its
+*family* keeps between updates (EWC family: the consolidation, Fisher + anchors of every task
+learnt so far). The family is the kind of network and state (``ewc`` | ``ccll``); a *strategy*
+is the kind of update (``app.learning.strategies``: ewc, finetune, ccll, or any registered
+class), and each strategy belongs to one family. One call, ``learn_task``, is one update:
 
-1. grow the head for the task's new labels (EWC family) or add the task's calibration
-   modules and classifier (CCLL family);
-2. train on the task: plain fine-tuning, EWC (task loss + λ/2 Σ F (θ − θ*)², λ chosen on
-   validation data when ``"auto"``), joint training from scratch on every task seen so far
-   (the multi-task upper bound, kept for benchmarks), or CCLL (frozen base after the first task);
-3. consolidate: estimate this task's diagonal Fisher and store it with the anchor weights,
-   so the next update can protect this task (fine-tuned tasks are consolidated too);
+1. prepare: the strategy makes room for the task (EWC family: grow the head for the task's new
+   labels; CCLL: add the task's calibration modules and classifier);
+2. train on the task through the strategy's hooks: EWC adds λ/2 Σ F (θ − θ*)² to the task loss
+   (λ chosen on validation data when ``"auto"``), fine-tuning trains on the task loss alone,
+   CCLL trains the task's own modules (and the base, on the first task only);
+3. consolidate: keep what the next update needs (EWC family: this task's diagonal Fisher with
+   the anchor weights, fine-tuned tasks too; CCLL: the task's BatchNorm statistics);
 4. report validation accuracy of every task before and after, for the forgetting gate.
 
 State exports as two safetensors payloads: the weights (all a prediction needs) and the
-consolidation (Fisher + anchors, all a later update needs).
+consolidation (the family's state: Fisher + anchors, all a later update needs).
 """
 
 from __future__ import annotations
@@ -27,23 +29,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.learning.calibration import CalibratedNetwork
 from app.learning.config import EWCConfig, TrainConfig
-from app.learning.data import Label, TaskData, plain_label, plain_labels, unique_in_order
+from app.learning.data import Label, TaskData, as_samples, plain_label, plain_labels, unique_in_order
 from app.learning.evaluation import Evaluation, evaluate_logits
 from app.learning.ewc import Consolidation
-from app.learning.fisher import diagonal_fisher
 from app.learning.lambda_search import search_cost, successive_halving
-from app.learning.models import build_model, grow_head
+from app.learning.models import build_model
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
-from app.learning.training import Progress, ThroughputMeter, Trainer, TrainingCancelled, resolve_device
+from app.learning.strategies import Strategy, family_strategy, options_of_other_families, strategy_class
+from app.learning.training import Progress, ThroughputMeter, Trainer, TrainingStopped, resolve_device
 
-FAMILIES = {"ewc": ("ewc", "finetune", "joint"), "ccll": ("ccll",)}
 FORMAT = "retain.learner/1"
 WEIGHTS_FILE, CONSOLIDATION_FILE = "weights.safetensors", "consolidation.safetensors"
 TRAIN_SHARE = 0.9  # share of an update's progress bar spent training; the rest is Fisher + evaluation
@@ -77,50 +76,57 @@ class UpdateResult:
 
 
 class ContinualLearner:
-    """See the module docstring; ``create`` or ``load`` one, never call ``__init__`` directly."""
+    """See the module docstring; ``create`` or ``from_exports``/``load`` one, never call ``__init__`` directly."""
 
-    def __init__(self, *, architecture: str, input_shape: tuple[int, ...], strategy: str,
+    def __init__(self, *, architecture: str, input_shape: tuple[int, ...], family: str,
                  architecture_options: dict, ewc: EWCConfig, input_scale: float, seed: int):
-        if strategy not in FAMILIES:
-            raise ValueError(f"unknown model strategy {strategy!r}; choose one of {', '.join(FAMILIES)}")
-        self.architecture, self.input_shape, self.strategy = architecture, tuple(int(s) for s in input_shape), strategy
+        self._family = family_strategy(family)  # defines the network, logits and stored state
+        self.architecture, self.input_shape, self.family = architecture, tuple(int(s) for s in input_shape), family
         self.architecture_options, self.ewc, self.input_scale, self.seed = dict(architecture_options), ewc, float(input_scale), seed
         self.labels: list[Label] = []
         self.task_keys: list[str] = []
         self.task_labels: dict[str, list[Label]] = {}
         self.network: nn.Module | None = None
-        self.consolidation: Consolidation | None = Consolidation(ewc.consolidation, ewc.gamma) if strategy == "ewc" else None
+        self.consolidation: Consolidation | None = None  # the EWC family's state (set by its init_state)
+        self._family.init_state(self)
         self.updates: list[dict] = []  # λ and Fisher recipe of every update, for the registry
         self.device = torch.device("cpu")
-        self._replay: list[tuple[torch.Tensor, list[Label]]] = []  # joint training only; never exported
 
     # ------------------------------------------------------------------------- building
     @classmethod
-    def create(cls, architecture: str, input_shape: tuple[int, ...], strategy: str = "ewc",
+    def create(cls, architecture: str, input_shape: tuple[int, ...], family: str = "ewc",
                architecture_options: dict | None = None, ewc: EWCConfig | None = None,
                input_scale: float = 1.0, seed: int = 0) -> "ContinualLearner":
-        learner = cls(architecture=architecture, input_shape=input_shape, strategy=strategy,
+        learner = cls(architecture=architecture, input_shape=input_shape, family=family,
                       architecture_options=architecture_options or {}, ewc=ewc or EWCConfig(),
                       input_scale=input_scale, seed=seed)
-        if strategy == "ccll" and architecture not in ("cnn", "resnet18"):
-            raise ValueError("the ccll strategy calibrates conv blocks: use architecture 'cnn' or 'resnet18'")
-        learner._build_network(n_classes=1)  # fails now, not at the first task, on bad options or shapes
+        learner._family.check_architecture(architecture)
+        learner.build_network(n_classes=1)  # fails now, not at the first task, on bad options or shapes
         learner.network = None
         return learner
 
-    def _split_options(self) -> tuple[dict, dict]:
-        options = dict(self.architecture_options)
-        calibration = {k: options.pop(k) for k in ("alpha", "beta") if k in options}
-        if calibration and self.strategy != "ccll":
-            raise ValueError("alpha and beta are ccll options; this model's strategy is " + self.strategy)
-        return options, calibration
+    @property
+    def predicts_per_task(self) -> bool:
+        """Whether outputs are per task (CCLL): prediction then needs the task, and scoring is per task."""
+        return self._family.predicts_per_task
 
-    def _build_network(self, n_classes: int) -> None:
+    def _split_options(self) -> tuple[dict, dict]:
+        """The architecture's own options, and the family's (ccll: alpha, beta)."""
+        options = dict(self.architecture_options)
+        own = {key: options.pop(key) for key in self._family.options if key in options}
+        elsewhere = options_of_other_families(self.family)
+        misplaced = [key for key in options if key in elsewhere]
+        if misplaced:
+            raise ValueError(f"{' and '.join(misplaced)} are {elsewhere[misplaced[0]]} options; "
+                             f"this model's family is {self.family}")
+        return options, own
+
+    def build_network(self, n_classes: int) -> None:
+        """A fresh network from the learner's seed: the architecture's model, as the family wraps it."""
         torch.manual_seed(self.seed)
-        base_options, calibration = self._split_options()
+        base_options, family_options = self._split_options()
         model = build_model(self.architecture, self.input_shape, n_classes, **base_options)
-        self.network = CalibratedNetwork(model, **calibration) if self.strategy == "ccll" else model
-        self.network.to(self.device)
+        self.network = self._family.network_from(model, family_options).to(self.device)
 
     def to(self, device: str | torch.device) -> "ContinualLearner":
         self.device = resolve_device(device)
@@ -132,25 +138,12 @@ class ContinualLearner:
 
     # --------------------------------------------------------------------------- inputs
     def _inputs(self, x) -> torch.Tensor:
-        """Raw samples -> float tensor on the learner's device, with shape and value checks."""
-        if isinstance(x, np.ndarray):
-            if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-                raise ValueError(f"inputs must be numeric, got dtype {x.dtype}")
-            x = torch.from_numpy(np.ascontiguousarray(x))
-        elif not isinstance(x, torch.Tensor):
-            x = torch.as_tensor(x)
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(
-                f"each sample has shape {tuple(x.shape[1:])} but this model takes {self.input_shape}"
-            )
-        x = x.to(self.device, torch.float32) * self.input_scale
-        if not torch.isfinite(x).all():
-            raise ValueError("inputs contain NaN or infinite values")
-        return x
+        """Raw samples -> checked float tensor on the learner's device, with the input scaling applied."""
+        return as_samples(x, self.input_shape).to(self.device) * self.input_scale
 
-    def _targets(self, y, task_key: str | None = None) -> torch.Tensor:
-        """Raw labels -> output indices (the vocabulary's, or within a task's labels)."""
-        vocabulary = self.task_labels[task_key] if task_key is not None and self._task_local(task_key) else self.labels
+    def targets(self, y, task_key: str | None = None) -> torch.Tensor:
+        """Raw labels -> output indices (the vocabulary's, or within a task's labels when outputs are per task)."""
+        vocabulary = self.task_labels[task_key] if self._task_local(task_key) else self.labels
         index = {label: i for i, label in enumerate(vocabulary)}
         labels = plain_labels(y)
         unknown = unique_in_order([label for label in labels if label not in index])
@@ -160,206 +153,160 @@ class ContinualLearner:
 
     def _task_local(self, task_key: str | None) -> bool:
         """Whether outputs are indexed within the task's own labels (CCLL heads) or the vocabulary."""
-        return self.strategy == "ccll" and task_key is not None
+        return self.predicts_per_task and task_key is not None
 
     def _check_task(self, task_key: str | None) -> None:
         if task_key is not None and task_key not in self.task_labels:
             raise ValueError(f"task {task_key!r} has not been learnt by this model (learnt: {self.task_keys})")
-        if task_key is None and self.strategy == "ccll":
-            raise ValueError("a ccll model predicts per task: give the task (task_id) whose modules to use")
+        if task_key is None and self.predicts_per_task:
+            raise ValueError(f"a {self.family} model predicts per task: give the task (task_id) whose modules to use")
 
     def logits(self, x: torch.Tensor, task_key: str | None = None) -> torch.Tensor:
         """Logits over the vocabulary, or over ``task_key``'s labels only (task-aware)."""
-        if self.strategy == "ccll":
-            return self.network(x, task_key)
-        logits = self.network(x)
-        if task_key is None:
-            return logits
-        columns = torch.tensor([self.labels.index(label) for label in self.task_labels[task_key]], device=logits.device)
-        return logits.index_select(1, columns)
+        return self._family.logits(self, self.network, x, task_key)
 
     # ------------------------------------------------------------------------- learning
-    def learn_task(self, task_key: str, train: TaskData, *, strategy: str | None = None,
+    def learn_task(self, task_key: str, train: TaskData, *, strategy: str | Strategy | None = None,
                    validation: dict[str, TaskData] | None = None, train_config: TrainConfig | None = None,
                    ewc_lambda: float | Literal["auto"] | None = None,
                    progress: Callable[[Progress], None] | None = None,
-                   should_cancel: Callable[[], bool] | None = None) -> UpdateResult:
-        """One update: train on ``train``, consolidate, report validation before/after."""
-        strategy = strategy or FAMILIES[self.strategy][0]
-        if strategy not in FAMILIES[self.strategy]:
-            raise ValueError(f"strategy {strategy!r} does not apply to a {self.strategy} model "
-                             f"(allowed: {', '.join(FAMILIES[self.strategy])})")
-        task_key = str(task_key)
-        if task_key in self.task_labels:
-            raise ValueError(f"task {task_key!r} has already been learnt")
-        if strategy == "joint" and len(self._replay) != len(self.task_keys):
-            raise ValueError("joint training needs every earlier task's data in memory: "
-                             "learn all tasks of this learner with strategy 'joint' (benchmarks only)")
-        if "." in task_key or not task_key:
-            raise ValueError("task keys must be non-empty and contain no '.'")
-        if self.strategy == "ewc" and self.consolidation is None:
-            raise ValueError("this learner was loaded without its consolidation (Fisher and anchors); it cannot learn")
+                   should_stop: Callable[[], bool] | None = None) -> UpdateResult:
+        """One update, the four steps of the module docstring: 1. prepare, 2. train on ``train``,
+        3. consolidate, 4. report every task's validation accuracy before and after.
+
+        ``strategy``: a registered name, a ``Strategy`` instance (one that keeps memory across
+        updates), or None for the family's own. ``validation`` holds the validation split of any
+        learnt task and of this one (λ search and the forgetting gate). Raises ``TrainingStopped``
+        when ``should_stop()`` turns true."""
+        method = self._strategy(strategy)
+        task_key = self._new_task_key(task_key)
         config = train_config or TrainConfig()
         self.to(config.device)
-        x, labels = self._inputs(train.x), plain_labels(train.y)
-        if len(x) == 0:
+        if len(train) == 0:
             raise ValueError("the task has no training samples")
-        task_labels = unique_in_order(labels)
-
-        validation = dict(validation or {})
-        earlier = [key for key in self.task_keys if key in validation]
-        validation_before = {key: self._validation_accuracy(key, validation[key]) for key in earlier}
-
-        # From here on the learner is mid-update: if this raises (cancel, bad input), discard it and reload.
-        parameters_added = self._add_task(task_key, task_labels)
-        self.task_labels[task_key] = task_labels
-        y = self._targets(labels, task_key)
-        if strategy == "joint":  # the multi-task upper bound: fresh weights, every task's data so far
-            x, y = self._joint_data(x, labels)
-            self._replay.append((self._inputs(train.x), labels))
-            self._build_network(n_classes=len(self.labels))
-
-        ewc_lambda = self._resolve_lambda(strategy, ewc_lambda)
+        x, labels = self._inputs(train.x), plain_labels(train.y)
+        given = validation or {}
+        validation = {key: given[key] for key in [*self.task_keys, task_key] if key in given}  # learnt tasks, this one
+        before = {key: self._validation_accuracy(self.network, key, data) for key, data in validation.items()
+                  if key != task_key}
+        ewc_lambda = method.resolve_lambda(self, ewc_lambda)
         reporter = _Reporter(progress, total_steps=1, epochs=config.epochs)
-        started = time.perf_counter()
-        search, search_seconds = None, 0.0
-        val_sets = {key: validation[key] for key in [*earlier, task_key] if key in validation}
-        if ewc_lambda == "auto" and not val_sets:
-            ewc_lambda = self.ewc.default_lambda  # nothing to choose with: documented fallback
-        if ewc_lambda == "auto":
-            final_loss, ewc_lambda, search = self._search_lambda(task_key, x, y, config, val_sets, reporter, should_cancel)
-            search_seconds = time.perf_counter() - started
-        else:
-            trainer = self._trainer(self.network, task_key, x, y, config, ewc_lambda or 0.0)
-            reporter.total_steps = trainer.total_steps
-            final_loss = trainer.run(on_step=lambda loss, n: reporter.step("train", loss, n, trainer.epoch),
-                                     should_cancel=should_cancel)
-        train_seconds = time.perf_counter() - started
 
-        reporter.phase_fraction("fisher", TRAIN_SHARE)
-        fisher_recipe = {}
-        if self.strategy == "ewc":
-            n_fisher = self._consolidate(task_key, x, y, config, on_chunk=lambda done, total: reporter.phase_fraction(
-                "fisher", TRAIN_SHARE + FISHER_SHARE * done / total))
-            fisher_recipe = self.ewc.recipe(n_fisher)
-        else:  # ccll: the trained task's BatchNorm statistics, recomputed from its final weights
-            self.network.refresh_statistics(task_key, x.split(config.batch_size))
-        self.task_keys.append(task_key)
-        reporter.phase_fraction("evaluate", TRAIN_SHARE + FISHER_SHARE)
-        validation_after = {key: self._validation_accuracy(key, data) for key, data in val_sets.items()}
+        # From here on the learner is mid-update: if this raises (stopped, bad input), discard it and reload.
+        parameters_added, x, y = self._prepare(method, task_key, x, labels)  # 1.
+        trained = self._train(method, task_key, x, y, config, ewc_lambda, validation, reporter, should_stop)  # 2.
+        fisher_recipe = self._consolidate(method, task_key, x, y, config, reporter)  # 3.
+        after = {key: self._validation_accuracy(self.network, key, data) for key, data in validation.items()}  # 4.
+
         result = UpdateResult(
-            task_key=task_key, strategy=strategy,
-            ewc_lambda=None if strategy in ("finetune", "joint", "ccll") or len(self.task_keys) == 1 else float(ewc_lambda),
-            lambda_search=search, fisher_recipe=fisher_recipe,
-            train_config=config.as_dict(), train_seconds=train_seconds, search_seconds=search_seconds,
-            final_loss=final_loss, validation_before=validation_before, validation_after=validation_after,
-            parameters_added=parameters_added,
+            task_key=task_key, strategy=method.name,
+            ewc_lambda=float(trained.ewc_lambda) if method.uses_lambda and len(self.task_keys) > 1 else None,
+            lambda_search=trained.search, fisher_recipe=fisher_recipe, train_config=config.as_dict(),
+            train_seconds=trained.seconds, search_seconds=trained.search_seconds, final_loss=trained.final_loss,
+            validation_before=before, validation_after=after, parameters_added=parameters_added,
         )
-        self.updates.append({"task_key": task_key, "strategy": strategy, "ewc_lambda": result.ewc_lambda,
+        self.updates.append({"task_key": task_key, "strategy": method.name, "ewc_lambda": result.ewc_lambda,
                              "fisher_recipe": result.fisher_recipe})
         reporter.phase_fraction("evaluate", 1.0)
         return result
 
-    def _add_task(self, task_key: str, task_labels: list[Label]) -> int:
-        """Grow the head for new labels (EWC family) or add the task's modules (CCLL); return parameters added."""
-        before = sum(p.numel() for p in self.network.parameters()) if self.network is not None else 0
-        if self.strategy == "ccll":
-            if self.network is None:
-                self._build_network(n_classes=1)
-            return self.network.add_task(task_key, len(task_labels))
-        self.labels += [label for label in task_labels if label not in self.labels]
-        if self.network is None:
-            self._build_network(n_classes=len(self.labels))
+    def _strategy(self, strategy: str | Strategy | None) -> Strategy:
+        method = strategy if isinstance(strategy, Strategy) else strategy_class(strategy or self.family)()
+        method.check_applies(self)
+        return method
+
+    def _new_task_key(self, task_key) -> str:
+        task_key = str(task_key)
+        if task_key in self.task_labels:
+            raise ValueError(f"task {task_key!r} has already been learnt")
+        if "." in task_key or not task_key:
+            raise ValueError("task keys must be non-empty and contain no '.'")
+        return task_key
+
+    def _prepare(self, method: Strategy, task_key: str, x: torch.Tensor,
+                 labels: list[Label]) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Step 1: the strategy makes room for the task; returns the parameters added and what to train on."""
+        task_labels = unique_in_order(labels)
+        parameters_added = method.prepare(self, task_key, task_labels)
+        self.task_labels[task_key] = task_labels
+        return (parameters_added, *method.training_set(self, task_key, x, labels))
+
+    def _train(self, method: Strategy, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+               ewc_lambda: float | str, validation: dict[str, TaskData], reporter: "_Reporter",
+               should_stop: Callable[[], bool] | None) -> "_Training":
+        """Step 2: train ``self.network`` at ``ewc_lambda``, or search λ on validation data if it is "auto"."""
+        started = time.perf_counter()
+        if ewc_lambda == "auto" and not validation:
+            ewc_lambda = self.ewc.default_lambda  # nothing to choose with: documented fallback
+        if ewc_lambda == "auto":
+            final_loss, ewc_lambda, search = self._search_lambda(method, task_key, x, y, config, validation, reporter,
+                                                                 should_stop)
+            search_seconds = time.perf_counter() - started
         else:
-            grow_head(self.network, len(self.labels))
-            self.consolidation.match_shapes(self.network)
-        return sum(p.numel() for p in self.network.parameters()) - before
+            trainer = self._trainer(method, self.network, task_key, x, y, config, ewc_lambda)
+            reporter.total_steps = trainer.total_steps
+            final_loss = trainer.run(on_step=lambda loss, n: reporter.step("train", loss, n, trainer.epoch),
+                                     should_stop=should_stop)
+            search, search_seconds = None, 0.0
+        return _Training(final_loss, ewc_lambda, search, search_seconds, time.perf_counter() - started)
 
-    def _joint_data(self, x: torch.Tensor, labels: list[Label]) -> tuple[torch.Tensor, torch.Tensor]:
-        xs = [x] + [old_x for old_x, _ in self._replay]
-        ys = labels + [label for _, old_labels in self._replay for label in old_labels]
-        return torch.cat(xs), self._targets(ys)
-
-    def _resolve_lambda(self, strategy: str, ewc_lambda) -> float | str:
-        if strategy != "ewc" or self.consolidation.is_empty:
-            return 0.0
-        value = self.ewc.ewc_lambda if ewc_lambda is None else ewc_lambda
-        if value != "auto" and (not isinstance(value, (int, float)) or value < 0):
-            raise ValueError(f"ewc_lambda must be a non-negative number or 'auto', got {value!r}")
-        return value
-
-    def _trainer(self, network: nn.Module, task_key: str, x, y, config: TrainConfig, ewc_lambda: float) -> Trainer:
+    def _trainer(self, method: Strategy, network: nn.Module, task_key: str, x, y, config: TrainConfig,
+                 ewc_lambda: float) -> Trainer:
+        """The fixed training loop on ``network``, with the strategy's parameters, forward pass and step hooks."""
         network.train()
-        if self.strategy == "ccll":
-            first_task = len(self.task_keys) == 0
-            parameters = list(network.parameters()) if first_task else network.task_parameters(task_key)
-            parameters = [p for p in parameters if p.requires_grad]
-            return Trainer(lambda xb: network(xb, task_key), parameters, x, y, config)
-        parameters = [p for p in network.parameters() if p.requires_grad]
-        if ewc_lambda == 0:
-            return Trainer(network, parameters, x, y, config)
-        if config.optimizer == "sgd":  # implicit step: stable for every lambda (see Consolidation.proximal_step)
-            proximal = self.consolidation.proximal_step(network, ewc_lambda, config.lr)
-            return Trainer(network, parameters, x, y, config, after_step=proximal)
-        gradient = self.consolidation.penalty_gradient(network, ewc_lambda)
-        return Trainer(network, parameters, x, y, config, add_penalty_gradient=gradient)
+        parameters = method.trainable_parameters(self, network, task_key)
+        return Trainer(method.train_forward(network, task_key), parameters, x, y, config,
+                       **method.step_hooks(self, network, ewc_lambda, config))
 
-    def _search_lambda(self, task_key, x, y, config, val_sets, reporter, should_cancel):
-        """Successive halving over the candidate λs; the winner's weights become the network."""
+    def _search_lambda(self, method, task_key, x, y, config, validation, reporter, should_stop):
+        """Successive halving over the candidate λs, each training a copy of the network; the
+        winner's copy becomes the network."""
         candidates = self.ewc.lambda_candidates
+        trainers: dict[int, Trainer] = {}  # id(candidate network) -> its trainer
 
-        trainers: dict[int, tuple[nn.Module, Trainer]] = {}
-
-        def start(value: float):
+        def start(value: float) -> nn.Module:
             network = copy.deepcopy(self.network)
-            trainers[id(network)] = (network, self._trainer(network, task_key, x, y, config, value))
+            trainers[id(network)] = self._trainer(method, network, task_key, x, y, config, value)
             return network
 
-        def advance(network, n_steps: int) -> None:
-            _, trainer = trainers[id(network)]
+        def advance(network: nn.Module, n_steps: int) -> None:
+            trainer = trainers[id(network)]
             trainer.run(n_steps, on_step=lambda loss, n: reporter.step("lambda_search", loss, n, trainer.epoch),
-                        should_cancel=should_cancel)
+                        should_stop=should_stop)
 
-        def score(network) -> dict[str, float]:
-            saved, self.network = self.network, network
-            try:
-                return {key: self._validation_accuracy(key, data) for key, data in val_sets.items()}
-            finally:
-                self.network = saved
+        def score(network: nn.Module) -> dict[str, float]:
+            return {key: self._validation_accuracy(network, key, data) for key, data in validation.items()}
 
         total_steps = -(-len(x) // config.batch_size) * config.epochs
         reporter.total_steps = int(total_steps * search_cost(len(candidates)))
         winner, entries = successive_halving(candidates, start, advance, score, total_steps)
         self.network = winner.state
-        final_loss = trainers[id(winner.state)][1].last_loss
+        final_loss = trainers[id(winner.state)].last_loss
         steps_per_epoch = total_steps / config.epochs
         search = [{"lambda": e.value, "validation_accuracy": e.score, "per_task": e.per_task, "steps": e.steps,
                    "epochs": e.steps / steps_per_epoch} for e in entries]
         return final_loss, winner.value, search
 
-    def _validation_accuracy(self, task_key: str, data: TaskData) -> float:
-        """Validation accuracy scored as test accuracy is: vocabulary-wide for EWC, per task for CCLL."""
-        return self._evaluate(data, task_key if self.strategy == "ccll" else None).accuracy
+    def _consolidate(self, method: Strategy, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                     reporter: "_Reporter") -> dict:
+        """Step 3: the strategy keeps what later updates need (returns the Fisher recipe); from
+        here on the task counts as learnt."""
+        reporter.phase_fraction("fisher", TRAIN_SHARE)
+        fisher_recipe = method.consolidate(self, task_key, x, y, config, on_chunk=lambda done, total: (
+            reporter.phase_fraction("fisher", TRAIN_SHARE + FISHER_SHARE * done / total)))
+        self.task_keys.append(task_key)
+        reporter.phase_fraction("evaluate", TRAIN_SHARE + FISHER_SHARE)
+        return fisher_recipe
 
-    @torch.no_grad()
-    def _consolidate(self, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-                     on_chunk: Callable[[int, int], None] | None = None) -> int:
-        """Estimate this task's Fisher on (a seeded sample of) its training data and store it with the
-        anchor; returns the number of samples it was estimated on."""
-        recipe = self.ewc.fisher
-        generator = torch.Generator().manual_seed(config.seed)
-        index = torch.randperm(len(x), generator=generator)[: recipe.n_samples].to(x.device)
-        with torch.enable_grad():
-            fisher = diagonal_fisher(self.network, x[index], y[index], label_mode=recipe.label_mode,
-                                     chunk_size=recipe.chunk_size, on_chunk=on_chunk)
-        anchor = {name: p.detach() for name, p in self.network.named_parameters()}
-        self.consolidation.consolidate(task_key, fisher, anchor)
-        return len(index)
+    def _validation_accuracy(self, network: nn.Module, task_key: str, data: TaskData) -> float:
+        """Validation accuracy of ``network`` scored as test accuracy is: vocabulary-wide, or per task
+        when outputs are per task."""
+        return self._evaluate(network, data, task_key if self.predicts_per_task else None).accuracy
 
     # ----------------------------------------------------------------------- inference
-    def _evaluate(self, data: TaskData, task_key: str | None) -> Evaluation:
+    def _evaluate(self, network: nn.Module, data: TaskData, task_key: str | None) -> Evaluation:
         x = self._inputs(data.x)
-        y = self._targets(data.y, task_key if self._task_local(task_key) else None)
+        y = self.targets(data.y, task_key)
         if task_key is not None and not self._task_local(task_key):
             allowed = self.task_labels.get(task_key)
             if allowed is not None:  # task-aware over the vocabulary: targets become positions in the task's labels
@@ -367,14 +314,14 @@ class ContinualLearner:
                 if any(int(t) not in position for t in y):
                     raise ValueError(f"labels outside task {task_key!r}'s labels {allowed}")
                 y = torch.tensor([position[int(t)] for t in y], dtype=torch.long, device=self.device)
-        self.network.eval()
-        return evaluate_logits(lambda xb: self.logits(xb, task_key), x, y)
+        network.eval()
+        return evaluate_logits(lambda xb: self._family.logits(self, network, xb, task_key), x, y)
 
     def evaluate(self, data: TaskData, task_key: str | None = None) -> Evaluation:
         """Accuracy and loss; with ``task_key``, task-aware (restricted to that task's labels)."""
         self._ready()
         self._check_task(task_key)
-        return self._evaluate(data, task_key)
+        return self._evaluate(self.network, data, task_key)
 
     @torch.no_grad()
     def predict(self, x, task_key: str | None = None, top_k: int = 1) -> list[Prediction]:
@@ -402,17 +349,13 @@ class ContinualLearner:
     def parameter_counts(self) -> dict:
         if self.network is None:
             return {"base": 0, "per_task": {}, "total": 0}
-        total = sum(p.numel() for p in self.network.parameters())
-        if self.strategy == "ccll":
-            counts = self.network.parameter_counts()
-            return {**counts, "total": total}
-        return {"base": total, "per_task": {}, "total": total}
+        return self._family.parameter_counts(self.network)
 
     # --------------------------------------------------------------------------- state
     def _metadata(self) -> dict:
         return {
             "format": FORMAT, "architecture": self.architecture, "input_shape": list(self.input_shape),
-            "strategy": self.strategy, "architecture_options": self.architecture_options,
+            "family": self.family, "architecture_options": self.architecture_options,
             "ewc": self.ewc.as_dict(), "input_scale": self.input_scale, "seed": self.seed,
             "labels": self.labels, "task_keys": self.task_keys, "task_labels": self.task_labels,
             "updates": self.updates,
@@ -425,41 +368,33 @@ class ContinualLearner:
         return tensors, {"retain": json.dumps(self._metadata())}
 
     def export_consolidation(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        """Fisher and anchors of every consolidated task (empty for CCLL, which needs none)."""
-        if self.consolidation is None:
-            return {}, {"retain": json.dumps({"format": FORMAT, "mode": None, "order": []})}
-        meta = {"format": FORMAT, "mode": self.consolidation.mode, "gamma": self.consolidation.gamma,
-                "order": list(self.consolidation.entries)}
-        return self.consolidation.tensors(), {"retain": json.dumps(meta)}
+        """The family's state between updates: Fisher and anchors of every consolidated task (EWC
+        family); nothing for CCLL, which needs none."""
+        tensors, metadata = self._family.export_state(self)
+        return tensors, {"retain": json.dumps({"format": FORMAT, **metadata})}
 
     @classmethod
     def from_exports(cls, weights: tuple[dict, dict], consolidation: tuple[dict, dict] | None = None) -> "ContinualLearner":
+        """Inverse of the exports; without ``consolidation`` the learner can predict but not learn."""
         tensors, metadata = weights
         meta = json.loads(metadata["retain"])
         if meta.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} weights payload")
-        ewc = EWCConfig(**{**meta["ewc"], "lambda_candidates": tuple(meta["ewc"]["lambda_candidates"])})
         learner = cls(architecture=meta["architecture"], input_shape=tuple(meta["input_shape"]),
-                      strategy=meta["strategy"], architecture_options=meta["architecture_options"], ewc=ewc,
+                      family=meta["family"] if "family" in meta else meta["strategy"],  # older exports: "strategy"
+                      architecture_options=meta["architecture_options"], ewc=EWCConfig(**meta["ewc"]),
                       input_scale=meta["input_scale"], seed=meta["seed"])
         learner.labels = [plain_label(label) for label in meta["labels"]]
         learner.task_keys = list(meta["task_keys"])
         learner.task_labels = {k: [plain_label(label) for label in v] for k, v in meta["task_labels"].items()}
         learner.updates = meta.get("updates", [])
-        if learner.strategy == "ccll":
-            learner._build_network(n_classes=1)
-            for key in learner.task_keys:
-                learner.network.add_task(key, len(learner.task_labels[key]))
+        learner._family.rebuild_network(learner)
+        learner.network.load_state_dict({name.removeprefix("model."): t for name, t in tensors.items()}, strict=True)
+        if consolidation is None:
+            learner._family.load_state(learner, None, None)
         else:
-            learner._build_network(n_classes=len(learner.labels))
-        state = {name.removeprefix("model."): t for name, t in tensors.items()}
-        learner.network.load_state_dict(state, strict=True)
-        if learner.strategy == "ewc":
-            learner.consolidation = None
-            if consolidation is not None:
-                c_tensors, c_metadata = consolidation
-                c_meta = json.loads(c_metadata["retain"])
-                learner.consolidation = Consolidation.from_tensors(c_tensors, c_meta["mode"], c_meta["gamma"], c_meta["order"])
+            state_tensors, state_metadata = consolidation
+            learner._family.load_state(learner, state_tensors, json.loads(state_metadata["retain"]))
         return learner
 
     def save(self, directory: str | Path) -> None:
@@ -474,6 +409,17 @@ class ContinualLearner:
         weights = from_safetensors_bytes((directory / WEIGHTS_FILE).read_bytes())
         consolidation = from_safetensors_bytes((directory / CONSOLIDATION_FILE).read_bytes()) if with_consolidation else None
         return cls.from_exports(weights, consolidation)
+
+
+@dataclass
+class _Training:
+    """What step 2 of an update produced."""
+
+    final_loss: float
+    ewc_lambda: float  # the one trained with: the search's winner when it was "auto"
+    search: list[dict] | None  # every candidate's λ, validation scores and steps, when searched
+    search_seconds: float
+    seconds: float
 
 
 class _Reporter:
@@ -498,4 +444,4 @@ class _Reporter:
             self.callback(Progress(phase, fraction, self.epochs, self.epochs, self.loss, None))
 
 
-__all__ = ["ContinualLearner", "Prediction", "UpdateResult", "TrainingCancelled"]
+__all__ = ["ContinualLearner", "Prediction", "UpdateResult", "TrainingStopped"]

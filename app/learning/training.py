@@ -2,8 +2,8 @@
 
 ``Trainer`` runs a given number of *steps* and can be resumed, because the λ search trains
 several candidates a little, keeps the best, and continues them (successive halving) rather
-than starting over. A progress callback and a cancel check run on every batch, so a job shows
-live progress and stops within one batch of being cancelled.
+than starting over. A progress callback and a stop check run on every batch, so a job shows
+live progress and stops within one batch of being asked to.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from torch import nn
 from app.learning.config import TrainConfig
 
 
-class TrainingCancelled(Exception):
-    """Raised inside training when the cancel check turns true."""
+class TrainingStopped(Exception):
+    """Raised inside training when its stop check turns true. Why it was asked to stop (a user's
+    cancel, a shutdown, a lost lease) is the caller's to know; training only stops."""
 
 
 @dataclass
@@ -103,13 +104,13 @@ class Trainer:
         self,
         n_steps: int | None = None,
         on_step: StepCallback | None = None,
-        should_cancel: Callable[[], bool] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> float:
         """Train ``n_steps`` more steps (default: to the end); return the last batch loss."""
         end = self.total_steps if n_steps is None else min(self.total_steps, self.steps_done + n_steps)
         while self.steps_done < end:
-            if should_cancel is not None and should_cancel():
-                raise TrainingCancelled("the update was cancelled")
+            if should_stop is not None and should_stop():
+                raise TrainingStopped("training was asked to stop")
             xb, yb = self._batch()
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():

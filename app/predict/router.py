@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from app.db.session import SessionDep
+from app.deps import LearnersDep, SessionDep, SettingsDep, StoreDep
 from app.predict import service
 from app.predict.schemas import InferIn, InferOut, ModelMetadataOut, PredictIn, PredictOut
 
@@ -17,16 +17,16 @@ ERRORS = {
 
 
 @router.post("/predict", response_model=PredictOut, responses=ERRORS, summary="Predict labels with a model version")
-def predict(body: PredictIn, session: SessionDep, request: Request) -> PredictOut:
-    state = request.app.state
-    return service.predict(session, state.store, state.learners, body, state.settings.max_predict_samples)
+def predict(body: PredictIn, session: SessionDep, store: StoreDep, learners: LearnersDep,
+            settings: SettingsDep) -> PredictOut:
+    return service.predict(session, store, learners, body, settings.max_predict_samples)
 
 
 @router.post("/v2/models/{name}/infer", response_model=InferOut, responses=ERRORS,
              summary="Open Inference Protocol v2 (KServe) inference")
-def infer(name: str, body: InferIn, session: SessionDep, request: Request) -> InferOut:
-    state = request.app.state
-    return service.infer_v2(session, state.store, state.learners, name, body, state.settings.max_predict_samples)
+def infer(name: str, body: InferIn, session: SessionDep, store: StoreDep, learners: LearnersDep,
+          settings: SettingsDep) -> InferOut:
+    return service.infer_v2(session, store, learners, name, body, settings.max_predict_samples)
 
 
 @router.get("/v2/models/{name}", response_model=ModelMetadataOut, responses=ERRORS,

@@ -8,19 +8,17 @@ loaded: serving never needs the Fisher/anchor snapshot.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
-from app.learning import ContinualLearner
-from app.learning.state import from_safetensors_bytes
+from app.learning import ContinualLearner, as_samples
+from app.predict.cache import LearnerCache
 from app.predict.schemas import (
     InferIn, InferOut, InferTensor, ModelMetadataOut, PredictIn, PredictionOut, PredictOut,
 )
 from app.registry.service import get_model_by_name, list_versions, resolve_version
+from app.registry.versions import load_version
 
 V2_DATATYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -29,71 +27,17 @@ V2_DATATYPES = {
 }
 
 
-class LearnerCache:
-    """The last ``capacity`` learners used, keyed by version id (thread-safe)."""
-
-    def __init__(self, capacity: int = 8):
-        self.capacity = capacity
-        self._learners: OrderedDict[int, ContinualLearner] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, version_id: int, load) -> ContinualLearner:
-        with self._lock:
-            if version_id in self._learners:
-                self._learners.move_to_end(version_id)
-                return self._learners[version_id]
-        learner = load()  # outside the lock: loading can take a while
-        with self._lock:
-            self._learners[version_id] = learner
-            self._learners.move_to_end(version_id)
-            while len(self._learners) > self.capacity:
-                self._learners.popitem(last=False)
-        return learner
-
-    def __contains__(self, version_id: int) -> bool:
-        return version_id in self._learners
-
-    def clear(self) -> None:
-        with self._lock:
-            self._learners.clear()
-
-
-def load_learner(store, version) -> ContinualLearner:
-    """The learner of one version, weights only, on the cpu."""
-    weights = from_safetensors_bytes(store.get(version.weights_uri, version.weights_sha256))
-    learner = ContinualLearner.from_exports(weights)
-    learner.network.eval()
-    return learner
-
-
-def as_samples(inputs, input_shape: tuple[int, ...]) -> np.ndarray:
-    """Nested lists to an N x *input_shape float array, or a clear error."""
-    try:
-        x = np.asarray(inputs, dtype=np.float64)
-    except (ValueError, TypeError) as error:
-        raise InvalidInput(f"inputs must be nested lists of numbers of one shape: {error}") from error
-    if x.size == 0 or x.ndim == 0:
-        raise InvalidInput("inputs holds no samples")
-    if tuple(x.shape[1:]) != tuple(input_shape):
-        if x.ndim == 1 and x.shape == tuple(input_shape):
-            x = x[None]
-        elif x.ndim >= 2 and int(np.prod(x.shape[1:])) == int(np.prod(input_shape)):
-            x = x.reshape(len(x), *input_shape)  # flat samples for an image model, or the reverse
-        else:
-            raise InvalidInput(f"each sample must have shape {list(input_shape)}; got samples of shape {list(x.shape[1:])}")
-    if not np.isfinite(x).all():
-        raise InvalidInput("inputs hold non-finite values (NaN or infinity)")
-    return x.astype(np.float32)
-
-
 def predict(session: Session, store, cache: LearnerCache, request: PredictIn, max_samples: int) -> PredictOut:
     model = get_model_by_name(session, request.model)
     version = resolve_version(session, model, request.version)
     if len(request.inputs) > max_samples:
         raise InvalidInput(f"at most {max_samples} samples per request; got {len(request.inputs)}")
-    x = as_samples(request.inputs, tuple(model.input_shape))
-    learner = cache.get(version.id, lambda: load_learner(store, version))
-    task_key = task_key_for(learner, model.strategy, request.task_id)
+    try:  # checked before a learner is loaded for it
+        x = as_samples(request.inputs, model.input_shape)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from error
+    learner = cache.get(version.id, lambda: load_version(store, version, with_consolidation=False))
+    task_key = task_key_for(learner, request.task_id)
     try:
         predictions = learner.predict(x, task_key=task_key, top_k=request.top_k)
     except ValueError as error:
@@ -105,11 +49,11 @@ def predict(session: Session, store, cache: LearnerCache, request: PredictIn, ma
     )
 
 
-def task_key_for(learner: ContinualLearner, strategy: str, task_id: int | None) -> str | None:
+def task_key_for(learner: ContinualLearner, task_id: int | None) -> str | None:
     if task_id is None:
-        if strategy == "ccll":
+        if learner.predicts_per_task:
             raise InvalidInput(
-                "this is a ccll model: prediction needs task_id, one of "
+                f"this is a {learner.family} model: prediction needs task_id, one of "
                 f"{', '.join(learner.task_keys)} (each task has its own calibration modules and classifier)"
             )
         return None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from app.db.session import SessionDep, WriteSessionDep
-from app.predict.service import load_learner
+from app.deps import LearnersDep, SessionDep, StoreDep, WriteSessionDep
 from app.registry import service
 from app.registry.schemas import AccuracyMatrixOut, ModelOut, ServingVersionIn, ServingVersionOut, VersionOut
+from app.registry.versions import load_version
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -22,10 +22,9 @@ def list_models(session: SessionDep) -> list[ModelOut]:
 
 @router.get("/{name}", response_model=ModelOut, responses=NOT_FOUND,
             summary="One model, with the serving version's parameter counts (per task for ccll)")
-def get_model(name: str, session: SessionDep, request: Request) -> ModelOut:
-    state = request.app.state
-    return service.get_model(session, name,
-                             load_learner=lambda v: state.learners.get(v.id, lambda: load_learner(state.store, v)))
+def get_model(name: str, session: SessionDep, store: StoreDep, learners: LearnersDep) -> ModelOut:
+    return service.get_model(session, name, load_learner=lambda v: learners.get(
+        v.id, lambda: load_version(store, v, with_consolidation=False)))
 
 
 @router.get("/{name}/versions", response_model=list[VersionOut], responses=NOT_FOUND,

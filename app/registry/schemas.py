@@ -16,7 +16,7 @@ class ParameterCounts(BaseModel):
 
 
 MODEL_EXAMPLE = {
-    "name": "digits", "architecture": "mlp", "strategy": "ewc", "input_shape": [1, 28, 28],
+    "name": "digits", "architecture": "mlp", "family": "ewc", "input_shape": [1, 28, 28],
     "options": {"hidden": [100, 100]}, "serving_version": 2, "max_forgetting": 0.05, "n_versions": 2, "n_tasks": 2,
     "parameter_counts": {"base": 89610, "per_task": {}, "per_task_percent_of_base": {}, "total": 89610},
     "created_at": "2025-01-01T12:00:00Z",
@@ -28,7 +28,7 @@ class ModelOut(BaseModel):
 
     name: str
     architecture: str
-    strategy: str = Field(description="model family: ewc (also trains finetune updates) or ccll")
+    family: str = Field(description="model family: ewc (its updates may use strategy ewc or finetune) or ccll")
     input_shape: list[int]
     options: dict[str, Any]
     serving_version: int | None

@@ -64,7 +64,7 @@ def model_out(session: Session, model: Model, parameter_counts: dict | None = No
             per_task_percent_of_base={k: round(100.0 * v / base, 3) for k, v in per_task.items()} if base else {},
         )
     return ModelOut(
-        name=model.name, architecture=model.architecture, strategy=model.strategy, input_shape=list(model.input_shape),
+        name=model.name, architecture=model.architecture, family=model.family, input_shape=list(model.input_shape),
         options=model.options or {}, serving_version=serving_number(session, model), max_forgetting=model.max_forgetting,
         n_versions=n_versions, n_tasks=n_tasks, parameter_counts=counts, created_at=model.created_at,
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 
-from app.db.session import SessionDep, WriteSessionDep
+from app.deps import SessionDep, SettingsDep, StoreDep, WriteSessionDep
 from app.tasks import service
 from app.tasks.schemas import PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
 
@@ -24,8 +24,9 @@ BAD_UPLOAD = {
 @router.post("", response_model=TaskOut, status_code=202, responses=BAD_UPLOAD,
              summary="Upload a labelled dataset; a worker learns it as the next update of the model")
 async def submit_task(
-    request: Request,
     session: WriteSessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
     file: Annotated[UploadFile, File(description=".npz with x, y (optional x_test, y_test), or .csv with a 'label' column")],
     model: Annotated[str, Form(description="model name; created on first use", examples=["digits"])],
     name: Annotated[str | None, Form(description="a name for the task", examples=["permuted digits"])] = None,
@@ -45,9 +46,8 @@ async def submit_task(
         ewc_lambda=ewc_lambda, epochs=epochs, batch_size=batch_size, lr=lr, test_fraction=test_fraction,
         validation_fraction=validation_fraction, max_forgetting=max_forgetting,
     )
-    settings = request.app.state.settings
     data = await file.read(settings.max_upload_bytes + 1)  # one byte over the limit is enough to refuse it
-    return service.submit_task(session, request.app.state.store, settings, task_request, file.filename or "", data)
+    return service.submit_task(session, store, settings, task_request, file.filename or "", data)
 
 
 @router.get("", response_model=list[TaskOut], summary="Every task, oldest first")

@@ -11,9 +11,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import InvalidInput
+from app.jobs.status import JobStatus
+from app.learning import ARCHITECTURES, strategy_names
 
-ARCHITECTURES = ("mlp", "cnn", "resnet18")
-STRATEGIES = ("ewc", "finetune", "ccll")
+STRATEGIES = strategy_names()  # every registered strategy: ewc, finetune, ccll (benchmark baselines are not)
 
 
 @dataclass
@@ -115,7 +116,7 @@ class TaskOut(BaseModel):
 
     id: int
     job_id: int | None
-    status: str = Field(description="the status of the task's job: queued | running | succeeded | failed | cancelled | rejected")
+    status: JobStatus = Field(description="the status of the task's job: queued | running | succeeded | failed | cancelled | rejected")
     model: str
     name: str | None
     strategy: str
@@ -168,4 +169,4 @@ class PromoteOut(BaseModel):
     model: str
     model_version: int
     previous_version: int | None
-    status: str
+    status: JobStatus

@@ -17,7 +17,8 @@ from app.datasets.storage import store_dataset
 from app.db.tables import Accuracy, Dataset, Job, Model, ModelVersion, Task
 from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs.queue import enqueue
-from app.learning import ContinualLearner
+from app.jobs.status import JobStatus
+from app.learning import ContinualLearner, strategy_class, strategy_names
 from app.registry.service import serving_number, set_serving_version
 from app.tasks.schemas import AccuracyEntry, DatasetOut, PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
 
@@ -37,7 +38,7 @@ def submit_task(session: Session, store, settings, request: TaskRequest, filenam
     if model is None:
         model = Model(
             name=request.model, architecture=request.architecture or default_architecture(request.strategy),
-            strategy="ccll" if request.strategy == "ccll" else "ewc", input_shape=list(parsed.input_shape),
+            family=strategy_class(request.strategy).family, input_shape=list(parsed.input_shape),
             options=request.architecture_options or {},
             max_forgetting=request.max_forgetting if request.max_forgetting is not None else settings.default_max_forgetting,
         )
@@ -52,7 +53,7 @@ def submit_task(session: Session, store, settings, request: TaskRequest, filenam
     session.add(dataset)
     session.flush()
     task = Task(model_id=model.id, name=request.name, dataset_id=dataset.id, strategy=request.strategy,
-                hyperparameters=request.hyperparameters(), status="queued")
+                hyperparameters=request.hyperparameters(), status=JobStatus.QUEUED)
     session.add(task)
     session.flush()
     job = enqueue(session, task, max_attempts=settings.max_attempts)
@@ -61,7 +62,7 @@ def submit_task(session: Session, store, settings, request: TaskRequest, filenam
 
 
 def default_architecture(strategy: str) -> str:
-    return "cnn" if strategy == "ccll" else "mlp"
+    return strategy_class(strategy).default_architecture()
 
 
 def check_new_model(request: TaskRequest, parsed: ParsedDataset) -> None:
@@ -69,14 +70,14 @@ def check_new_model(request: TaskRequest, parsed: ParsedDataset) -> None:
     if len(parsed.labels) < 2 or len(set(parsed.splits["train"].label_index.tolist())) < 2:
         raise InvalidInput(f"the first task of a model needs at least two classes; the training data has only "
                            f"{parsed.labels_of('train')[0]!r}")
-    architecture = request.architecture or default_architecture(request.strategy)
-    if request.strategy == "ccll" and architecture not in ("cnn", "resnet18"):
-        raise InvalidInput("strategy ccll needs architecture cnn or resnet18 (it calibrates conv blocks)")
-    if architecture in ("cnn", "resnet18") and len(parsed.input_shape) != 3:
-        raise InvalidInput(f"architecture {architecture} needs image samples (N x C x H x W); "
-                           f"this file has samples of shape {list(parsed.input_shape)}")
+    strategy = strategy_class(request.strategy)
+    architecture = request.architecture or strategy.default_architecture()
     try:
-        ContinualLearner.create(architecture, parsed.input_shape, strategy="ccll" if request.strategy == "ccll" else "ewc",
+        strategy.check_architecture(architecture)  # ccll calibrates conv blocks: cnn or resnet18
+    except ValueError as error:
+        raise InvalidInput(str(error)) from error
+    try:  # the library's own checks: options, and the input shape the architecture needs (images for convs)
+        ContinualLearner.create(architecture, parsed.input_shape, family=strategy.family,
                                 architecture_options=request.architecture_options)
     except (ValueError, TypeError) as error:
         raise InvalidInput(f"cannot build a {architecture} model for samples of shape {list(parsed.input_shape)} "
@@ -92,11 +93,11 @@ def check_fits_model(model: Model, request: TaskRequest, parsed: ParsedDataset) 
                            f"created (asked for {request.architecture})")
     if request.architecture_options and request.architecture_options != (model.options or {}):
         raise InvalidInput(f"model {model.name!r} was created with options {model.options or {}}; they cannot change")
-    if (model.strategy == "ccll") != (request.strategy == "ccll"):
-        raise InvalidInput(f"model {model.name!r} is a {model.strategy} model; strategy {request.strategy} "
-                           "cannot update it (ccll models take ccll tasks only)")
-    if model.strategy == "ccll" and len(set(parsed.splits["train"].label_index.tolist())) < 2:
-        raise InvalidInput("a ccll task needs at least two classes (each task has its own classifier)")
+    if strategy_class(request.strategy).family != model.family:
+        raise InvalidInput(f"model {model.name!r} is a {model.family} model; strategy {request.strategy} cannot update "
+                           f"it ({model.family} models take {' or '.join(strategy_names(model.family))} tasks only)")
+    if strategy_class(model.family).predicts_per_task and len(set(parsed.splits["train"].label_index.tolist())) < 2:
+        raise InvalidInput(f"a {model.family} task needs at least two classes (each task has its own classifier)")
 
 
 def get_task_row(session: Session, task_id: int) -> Task:

@@ -1,8 +1,14 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from app.learning.fisher import diagonal_fisher, fisher_batch_mean_shortcut, fisher_per_sample_loop
+from app.learning.fisher import diagonal_fisher
 from app.learning.models import build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the reference estimators live there
+from baselines import fisher_batch_mean_shortcut, fisher_per_sample_loop  # noqa: E402
 
 
 @pytest.mark.parametrize("factor_linear", [True, False], ids=["factored-linear", "vmap-only"])

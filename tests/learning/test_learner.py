@@ -1,8 +1,10 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from app.learning import ContinualLearner, EWCConfig, TaskData, TrainConfig, TrainingCancelled
+from app.learning import ContinualLearner, EWCConfig, TaskData, TrainConfig, TrainingStopped
 
 FAST = TrainConfig(epochs=2, batch_size=64)
 
@@ -33,7 +35,7 @@ def test_auto_lambda_records_candidates_recipe_and_validation(pmnist_tasks):
     best = max(result.lambda_search, key=lambda entry: entry["validation_accuracy"])
     assert best["lambda"] == result.ewc_lambda
     assert result.fisher_recipe["label_mode"] == "true"
-    cap = EWCConfig().fisher.n_samples  # the recipe says how many samples the Fisher really saw
+    cap = EWCConfig().fisher.max_samples  # the recipe says how many samples the Fisher really saw
     assert result.fisher_recipe["max_samples"] == cap
     assert result.fisher_recipe["n_samples"] == min(len(train1.y), cap)
     assert set(result.validation_before) == {"0"} and set(result.validation_after) == {"0", "1"}
@@ -72,6 +74,21 @@ def test_save_and_load_round_trip_is_exact(tmp_path, pmnist_tasks):
     assert torch.equal(learner.logits(learner._inputs(test0.x[:20])), loaded.logits(loaded._inputs(test0.x[:20])))
 
 
+def test_exports_written_before_the_renames_still_load():
+    """Stored versions say "strategy" for the family and "n_samples" for the Fisher's cap."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    learner = ContinualLearner.create("mlp", (4,), architecture_options={"hidden": [8]})
+    learner.learn_task("a", TaskData(x, (x[:, 0] > 0).astype(int)), train_config=TrainConfig(epochs=1))
+    tensors, metadata = learner.export_weights()
+    meta = json.loads(metadata["retain"])
+    meta["strategy"] = meta.pop("family")
+    meta["ewc"]["fisher"]["n_samples"] = meta["ewc"]["fisher"].pop("max_samples")
+    old = ContinualLearner.from_exports((tensors, {"retain": json.dumps(meta)}), learner.export_consolidation())
+    assert old.family == "ewc" and old.ewc == learner.ewc
+    assert torch.equal(old.logits(old._inputs(x)), learner.logits(learner._inputs(x)))
+
+
 def test_serving_copy_without_consolidation_cannot_learn(tmp_path, pmnist_tasks):
     (train0, _, _), _ = pmnist_tasks
     learner = _learner()
@@ -83,7 +100,7 @@ def test_serving_copy_without_consolidation_cannot_learn(tmp_path, pmnist_tasks)
         serving.learn_task("1", TaskData(train0.x[:100], train0.y[:100]))
 
 
-def test_progress_is_reported_and_cancel_stops_training(pmnist_tasks):
+def test_progress_is_reported_and_the_stop_check_stops_training(pmnist_tasks):
     (train0, _, _), _ = pmnist_tasks
     reports = []
     learner = _learner()
@@ -93,8 +110,8 @@ def test_progress_is_reported_and_cancel_stops_training(pmnist_tasks):
     assert reports[-1].fraction == 1.0
     assert [r.fraction for r in reports] == sorted(r.fraction for r in reports)
     calls = []
-    with pytest.raises(TrainingCancelled):
-        _learner().learn_task("0", train0, should_cancel=lambda: calls.append(1) or len(calls) > 3)
+    with pytest.raises(TrainingStopped):
+        _learner().learn_task("0", train0, should_stop=lambda: calls.append(1) or len(calls) > 3)
     assert len(calls) == 4
 
 
@@ -111,24 +128,6 @@ def test_bad_inputs_are_refused_with_clear_messages(pmnist_tasks):
         learner.learn_task("0", train0, strategy="ccll")
 
 
-def test_joint_trains_from_scratch_on_every_task_seen_so_far():
-    """The upper bound is multi-task training: the second joint update cannot depend on the
-    weights the first one left, and it learns both tasks."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(120, 4)).astype(np.float32)
-    task_a, task_b = TaskData(x, (x[:, 0] > 0).astype(int)), TaskData(x, 2 + (x[:, 1] > 0).astype(int))
-    learners = []
-    for first_epochs in (1, 3):
-        learner = ContinualLearner.create("mlp", (4,), architecture_options={"hidden": [16]})
-        learner.learn_task("a", task_a, strategy="joint", train_config=TrainConfig(epochs=first_epochs))
-        learner.learn_task("b", task_b, strategy="joint", train_config=TrainConfig(epochs=5))
-        learners.append(learner)
-    for (name, first), (_, second) in zip(*(learner.network.state_dict().items() for learner in learners)):
-        assert torch.equal(first, second), name
-    assert learners[0].evaluate(task_a, task_key="a").accuracy > 0.9
-    assert learners[0].evaluate(task_b, task_key="b").accuracy > 0.9
-
-
 def _digit_tasks(mnist, n_train: int = 96, n_test: int = 64) -> dict[str, tuple[TaskData, TaskData]]:
     """Three split-MNIST tasks (digits 0/1, 2/3, 4/5) of raw uint8 images: (train, test) each."""
     x, y = mnist
@@ -143,7 +142,7 @@ def _digit_tasks(mnist, n_train: int = 96, n_test: int = 64) -> dict[str, tuple[
 def test_ccll_task_logits_are_bit_identical_after_learning_two_later_tasks(mnist_5k):
     tasks = _digit_tasks(mnist_5k)
     (first, (train0, test0)), *later = tasks.items()
-    learner = ContinualLearner.create("cnn", (1, 28, 28), strategy="ccll", input_scale=1 / 255,
+    learner = ContinualLearner.create("cnn", (1, 28, 28), family="ccll", input_scale=1 / 255,
                                       architecture_options={"channels": [8, 16], "alpha": 2})
     config = TrainConfig(optimizer="adam", lr=1e-3, epochs=2, batch_size=32, device="cpu")
     learner.learn_task(first, train0, train_config=config)

@@ -2,21 +2,20 @@
 prediction needs the task, each task's growth is reported, and old tasks do not change at all."""
 
 import numpy as np
-from conftest import run_worker_once, teach
 
 
-def test_ccll_tasks_predict_per_task_and_report_growth(client, settings, digit_pair_files):
+def test_ccll_tasks_predict_per_task_and_report_growth(client, settings, digit_pair_files, teach, run_worker_once):
     ids = []
     for path in digit_pair_files:
-        answer = teach(client, path, model="cal", strategy="ccll", architecture="cnn",
+        answer = teach(path, model="cal", strategy="ccll", architecture="cnn",
                        architecture_options='{"alpha": 2, "beta": 1}', epochs="1")
         assert answer.status_code == 202, answer.text
         ids.append(answer.json()["id"])
-        assert run_worker_once(settings) == 1
+        assert run_worker_once() == 1
         assert client.get(f"/tasks/{ids[-1]}").json()["status"] == "succeeded"
 
     model = client.get("/models/cal").json()
-    assert (model["architecture"], model["strategy"], model["options"]) == ("cnn", "ccll", {"alpha": 2, "beta": 1})
+    assert (model["architecture"], model["family"], model["options"]) == ("cnn", "ccll", {"alpha": 2, "beta": 1})
     counts = model["parameter_counts"]
     assert set(counts["per_task"]) == {str(i) for i in ids}
     assert counts["base"] > 0 and counts["total"] == counts["base"] + sum(counts["per_task"].values())
@@ -48,14 +47,14 @@ def test_ccll_tasks_predict_per_task_and_report_growth(client, settings, digit_p
     assert infer.status_code == 200 and set(infer.json()["outputs"][0]["data"]) <= {2, 3}
 
 
-def test_ccll_model_refuses_mixed_strategies_and_flat_inputs(client, digit_pair_files, tmp_path):
+def test_ccll_model_refuses_mixed_strategies_and_flat_inputs(client, digit_pair_files, tmp_path, teach):
     flat = tmp_path / "flat.npz"
     np.savez(flat, x=np.random.default_rng(0).random((40, 6)), y=np.arange(40) % 2)
-    answer = teach(client, flat, model="cal", strategy="ccll", architecture="cnn")
+    answer = teach(flat, model="cal", strategy="ccll", architecture="cnn")
     assert answer.status_code == 422 and "image" in answer.json()["detail"]
-    answer = teach(client, digit_pair_files[0], model="cal", strategy="ccll", architecture="mlp")
+    answer = teach(digit_pair_files[0], model="cal", strategy="ccll", architecture="mlp")
     assert answer.status_code == 422 and "cnn or resnet18" in answer.json()["detail"]
 
-    assert teach(client, digit_pair_files[0], model="cal", strategy="ccll", architecture="cnn").status_code == 202
-    mixed = teach(client, digit_pair_files[1], model="cal", strategy="ewc")
+    assert teach(digit_pair_files[0], model="cal", strategy="ccll", architecture="cnn").status_code == 202
+    mixed = teach(digit_pair_files[1], model="cal", strategy="ewc")
     assert mixed.status_code == 422 and "ccll" in mixed.json()["detail"]

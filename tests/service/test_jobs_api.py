@@ -2,11 +2,10 @@
 
 import time
 
-from conftest import run_worker_once, teach, wait_for_job, worker_thread
 
 
-def test_cancel_a_queued_job_and_the_model_moves_on(client, settings, pmnist_files):
-    first = teach(client, pmnist_files[0]).json()
+def test_cancel_a_queued_job_and_the_model_moves_on(client, settings, pmnist_files, teach, run_worker_once):
+    first = teach(pmnist_files[0]).json()
     cancelled = client.post(f"/jobs/{first['job_id']}/cancel")
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled" and cancelled.json()["cancel_requested"] is True
@@ -16,16 +15,16 @@ def test_cancel_a_queued_job_and_the_model_moves_on(client, settings, pmnist_fil
     assert again.status_code == 409 and "already finished" in again.json()["detail"]
     assert client.post("/jobs/424242/cancel").status_code == 404
 
-    second = teach(client, pmnist_files[1]).json()
-    assert run_worker_once(settings) == 1  # the cancelled job is not claimed and does not block its model
+    second = teach(pmnist_files[1]).json()
+    assert run_worker_once() == 1  # the cancelled job is not claimed and does not block its model
     job = client.get(f"/jobs/{second['job_id']}").json()
     assert job["status"] == "succeeded" and job["model_version"] == 1
     versions = client.get("/models/m/versions").json()
     assert [(v["number"], v["task_id"]) for v in versions] == [(1, second["id"])]
 
 
-def test_list_jobs_newest_first_with_filters(client, settings, pmnist_files):
-    ids = [teach(client, path, model=model).json()["job_id"] for path, model in zip(pmnist_files, ("a", "b"))]
+def test_list_jobs_newest_first_with_filters(client, settings, pmnist_files, teach):
+    ids = [teach(path, model=model).json()["job_id"] for path, model in zip(pmnist_files, ("a", "b"))]
     client.post(f"/jobs/{ids[0]}/cancel")
     every = client.get("/jobs").json()
     assert [job["id"] for job in every] == ids[::-1]
@@ -36,9 +35,9 @@ def test_list_jobs_newest_first_with_filters(client, settings, pmnist_files):
     assert queued["status"] == "queued" and queued["attempt"] == 1 and queued["progress"]["fraction"] == 0.0
 
 
-def test_running_job_shows_progress_and_stops_when_cancelled(client, settings, pmnist_files):
+def test_running_job_shows_progress_and_stops_when_cancelled(client, settings, pmnist_files, teach, wait_for_job, worker_thread):
     quick = settings.model_copy(update={"progress_interval": 0.05, "heartbeat_seconds": 0.5})
-    task = teach(client, pmnist_files[0], epochs="2000").json()  # far longer than the test waits
+    task = teach(pmnist_files[0], epochs="2000").json()  # far longer than the test waits
     with worker_thread(quick):
         deadline = time.monotonic() + 60
         while True:
@@ -55,7 +54,7 @@ def test_running_job_shows_progress_and_stops_when_cancelled(client, settings, p
 
         asked = client.post(f"/jobs/{task['job_id']}/cancel").json()
         assert asked["cancel_requested"] is True and asked["status"] in ("running", "cancelled")
-        done = wait_for_job(client, task["job_id"], timeout=30)
+        done = wait_for_job(task["job_id"], timeout=30)
     assert done["status"] == "cancelled" and done["finished_at"] is not None
     assert done["model_version"] is None
     assert client.get("/models/m/versions").json() == []  # nothing half-stored

@@ -1,13 +1,12 @@
 """Predict (top_k, version), v2 infer, and serving-version rollback served without restart."""
 
 import numpy as np
-from conftest import run_worker_once, teach
 
 
-def test_predict_infer_and_rollback(client, settings, pmnist_files):
+def test_predict_infer_and_rollback(client, settings, pmnist_files, teach, run_worker_once):
     for path in pmnist_files:
-        assert teach(client, path).status_code == 202
-        run_worker_once(settings)
+        assert teach(path).status_code == 202
+        run_worker_once()
     sample = np.load(pmnist_files[0])["x_test"][:3]
     answer = client.post("/predict", json={"model": "m", "inputs": sample.tolist(), "top_k": 3})
     assert answer.status_code == 200, answer.text

@@ -3,27 +3,31 @@ metrics, and the serving alias (rollback / roll forward, recorded as alias chang
 
 import numpy as np
 import pytest
-from conftest import run_worker_once, teach
 from sqlalchemy import create_engine, text
 
 CANDIDATES = {10.0, 100.0, 1000.0, 10000.0}
 
 
-def teach_both(client, settings, pmnist_files, ewc_lambda: str) -> list[int]:
-    """Model `m`: task 0 (first), then task 1; returns both task ids."""
+@pytest.fixture
+def teach_both(client, pmnist_files, teach, run_worker_once):
+    """``teach_both(ewc_lambda) -> [task ids]``: model `m` learns task 0 (first), then task 1."""
+    return lambda ewc_lambda: _teach_both(client, pmnist_files, ewc_lambda, teach, run_worker_once)
+
+
+def _teach_both(client, pmnist_files, ewc_lambda: str, teach, run_worker_once) -> list[int]:
     ids = []
     for path in pmnist_files:
-        answer = teach(client, path, ewc_lambda=ewc_lambda, max_forgetting="1.0")  # gate open: both promoted
+        answer = teach(path, ewc_lambda=ewc_lambda, max_forgetting="1.0")  # gate open: both promoted
         assert answer.status_code == 202, answer.text
         ids.append(answer.json()["id"])
-        assert run_worker_once(settings) == 1
+        assert run_worker_once() == 1
     assert [client.get(f"/tasks/{i}").json()["status"] for i in ids] == ["succeeded", "succeeded"]
     return ids
 
 
-def test_versions_matrix_and_models_after_an_auto_lambda_update(client, settings, pmnist_files):
+def test_versions_matrix_and_models_after_an_auto_lambda_update(client, teach_both):
     """One model taught twice (the second update chooses λ) serves every read of the registry."""
-    two_versions = teach_both(client, settings, pmnist_files, ewc_lambda="auto")
+    two_versions = teach_both("auto")
     check_versions(client, two_versions)
     check_accuracy_matrix(client, two_versions)
     check_models(client)
@@ -71,8 +75,8 @@ def check_accuracy_matrix(client, two_versions):
     assert [entry["accuracy"] for entry in history] == [r[0][0], r[1][0]]
 
 
-def test_rollback_and_roll_forward_are_served_and_recorded(client, settings, database_url, pmnist_files):
-    teach_both(client, settings, pmnist_files, ewc_lambda="100")
+def test_rollback_and_roll_forward_are_served_and_recorded(client, database_url, pmnist_files, teach_both):
+    teach_both("100")
     inputs = np.load(pmnist_files[0])["x_test"][:2].tolist()
     rolled = client.put("/models/m/serving-version", json={"version": 1, "reason": "v2 forgot task 0"})
     assert rolled.status_code == 200, rolled.text
@@ -106,7 +110,7 @@ def check_models(client):
     assert [(m["name"], m["n_versions"], m["n_tasks"], m["serving_version"]) for m in models] == [("m", 2, 2, 2)]
     assert models[0]["parameter_counts"] is None  # only the single-model view loads the weights
     one = client.get("/models/m").json()
-    assert one["architecture"] == "mlp" and one["strategy"] == "ewc" and one["input_shape"] == [1, 28, 28]
+    assert one["architecture"] == "mlp" and one["family"] == "ewc" and one["input_shape"] == [1, 28, 28]
     assert one["max_forgetting"] == 1.0
     counts = one["parameter_counts"]
     assert counts["base"] == counts["total"] > 0 and counts["per_task"] == {}

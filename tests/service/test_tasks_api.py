@@ -2,22 +2,21 @@
 
 import numpy as np
 import pytest
-from conftest import pmnist_subset, run_worker_once, teach
 
 
-def test_two_tasks_give_two_history_entries(client, settings, pmnist_files):
-    first = teach(client, pmnist_files[0])
+def test_two_tasks_give_two_history_entries(client, settings, pmnist_files, teach, run_worker_once):
+    first = teach(pmnist_files[0])
     assert first.status_code == 202, first.text
     body = first.json()
     assert body["status"] == "queued" and body["job_id"] and body["dataset"]["n_test"] == 100
-    assert run_worker_once(settings) == 1
+    assert run_worker_once() == 1
     job = client.get(f"/jobs/{body['job_id']}").json()
     assert job["status"] == "succeeded", job
     assert job["model_version"] == 1 and job["progress"]["fraction"] == 1.0
 
-    second = teach(client, pmnist_files[1])
+    second = teach(pmnist_files[1])
     assert second.status_code == 202, second.text
-    run_worker_once(settings)
+    run_worker_once()
     assert client.get(f"/jobs/{second.json()['job_id']}").json()["status"] in ("succeeded", "rejected")
 
     report = client.get(f"/tasks/{body['id']}/accuracy").json()
@@ -39,15 +38,15 @@ def test_two_tasks_give_two_history_entries(client, settings, pmnist_files):
     assert client.get("/tasks/999999").status_code == 404
 
 
-def test_forgetting_gate_rejects_an_update_that_forgets_and_promote_accepts_it(client, settings, tmp_path):
+def test_forgetting_gate_rejects_an_update_that_forgets_and_promote_accepts_it(client, settings, tmp_path, teach, run_worker_once, pmnist_file):
     """Fine-tuning a conflicting task (no EWC) under a tight gate: stored, not promoted, old version serves."""
-    pmnist_files = [pmnist_subset(tmp_path, index, n_train=400) for index in range(2)]
-    first = teach(client, pmnist_files[0], epochs="10").json()  # learnt well enough to have something to lose
-    run_worker_once(settings)
+    pmnist_files = [pmnist_file(index, n_train=400) for index in range(2)]
+    first = teach(pmnist_files[0], epochs="10").json()  # learnt well enough to have something to lose
+    run_worker_once()
     assert client.get(f"/jobs/{first['job_id']}").json()["status"] == "succeeded"
 
-    second = teach(client, pmnist_files[1], strategy="finetune", epochs="5", max_forgetting="0.0").json()
-    run_worker_once(settings)
+    second = teach(pmnist_files[1], strategy="finetune", epochs="5", max_forgetting="0.0").json()
+    run_worker_once()
     job = client.get(f"/jobs/{second['job_id']}").json()
     assert job["status"] == "rejected", job
     assert "forgetting gate" in job["error"] and f"task {first['id']}" in job["error"]
@@ -84,23 +83,23 @@ def test_forgetting_gate_rejects_an_update_that_forgets_and_promote_accepts_it(c
     assert client.post(f"/tasks/{second['id']}/promote").json()["previous_version"] == 2  # already serving: no-op
 
 
-def test_promote_needs_a_trained_task(client, pmnist_files):
-    queued = teach(client, pmnist_files[0]).json()
+def test_promote_needs_a_trained_task(client, pmnist_files, teach):
+    queued = teach(pmnist_files[0]).json()
     answer = client.post(f"/tasks/{queued['id']}/promote")
     assert answer.status_code == 409 and "no stored version" in answer.json()["detail"]
     assert client.post("/tasks/99999/promote").status_code == 404
 
 
-def test_validation_data_never_leaks_into_reported_test_accuracy(client, settings, pmnist_files):
+def test_validation_data_never_leaks_into_reported_test_accuracy(client, settings, pmnist_files, teach, run_worker_once):
     """The accuracy table is measured on the test split only: its n_test is the test split's size, and
     its accuracy is exactly what predicting the file's x_test gives; validation is stored apart."""
     data = np.load(pmnist_files[0])
-    answer = teach(client, pmnist_files[0], epochs="2", validation_fraction="0.25").json()
+    answer = teach(pmnist_files[0], epochs="2", validation_fraction="0.25").json()
     dataset = answer["dataset"]
     assert dataset["n_test"] == len(data["x_test"]) == 100
     assert dataset["n_train"] + dataset["n_validation"] == len(data["x"])  # validation comes out of x only
     assert dataset["n_validation"] == pytest.approx(0.25 * len(data["x"]), abs=10)
-    run_worker_once(settings)
+    run_worker_once()
 
     entry = client.get(f"/tasks/{answer['id']}/accuracy").json()["history"][0]
     assert entry["n_test"] == dataset["n_test"]
@@ -114,7 +113,7 @@ def test_validation_data_never_leaks_into_reported_test_accuracy(client, setting
     # without its own test split, test_fraction of the upload is held out, disjoint from validation
     no_test = pmnist_files[0].with_name("no_test.npz")
     np.savez(no_test, x=data["x"], y=data["y"])
-    split = teach(client, no_test, model="other", test_fraction="0.2").json()["dataset"]
+    split = teach(no_test, model="other", test_fraction="0.2").json()["dataset"]
     assert split["n_train"] + split["n_validation"] + split["n_test"] == len(data["x"])
     assert split["n_test"] == pytest.approx(0.2 * len(data["x"]), abs=10)
     assert split["n_validation"] == pytest.approx(0.1 * len(data["x"]), abs=10)

@@ -1,4 +1,4 @@
-"""The worker (app/worker/, workers/): an update is applied exactly once, with its version,
+"""The worker (app/updates/, workers/): an update is applied exactly once, with its version,
 accuracy rows and job success in one transaction; crashes and kills lose nothing and duplicate
 nothing; a model's updates run in submission order across worker processes.
 
@@ -147,7 +147,7 @@ CRASH_BEFORE_COMMIT = """
 import os, sys, threading
 from app.jobs import state_machine
 from app.settings import Settings
-from app.worker.loop import run_worker
+from app.updates.loop import run_worker
 
 def crash(session, job, *progress):  # the version and accuracy rows are flushed, the commit has not happened
     os._exit(17)
@@ -232,7 +232,7 @@ def test_two_worker_processes_apply_a_models_updates_strictly_in_order(
 
 
 def test_the_embedded_worker_thread_learns_queued_tasks_and_stops_on_request(settings, session_factory, submit_task):
-    from app.worker.loop import start_embedded_worker
+    from app.updates.loop import start_embedded_worker
 
     _, job_id = submit_task(index=0)
     worker = start_embedded_worker(settings)

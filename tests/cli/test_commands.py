@@ -1,4 +1,4 @@
-"""The `retain` CLI against a real server: `retain serve` in a subprocess (embedded
+"""The `retain` commands against a real server: `retain serve` in a subprocess (embedded
 default: SQLite in a temp dir, in-process worker), driven over real HTTP.
 
 Most commands run in-process through `app.cli.main` (fast, output captured);
@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 
 from app import cli
-from app.demo import LocalServer, digits_tasks
+from app.cli import render
+from app.demo import digits_tasks
+from app.processes import LocalServer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FAST = ["--epochs", "2", "--ewc-lambda", "100"]  # small budget; a fixed λ skips the search
 
 pytestmark = pytest.mark.slow  # a real server process per module
@@ -38,7 +40,7 @@ def server(tmp_path_factory):
 
 
 def run_cli(capsys, server, *argv: str) -> tuple[int, str, str]:
-    cli.console.width = 200  # tables unclipped in captured output
+    render.console.width = 200  # tables unclipped in captured output
     code = cli.main(["--url", server.url, *argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -233,4 +235,5 @@ def test_ccll_predict_needs_task_and_works_with_it(capsys, server, task_files, t
 
     code, out, err = run_cli(capsys, server, "models", "--json")
     model = next(m for m in json.loads(out) if m["name"] == "cli-ccll")
-    assert (model["strategy"], model["architecture"], model["options"]) == ("ccll", "cnn", {"alpha": 2})
+    family = model.get("family", model.get("strategy"))  # the API is renaming "strategy" to "family"
+    assert (family, model["architecture"], model["options"]) == ("ccll", "cnn", {"alpha": 2})

@@ -20,10 +20,9 @@ so a retried job yields exactly one version.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -32,10 +31,14 @@ from app.db.session import begin_write
 from app.db.tables import Accuracy, Dataset, Model, ModelVersion, Task
 from app.jobs import queue, state_machine
 from app.jobs.queue import Claim
-from app.learning import ContinualLearner, Evaluation, TaskData, TrainConfig, TrainingCancelled, UpdateResult
+from app.jobs.status import JobStatus
+from app.learning import ContinualLearner, Evaluation, TaskData, TrainConfig, TrainingStopped, UpdateResult
+from app.learning.training import resolve_device
 from app.registry.service import set_serving_version
+from app.registry.versions import load_version
 from app.storage.artifacts import ArtifactRef, ArtifactStore
-from app.worker.lease import LeaseKeeper
+from app.updates.gate import GateDecision, forgetting_gate
+from app.updates.lease import LeaseKeeper
 
 log = logging.getLogger(__name__)
 
@@ -57,46 +60,6 @@ class UpdatePlan:
     max_forgetting: float
 
 
-@dataclass
-class GateDecision:
-    """The forgetting gate's verdict, from validation accuracy before and after the update."""
-
-    max_forgetting: float
-    before: dict[str, float]
-    after: dict[str, float]
-    drops: dict[str, float] = field(default_factory=dict)
-    tripped_by: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.tripped_by
-
-    def reason(self, version_number: int, task_id: int) -> str:
-        falls = "; ".join(f"task {key}: {self.before[key]:.3f} -> {self.after[key]:.3f} (-{self.drops[key]:.3f})"
-                          for key in self.tripped_by)
-        return (f"forgetting gate: validation accuracy of earlier tasks dropped by more than max_forgetting "
-                f"{self.max_forgetting:.3f} ({falls}); stored as version {version_number}, not promoted; "
-                f"POST /tasks/{task_id}/promote accepts it anyway")
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
-
-
-def forgetting_gate(result: UpdateResult, max_forgetting: float) -> GateDecision:
-    """Trips when any earlier task's validation accuracy fell by more than ``max_forgetting``."""
-    before = dict(result.validation_before)
-    after = dict(result.validation_after)
-    drops = {key: before[key] - after[key] for key in before if key in after}
-    tripped = [key for key, drop in drops.items() if drop > max_forgetting]
-    return GateDecision(max_forgetting=max_forgetting, before=before, after=after, drops=drops, tripped_by=tripped)
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def read_plan(session: Session, held: Claim, default_max_forgetting: float) -> UpdatePlan:
     task = session.get(Task, held.task_id)
     model = session.get(Model, held.model_id)
@@ -108,19 +71,11 @@ def read_plan(session: Session, held: Claim, default_max_forgetting: float) -> U
                       max_forgetting=max_forgetting)
 
 
-def load_parent_learner(store: ArtifactStore, parent: ModelVersion) -> ContinualLearner:
-    """The learner of a stored version, with its consolidation so it can keep learning."""
-    weights = store.get_tensors(parent.weights_uri, parent.weights_sha256)
-    consolidation = (store.get_tensors(parent.consolidation_uri, parent.consolidation_sha256)
-                     if parent.consolidation_uri else None)
-    return ContinualLearner.from_exports(weights, consolidation)
-
-
 def new_learner(model: Model, first_task: TaskData) -> ContinualLearner:
     """The model's first task fixes the input scale: samples sent as uint8 (images) are scaled by
     1/255, now and in every later update and prediction."""
     input_scale = 1 / 255 if np.asarray(first_task.x).dtype == np.uint8 else 1.0
-    return ContinualLearner.create(model.architecture, tuple(model.input_shape), strategy=model.strategy,
+    return ContinualLearner.create(model.architecture, tuple(model.input_shape), family=model.family,
                                    architecture_options=model.options or {}, input_scale=input_scale)
 
 
@@ -130,52 +85,52 @@ def train_config_of(task: Task, device: str) -> TrainConfig:
                                           if hyperparameters.get(key) is not None})
 
 
-def run_update(session_factory, store: ArtifactStore, settings, held: Claim, keeper: LeaseKeeper) -> str:
-    """Steps 1-5 of the module docstring; returns the job's outcome (succeeded | rejected)."""
+def run_update(session_factory, store: ArtifactStore, settings, held: Claim, keeper: LeaseKeeper) -> JobStatus:
+    """Steps 1-5 of the module docstring; returns the job's new status (succeeded | rejected | cancelled)."""
     with session_factory() as session:
         plan = read_plan(session, held, settings.default_max_forgetting)
     model, task = plan.model, plan.task
-    device = resolve_device(settings.device)
+    device = str(resolve_device(settings.device))
     keeper.set_phase("load", 0.0)
     splits_of = {task.id: load_dataset_splits(store, plan.datasets[task.id].artifact_uri,
                                               plan.datasets[task.id].artifact_sha256)}
     if plan.parent is not None:
-        learner = load_parent_learner(store, plan.parent)
+        learner = load_version(store, plan.parent, with_consolidation=True)  # Fisher + anchors: it learns on
     else:
         learner = new_learner(model, splits_of[task.id]["train"])
     for key in learner.task_keys:
         dataset = plan.datasets[int(key)]
         splits_of[int(key)] = load_dataset_splits(store, dataset.artifact_uri, dataset.artifact_sha256)
     learner.to(device)
-    learner.ewc.fisher = replace(learner.ewc.fisher, n_samples=settings.fisher_samples)  # this worker's budget
-    task_aware = model.strategy == "ccll"  # a ccll model answers per task; an ewc model over all labels
-    strategy = "ccll" if model.strategy == "ccll" else task.strategy
+    learner.ewc.fisher = replace(learner.ewc.fisher, max_samples=settings.fisher_samples)  # this worker's budget
 
     result = learner.learn_task(
-        str(task.id), splits_of[task.id]["train"], strategy=strategy,
+        str(task.id), splits_of[task.id]["train"], strategy=task.strategy,
         validation={str(task_id): splits["validation"] for task_id, splits in splits_of.items()
                     if len(splits["validation"].y) > 0},
         train_config=train_config_of(task, device), ewc_lambda=(task.hyperparameters or {}).get("ewc_lambda"),
-        progress=keeper.report, should_cancel=keeper.should_stop,
+        progress=keeper.report, should_stop=keeper.should_stop,
     )
     if keeper.lease_lost:
         raise LeaseLost()
 
     keeper.set_phase("evaluate")
-    accuracy = {task_id: learner.evaluate(splits["test"], task_key=str(task_id) if task_aware else None)
+    per_task = learner.predicts_per_task  # scored as the model answers: per task (ccll) or over every label
+    accuracy = {task_id: learner.evaluate(splits["test"], task_key=str(task_id) if per_task else None)
                 for task_id, splits in splits_of.items() if len(splits["test"].y) > 0}
     keeper.set_phase("store")
     weights = store.put_tensors(*learner.export_weights())
     consolidation = store.put_tensors(*learner.export_consolidation())
     gate = forgetting_gate(result, plan.max_forgetting)
     with session_factory() as session:
-        return commit_update(session, held, plan, result, weights, consolidation, accuracy, gate,
-                             keeper.latest_progress())
+        return commit_update(session, held=held, plan=plan, result=result, weights=weights,
+                             consolidation=consolidation, accuracy=accuracy, gate=gate,
+                             last_progress=keeper.latest_progress())
 
 
-def commit_update(session: Session, held: Claim, plan: UpdatePlan, result: UpdateResult, weights: ArtifactRef,
+def commit_update(session: Session, *, held: Claim, plan: UpdatePlan, result: UpdateResult, weights: ArtifactRef,
                   consolidation: ArtifactRef, accuracy: dict[int, Evaluation], gate: GateDecision,
-                  last_progress: dict | None = None) -> str:
+                  last_progress: dict | None = None) -> JobStatus:
     """Step 5: everything the update produced becomes visible at once, or not at all."""
     begin_write(session)
     job = queue.lock_owned_job(session, held)
@@ -185,7 +140,7 @@ def commit_update(session: Session, held: Claim, plan: UpdatePlan, result: Updat
     if job.cancel_requested:  # asked while we were storing: the user's word wins over a finished update
         state_machine.cancel(session, job, "cancelled while running (after training, before it was stored)")
         session.commit()
-        return "cancelled"
+        return JobStatus.CANCELLED
     model = session.get(Model, plan.model.id)
     number = (session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.model_id == model.id)) or 0) + 1
     version = ModelVersion(
@@ -209,29 +164,32 @@ def commit_update(session: Session, held: Claim, plan: UpdatePlan, result: Updat
     session.commit()
     log.info("job %s: version %s of model %s %s", held.job_id, number, model.name,
              "promoted" if gate.passed else f"stored, not promoted ({gate.tripped_by} forgot)")
-    return job.status
+    return JobStatus(job.status)
 
 
-def run_job(session_factory, store: ArtifactStore, settings, held: Claim, shutdown) -> str:
+def run_job(session_factory, store: ArtifactStore, settings, held: Claim, shutdown) -> JobStatus | None:
     """Run a claimed job under its lease; whatever happens, the job ends in a clear state:
     succeeded/rejected (committed), cancelled, failed (with the reason), back in the queue
-    (shutdown), or untouched when the lease was lost (the new owner finishes it)."""
+    (shutdown), or untouched when the lease was lost (the new owner finishes it).
+
+    Returns the status this worker left the job in, or None when it lost the lease and so
+    left the job to its new owner."""
     with LeaseKeeper(session_factory, held, settings, shutdown) as keeper:
         try:
             return run_update(session_factory, store, settings, held, keeper)
-        except (TrainingCancelled, LeaseLost) as stop:
+        except (TrainingStopped, LeaseLost) as stop:
             if isinstance(stop, LeaseLost) or keeper.lease_lost:
                 log.warning("job %s: lease lost; another worker will finish it", held.job_id)
-                return "abandoned"
+                return None
             with session_factory() as session:
                 if keeper.cancel_requested:
-                    queue.finish(session, held, "cancelled", "cancelled while running")
-                    return "cancelled"
+                    queue.finish(session, held, JobStatus.CANCELLED, "cancelled while running")
+                    return JobStatus.CANCELLED
                 queue.release(session, held, "worker shut down; requeued")
-                return "queued"
+                return JobStatus.QUEUED
         except Exception as error:  # an update that cannot be applied must not kill the worker
             log.exception("job %s failed", held.job_id)
             reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
             with session_factory() as session:
-                queue.finish(session, held, "failed", reason)
-            return "failed"
+                queue.finish(session, held, JobStatus.FAILED, reason)
+            return JobStatus.FAILED

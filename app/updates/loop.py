@@ -18,7 +18,7 @@ import torch
 from app.db.session import session_factory
 from app.jobs import queue
 from app.storage.artifacts import artifact_store
-from app.worker.update import run_job
+from app.updates.apply import run_job
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def run_worker(settings, stop_event: threading.Event | None = None, once: bool =
             log.info("job %s (task %s, model %s, attempt %s): claimed by %s", held.job_id, held.task_id,
                      held.model_id, held.attempt, held.lease_owner)
             outcome = run_job(factory, store, settings, held, stop_event)
-            log.info("job %s: %s", held.job_id, outcome)
+            log.info("job %s: %s", held.job_id, outcome or "left to the worker that now holds its lease")
             jobs_run += 1
         if once:
             break

@@ -1,0 +1,108 @@
+"""EWC (Kirkpatrick et al. 2017): learn the new task, pulled back towards what mattered for the old ones.
+
+    L(θ) = L_new(θ) + λ/2 Σ_t Σ_i F_t,i (θ_i − θ*_t,i)²
+
+The family it names keeps one network whose head spans the whole label vocabulary (a task
+bringing new labels grows it) and, between updates, the consolidation: every task's diagonal
+Fisher F_t and anchor weights θ*_t (``app.learning.ewc``; ``separate`` or ``online`` mode).
+The penalty never enters the autograd graph: with SGD its exact proximal step runs after each
+optimizer step (stable for every λ), with Adam its closed-form gradient λ·(S·θ − B) is added
+to ``.grad`` (Mammoth's ``ewc_on``). After the task, its Fisher is estimated on a seeded sample
+of its training data, at most ``FisherConfig.max_samples``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from app.learning.config import TrainConfig
+from app.learning.ewc import Consolidation
+from app.learning.fisher import diagonal_fisher
+from app.learning.models import grow_head
+from app.learning.strategies.base import Learner, StepHooks, Strategy, register
+
+
+def _count(network: nn.Module | None) -> int:
+    return 0 if network is None else sum(p.numel() for p in network.parameters())
+
+
+@register
+class EWC(Strategy):
+    """Elastic Weight Consolidation; defines the ``ewc`` family (vocabulary head + consolidation)."""
+
+    name = family = "ewc"
+    uses_lambda = True
+
+    def check_applies(self, learner: Learner) -> None:
+        super().check_applies(learner)
+        if learner.consolidation is None:
+            raise ValueError("this learner was loaded without its consolidation (Fisher and anchors); it cannot learn")
+
+    def rebuild_network(self, learner: Learner) -> None:
+        learner.build_network(n_classes=len(learner.labels))
+
+    def prepare(self, learner: Learner, task_key: str, task_labels: list) -> int:
+        """Grow the head for the task's new labels; their Fisher starts at zero (padded), so they are free."""
+        before = _count(learner.network)
+        learner.labels += [label for label in task_labels if label not in learner.labels]
+        if learner.network is None:
+            learner.build_network(n_classes=len(learner.labels))
+        else:
+            grow_head(learner.network, len(learner.labels))
+            learner.consolidation.match_shapes(learner.network)
+        return _count(learner.network) - before
+
+    def resolve_lambda(self, learner: Learner, requested: float | str | None) -> float | str:
+        """The λ asked for (the learner's default when None); 0 while nothing is consolidated."""
+        if learner.consolidation.is_empty:
+            return 0.0
+        value = learner.ewc.ewc_lambda if requested is None else requested
+        if value != "auto" and (not isinstance(value, (int, float)) or value < 0):
+            raise ValueError(f"ewc_lambda must be a non-negative number or 'auto', got {value!r}")
+        return value
+
+    def step_hooks(self, learner: Learner, network: nn.Module, ewc_lambda: float, config: TrainConfig) -> StepHooks:
+        if ewc_lambda == 0:
+            return {}
+        if config.optimizer == "sgd":  # implicit step: stable for every λ (see Consolidation.proximal_step)
+            return {"after_step": learner.consolidation.proximal_step(network, ewc_lambda, config.lr)}
+        return {"add_penalty_gradient": learner.consolidation.penalty_gradient(network, ewc_lambda)}
+
+    @torch.no_grad()
+    def consolidate(self, learner: Learner, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                    on_chunk: Callable[[int, int], None] | None = None) -> dict:
+        """Store the task's Fisher, estimated on a seeded sample of its training data, with its anchor."""
+        fisher_config = learner.ewc.fisher
+        generator = torch.Generator().manual_seed(config.seed)
+        index = torch.randperm(len(x), generator=generator)[: fisher_config.max_samples].to(x.device)
+        with torch.enable_grad():
+            fisher = diagonal_fisher(learner.network, x[index], y[index], label_mode=fisher_config.label_mode,
+                                     chunk_size=fisher_config.chunk_size, on_chunk=on_chunk)
+        anchor = {name: p.detach() for name, p in learner.network.named_parameters()}
+        learner.consolidation.consolidate(task_key, fisher, anchor)
+        return learner.ewc.recipe(len(index))
+
+    def logits(self, learner: Learner, network: nn.Module, x: torch.Tensor, task_key: str | None) -> torch.Tensor:
+        logits = network(x)
+        if task_key is None:
+            return logits
+        columns = torch.tensor([learner.labels.index(label) for label in learner.task_labels[task_key]],
+                               device=logits.device)
+        return logits.index_select(1, columns)
+
+    def init_state(self, learner: Learner) -> None:
+        learner.consolidation = Consolidation(learner.ewc.consolidation, learner.ewc.gamma)
+
+    def export_state(self, learner: Learner) -> tuple[dict[str, torch.Tensor], dict]:
+        consolidation = learner.consolidation
+        if consolidation is None:
+            return super().export_state(learner)
+        return consolidation.tensors(), {"mode": consolidation.mode, "gamma": consolidation.gamma,
+                                         "order": list(consolidation.entries)}
+
+    def load_state(self, learner: Learner, tensors: dict[str, torch.Tensor] | None, metadata: dict | None) -> None:
+        learner.consolidation = None if tensors is None else Consolidation.from_tensors(
+            tensors, metadata["mode"], metadata["gamma"], metadata["order"])

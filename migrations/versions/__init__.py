@@ -1,0 +1,1 @@
+"""The revisions. A package only so that setuptools ships it; Alembic skips this file."""
