@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.errors import InvalidInput
 from app.learning import ContinualLearner
 from app.learning.state import from_safetensors_bytes
+from app.metrics import predict as metrics
 from app.predict.schemas import (
     InferIn, InferOut, InferTensor, ModelMetadataOut, PredictIn, PredictionOut, PredictOut,
 )
@@ -41,8 +42,11 @@ class LearnerCache:
         with self._lock:
             if version_id in self._learners:
                 self._learners.move_to_end(version_id)
+                metrics.cache_hit()
                 return self._learners[version_id]
-        learner = load()  # outside the lock: loading can take a while
+        metrics.cache_miss()
+        with metrics.learner_load():
+            learner = load()  # outside the lock: loading can take a while
         with self._lock:
             self._learners[version_id] = learner
             self._learners.move_to_end(version_id)
@@ -95,7 +99,8 @@ def predict(session: Session, store, cache: LearnerCache, request: PredictIn, ma
     learner = cache.get(version.id, lambda: load_learner(store, version))
     task_key = task_key_for(learner, model.strategy, request.task_id)
     try:
-        predictions = learner.predict(x, task_key=task_key, top_k=request.top_k)
+        with metrics.inference(model.name, len(x)):
+            predictions = learner.predict(x, task_key=task_key, top_k=request.top_k)
     except ValueError as error:
         raise InvalidInput(str(error)) from error
     return PredictOut(
