@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.db.tables import Job, utcnow
 from app.jobs import queue
-from tests.service.conftest import run_worker_once, teach
+from conftest import run_worker_once, teach
 
 
 def scrape(client) -> dict[tuple, float]:

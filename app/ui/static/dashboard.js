@@ -7,7 +7,7 @@
 // proxy in front may add its own). A 401 answer opens the key prompt.
 //
 // Stable hooks for tests and scripts: #models [data-model]; #heatmap .row[data-version][data-serving]
-// [data-promoted]; #heatmap .cell[data-version][data-task][data-accuracy] (text = the value to three
+// [data-promoted]; #heatmap .cell[data-version][data-task][data-accuracy] (its .value text = the value to three
 // decimals, as `retain matrix` prints it); #serving-mark[data-version]; #task-lines circle[data-task]
 // [data-version]; #versions tr[data-version] with buttons [data-action=serve|promote]; #jobs
 // li[data-job-id][data-status].
@@ -120,7 +120,7 @@ const shorten = (text, n) => (text.length > n ? text.slice(0, n - 1) + "…" : t
 function renderHeatmap(matrix) {
   const tasks = matrix.tasks;
   const rows = matrix.rows;
-  const labelW = 200, cellW = 78, cellH = 34, headH = 40, markW = 86;
+  const labelW = 200, cellW = 84, cellH = 34, headH = 40, markW = 86;
   const width = labelW + tasks.length * cellW + markW;
   const height = headH + rows.length * cellH + 2;
   const svg = el("svg:svg", { id: "heatmap", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
@@ -130,7 +130,7 @@ function renderHeatmap(matrix) {
   tasks.forEach((task, j) => {
     const x = labelW + j * cellW + cellW / 2;
     svg.append(el("svg:text", { class: "column-label", x, y: headH - 10, "text-anchor": "middle", "font-size": 12,
-      "data-task": task.task_id }, shorten(taskLabel(task), 12), svgTitle(taskLabel(task))));
+      "data-task": task.task_id }, shorten(taskLabel(task), 11), svgTitle(taskLabel(task))));
   });
   rows.forEach((row, i) => {
     const y = headH + i * cellH;
@@ -153,7 +153,7 @@ function renderHeatmap(matrix) {
         g.append(el("svg:rect", { x: x + 1, y: y + 1, width: cellW - 2, height: cellH - 2, rx: 3, fill: "url(#hatch)",
           stroke: "#b42318", "stroke-dasharray": "4 3" }));
       }
-      g.append(el("svg:text", { x: x + cellW / 2, y: y + cellH / 2 + 5, "text-anchor": "middle",
+      g.append(el("svg:text", { class: "value", x: x + cellW / 2, y: y + cellH / 2 + 5, "text-anchor": "middle",
         fill: value === null ? "#98a2b3" : inkOn(colour) }, value === null ? "–" : fixed3(value)));
       if (cell) g.append(svgTitle(`v${row.model_version} on ${taskLabel(task)}: ${fixed3(value)} (n_test ${cell.n_test})`));
       group.append(g);
@@ -220,15 +220,17 @@ function renderTaskLines(matrix) {
 function recipeText(recipe) {
   if (!recipe || Object.keys(recipe).length === 0) return "–";
   const parts = [recipe.label_mode && `labels ${recipe.label_mode}`, recipe.n_samples && `n=${recipe.n_samples}`,
-    recipe.scaling, recipe.half_convention, recipe.consolidation];
-  return parts.filter(Boolean).join(", ");
+    recipe.consolidation];
+  return parts.filter(Boolean).join(" · ");
 }
 
 function gateCell(version) {
   const gate = version.validation;
   if (!gate) return el("td", { text: "–" });
   if (gate.passed) {
-    return el("td", { class: "gate passed", text: `passed (max drop ${fixed3(gate.max_forgetting)})` });
+    const drops = Object.values(gate.drops || {});
+    return el("td", { class: "gate passed", text: drops.length === 0 ? "passed (no earlier task)"
+      : `passed: largest drop ${fixed3(Math.max(...drops))} ≤ ${fixed3(gate.max_forgetting)}` });
   }
   const falls = (gate.tripped_by || []).map((key) => `task ${key} −${fixed3(gate.drops[key])}`).join(", ");
   const note = version.promoted ? "; promoted by hand" : "";
@@ -258,7 +260,8 @@ function renderVersions(versions) {
       el("td", { text: v.task_id === null ? "–" : taskLabel({ task_id: v.task_id, name: v.task_name }) }),
       el("td", { text: v.strategy || "–" }),
       el("td", { class: "lambda", text: lambdaText(v.ewc_lambda) + search }),
-      el("td", { class: "recipe", text: recipeText(v.fisher_recipe) }),
+      el("td", { class: "recipe", text: recipeText(v.fisher_recipe),
+        title: v.fisher_recipe ? JSON.stringify(v.fisher_recipe, null, 1) : null }),
       gateCell(v),
       actions));
   }
