@@ -19,12 +19,15 @@ from app.db.migrate import upgrade
 from app.db.session import get_engine
 from app.errors import DomainError
 from app.jobs.router import router as jobs_router
+from app.metrics.http import HttpMetricsMiddleware
+from app.metrics.router import router as metrics_router
 from app.predict.router import router as predict_router
 from app.predict.cache import LearnerCache
 from app.registry.router import router as registry_router
 from app.settings import Settings, get_settings
 from app.storage.artifacts import artifact_store
 from app.tasks.router import router as tasks_router
+from app.ui.router import router as ui_router
 from app.updates.loop import start_embedded_worker
 
 
@@ -62,8 +65,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def domain_error(request: Request, error: DomainError) -> JSONResponse:
         return JSONResponse(status_code=error.status_code, content={"detail": error.message})
 
-    for router in (tasks_router, jobs_router, registry_router, predict_router, health.router):
+    for router in (tasks_router, jobs_router, registry_router, predict_router, health.router, metrics_router,
+                   ui_router):
         app.include_router(router)
+    app.add_middleware(HttpMetricsMiddleware)
     return app
 
 

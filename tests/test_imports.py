@@ -138,6 +138,7 @@ def loaded_modules(module: str) -> set[str]:
 @pytest.mark.parametrize(("module", "forbidden"), [
     ("app.learning", {"fastapi", "sqlalchemy"}),
     ("app.client", {"fastapi", "sqlalchemy", "torch"}),
+    ("app.reports", {"fastapi", "sqlalchemy", "torch"}),  # `retain matrix --png` on a laptop without the server
 ])
 def test_light_packages_load_no_server_code(module, forbidden):
     loaded = loaded_modules(module)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, aliased
 from app.db.session import begin_write
 from app.db.tables import Job, Task, utcnow
 from app.jobs import state_machine
+from app.jobs.counters import carried
 from app.jobs.status import JobStatus
 
 UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -112,7 +113,7 @@ def heartbeat(session: Session, held: Claim, lease_seconds: float, progress: dic
     job.heartbeat_at = now
     job.lease_expires_at = now + timedelta(seconds=lease_seconds)
     if progress is not None:
-        job.progress = progress
+        job.progress = {**carried(job.progress), **progress}
     beat = Heartbeat(owned=True, cancel_requested=bool(job.cancel_requested))
     session.commit()
     return beat

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.db.tables import Job, Task, utcnow
 from app.errors import IllegalTransition
+from app.jobs.counters import LEASE_EXPIRIES, REQUEUES, carried, counted
 from app.jobs.status import TERMINAL_STATUSES as TERMINAL
 from app.jobs.status import JobStatus
 
@@ -63,7 +64,7 @@ def start(session: Session, job: Job, lease_owner: str, lease_seconds: float, no
     job.lease_owner = lease_owner
     job.heartbeat_at = now
     job.lease_expires_at = now + timedelta(seconds=lease_seconds)
-    job.progress = {"fraction": 0.0, "phase": "load"}
+    job.progress = {**carried(job.progress), "fraction": 0.0, "phase": "load"}
 
 
 def _finished_progress(job: Job, last_progress: dict | None) -> dict:
@@ -97,8 +98,10 @@ def expire_lease(session: Session, job: Job) -> JobStatus:
     lost = f"worker {job.lease_owner} stopped renewing its lease (attempt {job.attempt} of {job.max_attempts})"
     if job.attempt >= job.max_attempts:
         transition(session, job, JobStatus.FAILED, error=f"{lost}; no attempts left")
+        job.progress = counted(job.progress, LEASE_EXPIRIES)
         return JobStatus.FAILED
     transition(session, job, QUEUED, error=f"{lost}; retrying")
+    job.progress = counted(job.progress, LEASE_EXPIRIES, REQUEUES)
     job.attempt += 1
     return QUEUED
 
@@ -107,7 +110,7 @@ def release(session: Session, job: Job, reason: str) -> None:
     """A worker shutting down hands its running job back (running -> queued); the try is not
     counted against ``max_attempts`` because nothing went wrong with the job itself."""
     transition(session, job, QUEUED, error=reason)
-    job.progress = {"fraction": 0.0}
+    job.progress = counted({**carried(job.progress), "fraction": 0.0}, REQUEUES)
 
 
 def request_cancel(session: Session, job: Job) -> None:

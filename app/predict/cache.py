@@ -10,6 +10,7 @@ import threading
 from collections import OrderedDict
 
 from app.learning import ContinualLearner
+from app.metrics import predict as metrics
 
 
 class LearnerCache:
@@ -24,8 +25,11 @@ class LearnerCache:
         with self._lock:
             if version_id in self._learners:
                 self._learners.move_to_end(version_id)
+                metrics.cache_hit()
                 return self._learners[version_id]
-        learner = load()  # outside the lock: loading can take a while
+        metrics.cache_miss()
+        with metrics.learner_load():
+            learner = load()  # outside the lock: loading can take a while
         with self._lock:
             self._learners[version_id] = learner
             self._learners.move_to_end(version_id)

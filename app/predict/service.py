@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
 from app.learning import ContinualLearner, as_samples
+from app.metrics import predict as metrics
 from app.predict.cache import LearnerCache
 from app.predict.schemas import (
     InferIn, InferOut, InferTensor, ModelMetadataOut, PredictIn, PredictionOut, PredictOut,
@@ -39,7 +40,8 @@ def predict(session: Session, store, cache: LearnerCache, request: PredictIn, ma
     learner = cache.get(version.id, lambda: load_version(store, version, with_consolidation=False))
     task_key = task_key_for(learner, request.task_id)
     try:
-        predictions = learner.predict(x, task_key=task_key, top_k=request.top_k)
+        with metrics.inference(model.name, len(x)):
+            predictions = learner.predict(x, task_key=task_key, top_k=request.top_k)
     except ValueError as error:
         raise InvalidInput(str(error)) from error
     return PredictOut(

@@ -18,6 +18,7 @@ import time
 from app.jobs import queue
 from app.jobs.queue import Claim
 from app.learning import Progress
+from app.metrics.phases import PhaseClock
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class LeaseKeeper:
         self._progress_written: dict | None = None
         self._logged: tuple | None = None
         self._started = time.monotonic()
+        self._clock = PhaseClock()  # phase_seconds in the progress, read by /metrics
         self._wake = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -56,8 +58,9 @@ class LeaseKeeper:
         elapsed = time.monotonic() - self._started
         eta = elapsed * (1.0 - progress.fraction) / progress.fraction if progress.fraction > 0 else None
         with self._lock:
+            self._clock.enter(progress.phase)
             self._progress = {
-                "phase": progress.phase, "fraction": round(float(progress.fraction), 4), "epoch": progress.epoch,
+                "phase_seconds": self._clock.seconds(), "phase": progress.phase, "fraction": round(float(progress.fraction), 4), "epoch": progress.epoch,
                 "epochs": progress.epochs, "loss": progress.loss, "samples_per_second": progress.samples_per_second,
                 "eta_seconds": None if eta is None else round(eta, 1), "elapsed_seconds": round(elapsed, 1),
             }
@@ -68,6 +71,8 @@ class LeaseKeeper:
         with self._lock:
             current = dict(self._progress or {"fraction": 0.0})
             current["phase"] = phase
+            self._clock.enter(phase)
+            current["phase_seconds"] = self._clock.seconds()
             if fraction is not None:
                 current["fraction"] = fraction
             self._progress = current
@@ -78,7 +83,7 @@ class LeaseKeeper:
 
     def latest_progress(self) -> dict | None:
         with self._lock:
-            return dict(self._progress) if self._progress else None
+            return {**self._progress, "phase_seconds": self._clock.seconds()} if self._progress else None
 
     def _log_progress(self, progress: dict) -> None:
         """One log line per phase and epoch, so a worker's log shows where a long update is."""
