@@ -23,11 +23,12 @@ from app.tasks.schemas import AccuracyEntry, DatasetOut, PromoteOut, TaskAccurac
 
 
 def submit_task(session: Session, store, settings, request: TaskRequest, filename: str, data: bytes) -> TaskOut:
+    model = session.scalar(select(Model).where(Model.name == request.model))
     parsed = parse_dataset(
         filename, data, max_bytes=settings.max_upload_bytes, max_samples=settings.max_upload_samples,
         test_fraction=request.test_fraction, validation_fraction=request.validation_fraction, seed=settings.split_seed,
+        input_shape=tuple(model.input_shape) if model is not None else None,
     )
-    model = session.scalar(select(Model).where(Model.name == request.model))
     if model is None:
         check_new_model(request, parsed)
     else:
