@@ -19,17 +19,21 @@ from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs.queue import enqueue
 from app.learning import ContinualLearner
 from app.registry.service import serving_number, set_serving_version
+from app.tasks.shapeless import settle_shapeless_model
 from app.tasks.schemas import AccuracyEntry, DatasetOut, PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
 
 
 def submit_task(session: Session, store, settings, request: TaskRequest, filename: str, data: bytes) -> TaskOut:
     model = session.scalar(select(Model).where(Model.name == request.model))
+    shapeless = model is not None and not model.input_shape  # made by a data reference not (yet) read
+    if shapeless:
+        request = settle_shapeless_model(session, model, request)  # 409 while that reference is still queued
     parsed = parse_dataset(
         filename, data, max_bytes=settings.max_upload_bytes, max_samples=settings.max_upload_samples,
         test_fraction=request.test_fraction, validation_fraction=request.validation_fraction, seed=settings.split_seed,
-        input_shape=tuple(model.input_shape) if model is not None else None,
+        input_shape=tuple(model.input_shape) if model is not None and not shapeless else None,
     )
-    if model is None:
+    if model is None or shapeless:
         check_new_model(request, parsed)
     else:
         check_fits_model(model, request, parsed)
@@ -45,6 +49,8 @@ def submit_task(session: Session, store, settings, request: TaskRequest, filenam
         session.add(model)
     elif request.max_forgetting is not None:
         model.max_forgetting = request.max_forgetting
+    if shapeless:
+        model.input_shape = list(parsed.input_shape)
     dataset = Dataset(
         sha256=parsed.sha256, format=parsed.format, n_train=parsed.n_train, n_validation=parsed.n_validation,
         n_test=parsed.n_test, input_shape=list(parsed.input_shape), labels=parsed.labels,

@@ -36,6 +36,7 @@ from app.learning import ContinualLearner, Evaluation, TaskData, TrainConfig, Tr
 from app.registry.service import set_serving_version
 from app.storage.artifacts import ArtifactRef, ArtifactStore
 from app.worker.lease import LeaseKeeper
+from app.worker.reference import is_unread_reference, read_referenced_dataset
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,12 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
     """Steps 1-5 of the module docstring; returns the job's outcome (succeeded | rejected)."""
     with session_factory() as session:
         plan = read_plan(session, held, settings.default_max_forgetting)
+    if is_unread_reference(plan.datasets[held.task_id]):  # data by reference: read and stored first
+        keeper.set_phase("read_data", 0.0)
+        if not read_referenced_dataset(session_factory, store, settings, held, plan):
+            raise LeaseLost()
+        with session_factory() as session:
+            plan = read_plan(session, held, settings.default_max_forgetting)
     model, task = plan.model, plan.task
     device = resolve_device(settings.device)
     keeper.set_phase("load", 0.0)
