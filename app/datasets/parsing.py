@@ -118,8 +118,11 @@ def parse_upload(filename: str | None, content: bytes, limits: Limits,
         raise UnsupportedFormat(f"a single .npy array holds no labels; send {ACCEPTED}")
     if content[:1] == b"\x80" or name.endswith(PICKLE_EXTENSIONS):
         raise UnsupportedFormat(f"pickled files are never loaded (they can run code); send {ACCEPTED}")
-    if name.endswith(".npz"):
-        raise UnsupportedFormat(f"{filename!r} is named .npz but is not a zip archive; send {ACCEPTED}")
+    if name.endswith((".npz", ".zip")):
+        raise UnsupportedFormat(f"{filename!r} is named {name[-4:]} but is not a zip archive; send {ACCEPTED}")
+    if name.endswith(".parquet"):
+        raise UnsupportedFormat(f"{filename!r} is named .parquet but is not a whole Parquet file (it needs the PAR1 "
+                                f"marks at both ends); send {ACCEPTED}")
     if name.endswith(".csv") or not name.rpartition(".")[1] or name.endswith(".txt"):
         samples = _parse_csv(content, limits)
         return ParsedUpload("csv", digest, samples, None)

@@ -125,3 +125,9 @@ def test_damaged_parquet_is_refused(client, database_url, settings):
     broken = data[:4] + b"\x00" * 30 + data[34:]
     answer = post(client, broken)
     assert answer.status_code in (415, 422) and answer.json()["detail"], answer.text
+
+
+def test_a_cut_off_parquet_file_is_named_as_such(client):
+    data = parquet_bytes({"a": np.arange(20.0), "label": LABELS})
+    answer = post(client, data[: len(data) // 2])
+    assert answer.status_code == 415 and "not a whole Parquet file" in answer.json()["detail"], answer.text
