@@ -9,10 +9,10 @@ artifact directory under ``./data`` and a worker thread inside the API process.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     predict_cache_size: int = Field(8, ge=1, description="model versions kept loaded for prediction")
     split_seed: int = Field(0, description="seed of the train/validation/test split of uploads")
 
+    # Data by reference (POST /tasks with uri=...; app/datasets/references.py)
+    data_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated folders and s3:// (or, with allow_http_data, http(s)://) "
+                                          "prefixes a task may name as its data; empty: references are off")
+    allow_http_data: bool = Field(False, description="allow http(s):// roots in data_roots (off: plain web URLs "
+                                                     "let a request make the service fetch from anywhere it reaches)")
+    max_reference_bytes: int | None = Field(None, gt=0, description="largest dataset read by reference; default "
+                                                                    "max_upload_bytes")
+
     # Learning quality. Measured on pmnist-conflict (MLP, 5 tasks, 2000 training and 500 validation
     # samples each, default settings): under EWC (λ auto) no update lowered an earlier task's
     # validation accuracy by more than 0.02; under plain fine-tuning every update lowered one by
@@ -73,6 +82,11 @@ class Settings(BaseSettings):
     @classmethod
     def _psycopg_driver(cls, url: str) -> str:
         return sqlalchemy_url(url)
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value):
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> "Settings":

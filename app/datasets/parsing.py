@@ -1,4 +1,5 @@
-"""Uploaded datasets: .npz or .csv bytes -> validated arrays -> seeded train/validation/test split.
+"""Uploaded datasets: .npz, .csv, image-folder .zip or Parquet bytes -> validated arrays -> seeded
+train/validation/test split. Image folders and Parquet are read in images.py and parquet.py.
 
 Uploads are untrusted. An .npz is opened as the zip it is and every array's .npy header is
 read before any data (dtype, shape, declared size), so pickled object arrays, oversize
@@ -18,12 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.datasets.images import is_image_folder_zip, parse_image_zip
+from app.datasets.parquet import is_parquet, parse_parquet
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedFormat
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 NPY_MAGIC = b"\x93NUMPY"
 PICKLE_EXTENSIONS = (".pkl", ".pickle", ".pt", ".pth", ".joblib")
-ACCEPTED = "an .npz (arrays x, y and optionally x_test, y_test) or a .csv with a 'label' column"
+ACCEPTED = ("an .npz (arrays x, y and optionally x_test, y_test), a .csv or Parquet file with a 'label' "
+            "column, or a .zip of image folders (class_name/image.png)")
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class LabelledArrays:
 
 @dataclass(frozen=True)
 class ParsedUpload:
-    format: str  # "npz" | "csv"
+    format: str  # "npz" | "csv" | "images" | "parquet"
     sha256: str  # of the uploaded bytes
     samples: LabelledArrays  # x, y (or the csv rows)
     test: LabelledArrays | None  # x_test, y_test when the upload brings its own test split
@@ -90,14 +94,23 @@ def sorted_labels(y: np.ndarray) -> list:
 # ---------------------------------------------------------------------------- parsing
 
 
-def parse_upload(filename: str | None, content: bytes, limits: Limits) -> ParsedUpload:
-    """Detect the format from the bytes (the file name only breaks ties) and parse it."""
+def parse_upload(filename: str | None, content: bytes, limits: Limits,
+                 input_shape: tuple[int, ...] | None = None) -> ParsedUpload:
+    """Detect the format from the bytes (the file name only breaks ties) and parse it. ``input_shape``
+    is the model's, when it has one: images are converted to its channels."""
     if len(content) > limits.max_bytes:
         raise PayloadTooLarge(f"the upload is {len(content)} bytes; the limit is {limits.max_bytes} bytes")
     if not content:
         raise InvalidInput("the uploaded file is empty")
     name = (filename or "").lower()
     digest = hashlib.sha256(content).hexdigest()
+    if content.startswith(ZIP_MAGIC) and is_image_folder_zip(content):
+        (x, y), test = parse_image_zip(content, limits, input_shape)
+        test = _labelled(*test, "test images", "test labels") if test else None
+        return ParsedUpload("images", digest, _labelled(x, y, "images", "labels"), test)
+    if is_parquet(content):
+        return ParsedUpload("parquet", digest, _labelled(*parse_parquet(content, limits, input_shape), "features",
+                                                         "label"), None)
     if content.startswith(ZIP_MAGIC):
         samples, test = _parse_npz(content, limits)
         return ParsedUpload("npz", digest, samples, test)
@@ -105,8 +118,11 @@ def parse_upload(filename: str | None, content: bytes, limits: Limits) -> Parsed
         raise UnsupportedFormat(f"a single .npy array holds no labels; send {ACCEPTED}")
     if content[:1] == b"\x80" or name.endswith(PICKLE_EXTENSIONS):
         raise UnsupportedFormat(f"pickled files are never loaded (they can run code); send {ACCEPTED}")
-    if name.endswith(".npz"):
-        raise UnsupportedFormat(f"{filename!r} is named .npz but is not a zip archive; send {ACCEPTED}")
+    if name.endswith((".npz", ".zip")):
+        raise UnsupportedFormat(f"{filename!r} is named {name[-4:]} but is not a zip archive; send {ACCEPTED}")
+    if name.endswith(".parquet"):
+        raise UnsupportedFormat(f"{filename!r} is named .parquet but is not a whole Parquet file (it needs the PAR1 "
+                                f"marks at both ends); send {ACCEPTED}")
     if name.endswith(".csv") or not name.rpartition(".")[1] or name.endswith(".txt"):
         samples = _parse_csv(content, limits)
         return ParsedUpload("csv", digest, samples, None)
@@ -392,13 +408,14 @@ class ParsedDataset:
 
 
 def parse_dataset(filename: str | None, data: bytes, *, max_bytes: int, max_samples: int,
-                  test_fraction: float, validation_fraction: float, seed: int) -> ParsedDataset:
+                  test_fraction: float, validation_fraction: float, seed: int,
+                  input_shape: tuple[int, ...] | None = None) -> ParsedDataset:
     """Parse, check and split an upload; every failure is a domain error naming the problem."""
     for name, value in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
         if not (math.isfinite(value) and 0.0 < value < 1.0):
             raise InvalidInput(f"{name} must be between 0 and 1 (exclusive), got {value}")
     upload = parse_upload(filename, data, Limits(max_bytes=max_bytes, max_samples=max_samples,
-                                                 max_array_bytes=max(20 * max_bytes, 1 << 20)))
+                                                 max_array_bytes=max(20 * max_bytes, 1 << 20)), input_shape)
     splits = split_dataset(upload, test_fraction=test_fraction, validation_fraction=validation_fraction, seed=seed)
     labels = splits.labels
     index = {label: i for i, label in enumerate(labels)}

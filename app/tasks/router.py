@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 
 from app.deps import SessionDep, SettingsDep, StoreDep, WriteSessionDep
+from app.errors import InvalidInput
 from app.tasks import service
+from app.tasks.references import submit_reference
 from app.tasks.schemas import PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -27,8 +29,11 @@ async def submit_task(
     session: WriteSessionDep,
     settings: SettingsDep,
     store: StoreDep,
-    file: Annotated[UploadFile, File(description=".npz with x, y (optional x_test, y_test), or .csv with a 'label' column")],
     model: Annotated[str, Form(description="model name; created on first use", examples=["digits"])],
+    file: Annotated[UploadFile | None, File(description=".npz with x, y (optional x_test, y_test), .csv or Parquet "
+                                                        "with a 'label' column, or a .zip of image folders")] = None,
+    uri: Annotated[str | None, Form(description="instead of a file: s3://bucket/key or an absolute path under "
+                                                "RETAIN_DATA_ROOTS; a worker reads it", examples=["s3://data/t1.parquet"])] = None,
     name: Annotated[str | None, Form(description="a name for the task", examples=["permuted digits"])] = None,
     architecture: Annotated[str | None, Form(description="mlp (default) | cnn | resnet18; fixed at model creation")] = None,
     architecture_options: Annotated[str | None, Form(description='JSON object, e.g. {"hidden": [100, 100]} or {"alpha": 2, "beta": 1}')] = None,
@@ -46,6 +51,11 @@ async def submit_task(
         ewc_lambda=ewc_lambda, epochs=epochs, batch_size=batch_size, lr=lr, test_fraction=test_fraction,
         validation_fraction=validation_fraction, max_forgetting=max_forgetting,
     )
+    if (file is None) == (uri is None):
+        raise InvalidInput("send the data as a file or as a uri (data by reference)" if file is None
+                           else "send the data as a file or as a uri, not both")
+    if uri is not None:
+        return submit_reference(session, settings, task_request, uri)
     data = await file.read(settings.max_upload_bytes + 1)  # one byte over the limit is enough to refuse it
     return service.submit_task(session, store, settings, task_request, file.filename or "", data)
 

@@ -9,6 +9,8 @@ upload costs nothing) and the model/dataset/task/job rows committed in one trans
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -16,7 +18,7 @@ from app.datasets.parsing import ParsedDataset, parse_dataset
 from app.datasets.storage import store_dataset
 from app.db.tables import Accuracy, Dataset, Job, Model, ModelVersion, Task
 from app.errors import Conflict, InvalidInput, NotFound
-from app.jobs.queue import enqueue
+from app.jobs.queue import UNFINISHED, enqueue
 from app.jobs.status import JobStatus
 from app.learning import ContinualLearner, strategy_class, strategy_names
 from app.registry.service import serving_number, set_serving_version
@@ -24,12 +26,16 @@ from app.tasks.schemas import AccuracyEntry, DatasetOut, PromoteOut, TaskAccurac
 
 
 def submit_task(session: Session, store, settings, request: TaskRequest, filename: str, data: bytes) -> TaskOut:
+    model = session.scalar(select(Model).where(Model.name == request.model))
+    shapeless = model is not None and not model.input_shape  # made by a data reference not (yet) read
+    if shapeless:
+        request = settle_shapeless_model(session, model, request)  # 409 while that reference is still queued
     parsed = parse_dataset(
         filename, data, max_bytes=settings.max_upload_bytes, max_samples=settings.max_upload_samples,
         test_fraction=request.test_fraction, validation_fraction=request.validation_fraction, seed=settings.split_seed,
+        input_shape=tuple(model.input_shape) if model is not None and not shapeless else None,
     )
-    model = session.scalar(select(Model).where(Model.name == request.model))
-    if model is None:
+    if model is None or shapeless:
         check_new_model(request, parsed)
     else:
         check_fits_model(model, request, parsed)
@@ -45,6 +51,8 @@ def submit_task(session: Session, store, settings, request: TaskRequest, filenam
         session.add(model)
     elif request.max_forgetting is not None:
         model.max_forgetting = request.max_forgetting
+    if shapeless:
+        model.input_shape = list(parsed.input_shape)
     dataset = Dataset(
         sha256=parsed.sha256, format=parsed.format, n_train=parsed.n_train, n_validation=parsed.n_validation,
         n_test=parsed.n_test, input_shape=list(parsed.input_shape), labels=parsed.labels,
@@ -70,12 +78,8 @@ def check_new_model(request: TaskRequest, parsed: ParsedDataset) -> None:
     if len(parsed.labels) < 2 or len(set(parsed.splits["train"].label_index.tolist())) < 2:
         raise InvalidInput(f"the first task of a model needs at least two classes; the training data has only "
                            f"{parsed.labels_of('train')[0]!r}")
+    architecture = new_model_architecture(request)
     strategy = strategy_class(request.strategy)
-    architecture = request.architecture or strategy.default_architecture()
-    try:
-        strategy.check_architecture(architecture)  # ccll calibrates conv blocks: cnn or resnet18
-    except ValueError as error:
-        raise InvalidInput(str(error)) from error
     try:  # the library's own checks: options, and the input shape the architecture needs (images for convs)
         ContinualLearner.create(architecture, parsed.input_shape, family=strategy.family,
                                 architecture_options=request.architecture_options)
@@ -84,10 +88,28 @@ def check_new_model(request: TaskRequest, parsed: ParsedDataset) -> None:
                            f"with options {request.architecture_options or {}}: {error}") from error
 
 
+def new_model_architecture(request: TaskRequest) -> str:
+    """The architecture a new model gets, checked against the strategy (ccll calibrates conv blocks)."""
+    strategy = strategy_class(request.strategy)
+    architecture = request.architecture or strategy.default_architecture()
+    try:
+        strategy.check_architecture(architecture)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from error
+    return architecture
+
+
 def check_fits_model(model: Model, request: TaskRequest, parsed: ParsedDataset) -> None:
     if tuple(parsed.input_shape) != tuple(model.input_shape):
         raise InvalidInput(f"model {model.name!r} takes samples of shape {list(model.input_shape)}; "
                            f"this file has samples of shape {list(parsed.input_shape)}")
+    check_request_fits_model(model, request)
+    if strategy_class(model.family).predicts_per_task and len(set(parsed.splits["train"].label_index.tolist())) < 2:
+        raise InvalidInput(f"a {model.family} task needs at least two classes (each task has its own classifier)")
+
+
+def check_request_fits_model(model: Model, request: TaskRequest) -> None:
+    """What a task must share with its model, known before its data is read: architecture, options, family."""
     if request.architecture is not None and request.architecture != model.architecture:
         raise InvalidInput(f"model {model.name!r} is a {model.architecture}; the architecture is fixed when a model is "
                            f"created (asked for {request.architecture})")
@@ -96,8 +118,24 @@ def check_fits_model(model: Model, request: TaskRequest, parsed: ParsedDataset) 
     if strategy_class(request.strategy).family != model.family:
         raise InvalidInput(f"model {model.name!r} is a {model.family} model; strategy {request.strategy} cannot update "
                            f"it ({model.family} models take {' or '.join(strategy_names(model.family))} tasks only)")
-    if strategy_class(model.family).predicts_per_task and len(set(parsed.splits["train"].label_index.tolist())) < 2:
-        raise InvalidInput(f"a {model.family} task needs at least two classes (each task has its own classifier)")
+
+
+def settle_shapeless_model(session: Session, model: Model, request: TaskRequest) -> TaskRequest:
+    """For an upload to a shapeless model: 409 while a reference may still fix its shape; else the
+    request as a first task under the model's own architecture and options.
+
+    A model is *shapeless* when its first task's data is a reference no worker has read yet (its
+    ``input_shape`` is empty until then, see app/updates/reference.py): an upload cannot be checked
+    against a shape that does not exist. Once every such task has failed, the next task is the
+    model's first again, under the architecture, options and family it was created with."""
+    pending = session.scalar(select(Job.id).where(Job.model_id == model.id, Job.status.in_(UNFINISHED))
+                             .order_by(Job.id).limit(1))
+    if pending is not None:
+        raise Conflict(f"model {model.name!r} takes its input shape from its first task, whose data is read by "
+                       f"job {pending} (still queued or running); submit this task once that job has finished, "
+                       "or send it by reference too")
+    check_request_fits_model(model, request)
+    return replace(request, architecture=model.architecture, architecture_options=model.options or None)
 
 
 def get_task_row(session: Session, task_id: int) -> Task:

@@ -39,6 +39,7 @@ from app.registry.versions import load_version
 from app.storage.artifacts import ArtifactRef, ArtifactStore
 from app.updates.gate import GateDecision, forgetting_gate
 from app.updates.lease import LeaseKeeper
+from app.updates.reference import is_unread_reference, read_referenced_dataset
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,12 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
     """Steps 1-5 of the module docstring; returns the job's new status (succeeded | rejected | cancelled)."""
     with session_factory() as session:
         plan = read_plan(session, held, settings.default_max_forgetting)
+    if is_unread_reference(plan.datasets[held.task_id]):  # data by reference: read and stored first
+        keeper.set_phase("read_data", 0.0)
+        if not read_referenced_dataset(session_factory, store, settings, held, plan):
+            raise LeaseLost()
+        with session_factory() as session:
+            plan = read_plan(session, held, settings.default_max_forgetting)
     model, task = plan.model, plan.task
     device = str(resolve_device(settings.device))
     keeper.set_phase("load", 0.0)

@@ -1,0 +1,66 @@
+"""POST /tasks with ``uri`` instead of a file: queue a task whose data a worker reads.
+
+Only the cheap checks run here (app/datasets/references.py: scheme, allowed root, the object
+exists and is within the byte limit; and the request against the model: architecture,
+options, strategy family). The rows are written with the dataset still unread: format
+``reference``, no sha256, counts 0, the source URI as its location. The worker reads,
+validates and stores the data before it trains (app/updates/reference.py) and fills the row
+in; a file that fails there fails the job with the reason and stores nothing. The source
+URI stays on the task as ``hyperparameters["data_uri"]`` (how the task was asked for, next
+to its split fractions), so it is still shown after the row points at the parsed data.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.datasets.references import ReferencePolicy, check_reference
+from app.db.tables import Dataset, Model, Task
+from app.errors import InvalidInput
+from app.jobs.queue import enqueue
+from app.jobs.status import JobStatus
+from app.tasks.schemas import TaskOut, TaskRequest
+from app.learning import strategy_class
+from app.tasks.service import check_request_fits_model, new_model_architecture, task_out
+
+REFERENCE_FORMAT = "reference"  # datasets.format of a row whose data no worker has read yet
+DATA_URI = "data_uri"  # the key in tasks.hyperparameters
+
+
+def check_fractions(request: TaskRequest) -> None:
+    """What parse_dataset would refuse at once, refused at submit instead of in the worker."""
+    for name in ("test_fraction", "validation_fraction"):
+        value = getattr(request, name)
+        if not 0.0 < value < 1.0:
+            raise InvalidInput(f"{name} must be between 0 and 1 (exclusive), got {value}")
+
+
+def submit_reference(session: Session, settings, request: TaskRequest, uri: str) -> TaskOut:
+    check_fractions(request)
+    reference = check_reference(uri, ReferencePolicy.of(settings))
+    model = session.scalar(select(Model).where(Model.name == request.model))
+    if model is None:
+        model = Model(
+            name=request.model, architecture=new_model_architecture(request),
+            family=strategy_class(request.strategy).family,
+            input_shape=[],  # the worker sets it from the data (see settle_shapeless_model in app/tasks/service.py)
+            options=request.architecture_options or {},
+            max_forgetting=request.max_forgetting if request.max_forgetting is not None else settings.default_max_forgetting,
+        )
+        session.add(model)
+    else:
+        check_request_fits_model(model, request)
+        if request.max_forgetting is not None:
+            model.max_forgetting = request.max_forgetting
+    dataset = Dataset(sha256="", format=REFERENCE_FORMAT, n_train=0, n_validation=0, n_test=0, input_shape=[],
+                      labels=[], artifact_uri=reference.uri, artifact_sha256="", artifact_size=reference.size)
+    session.add(dataset)
+    session.flush()
+    task = Task(model_id=model.id, name=request.name, dataset_id=dataset.id, strategy=request.strategy,
+                hyperparameters={**request.hyperparameters(), DATA_URI: reference.uri}, status=JobStatus.QUEUED)
+    session.add(task)
+    session.flush()
+    job = enqueue(session, task, max_attempts=settings.max_attempts)
+    session.commit()
+    return task_out(session, task, job=job, model=model, dataset=dataset)
