@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from app.jobs.status import TERMINAL_STATUSES
+from app.uploads import UploadError, teach_body
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -101,13 +102,16 @@ class RetainClient:
         """GET with query parameters; a parameter given as None is left out."""
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
-    def submit_task(self, path: Path, fields: Mapping[str, Any]) -> dict:
-        """POST /tasks: upload a dataset file as a new task of a model; fields set to None are left out."""
-        form = {key: str(value) for key, value in fields.items() if value is not None}
-        with Path(path).open("rb") as upload:
-            return self.request(
-                "POST", "/tasks", data=form, files={"file": (Path(path).name, upload)}, timeout=600.0
-            )
+    def submit_task(self, source: str | Path, fields: Mapping[str, Any],
+                    progress: Callable[[int, int], None] | None = None) -> dict:
+        """POST /tasks: a dataset file, a folder of image folders (zipped on the fly) or a reference the
+        server reads (s3://, file://) as a new task of a model; fields set to None are left out.
+        ``progress(sent, total)`` follows the bytes of an upload as they go."""
+        try:
+            with teach_body(source, fields, progress) as body:
+                return self.request("POST", "/tasks", **body, timeout=600.0)
+        except UploadError as error:
+            raise ClientError(str(error)) from error
 
     def follow_jobs(self, jobs: Mapping[str, int], on_poll: JobCallback | None = None,
                     poll_seconds: float = 0.5, timeout: float | None = None) -> dict[str, dict]:

@@ -7,11 +7,14 @@ change of look is made in one place and the commands read as the requests they m
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.progress import (
+    BarColumn, DownloadColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TransferSpeedColumn,
+)
 from rich.table import Table
 
 from app.client import ClientError, RetainClient, StoppedFollowing
@@ -79,6 +82,15 @@ def model_family(model: dict) -> str:
 
 
 # -------------------------------------------------------------------- job bars
+
+
+@contextmanager
+def upload_bar(show: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A bar on stderr for the bytes of an upload; gives the ``progress(sent, total)`` callback."""
+    columns = (TextColumn("upload"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=error_console, disable=not show, transient=True) as bar:
+        row = bar.add_task("upload", total=None)
+        yield lambda sent, total: bar.update(row, completed=sent, total=total)
 
 
 def follow_jobs(client: RetainClient, jobs: Mapping[str, int], show: bool = True) -> dict[str, dict]:

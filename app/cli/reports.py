@@ -22,6 +22,7 @@ def register(commands: Subcommands) -> None:
     matrix = add_command(commands, "matrix", "a model's accuracy matrix with average accuracy, BWT and forgetting",
                          json_output=True)
     matrix.add_argument("model")
+    matrix.add_argument("--png", metavar="FILE", help="also write the matrix as a heatmap image (for reports)")
     matrix.set_defaults(handler=run_matrix)
 
 
@@ -35,4 +36,9 @@ def run_accuracy(client: RetainClient, args: argparse.Namespace) -> int:
 
 def run_matrix(client: RetainClient, args: argparse.Namespace) -> int:
     report = client.get(f"/models/{args.model}/accuracy")
+    if args.png:
+        from app.reports import accuracy_heatmap_png  # Pillow, only when asked for
+
+        accuracy_heatmap_png(report, args.png)
+        render.error_console.print(f"heatmap written to {args.png}")
     return print_answer(args, report, lambda report: render.show_matrix(report, title=f"Accuracy matrix of {args.model}"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from app.cli import render
@@ -21,7 +20,9 @@ from app.jobs.status import TERMINAL_STATUSES, JobStatus
 
 def register(commands: Subcommands) -> None:
     teach = add_command(commands, "teach", "upload a dataset as a new task of a model", json_output=True)
-    teach.add_argument("file", help=".npz (x, y, optional x_test, y_test) or .csv with a label column")
+    teach.add_argument("file", help=".npz (x, y, optional x_test, y_test), .csv or .parquet with a label column, "
+                                    "a .zip or folder of image folders (class_name/*.png), or s3://… / file://… "
+                                    "for data the server reads itself")
     teach.add_argument("--model", required=True, help="model name (created on first use)")
     teach.add_argument("--name", required=True, help="task name")
     teach.add_argument("--architecture", help="mlp | cnn | resnet18 (fixed on the model's first task)")
@@ -51,9 +52,6 @@ def register(commands: Subcommands) -> None:
 
 
 def run_teach(client: RetainClient, args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    if not path.is_file():
-        raise ClientError(f"{path} is not a file (expected an .npz with x, y or a .csv with a label column)")
     fields = {
         "model": args.model,
         "name": args.name,
@@ -68,7 +66,8 @@ def run_teach(client: RetainClient, args: argparse.Namespace) -> int:
     }
     if args.option:
         fields["architecture_options"] = json.dumps(parse_options(args.option))
-    submitted = client.submit_task(path, fields)
+    with render.upload_bar(show=not args.json) as progress:
+        submitted = client.submit_task(args.file, fields, progress=progress)
     if not args.follow:
         if args.json:
             render.print_json(submitted)

@@ -237,3 +237,33 @@ def test_ccll_predict_needs_task_and_works_with_it(capsys, server, task_files, t
     model = next(m for m in json.loads(out) if m["name"] == "cli-ccll")
     family = model.get("family", model.get("strategy"))  # the API is renaming "strategy" to "family"
     assert (family, model["architecture"], model["options"]) == ("ccll", "cnn", {"alpha": 2})
+
+
+def test_teach_a_folder_of_image_folders_then_matrix_png(capsys, server, tmp_path):
+    """A folder in torchvision's ImageFolder layout is zipped on the fly and learnt; the matrix renders as a PNG."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for label in (3, 7):
+        folder = tmp_path / "shapes" / f"class{label}"
+        folder.mkdir(parents=True)
+        for i in np.flatnonzero(digits.target == label)[:40]:
+            Image.fromarray((digits.images[i] * 16).astype(np.uint8), "L").save(folder / f"{i}.png")
+    code, out, err = run_cli(capsys, server, "teach", str(tmp_path / "shapes"), "--model", "cli-images",
+                             "--name", "folders", "--follow", *FAST)
+    assert code == 0, err
+    assert "model cli-images version 1" in out
+    model = json.loads(run_script("models", "--json", url=server.url).stdout)
+    assert [m["input_shape"] for m in model if m["name"] == "cli-images"] == [[1, 8, 8]]
+
+    png = tmp_path / "matrix.png"
+    code, out, err = run_cli(capsys, server, "matrix", "cli-images", "--png", str(png))
+    assert code == 0, err
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.width > 50 and image.height > 20
+
+
+def test_teach_a_missing_path_says_what_it_expected(capsys, server, tmp_path):
+    code, out, err = run_cli(capsys, server, "teach", str(tmp_path / "nothing-here"), "--model", "m", "--name", "x")
+    assert code == 1 and "neither a file nor a folder" in err
