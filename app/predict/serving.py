@@ -1,0 +1,103 @@
+"""Which version a request serves, known without SQL on each request, in every API replica.
+
+Resolving ``(model name, version number or None)`` used to cost two queries per prediction.
+Versions never change once stored, so ``(model, number)`` lookups are cached for good; only the
+serving alias moves (promotion, rollback, roll forward). Every such move goes through
+``registry.service.set_serving_version``, which inserts one ``alias_changes`` row, so the largest
+``alias_changes.id`` is a version stamp of all serving aliases. A replica trusts its cached
+aliases for ``serving_check_interval`` seconds, then reads the stamp (one primary-key lookup) and
+drops its aliases when it moved. The replica that made a change knows at once
+(``committed_alias_changes``), so its own next request serves the new alias.
+
+Why a polled stamp and not Postgres LISTEN/NOTIFY: it works the same on SQLite (the embedded
+default), needs no connection held open per replica nor a reconnect/missed-notification story,
+and costs at most one indexed query per interval while requests arrive (none while idle). A
+rollback reaches every replica within the interval plus one request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from app.db.tables import AliasChange, ModelVersion
+from app.errors import NotFound
+from app.registry.service import committed_alias_changes, get_model_by_name, resolve_version
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What serving needs of a model row, detached from any session."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    serving: ModelVersion | None  # None: no version promoted yet
+
+
+class ServingDirectory:
+    """Cached model -> serving version and (model, number) -> version lookups (thread-safe)."""
+
+    def __init__(self, engine: Engine, check_interval: float):
+        self.engine = engine
+        self.check_interval = check_interval
+        self._lock = threading.Lock()
+        self._models: dict[str, ServedModel] = {}
+        self._versions: dict[tuple[str, int], ModelVersion] = {}
+        self._stamp: int | None = None
+        self._checked_at = float("-inf")
+        self._local_changes = committed_alias_changes()
+
+    def cached(self, name: str, number: int | None) -> tuple[ServedModel, ModelVersion] | None:
+        """The answer without touching the database, or None when that needs a query (call `resolve`)."""
+        if self._stale():
+            return None
+        model = self._models.get(name)
+        if model is None:
+            return None
+        version = model.serving if number is None else self._versions.get((name, number))
+        return (model, version) if version is not None else None
+
+    def resolve(self, name: str, number: int | None) -> tuple[ServedModel, ModelVersion]:
+        """The model and the version a request for ``number`` (None: the serving one) uses; NotFound otherwise."""
+        self._check_stamp()
+        model = self._models.get(name)
+        version = None
+        if model is not None:
+            version = model.serving if number is None else self._versions.get((name, number))
+        if version is not None:
+            return model, version
+        with Session(self.engine, expire_on_commit=False) as session:
+            row = get_model_by_name(session, name)
+            serving = session.get(ModelVersion, row.serving_version_id) if row.serving_version_id else None
+            model = ServedModel(name=row.name, input_shape=tuple(row.input_shape or ()), serving=serving)
+            version = resolve_version(session, row, number) if number is not None else serving
+        with self._lock:
+            self._models[name] = model
+            if version is not None:
+                self._versions[(name, version.number)] = version
+        if version is None:
+            raise NotFound(f"model {name!r} has no serving version yet (its first task is still training, "
+                           "or no update was promoted)")
+        return model, version
+
+    def _stale(self) -> bool:
+        return (time.monotonic() - self._checked_at > self.check_interval
+                or committed_alias_changes() != self._local_changes)
+
+    def _check_stamp(self) -> None:
+        if not self._stale():
+            return
+        with self._lock:
+            if not self._stale():
+                return  # another thread just checked
+            now, local_changes = time.monotonic(), committed_alias_changes()
+            with self.engine.connect() as connection:
+                stamp = connection.scalar(select(func.max(AliasChange.id))) or 0
+            if stamp != self._stamp:
+                self._models.clear()  # aliases moved; versions by number stay valid
+                self._stamp = stamp
+            self._checked_at, self._local_changes = now, local_changes
