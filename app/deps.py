@@ -38,7 +38,8 @@ def get_learners(request: Request) -> LearnerCache:
     return request.app.state.serving.learners
 
 
-def get_serving(request: Request) -> Serving:
+async def get_serving(request: Request) -> Serving:
+    """Async: a sync dependency would cost every prediction a hop to the thread pool."""
     return request.app.state.serving
 
 

@@ -37,8 +37,10 @@ INFER_BODY = {"requestBody": {"required": True, "content": {
 
 
 @router.post("/predict", response_model=PredictOut, responses=ERRORS, summary="Predict labels with a model version")
-async def predict(body: PredictIn, serving: ServingDep) -> PredictOut:
-    return await service.predict(serving, body)
+async def predict(body: PredictIn, serving: ServingDep) -> Response:
+    answer = await service.predict(serving, body)
+    # serialised once here: returning the model would have FastAPI validate it again first
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 @oip_router.get("", summary="Server metadata")

@@ -11,14 +11,17 @@ drops its aliases when it moved. The replica that made a change knows at once
 
 Why a polled stamp and not Postgres LISTEN/NOTIFY: it works the same on SQLite (the embedded
 default), needs no connection held open per replica nor a reconnect/missed-notification story,
-and costs at most one indexed query per interval while requests arrive (none while idle). A
-rollback reaches every replica within the interval plus one request.
+and costs at most one indexed query per interval while requests arrive (none while idle). The
+check runs on a background thread while requests go on with the aliases they have (stale while
+revalidate), so no request waits for it: a rollback reaches every replica within the interval
+plus one query.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
@@ -50,11 +53,18 @@ class ServingDirectory:
         self._stamp: int | None = None
         self._checked_at = float("-inf")
         self._local_changes = committed_alias_changes()
+        self._refresher = ThreadPoolExecutor(1, thread_name_prefix="retain-serving-stamp")
+        self._refreshing = False
 
     def cached(self, name: str, number: int | None) -> tuple[ServedModel, ModelVersion] | None:
-        """The answer without touching the database, or None when that needs a query (call `resolve`)."""
-        if self._stale():
+        """The answer without touching the database, or None when that needs a query (call `resolve`).
+        Past the check interval, a stamp check is started in the background and the cached answer
+        still given; after a change made by this process, None."""
+        if committed_alias_changes() != self._local_changes:
             return None
+        if self._stale() and not self._refreshing:
+            self._refreshing = True
+            self._refresher.submit(self._refresh)
         model = self._models.get(name)
         if model is None:
             return None
@@ -83,6 +93,14 @@ class ServingDirectory:
             raise NotFound(f"model {name!r} has no serving version yet (its first task is still training, "
                            "or no update was promoted)")
         return model, version
+
+    def _refresh(self) -> None:
+        try:
+            self._check_stamp()
+        except Exception:  # noqa: BLE001 - the next request's resolve reports an unreachable database
+            self._checked_at = float("-inf")
+        finally:
+            self._refreshing = False
 
     def _stale(self) -> bool:
         return (time.monotonic() - self._checked_at > self.check_interval
