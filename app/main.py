@@ -79,7 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def domain_error(request: Request, error: DomainError) -> JSONResponse:
         return JSONResponse(status_code=error.status_code, content={"detail": error.message})
 
-    for router in (tasks_router, jobs_router, registry_router, predict_router, oip_router, health.router,
+    # Prediction routes first: routes are matched in order, and these are the ones hit at load.
+    for router in (predict_router, oip_router, tasks_router, jobs_router, registry_router, health.router,
                    metrics_router, ui_router):
         app.include_router(router)
     app.add_middleware(HttpMetricsMiddleware)

@@ -7,9 +7,10 @@ Starts, on loopback:
   * a hand-rolled FastAPI + torch endpoint serving the same weights (this script, --serve hand-rolled);
   * the same FastAPI app without a model: the ceiling of FastAPI + uvicorn here (--serve ceiling);
 then drives each with wrk (a Lua script sets the POST body), one sample per request, on 1 and 32
-connections, ``--duration`` seconds each after a short warm-up, and reports p50 / p99 latency and
-req/s for POST /predict, OIP JSON and OIP binary, with ratios to the hand-rolled endpoint and to
-the ceiling. Every server runs with one torch thread, so the comparison is like for like.
+connections, ``--duration`` seconds each after a short warm-up, in ``--repeats`` rounds that
+interleave the endpoints, and reports the median p50 / p99 latency and req/s for POST /predict,
+OIP JSON and OIP binary, with ratios to the hand-rolled endpoint and to the ceiling. Every server
+runs with one torch thread, so the comparison is like for like.
 
     python benchmarks/serving.py --json benchmarks/results/serving.json
 
@@ -22,6 +23,7 @@ import argparse
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -169,6 +171,13 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict:
                       + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0)}
 
 
+def median_run(rows: list[dict]) -> dict:
+    """The median of each figure over the rounds (errors summed)."""
+    return {"connections": rows[0]["connections"], "rounds": len(rows),
+            "requests": sum(r["requests"] for r in rows), "errors": sum(r["errors"] for r in rows),
+            **{key: statistics.median(r[key] for r in rows) for key in ("req_per_s", "p50_ms", "p99_ms")}}
+
+
 def bodies(sample: np.ndarray) -> dict[str, tuple[str, bytes, dict[str, str]]]:
     """endpoint label -> (path, body, headers) of one-sample requests."""
     values = sample.tolist()
@@ -192,6 +201,7 @@ def bodies(sample: np.ndarray) -> dict[str, tuple[str, bytes, dict[str, str]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds of wrk per endpoint and concurrency")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all endpoints; medians are reported")
     parser.add_argument("--json", help="write the results here (e.g. benchmarks/results/serving.json)")
     parser.add_argument("--serve", choices=["hand-rolled", "ceiling"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -214,16 +224,22 @@ def main() -> None:
             for kind in ("hand-rolled", "ceiling"):
                 process, urls[kind] = start_comparison(kind, work / "service", work / f"{kind}.log")
                 processes.append(process)
+            targets = {}
             for label, (route, body, headers) in bodies(sample).items():
                 base = urls["retain" if label.startswith("retain") else
                             "hand-rolled" if label.startswith("hand") else "ceiling"]
-                script = wrk_script(work, re.sub(r"\W+", "_", label), body, headers)
-                run_wrk(base + route, script, 4, 1)  # warm-up: loads, caches, JIT-free but cold paths
-                results[label] = [run_wrk(base + route, script, c, args.duration) for c in CONNECTIONS]
-                for row in results[label]:
-                    console.print(f"{label:30} c={row['connections']:<3} p50 {row['p50_ms']:.2f} ms  "
-                                  f"p99 {row['p99_ms']:.2f} ms  {row['req_per_s']:.0f} req/s  "
-                                  f"errors {row['errors']}")
+                targets[label] = (base + route, wrk_script(work, re.sub(r"\W+", "_", label), body, headers))
+                run_wrk(*targets[label], 4, 1)  # warm-up: the learner load, first forwards
+            runs = {label: {c: [] for c in CONNECTIONS} for label in targets}
+            for round_ in range(args.repeats):  # rounds interleave the endpoints: load from elsewhere hits all
+                for label, (url, script) in targets.items():
+                    for c in CONNECTIONS:
+                        row = run_wrk(url, script, c, args.duration)
+                        runs[label][c].append(row)
+                        console.print(f"round {round_ + 1} {label:30} c={c:<3} p50 {row['p50_ms']:.2f} ms  "
+                                      f"p99 {row['p99_ms']:.2f} ms  {row['req_per_s']:.0f} req/s  "
+                                      f"errors {row['errors']}")
+            results = {label: [median_run(runs[label][c]) for c in CONNECTIONS] for label in targets}
         finally:
             for process in processes:
                 process.terminate()
@@ -255,7 +271,8 @@ def report(results: dict, args) -> None:
     for target, met in targets.items():
         console.print(f"{'met    ' if met else 'NOT met'}  {target}")
     if args.json:
-        write_json(args.json, {"benchmark": "serving", "duration_s": args.duration, "results": results,
+        write_json(args.json, {"benchmark": "serving", "duration_s": args.duration, "repeats": args.repeats,
+                               "results": results,
                                "targets": targets})
 
 

@@ -43,6 +43,14 @@ async def predict(body: PredictIn, serving: ServingDep) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
+@oip_router.post("/models/{name}/infer", response_model=InferOut, responses=OIP_ERRORS, openapi_extra=INFER_BODY,
+                 summary="Inference with the serving version (JSON or binary tensor data)")
+@oip_router.post("/models/{name}/versions/{version}/infer", response_model=InferOut, responses=OIP_ERRORS,
+                 openapi_extra=INFER_BODY, summary="Inference with one version (JSON or binary tensor data)")
+async def infer(name: str, request: Request, serving: ServingDep, version: str | None = None) -> Response:
+    return await service.infer(serving, name, version, await request.body(), request.headers)
+
+
 @oip_router.get("", summary="Server metadata")
 async def server_metadata(request: Request) -> dict:
     return {"name": "retain", "version": request.app.version, "extensions": ["binary_tensor_data"]}
@@ -74,11 +82,3 @@ def model_ready(name: str, serving: ServingDep, version: str | None = None) -> d
                 summary="Model version metadata")
 def model_metadata(name: str, session: SessionDep, version: str | None = None) -> ModelMetadataOut:
     return service.model_metadata_v2(session, name, version)
-
-
-@oip_router.post("/models/{name}/infer", response_model=InferOut, responses=OIP_ERRORS, openapi_extra=INFER_BODY,
-                 summary="Inference with the serving version (JSON or binary tensor data)")
-@oip_router.post("/models/{name}/versions/{version}/infer", response_model=InferOut, responses=OIP_ERRORS,
-                 openapi_extra=INFER_BODY, summary="Inference with one version (JSON or binary tensor data)")
-async def infer(name: str, request: Request, serving: ServingDep, version: str | None = None) -> Response:
-    return await service.infer(serving, name, version, await request.body(), request.headers)

@@ -53,6 +53,8 @@ def test_tritonclient_against_predict(client, api_replica, pmnist_files, teach, 
         assert answer.get_response()["model_version"] == str(reference["model_version"])
         assert np.array_equal(answer.as_numpy("label"), labels)
         assert np.allclose(answer.as_numpy("probability"), probabilities, atol=1e-6)
+    squeezed = infer(oip, samples, request_compression_algorithm="gzip")
+    assert np.array_equal(squeezed.as_numpy("label"), labels)
     whole = infer(oip, samples)  # no outputs named: the client asks for every output, binary
     assert np.array_equal(whole.as_numpy("label"), labels) and whole.as_numpy("top_k_labels") is None
     only = infer(oip, samples, False, outputs=requested(False, "probability"))
