@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if worker is not None:
                 worker.stop()  # a job in training goes back to the queue
             app.state.serving.batcher.shutdown()
+            app.state.serving.directory.close()
 
     app = FastAPI(
         title="retain",

@@ -40,7 +40,8 @@ class DynamicBatcher:
     def __init__(self, *, threads: int, max_batch_size: int, max_queue_delay: float):
         self.max_batch_size = max_batch_size
         self.max_queue_delay = max_queue_delay
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="retain-serving")
+        self.threads = threads
+        self._executor: ThreadPoolExecutor | None = None  # made on first use, again after a shutdown
         self._queues: dict[Hashable, deque[Pending]] = {}
 
     async def predict(self, key: Hashable, learner: ContinualLearner, model_name: str, task_key: str | None,
@@ -70,8 +71,8 @@ class DynamicBatcher:
                     size += len(queue[0].samples)
                     batch.append(queue.popleft())
                 try:
-                    results = await loop.run_in_executor(self._executor, run_batch, learner, model_name, task_key,
-                                                         batch)
+                    results = await loop.run_in_executor(self.executor(), run_batch, learner, model_name,
+                                                         task_key, batch)
                 except BaseException as error:  # noqa: BLE001 - cancelled loop or executor shut down
                     results = [error] * len(batch)
                 for item, result in zip(batch, results):
@@ -87,8 +88,16 @@ class DynamicBatcher:
                 if not item.future.done():
                     item.future.cancel()
 
+    def executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="retain-serving")
+        return self._executor
+
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the serving threads (the app's shutdown); a later prediction starts new ones."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
 
 def run_batch(learner: ContinualLearner, model_name: str, task_key: str | None,

@@ -59,15 +59,15 @@ class ServingDirectory:
         self._stamp: int | None = None
         self._checked_at = float("-inf")
         self._local_changes = committed_alias_changes()
-        self._refresher = ThreadPoolExecutor(1, thread_name_prefix="retain-serving-stamp")
+        self._refresher: ThreadPoolExecutor | None = None  # made on first use, again after close
         self._refreshing = False
         self._stamp_connection = None
         self.check_inline = engine.dialect.name == "sqlite"
 
     def cached(self, name: str, number: int | None) -> tuple[ServedModel, ModelVersion] | None:
         """The answer without touching the database, or None when that needs a query (call `resolve`).
-        Past the check interval, a stamp check is started in the background and the cached answer
-        still given; after a change made by this process, None."""
+        Past the check interval the stamp is checked (inline on SQLite; else in the background, the
+        cached answer still given); after a change made by this process, None."""
         if committed_alias_changes() != self._local_changes:
             return None
         if self._stale() and not self._refreshing:
@@ -75,7 +75,12 @@ class ServingDirectory:
                 self._refresh()
             else:
                 self._refreshing = True
+                if self._refresher is None:
+                    self._refresher = ThreadPoolExecutor(1, thread_name_prefix="retain-serving-stamp")
                 self._refresher.submit(self._refresh)
+        return self._lookup(name, number)
+
+    def _lookup(self, name: str, number: int | None) -> tuple[ServedModel, ModelVersion] | None:
         model = self._models.get(name)
         if model is None:
             return None
@@ -85,12 +90,9 @@ class ServingDirectory:
     def resolve(self, name: str, number: int | None) -> tuple[ServedModel, ModelVersion]:
         """The model and the version a request for ``number`` (None: the serving one) uses; NotFound otherwise."""
         self._check_stamp()
-        model = self._models.get(name)
-        version = None
-        if model is not None:
-            version = model.serving if number is None else self._versions.get((name, number))
-        if version is not None:
-            return model, version
+        known = self._lookup(name, number)
+        if known is not None:
+            return known
         with Session(self.engine, expire_on_commit=False) as session:
             row = get_model_by_name(session, name)
             serving = session.get(ModelVersion, row.serving_version_id) if row.serving_version_id else None
@@ -104,6 +106,16 @@ class ServingDirectory:
             raise NotFound(f"model {name!r} has no serving version yet (its first task is still training, "
                            "or no update was promoted)")
         return model, version
+
+    def close(self) -> None:
+        """Stop the stamp thread and close its connection (the app's shutdown); usable again after."""
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.shutdown(wait=True)
+        with self._lock:
+            if self._stamp_connection is not None:
+                self._stamp_connection.close()
+                self._stamp_connection = None
 
     def _refresh(self) -> None:
         try:
