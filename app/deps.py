@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.db.session import write_locking
 from app.predict.cache import LearnerCache
+from app.predict.service import Serving
 from app.settings import Settings
 from app.storage.artifacts import ArtifactStore
 
@@ -34,13 +35,19 @@ def get_store(request: Request) -> ArtifactStore:
 
 
 def get_learners(request: Request) -> LearnerCache:
-    return request.app.state.learners
+    return request.app.state.serving.learners
+
+
+async def get_serving(request: Request) -> Serving:
+    """Async: a sync dependency would cost every prediction a hop to the thread pool."""
+    return request.app.state.serving
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 LearnersDep = Annotated[LearnerCache, Depends(get_learners)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
 
 
 def get_session(engine: EngineDep) -> Iterator[Session]:

@@ -1,11 +1,12 @@
-"""/livez (the process answers) and /readyz (the database is reachable and migrated to head)."""
+"""/livez (the process answers) and /readyz (the database is reachable and migrated to head); the
+Open Inference Protocol's /v2/health/* (app/predict/router.py) answer the same questions."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from app.db.migrate import migration_heads
 from app.deps import EngineDep
@@ -28,13 +29,20 @@ def livez() -> Health:
 @router.get("/readyz", response_model=Health, summary="The database is reachable and its schema is at the migration head",
             responses={503: {"description": "not ready", "content": {"application/json": {"example": {"status": "not ready", "detail": "database schema at abc123, head is def456"}}}}})
 def readyz(engine: EngineDep):
+    problem = database_problem(engine)
+    if problem is not None:
+        return JSONResponse(status_code=503, content={"status": "not ready", "detail": problem})
+    return Health(status="ok")
+
+
+def database_problem(engine: Engine) -> str | None:
+    """Why the database cannot serve (unreachable, or not at the migration head), or None."""
     try:
         with engine.connect() as connection:
             current = set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
     except Exception as error:  # any failure to reach or read the database means not ready
-        return JSONResponse(status_code=503, content={"status": "not ready", "detail": f"database unavailable: {error}"})
+        return f"database unavailable: {error}"
     heads = migration_heads()
     if current != heads:
-        return JSONResponse(status_code=503, content={
-            "status": "not ready", "detail": f"database schema at {sorted(current)}, migration head is {sorted(heads)}"})
-    return Health(status="ok")
+        return f"database schema at {sorted(current)}, migration head is {sorted(heads)}"
+    return None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
+import torch
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -21,8 +23,11 @@ from app.errors import DomainError
 from app.jobs.router import router as jobs_router
 from app.metrics.http import HttpMetricsMiddleware
 from app.metrics.router import router as metrics_router
-from app.predict.router import router as predict_router
+from app.predict.batching import DynamicBatcher
 from app.predict.cache import LearnerCache
+from app.predict.router import oip_router, router as predict_router
+from app.predict.serving import ServingDirectory
+from app.predict.service import Serving
 from app.registry.router import router as registry_router
 from app.settings import Settings, get_settings
 from app.storage.artifacts import artifact_store
@@ -41,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # SQLite file is brought to the migration head (a no-op when it already is). Server
             # databases are migrated by the deployment (`alembic upgrade head`, compose's migrate).
             upgrade(settings.database_url)
+        if settings.torch_threads is not None:  # serving and the embedded worker share this process's cores
+            torch.set_num_threads(settings.torch_threads)
         worker = start_embedded_worker(settings) if settings.embedded_worker else None
         app.state.worker = worker
         try:
@@ -48,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if worker is not None:
                 worker.stop()  # a job in training goes back to the queue
+            app.state.serving.batcher.shutdown()
+            app.state.serving.directory.close()
 
     app = FastAPI(
         title="retain",
@@ -59,14 +68,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = get_engine(settings)
     app.state.store = artifact_store(settings)
-    app.state.learners = LearnerCache(capacity=settings.predict_cache_size)
+    app.state.serving = Serving(
+        directory=ServingDirectory(app.state.engine, settings.serving_check_interval),
+        learners=LearnerCache(capacity=settings.predict_cache_size),
+        batcher=DynamicBatcher(threads=settings.serving_threads, max_batch_size=settings.max_batch_size,
+                               max_queue_delay=settings.max_queue_delay),
+        store=app.state.store, max_samples=settings.max_predict_samples,
+    )
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, error: DomainError) -> JSONResponse:
         return JSONResponse(status_code=error.status_code, content={"detail": error.message})
 
-    for router in (tasks_router, jobs_router, registry_router, predict_router, health.router, metrics_router,
-                   ui_router):
+    # Prediction routes first: routes are matched in order, and these are the ones hit at load.
+    for router in (predict_router, oip_router, tasks_router, jobs_router, registry_router, health.router,
+                   metrics_router, ui_router):
         app.include_router(router)
     app.add_middleware(HttpMetricsMiddleware)
     return app

@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     max_upload_samples: int = Field(1_000_000, gt=0, description="most samples in one upload")
     max_predict_samples: int = Field(10_000, gt=0, description="most samples in one prediction request")
     predict_cache_size: int = Field(8, ge=1, description="model versions kept loaded for prediction")
+
+    # Serving (app/predict/batching.py, app/predict/serving.py)
+    serving_threads: int = Field(1, ge=1, description="threads that run forward passes (one batch at a time "
+                                                      "each); torch's intra-op threads per forward are set by "
+                                                      "torch_threads")
+    max_batch_size: int = Field(64, ge=1, description="most samples one forward pass takes when concurrent "
+                                                      "requests for a model version are batched together")
+    max_queue_delay: float = Field(0.0, ge=0, description="seconds a request may wait for more requests to fill "
+                                                          "its batch; 0 (the default, as Triton's) batches only "
+                                                          "what is already waiting")
+    serving_check_interval: float = Field(0.005, ge=0, description="seconds a replica trusts its cached serving "
+                                                                   "versions before checking the alias stamp again")
     split_seed: int = Field(0, description="seed of the train/validation/test split of uploads")
 
     # Data by reference (POST /tasks with uri=...; app/datasets/references.py)

@@ -1,13 +1,16 @@
 """The learners kept loaded for prediction, keyed by version id.
 
 A version's weights never change, so the cache needs no invalidation: a newly promoted
-version is simply a new key, served on the next request without a restart.
+version is simply a new key, served on the next request without a restart. Loads are
+single-flight: many concurrent requests for a version that is not loaded yet load it once,
+the others wait for that load (and share its error, if it fails).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 
 from app.learning import ContinualLearner
 from app.metrics import predict as metrics
@@ -19,6 +22,7 @@ class LearnerCache:
     def __init__(self, capacity: int = 8):
         self.capacity = capacity
         self._learners: OrderedDict[int, ContinualLearner] = OrderedDict()
+        self._loading: dict[int, Future] = {}
         self._lock = threading.Lock()
 
     def get(self, version_id: int, load) -> ContinualLearner:
@@ -27,14 +31,28 @@ class LearnerCache:
                 self._learners.move_to_end(version_id)
                 metrics.cache_hit()
                 return self._learners[version_id]
-        metrics.cache_miss()
-        with metrics.learner_load():
-            learner = load()  # outside the lock: loading can take a while
+            metrics.cache_miss()
+            pending = self._loading.get(version_id)
+            leader = pending is None
+            if leader:
+                pending = self._loading[version_id] = Future()
+        if not leader:
+            return pending.result()  # another request is loading this version: wait for its load
+        try:
+            with metrics.learner_load():
+                learner = load()  # outside the lock: loading can take a while
+        except BaseException as error:
+            with self._lock:
+                del self._loading[version_id]
+            pending.set_exception(error)
+            raise
         with self._lock:
             self._learners[version_id] = learner
             self._learners.move_to_end(version_id)
             while len(self._learners) > self.capacity:
                 self._learners.popitem(last=False)
+            del self._loading[version_id]
+        pending.set_result(learner)
         return learner
 
     def __contains__(self, version_id: int) -> bool:

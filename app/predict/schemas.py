@@ -38,26 +38,14 @@ class PredictOut(BaseModel):
 
 
 class InferTensor(BaseModel):
-    """One tensor of the Open Inference Protocol v2 (KServe) body."""
+    """One output tensor of the Open Inference Protocol v2 (KServe) JSON answer (app/predict/oip.py
+    reads and writes the protocol's bodies; these schemas document them)."""
 
     name: str
     shape: list[int]
     datatype: str
     data: list[Any]
     parameters: dict[str, Any] | None = None
-
-
-class InferIn(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "req-1",
-        "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [0.0, 0.5, 1.0, 0.25]}],
-        "parameters": {"task_id": 4, "top_k": 1},
-    }]})
-
-    id: str | None = None
-    inputs: list[InferTensor] = Field(min_length=1)
-    outputs: list[dict[str, Any]] | None = None
-    parameters: dict[str, Any] | None = Field(None, description="optional task_id, top_k, version")
 
 
 class InferOut(BaseModel):

@@ -1,54 +1,74 @@
-"""Predictions from a stored version: resolve the version, load its learner (cached), run it.
+"""Predictions from a stored version: resolve the version, load its learner (cached), run it batched.
 
-Learners are cached by version id in a small LRU: a version's weights never change, so
-the cache needs no invalidation, and a newly promoted version is simply a new key —
-it is served on the next request, without a restart. Only the weights artifact is
+The request path touches no database while the cached serving aliases are fresh
+(app/predict/serving.py), loads each version once however many requests ask for it at once
+(app/predict/cache.py), and runs the forward pass on a serving thread, batched with the
+concurrent requests for the same version (app/predict/batching.py). Whatever could block — a
+query, a load — runs in the thread pool, never on the event loop. Only the weights artifact is
 loaded: serving never needs the Fisher/anchor snapshot.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from sqlalchemy.orm import Session
+from dataclasses import dataclass
 
-from app.errors import InvalidInput
-from app.learning import ContinualLearner, as_samples
-from app.metrics import predict as metrics
+from fastapi import Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.errors import InvalidInput, PayloadTooLarge
+from app.learning import ContinualLearner, Prediction, as_samples
+from app.predict import oip
+from app.predict.batching import DynamicBatcher
 from app.predict.cache import LearnerCache
-from app.predict.schemas import (
-    InferIn, InferOut, InferTensor, ModelMetadataOut, PredictIn, PredictionOut, PredictOut,
-)
+from app.predict.schemas import ModelMetadataOut, PredictIn, PredictionOut, PredictOut
+from app.predict.serving import ServedModel, ServingDirectory
 from app.registry.service import get_model_by_name, list_versions, resolve_version
 from app.registry.versions import load_version
-
-V2_DATATYPES = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-}
+from app.storage.artifacts import ArtifactStore
 
 
-def predict(session: Session, store, cache: LearnerCache, request: PredictIn, max_samples: int) -> PredictOut:
-    model = get_model_by_name(session, request.model)
-    version = resolve_version(session, model, request.version)
-    if len(request.inputs) > max_samples:
-        raise InvalidInput(f"at most {max_samples} samples per request; got {len(request.inputs)}")
-    try:  # checked before a learner is loaded for it
-        x = as_samples(request.inputs, model.input_shape)
-    except ValueError as error:
-        raise InvalidInput(str(error)) from error
-    learner = cache.get(version.id, lambda: load_version(store, version, with_consolidation=False))
-    task_key = task_key_for(learner, request.task_id)
+@dataclass
+class Serving:
+    """Everything the prediction path holds for the life of the app (one per API process)."""
+
+    directory: ServingDirectory
+    learners: LearnerCache
+    batcher: DynamicBatcher
+    store: ArtifactStore
+    max_samples: int
+
+
+async def run_predictions(serving: Serving, name: str, number: int | None, inputs, task_id: int | None,
+                          top_k: int) -> tuple[int, list[Prediction]]:
+    """The version number that answered and one prediction per sample of ``inputs``."""
+    resolved = serving.directory.cached(name, number) or await run_in_threadpool(serving.directory.resolve, name, number)
+    model, version = resolved
+    samples = checked_samples(model, inputs, serving.max_samples)
+    def load() -> ContinualLearner:
+        return load_version(serving.store, version, with_consolidation=False)
+
+    # a loaded learner is taken inline; a load (artifact reads) runs in the thread pool
+    learner = (serving.learners.get(version.id, load) if version.id in serving.learners else
+               await run_in_threadpool(serving.learners.get, version.id, load))
+    task_key = task_key_for(learner, task_id)
     try:
-        with metrics.inference(model.name, len(x)):
-            predictions = learner.predict(x, task_key=task_key, top_k=request.top_k)
+        predictions = await serving.batcher.predict((version.id, task_key), learner, model.name, task_key,
+                                                    samples, top_k)
     except ValueError as error:
         raise InvalidInput(str(error)) from error
-    return PredictOut(
-        model=model.name, model_version=version.number, task_id=request.task_id,
-        predictions=[PredictionOut(label=p.label, probability=p.probability,
-                                   top_k=p.top_k if request.top_k > 1 else None) for p in predictions],
-    )
+    return version.number, predictions
+
+
+def checked_samples(model: ServedModel, inputs, max_samples: int):
+    """The samples as a float tensor, checked before any learner is loaded for them."""
+    count = len(inputs)
+    if count > max_samples:
+        raise PayloadTooLarge(f"at most {max_samples} samples per request (max_predict_samples); got {count}")
+    try:
+        return as_samples(inputs, model.input_shape)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from error
 
 
 def task_key_for(learner: ContinualLearner, task_id: int | None) -> str | None:
@@ -64,36 +84,48 @@ def task_key_for(learner: ContinualLearner, task_id: int | None) -> str | None:
     return str(task_id)
 
 
-def infer_v2(session: Session, store, cache: LearnerCache, name: str, body: InferIn, max_samples: int) -> InferOut:
-    """Open Inference Protocol v2: the first input tensor holds the samples (row-major data)."""
-    tensor = body.inputs[0]
-    dtype = V2_DATATYPES.get(tensor.datatype.upper())
-    if dtype is None:
-        raise InvalidInput(f"datatype {tensor.datatype!r} is not supported; use one of {', '.join(V2_DATATYPES)}")
-    try:
-        data = np.asarray(tensor.data, dtype=dtype).reshape(-1)
-        samples = data.reshape(tensor.shape)
-    except (ValueError, TypeError) as error:
-        raise InvalidInput(f"input {tensor.name!r}: data does not fit shape {tensor.shape}: {error}") from error
-    parameters = {**(tensor.parameters or {}), **(body.parameters or {})}
-    request = PredictIn(model=name, inputs=samples.tolist(), version=parameters.get("version"),
-                        task_id=parameters.get("task_id"), top_k=int(parameters.get("top_k", 1)))
-    answer = predict(session, store, cache, request, max_samples)
-    labels = [p.label for p in answer.predictions]
-    label_type = "BYTES" if any(isinstance(label, str) for label in labels) else "INT64"
-    n = len(labels)
-    return InferOut(model_name=name, model_version=str(answer.model_version), id=body.id, outputs=[
-        InferTensor(name="label", shape=[n], datatype=label_type, data=labels),
-        InferTensor(name="probability", shape=[n], datatype="FP32", data=[p.probability for p in answer.predictions]),
-    ])
+async def predict(serving: Serving, request: PredictIn) -> PredictOut:
+    number, predictions = await run_predictions(serving, request.model, request.version, request.inputs,
+                                                request.task_id, request.top_k)
+    return PredictOut(
+        model=request.model, model_version=number, task_id=request.task_id,
+        predictions=[PredictionOut(label=p.label, probability=p.probability,
+                                   top_k=p.top_k if request.top_k > 1 else None) for p in predictions],
+    )
 
 
-def model_metadata_v2(session: Session, name: str) -> ModelMetadataOut:
+async def infer(serving: Serving, name: str, version: str | None, body: bytes, headers) -> Response:
+    """Open Inference Protocol v2 inference: the one input tensor holds the samples."""
+    request, samples = oip.read_request(body, headers)
+    number = oip.version_number(version)
+    if number is None:
+        number = oip.integer_option(request, "version")
+    top_k = oip.integer_option(request, "top_k", 1)
+    if not 1 <= top_k <= 1000:
+        raise oip.InvalidRequest(f"parameter 'top_k' must be between 1 and 1000; got {top_k}")
+    answered, predictions = await run_predictions(serving, name, number, samples,
+                                                  oip.integer_option(request, "task_id"), top_k)
+    return oip.infer_response(request, name, answered, predictions, top_k)
+
+
+def model_ready(serving: Serving, name: str, version: str | None) -> dict:
+    """Ready when the version (default: the serving one) exists; NotFound otherwise."""
+    serving.directory.resolve(name, oip.version_number(version))
+    return {"name": name, "ready": True}
+
+
+def model_metadata_v2(session: Session, name: str, version: str | None = None) -> ModelMetadataOut:
     model = get_model_by_name(session, name)
-    versions = [str(v.number) for v in list_versions(session, model.name)]
+    number = oip.version_number(version)
+    if number is not None:
+        resolve_version(session, model, number)
+    versions = [str(v.number) for v in list_versions(session, model.name)] if number is None else [str(number)]
     return ModelMetadataOut(
         name=model.name, versions=versions, platform="pytorch",
         inputs=[{"name": "input-0", "datatype": "FP32", "shape": [-1, *model.input_shape]}],
         outputs=[{"name": "label", "datatype": "INT64", "shape": [-1]},
-                 {"name": "probability", "datatype": "FP32", "shape": [-1]}],
+                 {"name": "probability", "datatype": "FP32", "shape": [-1]},
+                 {"name": "top_k_labels", "datatype": "INT64", "shape": [-1, -1]},
+                 {"name": "top_k_probabilities", "datatype": "FP32", "shape": [-1, -1]}],
     )
+

@@ -7,7 +7,9 @@ version served when.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import itertools
+
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from app.db.tables import Accuracy, AliasChange, Model, ModelVersion, Task
@@ -16,6 +18,28 @@ from app.learning import accuracy_matrix_metrics
 from app.registry.schemas import (
     AccuracyMatrixOut, MatrixCell, MatrixRow, MatrixTask, ModelOut, ParameterCounts, ServingVersionOut, VersionOut,
 )
+
+
+_alias_commits = itertools.count(1)
+_committed_alias_changes = 0
+
+
+def committed_alias_changes() -> int:
+    """Serving-alias changes committed by this process: replicas poll the alias stamp
+    (app/predict/serving.py); this tells the one that made a change at once."""
+    return _committed_alias_changes
+
+
+@event.listens_for(Session, "after_commit")
+def _note_alias_commit(session: Session) -> None:
+    global _committed_alias_changes
+    if session.info.pop("alias_changed", False):
+        _committed_alias_changes = next(_alias_commits)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_alias_change(session: Session) -> None:
+    session.info.pop("alias_changed", None)
 
 
 def get_model_by_name(session: Session, name: str) -> Model:
@@ -148,6 +172,7 @@ def set_serving_version(session: Session, model: Model, version: ModelVersion, r
     session.add(AliasChange(model_id=model.id, from_version_id=model.serving_version_id, to_version_id=version.id,
                             reason=reason))
     model.serving_version_id = version.id
+    session.info["alias_changed"] = True
     return previous
 
 

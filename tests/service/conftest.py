@@ -8,6 +8,7 @@ Fixtures
     wait_for_job      callable ``wait_for_job(job_id, statuses=terminal, timeout=60) -> job``: polls GET /jobs/{id}.
     worker_thread     callable ``worker_thread(settings=None)``: a context manager running the real worker loop in
                       a background thread (as the embedded default runs it), stopped on exit.
+    api_replica       ``host:port`` of a second app on the test database, served by uvicorn in a thread.
 """
 
 import threading
@@ -78,3 +79,32 @@ def worker_thread(settings):
             thread.join(60)
 
     return running
+
+
+@pytest.fixture
+def api_replica(settings):
+    """A second API process's worth of app (its own caches) on the test database, served by uvicorn in a
+    thread on a free loopback port: protocol clients that need ``host:port`` (tritonclient) talk to it,
+    and a change made through ``client`` reaches it only as it would reach another replica. Yields the
+    ``host:port``."""
+    import socket
+
+    import uvicorn
+
+    from app.main import create_app
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the replica did not start"
+        time.sleep(0.02)
+    try:
+        yield "127.0.0.1:%d" % listener.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        listener.close()

@@ -1,0 +1,269 @@
+"""The Open Inference Protocol v2 (KServe v2, as Triton speaks it) over REST: its bodies and errors.
+
+Nothing here knows about models or versions; it turns protocol bodies into numpy samples and
+predictions back into protocol bodies:
+
+* requests are JSON whatever Content-Type the client sends (tritonclient sends none it means);
+  with the binary tensor data extension the JSON header is the first
+  ``Inference-Header-Content-Length`` bytes and each input with ``parameters.binary_data_size``
+  takes its bytes, in input order, from what follows (gzip/deflate bodies are inflated first);
+* outputs are ``label`` and ``probability`` (and ``top_k_labels`` / ``top_k_probabilities``
+  when ``top_k`` > 1); the request's ``outputs`` pick which, each JSON or binary
+  (``parameters.binary_data``), the request parameter ``binary_data_output`` sets the default;
+* errors are typed exceptions mapped once to ``{"error": "..."}`` with the protocol's status,
+  as KServe's ``errors.py`` does; domain errors raised on a protocol route become these in
+  `OIPRoute`, so no route builds an error body.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field, ValidationError
+
+from app.errors import DomainError, NotFound, PayloadTooLarge
+from app.learning import Prediction
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+DATATYPES: dict[str, type] = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}
+OUTPUTS = ("label", "probability", "top_k_labels", "top_k_probabilities")
+RESERVED_PARAMETERS = {"binary_data_output", "task_id", "top_k", "version"}
+
+
+# ------------------------------------------------------------------------------------------- errors
+class InferenceServerError(Exception):
+    """An error of the protocol: answered as ``{"error": message}`` with ``status_code``."""
+
+    status_code = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(InferenceServerError):
+    status_code = 400
+
+
+class ModelNotFound(InferenceServerError):
+    status_code = 404
+
+
+class RequestTooLarge(InferenceServerError):
+    status_code = 413
+
+
+class ServerNotReady(InferenceServerError):
+    status_code = 503
+
+
+def protocol_error(error: DomainError) -> InferenceServerError:
+    """The protocol's error for a domain error: unknown model or version 404, over a limit 413,
+    any other client mistake 400 (the protocol has no 422), the rest 500."""
+    if isinstance(error, NotFound):
+        return ModelNotFound(error.message)
+    if isinstance(error, PayloadTooLarge):
+        return RequestTooLarge(error.message)
+    if 400 <= error.status_code < 500:
+        return InvalidRequest(error.message)
+    return InferenceServerError(error.message)
+
+
+def error_response(error: InferenceServerError) -> JSONResponse:
+    return JSONResponse(status_code=error.status_code, content={"error": error.message})
+
+
+class OIPRoute(APIRoute):
+    """Routes of the protocol: domain and protocol errors raised by their handlers answer in the
+    protocol's error shape (the rest of the API keeps ``{"detail": ...}``)."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def protocol_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except DomainError as error:
+                return error_response(protocol_error(error))
+            except InferenceServerError as error:
+                return error_response(error)
+
+        return protocol_handler
+
+
+# ------------------------------------------------------------------------------------------ requests
+class TensorIn(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any] | None = Field(None, description="row-major values; absent when sent as binary data")
+    parameters: dict[str, Any] | None = None
+
+
+class RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    """The JSON part of an inference request."""
+
+    id: str | None = None
+    inputs: list[TensorIn] = Field(min_length=1)
+    outputs: list[RequestedOutput] | None = None
+    parameters: dict[str, Any] | None = Field(None, description="optional task_id, top_k, version, binary_data_output")
+
+
+def read_request(body: bytes, headers) -> tuple[InferRequest, np.ndarray]:
+    """The request and its samples (the first input tensor as an array of its shape)."""
+    encoding = (headers.get("content-encoding") or "").lower()
+    try:
+        if encoding == "gzip":
+            body = gzip.decompress(body)
+        elif encoding == "deflate":
+            body = zlib.decompress(body)
+    except (OSError, zlib.error) as error:
+        raise InvalidRequest(f"the body is not valid {encoding} data: {error}") from error
+    header_length = headers.get(HEADER_LENGTH.lower())
+    if header_length is None:
+        header, binary = body, b""
+    else:
+        try:
+            length = int(header_length)
+        except ValueError:
+            raise InvalidRequest(f"{HEADER_LENGTH} must be an integer; got {header_length!r}") from None
+        if not 0 <= length <= len(body):
+            raise InvalidRequest(f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes")
+        header, binary = body[:length], body[length:]
+    try:
+        request = InferRequest.model_validate_json(header)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors())
+        raise InvalidRequest(f"not an inference request: {problems}") from None
+    if len(request.inputs) != 1:
+        raise InvalidRequest(f"this model takes one input tensor (its samples); got {len(request.inputs)}")
+    return request, tensor_array(request.inputs[0], binary)
+
+
+def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray:
+    dtype = DATATYPES.get(tensor.datatype.upper())
+    if dtype is None:
+        raise InvalidRequest(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported; "
+                             f"use one of {', '.join(DATATYPES)}")
+    size = (tensor.parameters or {}).get("binary_data_size")
+    try:
+        if size is not None:
+            if int(size) != len(binary):
+                raise InvalidRequest(f"input {tensor.name!r}: binary_data_size is {size}, but {len(binary)} bytes "
+                                     "follow the JSON header")
+            values = np.frombuffer(bytearray(binary), dtype=dtype)  # writable: torch warns on read-only arrays
+        elif tensor.data is None:
+            raise InvalidRequest(f"input {tensor.name!r} has neither data nor parameters.binary_data_size")
+        else:
+            values = np.asarray(tensor.data, dtype=dtype).reshape(-1)
+        return values.reshape(tensor.shape)
+    except (ValueError, TypeError) as error:
+        raise InvalidRequest(f"input {tensor.name!r}: data does not fit shape {tensor.shape} "
+                             f"and datatype {tensor.datatype}: {error}") from error
+
+
+def request_option(request: InferRequest, name: str, default=None):
+    """A request parameter (``task_id``, ``top_k``, ``version``), or an input's, or ``default``."""
+    for parameters in (request.parameters, request.inputs[0].parameters):
+        if parameters and name in parameters:
+            return parameters[name]
+    return default
+
+
+def integer_option(request: InferRequest, name: str, default: int | None = None) -> int | None:
+    value = request_option(request, name, default)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise InvalidRequest(f"parameter {name!r} must be an integer; got {value!r}")
+
+
+def version_number(version: str | None) -> int | None:
+    """The path's ``{version}``: a positive integer (tritonclient sends strings; "" means the serving one)."""
+    if version is None or version == "":
+        return None
+    if not version.isdigit() or int(version) < 1:
+        raise InvalidRequest(f"model version must be a positive integer; got {version!r}")
+    return int(version)
+
+
+# ----------------------------------------------------------------------------------------- responses
+def label_datatype(labels: Sequence) -> str:
+    return "BYTES" if any(isinstance(label, str) for label in labels) else "INT64"
+
+
+def output_tensors(predictions: list[Prediction], top_k: int) -> dict[str, tuple[str, np.ndarray | list]]:
+    """Every output this request can have: name -> (datatype, values of its shape)."""
+    labels = [p.label for p in predictions]
+    label_type = label_datatype(labels)
+    tensors = {
+        "label": (label_type, np.asarray(labels, dtype=np.int64) if label_type == "INT64" else labels),
+        "probability": ("FP32", np.asarray([p.probability for p in predictions], dtype=np.float32)),
+    }
+    if top_k > 1:
+        ranked_labels = [[label for label, _ in p.top_k] for p in predictions]
+        tensors["top_k_labels"] = (label_type, np.asarray(ranked_labels, dtype=np.int64) if label_type == "INT64"
+                                   else ranked_labels)
+        tensors["top_k_probabilities"] = ("FP32", np.asarray([[q for _, q in p.top_k] for p in predictions],
+                                                              dtype=np.float32))
+    return tensors
+
+
+def encode_bytes(values: list) -> bytes:
+    """BYTES elements as the binary extension lays them out: a 4-byte little-endian length, then the UTF-8."""
+    parts = []
+    for value in np.asarray(values, dtype=object).reshape(-1):
+        data = str(value).encode()
+        parts.append(struct.pack("<I", len(data)) + data)
+    return b"".join(parts)
+
+
+def infer_response(request: InferRequest, model_name: str, model_version: int, predictions: list[Prediction],
+                   top_k: int) -> Response:
+    """The response body: JSON, or a JSON header followed by the binary outputs."""
+    tensors = output_tensors(predictions, top_k)
+    binary_default = bool(request_option(request, "binary_data_output", False))
+    wanted = request.outputs if request.outputs is not None else [RequestedOutput(name=n) for n in tensors]
+    outputs, blobs = [], []
+    for output in wanted:
+        if output.name not in tensors:
+            extra = "" if top_k > 1 else " (top_k_* need the parameter top_k > 1)"
+            raise InvalidRequest(f"unknown output {output.name!r}; this request has {', '.join(tensors)}{extra}")
+        datatype, values = tensors[output.name]
+        shape = list(np.shape(values)) if datatype != "BYTES" else [len(values), *np.shape(values[0])[:1]]
+        entry: dict[str, Any] = {"name": output.name, "datatype": datatype, "shape": shape}
+        if (output.parameters or {}).get("binary_data", binary_default):
+            blob = encode_bytes(values) if datatype == "BYTES" else np.ascontiguousarray(values).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            flat = np.asarray(values, dtype=object if datatype == "BYTES" else None).reshape(-1)
+            entry["data"] = flat.tolist()
+        outputs.append(entry)
+    body = {"model_name": model_name, "model_version": str(model_version), "outputs": outputs}
+    if request.id is not None:
+        body["id"] = request.id
+    header = json.dumps(body, separators=(",", ":")).encode()
+    if not blobs:
+        return Response(header, media_type="application/json")
+    return Response(b"".join([header, *blobs]), media_type="application/octet-stream",
+                    headers={HEADER_LENGTH: str(len(header))})

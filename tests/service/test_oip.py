@@ -1,0 +1,130 @@
+"""The Open Inference Protocol v2 driven by the official client (tritonclient[http]) over real HTTP:
+health, metadata, readiness, JSON and binary inference, requested outputs, version routes, request
+parameters and the protocol's errors; its predictions must equal POST /predict's."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+def headers() -> dict[str, str]:
+    """What every protocol call sends (an Authorization header goes here); a new dict per call, as
+    tritonclient writes its own headers into the one it is given."""
+    return {}
+
+
+def samples_input(samples: np.ndarray, binary: bool) -> triton.InferInput:
+    tensor = triton.InferInput("input-0", list(samples.shape), "UINT8")
+    tensor.set_data_from_numpy(samples, binary_data=binary)
+    return tensor
+
+
+def infer(client, samples, binary=True, outputs=None, **options):
+    return client.infer("m", [samples_input(samples, binary)], headers=headers(), outputs=outputs, **options)
+
+
+def requested(binary: bool, *names: str):
+    return [triton.InferRequestedOutput(name, binary_data=binary) for name in names]
+
+
+def test_tritonclient_against_predict(client, api_replica, pmnist_files, teach, run_worker_once):
+    for path in pmnist_files:
+        assert teach(path).status_code == 202
+        run_worker_once()
+    samples = np.load(pmnist_files[1])["x_test"][:6]
+    reference = client.post("/predict", json={"model": "m", "inputs": samples.tolist(), "top_k": 3}).json()
+    labels = np.array([p["label"] for p in reference["predictions"]])
+    probabilities = np.array([p["probability"] for p in reference["predictions"]], dtype=np.float32)
+    top_labels = np.array([[label for label, _ in p["top_k"]] for p in reference["predictions"]])
+
+    oip = triton.InferenceServerClient(api_replica)
+    assert oip.is_server_live(headers=headers()) and oip.is_server_ready(headers=headers())
+    assert oip.get_server_metadata(headers=headers())["name"] == "retain"
+    assert oip.is_model_ready("m", headers=headers()) and oip.is_model_ready("m", "1", headers=headers())
+    assert not oip.is_model_ready("m", "7", headers=headers()) and not oip.is_model_ready("nope", headers=headers())
+    assert oip.get_model_metadata("m", headers=headers())["versions"] == ["1", "2"]
+    assert oip.get_model_metadata("m", "1", headers=headers())["versions"] == ["1"]
+
+    for binary in (False, True):
+        answer = infer(oip, samples, binary, outputs=requested(binary, "label", "probability"))
+        assert answer.get_response()["model_version"] == str(reference["model_version"])
+        assert np.array_equal(answer.as_numpy("label"), labels)
+        assert np.allclose(answer.as_numpy("probability"), probabilities, atol=1e-6)
+    squeezed = infer(oip, samples, request_compression_algorithm="gzip")
+    assert np.array_equal(squeezed.as_numpy("label"), labels)
+    whole = infer(oip, samples)  # no outputs named: the client asks for every output, binary
+    assert np.array_equal(whole.as_numpy("label"), labels) and whole.as_numpy("top_k_labels") is None
+    only = infer(oip, samples, False, outputs=requested(False, "probability"))
+    assert only.as_numpy("label") is None and only.as_numpy("probability").shape == (6,)
+    ranked = infer(oip, samples, outputs=requested(True, "top_k_labels"), parameters={"top_k": 3})
+    assert np.array_equal(ranked.as_numpy("top_k_labels"), top_labels)
+
+    pinned = client.post("/predict", json={"model": "m", "inputs": samples.tolist(), "version": 1}).json()
+    first = infer(oip, samples, model_version="1")
+    assert first.get_response()["model_version"] == "1"
+    assert np.array_equal(first.as_numpy("label"), [p["label"] for p in pinned["predictions"]])
+    aware = client.post("/predict", json={"model": "m", "inputs": samples.tolist(), "task_id": 1}).json()
+    assert np.array_equal(infer(oip, samples, parameters={"task_id": 1}).as_numpy("label"),
+                          [p["label"] for p in aware["predictions"]])
+
+    # Errors: the protocol's status and {"error": ...}, read by the client as its exception.
+    for call, status, words in [
+        (lambda: oip.infer("nope", [samples_input(samples, True)], headers=headers()), "404", "does not exist"),
+        (lambda: infer(oip, samples, model_version="9"), "404", "no version 9"),
+        (lambda: infer(oip, samples[:, :, :5]), "400", "shape"),
+        (lambda: infer(oip, samples, outputs=requested(True, "logits")), "400", "unknown output 'logits'"),
+        (lambda: infer(oip, samples, parameters={"task_id": 9}), "400", "task 9 was not learnt"),
+        (lambda: oip.get_model_metadata("nope", headers=headers()), "404", "does not exist"),
+    ]:
+        with pytest.raises(InferenceServerException) as raised:
+            call()
+        assert raised.value.status() == status and words in raised.value.message(), raised.value.message()
+
+    # A rollback through the other replica reaches this one within its serving-version check interval.
+    assert client.put("/models/m/serving-version", json={"version": 1}).status_code == 200
+    deadline = time.monotonic() + 5
+    while infer(oip, samples).get_response()["model_version"] != "1":
+        assert time.monotonic() < deadline, "the rollback never reached the replica"
+        time.sleep(0.01)
+
+
+def test_plain_http_bodies(client, api_replica, pmnist_files, teach, run_worker_once):
+    """What tritonclient never sends: a JSON body under any Content-Type, nested data, bad bodies."""
+    assert teach(pmnist_files[0]).status_code == 202
+    run_worker_once()
+    sample = np.load(pmnist_files[0])["x_test"][:2]
+    body = {"inputs": [{"name": "x", "shape": list(sample.shape), "datatype": "UINT8", "data": sample.tolist()}],
+            "id": "r1"}
+    for content_type in ("application/json", "text/plain", "application/octet-stream"):
+        answer = client.post("/v2/models/m/infer", content=json.dumps(body),
+                             headers={"content-type": content_type})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["id"] == "r1" and answer.json()["outputs"][0]["shape"] == [2]
+    broken = client.post("/v2/models/m/infer", content=b"{not json", headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and "not an inference request" in broken.json()["error"]
+    short = client.post("/v2/models/m/infer", content=b"{}", headers={"Inference-Header-Content-Length": "99"})
+    assert short.status_code == 400 and "Inference-Header-Content-Length" in short.json()["error"]
+    assert client.get("/v2/models/m/versions/x").json() == {"error": "model version must be a positive integer; got 'x'"}
+    assert client.get("/v2/health/live").json() == {"live": True}
+
+
+def test_string_labels_are_bytes_tensors_the_client_decodes():
+    """Labels that are strings go out as BYTES, JSON or binary (4-byte length, then UTF-8)."""
+    from app.learning import Prediction
+    from app.predict.oip import HEADER_LENGTH, InferRequest, infer_response
+
+    predictions = [Prediction(label="cat", probability=0.75, top_k=[("cat", 0.75), ("dög", 0.25)]),
+                   Prediction(label="dög", probability=0.5, top_k=[("dög", 0.5), ("cat", 0.5)])]
+    request = InferRequest.model_validate({"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP32",
+                                                       "data": [0, 1]}],
+                                           "parameters": {"binary_data_output": True}})
+    response = infer_response(request, "m", 3, predictions, top_k=2)
+    result = triton.InferResult.from_response_body(response.body, header_length=int(response.headers[HEADER_LENGTH]))
+    assert result.as_numpy("label").tolist() == [b"cat", "dög".encode()]
+    assert result.as_numpy("top_k_labels").shape == (2, 2)
+    request.parameters = None
+    body = json.loads(infer_response(request, "m", 3, predictions, top_k=2).body)
+    assert body["outputs"][0] == {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["cat", "dög"]}
