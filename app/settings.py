@@ -9,7 +9,7 @@ artifact directory under ``./data`` and a worker thread inside the API process.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -37,7 +37,9 @@ class Settings(BaseSettings):
 
     # Workers
     embedded_worker: bool = Field(True, description="run a worker thread inside the API process")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where workers train: auto = cuda when present")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="where workers train: auto = cuda when present, cuda:K = GPU K (one worker "
+                                    "per GPU on a many-GPU machine)")
     fisher_samples: int = Field(4000, ge=1, description="most training samples an update estimates the Fisher on "
                                                         "(recorded per version); lower it for large conv nets on CPU")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads torch uses in a worker (default: torch's "
