@@ -3,9 +3,13 @@
 1. Read the plan (model, task, parent = the model's serving version) in a short transaction.
 2. Load the parent's learner (weights + consolidation: Fisher and anchors), or create the
    learner on the model's first task; learn the task with the validation split of every
-   learnt task (λ search and the forgetting gate use validation only).
+   learnt task (λ search and the forgetting gate use validation only). Of an old task only
+   its validation and test splits are read (the evaluation payload its manifest lists), not
+   its training data, unless the strategy says it replays old training data.
 3. Evaluate every learnt task on its *test* split (the accuracy table).
-4. Write the artifacts (content-addressed, so a retry rewrites nothing).
+4. Write the artifacts (content-addressed, so a retry rewrites nothing): the weights, this
+   task's evaluation splits and consolidation state, and the version's manifest, which refers
+   to the earlier tasks' artifacts instead of copying them (``app.registry.consolidation``).
 5. ONE transaction: check the lease is still ours, then the version row (+ λ, λ search,
    Fisher recipe, validation numbers), one accuracy row per learnt task, and either
    promote (serving alias) + job succeeded, or — when the forgetting gate trips — keep the
@@ -26,16 +30,18 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.datasets.storage import load_dataset_splits
+from app.datasets.storage import evaluation_payload, load_dataset_splits, splits_from_bytes
 from app.db.session import begin_write
 from app.db.tables import Accuracy, Dataset, Model, ModelVersion, Task
 from app.jobs import queue, state_machine
 from app.jobs.queue import Claim
 from app.jobs.status import JobStatus
 from app.learning import ContinualLearner, Evaluation, TaskData, TrainConfig, TrainingStopped, UpdateResult
+from app.learning.strategies import strategy_class
 from app.learning.training import resolve_device
 from app.registry.service import set_serving_version
-from app.registry.versions import load_version
+from app.registry.consolidation import write_consolidation
+from app.registry.versions import load_for_update
 from app.storage.artifacts import ArtifactRef, ArtifactStore
 from app.updates.gate import GateDecision, forgetting_gate
 from app.updates.lease import LeaseKeeper
@@ -99,15 +105,18 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
     model, task = plan.model, plan.task
     device = str(resolve_device(settings.device))
     keeper.set_phase("load", 0.0)
-    splits_of = {task.id: load_dataset_splits(store, plan.datasets[task.id].artifact_uri,
-                                              plan.datasets[task.id].artifact_sha256)}
+    current = store.get(plan.datasets[task.id].artifact_uri, plan.datasets[task.id].artifact_sha256)
+    splits_of = {task.id: splits_from_bytes(current)}
+    manifest = None
     if plan.parent is not None:
-        learner = load_version(store, plan.parent, with_consolidation=True)  # Fisher + anchors: it learns on
+        learner, manifest = load_for_update(store, plan.parent)  # Fisher + anchors: it learns on
     else:
         learner = new_learner(model, splits_of[task.id]["train"])
+    evaluation = dict(manifest.evaluation) if manifest is not None else {}
+    whole = getattr(strategy_class(task.strategy or model.family), "reads_old_training_data", False)
     for key in learner.task_keys:
-        dataset = plan.datasets[int(key)]
-        splits_of[int(key)] = load_dataset_splits(store, dataset.artifact_uri, dataset.artifact_sha256)
+        splits_of[int(key)], evaluation[key] = learnt_task_splits(store, plan.datasets[int(key)],
+                                                                  evaluation.get(key), whole)
     learner.to(device)
     learner.ewc.fisher = replace(learner.ewc.fisher, max_samples=settings.fisher_samples)  # this worker's budget
 
@@ -127,12 +136,25 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
                 for task_id, splits in splits_of.items() if len(splits["test"].y) > 0}
     keeper.set_phase("store")
     weights = store.put_tensors(*learner.export_weights())
-    consolidation = store.put_tensors(*learner.export_consolidation())
+    evaluation[str(task.id)] = store.put(evaluation_payload(current))
+    consolidation = write_consolidation(store, learner, manifest, evaluation)
     gate = forgetting_gate(result, plan.max_forgetting)
     with session_factory() as session:
         return commit_update(session, held=held, plan=plan, result=result, weights=weights,
                              consolidation=consolidation, accuracy=accuracy, gate=gate,
                              last_progress=keeper.latest_progress())
+
+
+def learnt_task_splits(store: ArtifactStore, dataset: Dataset, evaluation: ArtifactRef | None,
+                       whole: bool) -> tuple[dict[str, TaskData], ArtifactRef]:
+    """An old task's splits for this update, and the reference of its evaluation payload: that
+    payload alone when the parent's manifest lists it, else (a version stored before manifests,
+    or a strategy that replays old training data) the whole dataset, its evaluation payload
+    written once on the way."""
+    if evaluation is not None and not whole:
+        return load_dataset_splits(store, evaluation.uri, evaluation.sha256), evaluation
+    data = store.get(dataset.artifact_uri, dataset.artifact_sha256)
+    return splits_from_bytes(data), evaluation or store.put(evaluation_payload(data))
 
 
 def commit_update(session: Session, *, held: Claim, plan: UpdatePlan, result: UpdateResult, weights: ArtifactRef,
