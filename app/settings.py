@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1, description="CPU threads torch uses in a worker (default: torch's "
                                                               "own, one per core); set cores / workers when "
                                                               "several workers share a machine")
+    max_nproc: int = Field(1, ge=1, description="most processes one update may run on (a task's nproc form field): "
+                                                "data-parallel training and Fisher over torch.distributed, gloo on "
+                                                "CPU, nccl on GPU (rank K on cuda:K); at most the GPUs a worker has")
     poll_interval: float = Field(0.5, gt=0, description="seconds an idle worker waits before looking for work again")
     lease_seconds: float = Field(60.0, gt=0, description="a claimed job is requeued when its worker has not "
                                                          "heartbeated for this long (worker lost)")

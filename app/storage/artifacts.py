@@ -57,6 +57,11 @@ class ArtifactStore:
         self.local = isinstance(self.fs, LocalFileSystem)
         self.fs.makedirs(self.root, exist_ok=True)
 
+    @property
+    def uri_root(self) -> str:
+        """The root as a URL another process (or machine) can open the same store with."""
+        return self.fs.unstrip_protocol(self.root)
+
     def uri_of(self, sha256: str) -> str:
         return self.fs.unstrip_protocol(self._path(sha256))
 
@@ -94,8 +99,7 @@ class ArtifactStore:
     def _fs_of(self, uri: str):
         """The filesystem and path of ``uri``: this store's own (its connection pool, no new
         client per read) when ``uri`` is under its root, else whatever fsspec resolves."""
-        own = self.fs.unstrip_protocol(self.root)
-        if uri.startswith(own + "/"):
+        if uri.startswith(self.uri_root + "/"):
             return self.fs, self.fs._strip_protocol(uri)
         return fsspec.core.url_to_fs(uri)
 
