@@ -5,7 +5,9 @@
    learner on the model's first task; learn the task with the validation split of every
    learnt task (λ search and the forgetting gate use validation only). Of an old task only
    its validation and test splits are read (the evaluation payload its manifest lists), not
-   its training data, unless the strategy says it replays old training data.
+   its training data, unless the strategy says it replays old training data. A task that asks
+   for ``nproc`` > 1 is learnt by that many processes (``app.updates.ranks``); this worker
+   still does steps 4 and 5, once.
 3. Evaluate every learnt task on its *test* split (the accuracy table).
 4. Write the artifacts (content-addressed, so a retry rewrites nothing): the weights, this
    task's evaluation splits and consolidation state, and the version's manifest, which refers
