@@ -15,9 +15,9 @@ validation and test splits); what is split is the work inside the two loops that
   rank the single-process Fisher on the same samples. (Under DDP, squaring gradients that
   were already averaged across ranks, as batch-gradient Fisher estimates do, is wrong twice.)
 
-Since weights are identical everywhere, λ search scores and the accuracy table come out the
-same on every rank with no further coordination; ``agree`` broadcasts rank 0's value where a
-caller wants that guaranteed. Rank 0 alone writes artifacts and commits.
+Since weights are identical everywhere (every rank applies the same all-reduced gradient),
+λ search scores and the accuracy table come out the same on every rank with no further
+coordination, and rank 0's result stands for all (``app.updates.ranks``).
 
 Backends: gloo on CPU, nccl on CUDA (one GPU per rank, ``cuda:{rank}``); ``spawn`` starts the
 ranks with ``torch.multiprocessing``, or run under ``torchrun`` (its ``RANK``/``WORLD_SIZE``/
@@ -99,15 +99,6 @@ def average_gradients(parameters: Sequence[nn.Parameter], n_local: int, n_global
     reduced = _all_reduce_flat([g * weight for g in grads], "gradients")
     for p, g in zip(params, reduced):
         p.grad = g
-
-
-def agree(value):
-    """Rank 0's ``value`` on every rank (any picklable object)."""
-    if not active():
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
 
 
 def backend_for(device: str) -> str:
