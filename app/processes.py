@@ -171,11 +171,13 @@ class ProcessGroup:
         self.cwd = Path(cwd)
         self.processes: dict[str, ManagedProcess] = {}
 
-    def start(self, name: str, *argv: str, **extra_env: str) -> ManagedProcess:
-        """Start `argv` as `name`, with extra_env over the group's environment."""
+    def start(self, name: str, *argv: str, cwd: Path | None = None, **extra_env: str) -> ManagedProcess:
+        """Start `argv` as `name`, with extra_env over the group's environment, in ``cwd`` (default:
+        the group's; a process of its own directory stands in for one on another machine)."""
         if name in self.processes and self.processes[name].running:
             raise ValueError(f"{name} is already running")
-        process = ManagedProcess(argv, self.directory / f"{name}.log", {**self.env, **extra_env}, self.cwd, name)
+        process = ManagedProcess(argv, self.directory / f"{name}.log", {**self.env, **extra_env}, cwd or self.cwd,
+                                 name)
         self.processes[name] = process.start()
         return process
 

@@ -9,7 +9,7 @@ artifact directory under ``./data`` and a worker thread inside the API process.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -37,12 +37,17 @@ class Settings(BaseSettings):
 
     # Workers
     embedded_worker: bool = Field(True, description="run a worker thread inside the API process")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where workers train: auto = cuda when present")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="where workers train: auto = cuda when present, cuda:K = GPU K (one worker "
+                                    "per GPU on a many-GPU machine)")
     fisher_samples: int = Field(4000, ge=1, description="most training samples an update estimates the Fisher on "
                                                         "(recorded per version); lower it for large conv nets on CPU")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads torch uses in a worker (default: torch's "
                                                               "own, one per core); set cores / workers when "
                                                               "several workers share a machine")
+    max_nproc: int = Field(1, ge=1, description="most processes one update may run on (a task's nproc form field): "
+                                                "data-parallel training and Fisher over torch.distributed, gloo on "
+                                                "CPU, nccl on GPU (rank K on cuda:K); at most the GPUs a worker has")
     poll_interval: float = Field(0.5, gt=0, description="seconds an idle worker waits before looking for work again")
     lease_seconds: float = Field(60.0, gt=0, description="a claimed job is requeued when its worker has not "
                                                          "heartbeated for this long (worker lost)")

@@ -31,15 +31,23 @@ Fixtures
                      pmnist-conflict task k as a user would upload it (1x28x28 uint8).
     empty_postgres_url  a new Postgres database with no schema (deployment-style tests migrate it).
     shared_file      callable ``shared_file(*parts) -> Path`` into ../shared/data; skips without it.
+    s3_endpoint      (session) moto's S3 server in its own process on a free loopback port; skips
+                     without moto[server] and s3fs.
+    s3               the standard AWS_* environment pointed at that server (what botocore under
+                     s3fs reads, as a deployment would set it) and an s3fs filesystem on it, with
+                     the bucket ``S3_BUCKET`` created.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -47,6 +55,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+S3_BUCKET = "retain-data"
 POSTGRES_ADMIN_URL = os.environ.get("RETAIN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -308,3 +317,55 @@ def make_job(session_factory):
             return job.id
 
     return make
+
+
+# ---------------------------------------------------------------------------- S3 (moto server)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """moto's S3 server in its own process on a free loopback port."""
+    pytest.importorskip("moto.server", reason="moto is not installed (pip install 'moto[server]')")
+    pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'retain[s3]')")
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"moto server did not start on {endpoint} (see {log.name})")
+            time.sleep(0.2)
+    yield endpoint
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch):
+    """AWS_* environment for the moto server, and an s3fs filesystem with ``S3_BUCKET`` in it."""
+    import s3fs
+
+    for key in [key for key in os.environ if key.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    if not fs.exists(S3_BUCKET):
+        fs.mkdir(S3_BUCKET)
+    return fs

@@ -176,3 +176,22 @@ def test_no_secret_is_baked_into_the_image():
 def test_config_output_is_stable_json_serialisable(config):
     # Guards against YAML features docker-compose v1 and v2 read differently.
     json.dumps(config)
+
+
+def test_the_s3_profile_points_api_and_workers_at_one_bucket_and_adds_minio():
+    result = compose_config("--env-file", str(REPO / "docker" / "s3.env"), "--profile", "s3")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["minio"]["profiles"] == ["s3"] and "ports" not in services["minio"]
+    for name in ("api", "worker", "migrate"):
+        environment = services[name]["environment"]
+        assert environment["RETAIN_ARTIFACT_URI"].startswith("s3://")
+        assert environment["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert environment["AWS_ACCESS_KEY_ID"] == services["minio"]["environment"]["MINIO_ROOT_USER"]
+        assert environment["AWS_SECRET_ACCESS_KEY"] == services["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
+
+
+def test_without_the_s3_settings_no_aws_variable_reaches_the_containers(config):
+    for name in ("api", "worker"):
+        assert all(config["services"][name]["environment"][key] is None
+                   for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))

@@ -6,10 +6,15 @@ uvicorn with the embedded worker off (`api`) and two `python -m workers` process
 (`worker`, scaled to 2) sharing one artifact directory (the volume). The test drives
 it over real HTTP, then stops every process with SIGTERM, as `docker compose stop`
 does, and expects each to exit cleanly.
+
+Past one machine: the same API and two workers, each in a working directory of its own,
+sharing only Postgres and an S3 bucket (moto's server, its own process on loopback; the
+compose `s3` profile), and a second API that only serves, from the same bucket.
 """
 
 import os
 import signal
+import uuid
 import subprocess
 import sys
 import time
@@ -47,6 +52,36 @@ def wait_for_jobs(client: httpx.Client, job_ids: list[int], processes: ProcessGr
     return finished
 
 
+def migrate(env: dict) -> None:
+    """The one-shot `migrate` service."""
+    done = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def teach(client: httpx.Client, path: Path, model: str, name: str) -> dict:
+    with path.open("rb") as upload:
+        answer = client.post("/tasks", data={"model": model, "name": name, "epochs": "2", "ewc_lambda": "100"},
+                             files={"file": (path.name, upload)})
+    assert answer.status_code == 202, answer.text
+    return answer.json()
+
+
+def start_api(processes: ProcessGroup, name: str, **extra) -> str:
+    """uvicorn on port 0 (it binds a free port and logs which: no race with other test runs); its URL."""
+    processes.start(name, sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "0",
+                    **extra)
+    return processes[name].wait_until_answers(lambda: processes[name].search_log(UVICORN_URL), path="/readyz",
+                                              timeout=60)
+
+
+def start_worker(processes: ProcessGroup, name: str, **extra) -> None:
+    # Two CPU workers on a small machine: one math thread each, or their thread pools
+    # fight over the cores and every step slows down many times over.
+    processes.start(name, sys.executable, "-m", "workers", "--device", "cpu", "--poll-interval", "0.2",
+                    OMP_NUM_THREADS="1", **extra)
+
+
 def test_compose_topology_as_processes(empty_postgres_url, small_tasks, tmp_path):
     env = {
         **os.environ,
@@ -54,35 +89,17 @@ def test_compose_topology_as_processes(empty_postgres_url, small_tasks, tmp_path
         "RETAIN_ARTIFACT_URI": str(tmp_path / "artifacts"),  # the shared artifact volume
         "RETAIN_EMBEDDED_WORKER": "false",
     }
-    # migrate: the one-shot service
-    migrate = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    migrate(env)
 
     processes = ProcessGroup(tmp_path, env)
-    # port 0: uvicorn binds a free port and logs which (no race with other test runs)
-    processes.start("api", sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "0")
     for index in (1, 2):
-        # Two CPU workers on a small machine: one math thread each, or their thread pools
-        # fight over the cores and every step slows down many times over.
-        processes.start(f"worker{index}", sys.executable, "-m", "workers", "--device", "cpu", "--poll-interval", "0.2",
-                        OMP_NUM_THREADS="1")
+        start_worker(processes, f"worker{index}")
     try:
-        url = processes["api"].wait_until_answers(lambda: processes["api"].search_log(UVICORN_URL), path="/readyz",
-                                                  timeout=60)
+        url = start_api(processes, "api")
         with httpx.Client(base_url=url, timeout=60) as client:
-            fields = {"epochs": "2", "ewc_lambda": "100"}
-
-            def teach(path: Path, model: str, name: str) -> dict:
-                with path.open("rb") as upload:
-                    answer = client.post("/tasks", data={"model": model, "name": name, **fields},
-                                         files={"file": (path.name, upload)})
-                assert answer.status_code == 202, answer.text
-                return answer.json()
-
-            a0 = teach(small_tasks[0], "topology-a", "task0")
-            a1 = teach(small_tasks[1], "topology-a", "task1")
-            b0 = teach(small_tasks[0], "topology-b", "task0")
+            a0 = teach(client, small_tasks[0], "topology-a", "task0")
+            a1 = teach(client, small_tasks[1], "topology-a", "task1")
+            b0 = teach(client, small_tasks[0], "topology-b", "task0")
             jobs = wait_for_jobs(client, [a0["job_id"], a1["job_id"], b0["job_id"]], processes)
             for job in jobs.values():
                 assert job["status"] in ("succeeded", "rejected"), job
@@ -116,3 +133,53 @@ def test_compose_topology_as_processes(empty_postgres_url, small_tasks, tmp_path
     assert "Application shutdown complete" in processes.log("api")
     for index in (1, 2):
         assert "stopped after" in processes.log(f"worker{index}")
+
+
+def test_api_and_workers_on_separate_machines_share_only_postgres_and_a_bucket(empty_postgres_url, small_tasks,
+                                                                               s3, tmp_path):
+    prefix = f"retain-data/artifacts-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,  # the AWS_* variables the `s3` fixture set: endpoint and credentials, as on every machine
+        "DATABASE_URL": empty_postgres_url,
+        "RETAIN_ARTIFACT_URI": f"s3://{prefix}",
+        "RETAIN_EMBEDDED_WORKER": "false",
+    }
+    migrate(env)
+    machines = {name: tmp_path / name for name in ("api", "worker1", "worker2", "serving")}
+    for directory in machines.values():
+        directory.mkdir()
+    processes = ProcessGroup(tmp_path, env)
+    for name in ("worker1", "worker2"):
+        start_worker(processes, name, cwd=machines[name])
+    try:
+        url = start_api(processes, "api", cwd=machines["api"])
+        with httpx.Client(base_url=url, timeout=60) as client:
+            a0 = teach(client, small_tasks[0], "s3-a", "task0")
+            a1 = teach(client, small_tasks[1], "s3-a", "task1")
+            b0 = teach(client, small_tasks[1], "s3-b", "task0")
+            jobs = wait_for_jobs(client, [a0["job_id"], a1["job_id"], b0["job_id"]], processes)
+            assert all(job["status"] in ("succeeded", "rejected") for job in jobs.values()), jobs
+            versions = client.get("/models/s3-a/versions").json()
+            assert sorted((v["number"], v["task_id"]) for v in versions) == [(1, a0["id"]), (2, a1["id"])]
+            history = client.get(f"/tasks/{a0['id']}/accuracy").json()["history"]
+            assert [entry["after_task_id"] for entry in history] == [a0["id"], a1["id"]]
+            sample = np.load(small_tasks[1])["x_test"][:5].tolist()
+            served_here = client.post("/predict", json={"model": "s3-a", "inputs": sample, "top_k": 2}).json()
+
+        serving_url = start_api(processes, "serving", cwd=machines["serving"])
+        with httpx.Client(base_url=serving_url, timeout=60) as serving:
+            served_there = serving.post("/predict", json={"model": "s3-a", "inputs": sample, "top_k": 2})
+            assert served_there.status_code == 200, served_there.text
+            assert served_there.json()["model_version"] == served_here["model_version"]
+            assert served_there.json()["predictions"] == served_here["predictions"]
+    finally:
+        codes = processes.stop_all()
+    assert codes == {"api": -signal.SIGTERM, "worker1": 0, "worker2": 0, "serving": -signal.SIGTERM}, \
+        f"{codes}\n{processes.logs()}"
+
+    # Every artifact is in the bucket: datasets, weights, consolidation; no process wrote any to its own disk.
+    objects = s3.find(prefix)
+    assert len(objects) >= 3 + 3 and all(path.endswith(".safetensors") for path in objects), objects
+    assert not any(".tmp" in path for path in objects)
+    for name, directory in machines.items():
+        assert not any(directory.rglob("*.safetensors")), f"{name} wrote artifacts locally"

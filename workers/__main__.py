@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -20,10 +21,17 @@ from app.settings import Settings
 from app.updates.loop import default_worker_id, run_worker
 
 
+def device_name(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not auto, cpu, cuda or cuda:K (K a GPU index)")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
-                        help="where to train (default: RETAIN_DEVICE, else auto = cuda when present)")
+    parser.add_argument("--device", type=device_name, metavar="auto|cpu|cuda|cuda:K",
+                        help="where to train (default: RETAIN_DEVICE, else auto = cuda when present); cuda:K "
+                             "is GPU K: start one worker per GPU")
     parser.add_argument("--poll-interval", type=float, metavar="SECONDS",
                         help="wait between polls of an empty queue (default: RETAIN_POLL_INTERVAL, else 0.5)")
     parser.add_argument("--once", action="store_true", help="run at most one job, then exit")

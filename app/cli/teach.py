@@ -36,6 +36,8 @@ def register(commands: Subcommands) -> None:
     teach.add_argument("--test-fraction", type=float, help="test split when the file has no x_test")
     teach.add_argument("--max-forgetting", type=float,
                        help="the model's forgetting gate: largest allowed drop of an old task's validation accuracy")
+    teach.add_argument("--nproc", type=int, help="processes the update runs on (data-parallel; at most the "
+                                                  "server's RETAIN_MAX_NPROC)")
     teach.add_argument("--follow", "-f", action="store_true", help="show a live progress bar until the update ends")
     teach.set_defaults(handler=run_teach)
 
@@ -63,6 +65,7 @@ def run_teach(client: RetainClient, args: argparse.Namespace) -> int:
         "ewc_lambda": args.ewc_lambda,
         "test_fraction": args.test_fraction,
         "max_forgetting": args.max_forgetting,
+        "nproc": args.nproc,
     }
     if args.option:
         fields["architecture_options"] = json.dumps(parse_options(args.option))

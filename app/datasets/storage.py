@@ -3,6 +3,11 @@
 The raw upload is never kept: only the checked arrays of each split (samples as
 uploaded, labels as indices) plus the label vocabulary in the header metadata. The
 worker turns them back into ``TaskData`` with the user's own labels.
+
+Once a task is learnt, later updates need only its validation and test splits (λ search, the
+forgetting gate and the accuracy table), never its training data: ``evaluation_payload`` is the
+same payload with the training split emptied, stored once per task and read instead of the
+whole dataset (``app.registry.consolidation``).
 """
 
 from __future__ import annotations
@@ -57,3 +62,12 @@ def store_dataset(store, dataset: ParsedDataset):
 def load_dataset_splits(store, uri: str, sha256: str | None = None) -> dict[str, TaskData]:
     """The stored splits of one dataset row (``datasets.artifact_uri``), verified against its sha256."""
     return splits_from_bytes(store.get(uri, sha256) if sha256 is not None else store.get(uri))
+
+
+def evaluation_payload(data: bytes) -> bytes:
+    """A stored dataset's payload without its training samples (an empty train split), readable
+    by ``splits_from_bytes`` like any other."""
+    tensors, metadata = from_safetensors_bytes(data)
+    for name in ("train.x", "train.label_index"):
+        tensors[name] = tensors[name][:0]
+    return to_safetensors_bytes(tensors, metadata)

@@ -146,6 +146,19 @@ def release(session: Session, held: Claim, reason: str) -> bool:
     return True
 
 
+def retry_lost(session: Session, held: Claim, reason: str) -> JobStatus | None:
+    """A job whose update lost one of its processes: retried or failed exactly as a job whose
+    worker was lost (``state_machine.expire_lease``); None if it was no longer ours."""
+    begin_write(session)
+    job = lock_owned_job(session, held)
+    if job is None:
+        session.rollback()
+        return None
+    status = state_machine.expire_lease(session, job, reason)
+    session.commit()
+    return status
+
+
 def finish(session: Session, held: Claim, outcome: str, reason: str) -> bool:
     """End a job we still own as failed or cancelled (success goes through the update's own
     transaction); False if the lease was lost meanwhile (then the job is someone else's)."""

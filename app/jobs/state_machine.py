@@ -92,10 +92,10 @@ def cancel(session: Session, job: Job, reason: str) -> None:
     transition(session, job, JobStatus.CANCELLED, error=reason)
 
 
-def expire_lease(session: Session, job: Job) -> JobStatus:
-    """A running job whose worker stopped heartbeating: retry it (attempt + 1), or fail it after
-    ``max_attempts`` tries. Returns the new status."""
-    lost = f"worker {job.lease_owner} stopped renewing its lease (attempt {job.attempt} of {job.max_attempts})"
+def expire_lease(session: Session, job: Job, lost: str | None = None) -> JobStatus:
+    """A running job whose worker stopped heartbeating (or, ``lost``, one of the processes of its
+    update died): retry it (attempt + 1), or fail it after ``max_attempts`` tries. Returns the new status."""
+    lost = f"{lost or f'worker {job.lease_owner} stopped renewing its lease'} (attempt {job.attempt} of {job.max_attempts})"
     if job.attempt >= job.max_attempts:
         transition(session, job, JobStatus.FAILED, error=f"{lost}; no attempts left")
         job.progress = counted(job.progress, LEASE_EXPIRIES)

@@ -40,7 +40,7 @@ def _nothing() -> None:
     """The step hook when there is nothing to consolidate against."""
 
 
-def _pad_to(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+def pad_to(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Zero-pad ``tensor`` along its leading dimension to ``shape`` (a grown head)."""
     if tensor.shape == shape:
         return tensor
@@ -84,7 +84,7 @@ class Consolidation:
         for part in ("fisher", "anchor"):
             for name, tensor in entry[part].items():
                 if name in shapes:
-                    entry[part][name] = _pad_to(tensor, shapes[name])
+                    entry[part][name] = pad_to(tensor, shapes[name])
 
     def match_shapes(self, model: nn.Module) -> None:
         """Zero-pad every stored tensor to the model's current parameter shapes (after a head grows)."""

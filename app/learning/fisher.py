@@ -21,6 +21,10 @@ squares: it underestimates F by about the batch size).
 
 The model is evaluated in eval mode (dropout off, BatchNorm on running statistics) and
 restored to its former mode afterwards.
+
+Across N processes (``app.learning.distributed``) each rank takes a disjoint shard of the
+samples and sums its squared scores; one all_reduce of the sums and the sample count makes the
+mean over every sample: the single-process Fisher on the same samples.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
+
+from app.learning import distributed
 
 Fisher = dict[str, torch.Tensor]
 
@@ -100,11 +106,14 @@ def diagonal_fisher(
         raise ValueError("the empirical Fisher needs the labels y")
     if len(x) == 0:
         raise ValueError("the Fisher needs at least one sample")
+    probe = x[:1]  # a rank's shard may be empty (fewer samples than ranks); the probe never is
+    x, *rest = distributed.shard(x, *([] if y is None else [y]))  # the identity in a single process
+    y = rest[0] if rest else None
     params = _trainable(model)
     buffers = {name: b.detach() for name, b in model.named_buffers()}
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
     with eval_mode(model):
-        linears = _factorable_linears(model, params, x[:1]) if factor_linear else {}
+        linears = _factorable_linears(model, params, probe) if factor_linear else {}
         factored = {f"{name}.{kind}" for name in linears for kind in ("weight", "bias") if f"{name}.{kind}" in params}
         if 2 * sum(params[name].numel() for name in factored) < sum(p.numel() for p in params.values()):
             linears, factored = {}, set()  # a small head: its vmapped gradients cost less than one more pass
@@ -138,7 +147,8 @@ def diagonal_fisher(
                 traced.add_fisher(classes, fisher)
             if on_chunk is not None:
                 on_chunk(min(start + chunk_size, len(x)), len(x))
-    return {name: f / len(x) for name, f in fisher.items()}
+    fisher, n_samples = distributed.all_reduce_sums(fisher, len(x))
+    return {name: f / n_samples for name, f in fisher.items()}
 
 
 class _LinearTrace:

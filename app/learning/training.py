@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.learning import distributed
 from app.learning.config import TrainConfig
 
 
@@ -112,10 +113,15 @@ class Trainer:
             if should_stop is not None and should_stop():
                 raise TrainingStopped("training was asked to stop")
             xb, yb = self._batch()
+            n_batch = len(xb)
+            xb, yb = distributed.shard(xb, yb)  # across N processes: this rank's share of the batch
             self.optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
-                loss = F.cross_entropy(self.forward(xb).float(), yb)
-            loss.backward()
+            loss = torch.zeros((), device=xb.device)
+            if len(xb):  # a rank's share of a last, short batch may be empty: it adds zero gradients
+                with self._autocast():
+                    loss = F.cross_entropy(self.forward(xb).float(), yb)
+                loss.backward()
+            distributed.average_gradients(self.parameters, len(xb), n_batch)  # a no-op in one process
             if self.add_penalty_gradient is not None:
                 self.add_penalty_gradient()
             self.optimizer.step()

@@ -2,10 +2,23 @@
 
 What it holds are safetensors payloads (model weights, consolidation = Fisher + anchors,
 parsed datasets), each stored under its own sha256: the same bytes are stored once, and a
-path can never hold anything but the bytes it is named after. A payload is written under a
-temporary name and renamed into place, so a crash mid-write leaves at most a stray temporary
-file, never a torn artifact; it is verified against its sha256 when read back, so a damaged
-file is refused instead of being served. Workers on other machines read the same URIs.
+path can never hold anything but the bytes it is named after. It is verified against its
+sha256 when read back, so a damaged file is refused instead of being served. Workers on other
+machines read the same URIs.
+
+How a write stays whole depends on the filesystem:
+* local directory: written under a temporary name, fsynced, renamed into place (atomic on POSIX),
+  so a crash mid-write leaves at most a stray temporary file, never a torn artifact;
+* object stores (s3://, gs://, ...): one PUT straight to the content address. An object store
+  has no rename (s3fs "moves" by copy + delete, twice the traffic), and needs none: a PUT is
+  visible whole or not at all, and since a name holds only the bytes it is named after, two
+  writers racing on it write the same bytes. ``put`` first asks for the object's size (one
+  HEAD), so a retry or a second worker rewrites nothing.
+
+Credentials and endpoint for s3:// come from the standard AWS sources that botocore (under
+s3fs, ``pip install 'retain[s3]'``) reads: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` or
+``AWS_PROFILE`` and ``~/.aws/credentials``, ``AWS_DEFAULT_REGION``, and ``AWS_ENDPOINT_URL``
+(or ``endpoint_url`` in ``~/.aws/config``) for an S3-compatible server (MinIO, Ceph, moto).
 """
 
 from __future__ import annotations
@@ -44,6 +57,11 @@ class ArtifactStore:
         self.local = isinstance(self.fs, LocalFileSystem)
         self.fs.makedirs(self.root, exist_ok=True)
 
+    @property
+    def uri_root(self) -> str:
+        """The root as a URL another process (or machine) can open the same store with."""
+        return self.fs.unstrip_protocol(self.root)
+
     def uri_of(self, sha256: str) -> str:
         return self.fs.unstrip_protocol(self._path(sha256))
 
@@ -54,24 +72,41 @@ class ArtifactStore:
         """Store ``data`` (idempotent: an existing intact copy is kept) and return its reference."""
         sha256 = sha256_of(data)
         path = self._path(sha256)
-        if not (self.fs.exists(path) and self.fs.size(path) == len(data)):
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+        if self._stored_size(path) != len(data):
             if self.local:
-                with open(temporary, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
-                os.replace(temporary, path)  # atomic on POSIX
+                self._write_locally(path, data)
             else:
-                self.fs.pipe_file(temporary, data)
-                self.fs.mv(temporary, path)
+                self.fs.pipe_file(path, data)  # one PUT: whole or absent (module docstring)
         return ArtifactRef(uri=self.uri_of(sha256), sha256=sha256, size=len(data))
+
+    def _stored_size(self, path: str) -> int | None:
+        """Size of what ``path`` holds, None when absent: one stat (local) or HEAD (object store)."""
+        try:
+            return int(self.fs.info(path)["size"])
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def _write_locally(path: str, data: bytes) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
+        os.replace(temporary, path)  # atomic on POSIX
+
+    def _fs_of(self, uri: str):
+        """The filesystem and path of ``uri``: this store's own (its connection pool, no new
+        client per read) when ``uri`` is under its root, else whatever fsspec resolves."""
+        if uri.startswith(self.uri_root + "/"):
+            return self.fs, self.fs._strip_protocol(uri)
+        return fsspec.core.url_to_fs(uri)
 
     def get(self, uri: str, sha256: str | None = None) -> bytes:
         """The payload at ``uri``, verified against ``sha256`` (the one recorded with it; by default
         the one in its content-addressed name). Raises ArtifactCorrupt on a mismatch."""
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = self._fs_of(uri)
         expected = sha256 or os.path.basename(path).removesuffix(SUFFIX)
         data = fs.cat_file(path)
         actual = sha256_of(data)
@@ -89,7 +124,7 @@ class ArtifactStore:
         return from_safetensors_bytes(self.get(uri, sha256))
 
     def exists(self, uri: str) -> bool:
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = self._fs_of(uri)
         return fs.exists(path)
 
 

@@ -45,11 +45,14 @@ async def submit_task(
     test_fraction: Annotated[float, Form(description="held out for test when the file has no x_test")] = 0.2,
     validation_fraction: Annotated[float, Form(description="of the training part, for λ search and the forgetting gate")] = 0.1,
     max_forgetting: Annotated[float | None, Form(description="forgetting gate of the model (validation accuracy drop)")] = None,
+    nproc: Annotated[int | None, Form(description="processes the update runs on (data-parallel, torch.distributed); "
+                                                  "at most the max_nproc setting")] = None,
 ) -> TaskOut:
     task_request = TaskRequest.from_form(
         model=model, name=name, architecture=architecture, architecture_options=architecture_options, strategy=strategy,
         ewc_lambda=ewc_lambda, epochs=epochs, batch_size=batch_size, lr=lr, test_fraction=test_fraction,
-        validation_fraction=validation_fraction, max_forgetting=max_forgetting,
+        validation_fraction=validation_fraction, max_forgetting=max_forgetting, nproc=nproc,
+        max_nproc=settings.max_nproc,
     )
     if (file is None) == (uri is None):
         raise InvalidInput("send the data as a file or as a uri (data by reference)" if file is None

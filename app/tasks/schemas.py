@@ -33,11 +33,13 @@ class TaskRequest:
     test_fraction: float
     validation_fraction: float
     max_forgetting: float | None
+    nproc: int | None = None  # processes the update runs on (torch.distributed); None: one
 
     @classmethod
     def from_form(cls, *, model: str, name: str | None, architecture: str | None, architecture_options: str | None,
                   strategy: str, ewc_lambda: str, epochs: int | None, batch_size: int | None, lr: float | None,
-                  test_fraction: float, validation_fraction: float, max_forgetting: float | None) -> "TaskRequest":
+                  test_fraction: float, validation_fraction: float, max_forgetting: float | None,
+                  nproc: int | None = None, max_nproc: int = 1) -> "TaskRequest":
         model = model.strip()
         if not model or len(model) > 100 or "/" in model:
             raise InvalidInput("model must be a non-empty name of at most 100 characters without '/'")
@@ -53,16 +55,19 @@ class TaskRequest:
                 raise InvalidInput(f"architecture_options must be a JSON object: {error}") from error
             if not isinstance(options, dict):
                 raise InvalidInput(f"architecture_options must be a JSON object, got {architecture_options!r}")
+        if nproc is not None and not 1 <= nproc <= max_nproc:
+            raise InvalidInput(f"nproc must be between 1 and {max_nproc} (the max_nproc setting, RETAIN_MAX_NPROC); "
+                               f"got {nproc}")
         return cls(model=model, name=name, architecture=architecture, architecture_options=options,
                    strategy=strategy, ewc_lambda=parse_lambda(ewc_lambda), epochs=positive("epochs", epochs),
                    batch_size=positive("batch_size", batch_size), lr=positive("lr", lr),
                    test_fraction=test_fraction, validation_fraction=validation_fraction,
-                   max_forgetting=unit_interval("max_forgetting", max_forgetting))
+                   max_forgetting=unit_interval("max_forgetting", max_forgetting), nproc=nproc)
 
     def hyperparameters(self) -> dict:
         return {key: value for key, value in {
             "ewc_lambda": self.ewc_lambda, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-            "test_fraction": self.test_fraction, "validation_fraction": self.validation_fraction,
+            "test_fraction": self.test_fraction, "validation_fraction": self.validation_fraction, "nproc": self.nproc,
         }.items() if value is not None}
 
 

@@ -3,9 +3,15 @@
 1. Read the plan (model, task, parent = the model's serving version) in a short transaction.
 2. Load the parent's learner (weights + consolidation: Fisher and anchors), or create the
    learner on the model's first task; learn the task with the validation split of every
-   learnt task (λ search and the forgetting gate use validation only).
+   learnt task (λ search and the forgetting gate use validation only). Of an old task only
+   its validation and test splits are read (the evaluation payload its manifest lists), not
+   its training data, unless the strategy says it replays old training data. A task that asks
+   for ``nproc`` > 1 is learnt by that many processes (``app.updates.ranks``); this worker
+   still does steps 4 and 5, once.
 3. Evaluate every learnt task on its *test* split (the accuracy table).
-4. Write the artifacts (content-addressed, so a retry rewrites nothing).
+4. Write the artifacts (content-addressed, so a retry rewrites nothing): the weights, this
+   task's evaluation splits and consolidation state, and the version's manifest, which refers
+   to the earlier tasks' artifacts instead of copying them (``app.registry.consolidation``).
 5. ONE transaction: check the lease is still ours, then the version row (+ λ, λ search,
    Fisher recipe, validation numbers), one accuracy row per learnt task, and either
    promote (serving alias) + job succeeded, or — when the forgetting gate trips — keep the
@@ -26,25 +32,26 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.datasets.storage import load_dataset_splits
+from app.datasets.storage import evaluation_payload, load_dataset_splits, splits_from_bytes
 from app.db.session import begin_write
 from app.db.tables import Accuracy, Dataset, Model, ModelVersion, Task
 from app.jobs import queue, state_machine
 from app.jobs.queue import Claim
 from app.jobs.status import JobStatus
-from app.learning import ContinualLearner, Evaluation, TaskData, TrainConfig, TrainingStopped, UpdateResult
+from app.learning import ContinualLearner, Evaluation, TaskData, TrainingStopped, UpdateResult
+from app.learning.strategies import strategy_class
 from app.learning.training import resolve_device
 from app.registry.service import set_serving_version
-from app.registry.versions import load_version
+from app.registry.consolidation import write_consolidation
+from app.registry.versions import load_for_update
 from app.storage.artifacts import ArtifactRef, ArtifactStore
 from app.updates.gate import GateDecision, forgetting_gate
+from app.updates.learn import learn_and_evaluate
 from app.updates.lease import LeaseKeeper
+from app.updates.ranks import RankLost, learn_across_processes
 from app.updates.reference import is_unread_reference, read_referenced_dataset
 
 log = logging.getLogger(__name__)
-
-TRAIN_CONFIG_KEYS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "seed")
-
 
 class LeaseLost(Exception):
     """The job's lease expired while we worked on it: another worker owns it now."""
@@ -80,12 +87,6 @@ def new_learner(model: Model, first_task: TaskData) -> ContinualLearner:
                                    architecture_options=model.options or {}, input_scale=input_scale)
 
 
-def train_config_of(task: Task, device: str) -> TrainConfig:
-    hyperparameters = task.hyperparameters or {}
-    return TrainConfig(device=device, **{key: hyperparameters[key] for key in TRAIN_CONFIG_KEYS
-                                          if hyperparameters.get(key) is not None})
-
-
 def run_update(session_factory, store: ArtifactStore, settings, held: Claim, keeper: LeaseKeeper) -> JobStatus:
     """Steps 1-5 of the module docstring; returns the job's new status (succeeded | rejected | cancelled)."""
     with session_factory() as session:
@@ -99,40 +100,58 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
     model, task = plan.model, plan.task
     device = str(resolve_device(settings.device))
     keeper.set_phase("load", 0.0)
-    splits_of = {task.id: load_dataset_splits(store, plan.datasets[task.id].artifact_uri,
-                                              plan.datasets[task.id].artifact_sha256)}
+    current = store.get(plan.datasets[task.id].artifact_uri, plan.datasets[task.id].artifact_sha256)
+    splits_of = {task.id: splits_from_bytes(current)}
+    manifest = None
     if plan.parent is not None:
-        learner = load_version(store, plan.parent, with_consolidation=True)  # Fisher + anchors: it learns on
+        learner, manifest = load_for_update(store, plan.parent)  # Fisher + anchors: it learns on
     else:
         learner = new_learner(model, splits_of[task.id]["train"])
+    evaluation = dict(manifest.evaluation) if manifest is not None else {}
+    whole = getattr(strategy_class(task.strategy or model.family), "reads_old_training_data", False)
+    refs_of = {task.id: (plan.datasets[task.id].artifact_uri, plan.datasets[task.id].artifact_sha256)}
     for key in learner.task_keys:
+        splits_of[int(key)], evaluation[key] = learnt_task_splits(store, plan.datasets[int(key)],
+                                                                  evaluation.get(key), whole)
         dataset = plan.datasets[int(key)]
-        splits_of[int(key)] = load_dataset_splits(store, dataset.artifact_uri, dataset.artifact_sha256)
+        refs_of[int(key)] = ((dataset.artifact_uri, dataset.artifact_sha256) if whole
+                             else (evaluation[key].uri, evaluation[key].sha256))
     learner.to(device)
     learner.ewc.fisher = replace(learner.ewc.fisher, max_samples=settings.fisher_samples)  # this worker's budget
 
-    result = learner.learn_task(
-        str(task.id), splits_of[task.id]["train"], strategy=task.strategy,
-        validation={str(task_id): splits["validation"] for task_id, splits in splits_of.items()
-                    if len(splits["validation"].y) > 0},
-        train_config=train_config_of(task, device), ewc_lambda=(task.hyperparameters or {}).get("ewc_lambda"),
-        progress=keeper.report, should_stop=keeper.should_stop,
-    )
+    nproc = int((task.hyperparameters or {}).get("nproc") or 1)
+    if nproc > 1:  # N processes on this machine (app/updates/ranks.py); they read the splits themselves
+        keeper.set_phase("train", 0.0)
+        learner, result, accuracy = learn_across_processes(learner, nproc, device, store, refs_of, task.id,
+                                                           task.strategy, task.hyperparameters or {},
+                                                           settings.fisher_samples)
+    else:
+        result, accuracy = learn_and_evaluate(learner, task.id, task.strategy, task.hyperparameters, splits_of,
+                                              device, progress=keeper.report, should_stop=keeper.should_stop,
+                                              on_evaluate=lambda: keeper.set_phase("evaluate"))
     if keeper.lease_lost:
         raise LeaseLost()
-
-    keeper.set_phase("evaluate")
-    per_task = learner.predicts_per_task  # scored as the model answers: per task (ccll) or over every label
-    accuracy = {task_id: learner.evaluate(splits["test"], task_key=str(task_id) if per_task else None)
-                for task_id, splits in splits_of.items() if len(splits["test"].y) > 0}
     keeper.set_phase("store")
     weights = store.put_tensors(*learner.export_weights())
-    consolidation = store.put_tensors(*learner.export_consolidation())
+    evaluation[str(task.id)] = store.put(evaluation_payload(current))
+    consolidation = write_consolidation(store, learner, manifest, evaluation)
     gate = forgetting_gate(result, plan.max_forgetting)
     with session_factory() as session:
         return commit_update(session, held=held, plan=plan, result=result, weights=weights,
                              consolidation=consolidation, accuracy=accuracy, gate=gate,
                              last_progress=keeper.latest_progress())
+
+
+def learnt_task_splits(store: ArtifactStore, dataset: Dataset, evaluation: ArtifactRef | None,
+                       whole: bool) -> tuple[dict[str, TaskData], ArtifactRef]:
+    """An old task's splits for this update, and the reference of its evaluation payload: that
+    payload alone when the parent's manifest lists it, else (a version stored before manifests,
+    or a strategy that replays old training data) the whole dataset, its evaluation payload
+    written once on the way."""
+    if evaluation is not None and not whole:
+        return load_dataset_splits(store, evaluation.uri, evaluation.sha256), evaluation
+    data = store.get(dataset.artifact_uri, dataset.artifact_sha256)
+    return splits_from_bytes(data), evaluation or store.put(evaluation_payload(data))
 
 
 def commit_update(session: Session, *, held: Claim, plan: UpdatePlan, result: UpdateResult, weights: ArtifactRef,
@@ -184,6 +203,10 @@ def run_job(session_factory, store: ArtifactStore, settings, held: Claim, shutdo
     with LeaseKeeper(session_factory, held, settings, shutdown) as keeper:
         try:
             return run_update(session_factory, store, settings, held, keeper)
+        except RankLost as lost:  # retried (or failed after its last attempt) as if the worker had been lost
+            log.warning("job %s: %s", held.job_id, lost)
+            with session_factory() as session:
+                return queue.retry_lost(session, held, str(lost))
         except (TrainingStopped, LeaseLost) as stop:
             if isinstance(stop, LeaseLost) or keeper.lease_lost:
                 log.warning("job %s: lease lost; another worker will finish it", held.job_id)

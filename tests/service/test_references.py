@@ -3,18 +3,12 @@ S3-compatible server, moto, in its own process on loopback). The API checks only
 worker reads and validates, and a bad file is a failed job with the reason and nothing stored."""
 
 import hashlib
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
 from data_files import FORM, digits, flat, image_folder_zip, parquet_bytes, stored, zip_bytes
 
-BUCKET = "retain-data"
+BUCKET = "retain-data"  # the bucket the `s3` fixture (tests/conftest.py) creates
 
 
 def table(classes=(0, 1), per_class=40, offset=0) -> bytes:
@@ -160,55 +154,6 @@ def test_a_model_waiting_for_its_first_reference(ref_client, ref_settings, data_
 
 
 # ---------------------------------------------------------------------------- s3 (moto server)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    """moto's S3 server in its own process on a free loopback port."""
-    pytest.importorskip("moto.server", reason="moto is not installed (pip install 'moto[server]')")
-    pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'retain[s3]')")
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"moto server did not start on {endpoint} (see {log.name})")
-            time.sleep(0.2)
-    yield endpoint
-    process.terminate()
-    process.wait(timeout=10)
-    log.close()
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    """AWS_* environment for the moto server (what botocore under s3fs reads), and a bucket."""
-    import s3fs
-
-    for key in [key for key in os.environ if key.startswith("AWS_")]:
-        monkeypatch.delenv(key)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
-    fs = s3fs.S3FileSystem(skip_instance_cache=True)
-    if not fs.exists(BUCKET):
-        fs.mkdir(BUCKET)
-    return fs
 
 
 def test_an_s3_object_is_taught_and_its_sha256_recorded(ref_client, ref_settings, database_url, s3, run_worker_once):

@@ -75,3 +75,21 @@ def test_any_fsspec_url_works(tmp_path):
     assert reference.uri.startswith("memory://")
     assert store.get(reference.uri, reference.sha256) == data
     assert ArtifactStore("memory://retain-test-artifacts").exists(reference.uri)
+
+
+def test_on_s3_an_artifact_is_one_object_at_its_content_address_and_verified_on_read(s3):
+    """moto's S3 server (its own process): no temporary objects (an object store has no rename),
+    a second put writes nothing, and a replaced object is refused on read."""
+    root = f"s3://retain-data/artifacts-{os.getpid()}"  # the `s3` fixture's bucket
+    store = ArtifactStore(root)
+    data = payload(4)
+    reference = store.put(data)
+    assert reference.uri == f"{root}/{reference.sha256[:2]}/{reference.sha256}.safetensors"
+    assert ArtifactStore(root).get(reference.uri, reference.sha256) == data  # a fresh store: another machine
+    modified = s3.info(reference.uri)["LastModified"]
+    assert store.put(data) == reference and s3.info(reference.uri)["LastModified"] == modified
+    assert [path.rsplit("/", 1)[1] for path in s3.find(root)] == [f"{reference.sha256}.safetensors"]
+
+    s3.pipe(reference.uri, payload(5))  # replaced behind the store's back
+    with pytest.raises(ArtifactCorrupt, match="damaged"):
+        ArtifactStore(root).get(reference.uri, reference.sha256)
