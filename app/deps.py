@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,10 @@ def get_store(request: Request) -> ArtifactStore:
 def get_learners(request: Request) -> LearnerCache:
     return request.app.state.learners
 
+
+INT64_MAX = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=INT64_MAX, description="a row id (64-bit)")]
+"""A path id: bounded so that no integer past 64 bits reaches the database."""
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -26,6 +26,7 @@ from app.processes import UVICORN_URL, ProcessGroup
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
+ADMIN_KEY = "retain_topology-test-admin-key-0123456789"
 
 
 @pytest.fixture
@@ -53,6 +54,7 @@ def test_compose_topology_as_processes(empty_postgres_url, small_tasks, tmp_path
         "DATABASE_URL": empty_postgres_url,
         "RETAIN_ARTIFACT_URI": str(tmp_path / "artifacts"),  # the shared artifact volume
         "RETAIN_EMBEDDED_WORKER": "false",
+        "RETAIN_ADMIN_KEY": ADMIN_KEY,  # compose passes it from the environment
     }
     # migrate: the one-shot service
     migrate = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=env,
@@ -70,7 +72,8 @@ def test_compose_topology_as_processes(empty_postgres_url, small_tasks, tmp_path
     try:
         url = processes["api"].wait_until_answers(lambda: processes["api"].search_log(UVICORN_URL), path="/readyz",
                                                   timeout=60)
-        with httpx.Client(base_url=url, timeout=60) as client:
+        assert httpx.get(f"{url}/jobs").status_code == 401
+        with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
             fields = {"epochs": "2", "ewc_lambda": "100"}
 
             def teach(path: Path, model: str, name: str) -> dict:
