@@ -21,7 +21,6 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import health
-from app.auth.deps import document_auth
 from app.auth.keys import bootstrap_admin_key
 from app.auth.router import router as keys_router
 from app.db.migrate import upgrade
@@ -29,6 +28,7 @@ from app.db.session import get_engine
 from app.errors import DomainError
 from app.jobs.router import router as jobs_router
 from app.limits import BodyLimit
+from app.openapi import document_common_answers
 from app.metrics.http import HttpMetricsMiddleware
 from app.metrics.router import router as metrics_router
 from app.predict.router import router as predict_router
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (keys_router, tasks_router, jobs_router, registry_router, predict_router, health.router, metrics_router,
                    ui_router):
         app.include_router(router)
-    document_auth(app)
+    document_common_answers(app)
     app.add_middleware(BodyLimit, settings=settings)  # inside the metrics: refusals are counted too
     app.add_middleware(HttpMetricsMiddleware)
     return app

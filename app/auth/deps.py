@@ -59,21 +59,3 @@ AUTH_RESPONSES = {
           "content": {"application/json": {"example": {
               "detail": "this route needs a key with scope 'admin' or above; key 2 ('ci') has scope 'train'"}}}},
 }
-
-
-def document_auth(app) -> None:
-    """List 401 and 403 among the documented answers of every operation that needs a key: those are
-    the operations FastAPI marks with the bearer security scheme, because they depend on `bearer`."""
-    build = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            schema = build()
-            for operations in schema.get("paths", {}).values():
-                for operation in operations.values():
-                    if isinstance(operation, dict) and operation.get("security"):
-                        for status, answer in AUTH_RESPONSES.items():
-                            operation["responses"].setdefault(str(status), answer)
-        return app.openapi_schema
-
-    app.openapi = openapi

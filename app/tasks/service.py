@@ -30,7 +30,8 @@ QUOTA_RETRY_SECONDS = 30  # a queued update takes seconds to minutes; half a min
 def parse_limits(settings) -> dict:
     """The limits of parse_dataset from the settings, the same for uploads and data read by reference."""
     return dict(max_samples=settings.max_upload_samples, seed=settings.split_seed,
-                max_decoded_bytes=settings.decoded_bytes_limit, max_abs_value=settings.max_abs_value)
+                max_decoded_bytes=settings.decoded_bytes_limit, max_abs_value=settings.max_abs_value,
+                max_labels=settings.max_labels_per_task)
 
 
 def check_admission(session: Session, settings, request: TaskRequest, model: Model | None) -> None:
@@ -47,10 +48,8 @@ def check_admission(session: Session, settings, request: TaskRequest, model: Mod
 
 
 def check_labels(session: Session, settings, model: Model | None, parsed: ParsedDataset) -> None:
-    """Labels per task and per model are capped: the classifier, the split and Fisher grow with them."""
-    if len(parsed.labels) > settings.max_labels_per_task:
-        raise InvalidInput(f"the upload has {len(parsed.labels)} distinct labels; the limit is "
-                           f"{settings.max_labels_per_task} (max_labels_per_task)")
+    """Labels per model are capped (per task, parse_dataset caps them): the classifier, Fisher (one
+    backward pass per class) and every prediction grow with them."""
     if model is None or model.id is None:
         return
     known = {json_label for labels in session.scalars(
