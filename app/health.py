@@ -1,4 +1,6 @@
-"""/livez (the process answers) and /readyz (the database is reachable and migrated to head)."""
+"""/livez (the process answers) and /readyz (the database is reachable and migrated to head, and the
+embedded worker thread, where there is one, is still running: a service that accepts tasks it will
+never train is not ready)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 
 from app.db.migrate import migration_heads
-from app.deps import EngineDep
+from app.deps import EmbeddedWorkerDep, EngineDep
 
 router = APIRouter(tags=["health"])
 
@@ -27,7 +29,7 @@ def livez() -> Health:
 
 @router.get("/readyz", response_model=Health, summary="The database is reachable and its schema is at the migration head",
             responses={503: {"description": "not ready", "content": {"application/json": {"example": {"status": "not ready", "detail": "database schema at abc123, head is def456"}}}}})
-def readyz(engine: EngineDep):
+def readyz(engine: EngineDep, worker: EmbeddedWorkerDep):
     try:
         with engine.connect() as connection:
             current = set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
@@ -37,4 +39,7 @@ def readyz(engine: EngineDep):
     if current != heads:
         return JSONResponse(status_code=503, content={
             "status": "not ready", "detail": f"database schema at {sorted(current)}, migration head is {sorted(heads)}"})
+    if worker is not None and not worker.alive:
+        return JSONResponse(status_code=503, content={
+            "status": "not ready", "detail": "the embedded worker thread has stopped: queued tasks would never train"})
     return Health(status="ok")

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
                                                                 "together (its classifier's width)")
     max_layers: int = Field(16, ge=1, description="most layers in architecture_options (hidden, channels)")
     max_layer_width: int = Field(4096, ge=1, description="widest layer in architecture_options (hidden, channels)")
-    max_epochs: int = Field(200, ge=1, description="most epochs a task may ask for")
+    max_epochs: int = Field(1000, ge=1, description="most epochs a task may ask for")
     max_batch_size: int = Field(8192, ge=1, description="largest batch_size a task may ask for")
     max_queued_per_model: int = Field(100, ge=1, description="most unfinished jobs per model; more are refused "
                                                              "with 429 and Retry-After")
