@@ -98,3 +98,32 @@ def test_readyz_reports_a_stopped_embedded_worker(settings, api_client):
         embedded.app.state.worker.stop()
         answer = embedded.get("/readyz")
         assert answer.status_code == 503 and "embedded worker" in answer.json()["detail"]
+
+
+@pytest.mark.slow
+def test_the_api_process_killed_while_its_embedded_worker_trains_requeues_and_completes_the_job(
+        tmp_path, pmnist_file):
+    """SIGKILL of `retain serve` mid-training (no shutdown at all); a restart on the same data dir finds the job's
+    lease expired, reruns it, and the update lands once."""
+    import httpx
+
+    from app.processes import LocalServer
+
+    env = {"RETAIN_DEVICE": "cpu", "RETAIN_LEASE_SECONDS": "3", "RETAIN_HEARTBEAT_SECONDS": "0.5",
+           "RETAIN_POLL_INTERVAL": "0.1", "RETAIN_PROGRESS_INTERVAL": "0.2"}
+    data_dir = tmp_path / "service"
+    task = pmnist_file(0, n_train=800)
+    with LocalServer(data_dir, extra_env=env) as server:
+        api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.api_key}"}, timeout=30)
+        with task.open("rb") as upload:
+            job_id = api.post("/tasks", data={"model": "k", "epochs": "15", "ewc_lambda": "100"},
+                              files={"file": (task.name, upload)}).json()["job_id"]
+        wait_until(lambda: api.get(f"/jobs/{job_id}").json()["progress"].get("phase") == "train", 120, "training")
+        server.process.kill()
+    with LocalServer(data_dir, extra_env=env) as restarted:
+        api = httpx.Client(base_url=restarted.url, headers={"Authorization": f"Bearer {restarted.api_key}"},
+                           timeout=30)
+        job = wait_until(lambda: (j := api.get(f"/jobs/{job_id}").json())["status"] not in ("queued", "running")
+                         and j, 240, "the rerun")
+        assert job["status"] == "succeeded" and job["attempt"] == 2, job
+        assert [v["task_id"] for v in api.get("/models/k/versions").json()] == [job["task_id"]]
