@@ -37,6 +37,11 @@ def run_worker(settings, stop_event: threading.Event | None = None, once: bool =
     factory = session_factory(settings)
     store = artifact_store(settings)
     worker_id = worker_id or default_worker_id()
+    try:
+        if removed := store.remove_stale_temporaries():
+            log.info("removed %d stale temporary artifact file(s) left by killed writers", removed)
+    except OSError:  # an unreachable store must not stop the worker from starting
+        log.exception("could not look for stale temporary artifact files")
     jobs_run = 0
     while not stop_event.is_set():
         held = None

@@ -75,3 +75,18 @@ def test_any_fsspec_url_works(tmp_path):
     assert reference.uri.startswith("memory://")
     assert store.get(reference.uri, reference.sha256) == data
     assert ArtifactStore("memory://retain-test-artifacts").exists(reference.uri)
+
+
+def test_stale_temporaries_are_removed_and_fresh_ones_kept(store, run_worker_once):
+    import os
+    import time
+    from pathlib import Path
+
+    folder = Path(store.root) / "ab"
+    folder.mkdir(parents=True, exist_ok=True)
+    stale, fresh = folder / "ab12.safetensors.1.tmp", folder / "ab34.safetensors.2.tmp"
+    for path in (stale, fresh):
+        path.write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))  # a writer killed two hours ago
+    run_worker_once()  # a worker starting up cleans the store
+    assert not stale.exists() and fresh.exists()
