@@ -147,3 +147,14 @@ def test_integers_past_64_bits_are_422(client, path):
     assert client.get(path).status_code == 422
     if path.startswith("/jobs/"):
         assert client.post(f"{path}/cancel").status_code == 422
+
+
+def test_labels_per_model_are_capped_across_its_tasks(settings, api_client, database_url):
+    with api_client(settings.model_copy(update={"max_labels_per_model": 3})) as capped:
+        first = capped.post("/tasks", data={"model": "l"}, files={"file": ("d.npz", npz(x=GOOD_X, y=GOOD_Y))})
+        assert first.status_code == 202, first.text
+        before = counts(database_url)
+        more = capped.post("/tasks", data={"model": "l"}, files={"file": ("d.npz", npz(x=GOOD_X, y=GOOD_Y + 2))})
+        assert more.status_code == 422 and "4 distinct labels" in more.json()["detail"]
+        assert "max_labels_per_model" in more.json()["detail"]
+        assert counts(database_url) == before
