@@ -12,6 +12,7 @@ server's code: the client works where only the client is installed.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,6 +24,22 @@ from app.jobs.status import TERMINAL_STATUSES
 from app.uploads import UploadError, teach_body
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_KEY_FILE = Path("data") / "admin.key"
+"""Where `retain serve` on the embedded default writes the admin key it creates on a first start."""
+
+
+def find_api_key(explicit: str | None = None) -> str | None:
+    """The key to send: ``explicit`` (--api-key), else $RETAIN_API_KEY, else the admin key file the
+    server on this machine wrote ($RETAIN_ADMIN_KEY_FILE, default ./data/admin.key), else None."""
+    if explicit:
+        return explicit
+    if os.environ.get("RETAIN_API_KEY"):
+        return os.environ["RETAIN_API_KEY"]
+    path = Path(os.environ.get("RETAIN_ADMIN_KEY_FILE") or DEFAULT_KEY_FILE)
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 JobCallback = Callable[[str, dict], None]
 """Called as ``on_poll(label, job)`` with each job's latest state, every time it is polled."""
@@ -68,9 +85,10 @@ def _validation_issue(item: Any) -> str:
 class RetainClient:
     """One connection to a retain API; use it as a context manager so the connection closes."""
 
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 30.0):
+    def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = 30.0):
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -95,7 +113,9 @@ class RetainClient:
         except httpx.TransportError as exc:
             raise ClientError(f"{method} {self.url}{path} failed: {exc}") from exc
         if response.is_error:
-            raise ClientError(f"{method} {path} failed ({response.status_code}): {server_message(response)}")
+            hint = (" Pass a key with --api-key or RETAIN_API_KEY (the server's first admin key is in its data "
+                    "directory's admin.key)." if response.status_code == 401 else "")
+            raise ClientError(f"{method} {path} failed ({response.status_code}): {server_message(response)}{hint}")
         return response.json() if response.content else None
 
     def get(self, path: str, **params: Any) -> Any:

@@ -206,10 +206,10 @@ def build_tasks(options: DemoOptions, directory: Path, say: Say) -> list[TaskFil
 
 
 def run_in_scratch(options: DemoOptions, url: str | None, say: Say, warn: Say,
-                   follow: FollowJobs = follow_quietly) -> dict:
+                   follow: FollowJobs = follow_quietly, api_key: str | None = None) -> dict:
     """Write the tasks to a temporary directory and run the experiment on `url`, or on a child service.
 
-    On someone's server (a url) the models get fresh names, so earlier runs are left
+    On someone's server (a url, with ``api_key``, a train key) the models get fresh names, so earlier runs are left
     alone. When the experiment fails on the child service, `warn` gets its log's end.
     Raises ClientError, or processes.ServiceStartError when the child never came up.
     """
@@ -217,10 +217,10 @@ def run_in_scratch(options: DemoOptions, url: str | None, say: Say, warn: Say,
         scratch = Path(scratch)
         tasks = build_tasks(options, scratch, say)
         if url is not None:
-            with RetainClient(url) as client:
+            with RetainClient(url, api_key=api_key) as client:
                 return run_experiment(client, tasks, options, time.strftime("-%Y%m%d-%H%M%S"), follow)
         say("Starting the service on the embedded default (SQLite + in-process worker) ...")
-        with LocalServer(scratch / "service") as server, RetainClient(server.url) as client:
+        with LocalServer(scratch / "service") as server, RetainClient(server.url, api_key=server.api_key) as client:
             say(f"  serving at {server.url}")
             try:
                 return run_experiment(client, tasks, options, follow=follow)

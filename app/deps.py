@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -43,7 +43,17 @@ async def get_serving(request: Request) -> Serving:
     return request.app.state.serving
 
 
+INT64_MAX = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=INT64_MAX, description="a row id (64-bit)")]
+"""A path id: bounded so that no integer past 64 bits reaches the database."""
+
+def get_embedded_worker(request: Request):
+    """The embedded worker thread (app/updates/loop.py EmbeddedWorker), or None when there is none."""
+    return getattr(request.app.state, "worker", None)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+EmbeddedWorkerDep = Annotated[object | None, Depends(get_embedded_worker)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 LearnersDep = Annotated[LearnerCache, Depends(get_learners)]

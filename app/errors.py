@@ -9,6 +9,7 @@ class DomainError(Exception):
     """Base class; ``status_code`` is the HTTP status the API answers with."""
 
     status_code = 400
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -29,6 +30,29 @@ class PayloadTooLarge(InvalidInput):
     """Over a configured limit (bytes or samples)."""
 
     status_code = 413
+
+
+class Unauthorized(DomainError):
+    """No API key, or one the service does not know (or revoked)."""
+
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(DomainError):
+    """A valid API key whose scope does not cover the route."""
+
+    status_code = 403
+
+
+class QuotaExceeded(DomainError):
+    """Too much queued work for one model; try again after ``retry_after`` seconds."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class NotFound(DomainError):

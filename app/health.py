@@ -1,5 +1,7 @@
-"""/livez (the process answers) and /readyz (the database is reachable and migrated to head); the
-Open Inference Protocol's /v2/health/* (app/predict/router.py) answer the same questions."""
+"""/livez (the process answers) and /readyz (the database is reachable and migrated to head, and the
+embedded worker thread, where there is one, is still running: a service that accepts tasks it will
+never train is not ready); the Open Inference Protocol's /v2/health/* (app/predict/router.py) answer
+the same questions."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, text
 
 from app.db.migrate import migration_heads
-from app.deps import EngineDep
+from app.deps import EmbeddedWorkerDep, EngineDep
 
 router = APIRouter(tags=["health"])
 
@@ -28,8 +30,10 @@ def livez() -> Health:
 
 @router.get("/readyz", response_model=Health, summary="The database is reachable and its schema is at the migration head",
             responses={503: {"description": "not ready", "content": {"application/json": {"example": {"status": "not ready", "detail": "database schema at abc123, head is def456"}}}}})
-def readyz(engine: EngineDep):
+def readyz(engine: EngineDep, worker: EmbeddedWorkerDep):
     problem = database_problem(engine)
+    if problem is None and worker is not None and not worker.alive:
+        problem = "the embedded worker thread has stopped: queued tasks would never train"
     if problem is not None:
         return JSONResponse(status_code=503, content={"status": "not ready", "detail": problem})
     return Health(status="ok")

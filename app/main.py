@@ -16,11 +16,21 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+import logging
+import sys
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
 from app import health
+from app.auth.keys import bootstrap_admin_key
+from app.auth.router import router as keys_router
 from app.db.migrate import upgrade
 from app.db.session import get_engine
 from app.errors import DomainError
 from app.jobs.router import router as jobs_router
+from app.limits import BodyLimit
+from app.openapi import document_common_answers
 from app.metrics.http import HttpMetricsMiddleware
 from app.metrics.router import router as metrics_router
 from app.predict.batching import DynamicBatcher
@@ -35,6 +45,22 @@ from app.tasks.router import router as tasks_router
 from app.ui.router import router as ui_router
 from app.updates.loop import start_embedded_worker
 
+log = logging.getLogger("retain")
+
+
+def open_access(settings: Settings, engine) -> None:
+    """Auth on: make sure an admin key exists (the first start creates one, see app/auth/keys.py).
+    Auth off: say loudly that anyone who reaches the port may do anything."""
+    if settings.auth == "off":
+        print("retain: WARNING: RETAIN_AUTH=off: no API key is checked; anyone who can reach this port can "
+              "teach, promote, roll back and delete. Use it for a throwaway local run only.", file=sys.stderr,
+              flush=True)
+        return
+    try:
+        bootstrap_admin_key(engine, admin_key=settings.admin_key, key_file=Path(settings.admin_key_file))
+    except SQLAlchemyError as error:  # not migrated yet: /readyz says so; keys are bootstrapped on a later start
+        log.warning("no admin key bootstrapped: the database is not ready (%s)", error.__class__.__name__)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
@@ -48,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upgrade(settings.database_url)
         if settings.torch_threads is not None:  # serving and the embedded worker share this process's cores
             torch.set_num_threads(settings.torch_threads)
+        open_access(settings, app.state.engine)
         worker = start_embedded_worker(settings) if settings.embedded_worker else None
         app.state.worker = worker
         try:
@@ -78,12 +105,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, error: DomainError) -> JSONResponse:
-        return JSONResponse(status_code=error.status_code, content={"detail": error.message})
+        return JSONResponse(status_code=error.status_code, content={"detail": error.message},
+                            headers=error.headers)
 
     # Prediction routes first: routes are matched in order, and these are the ones hit at load.
-    for router in (predict_router, oip_router, tasks_router, jobs_router, registry_router, health.router,
+    for router in (predict_router, oip_router, keys_router, tasks_router, jobs_router, registry_router, health.router,
                    metrics_router, ui_router):
         app.include_router(router)
+    document_common_answers(app)
+    app.add_middleware(BodyLimit, settings=settings)  # inside the metrics: refusals are counted too
     app.add_middleware(HttpMetricsMiddleware)
     return app
 

@@ -211,7 +211,8 @@ class LocalServer:
     """The service on its embedded default, as a child process with its own data dir.
 
     `retain serve` in a subprocess on a free port: SQLite and artifacts under
-    `data_dir`, migrated to head before it starts. Used by the demo and by the
+    `data_dir`, migrated to head before it starts; its admin key file there too
+    (`api_key`). Used by the demo and by the
     tests that drive the CLI over real HTTP.
     """
 
@@ -225,6 +226,7 @@ class LocalServer:
             "DATABASE_URL": f"sqlite:///{self.data_dir / 'retain.db'}",
             "RETAIN_ARTIFACT_URI": str(self.data_dir / "artifacts"),
             "RETAIN_EMBEDDED_WORKER": "true" if embedded_worker else "false",
+            "RETAIN_ADMIN_KEY_FILE": str(self.data_dir / "admin.key"),
             **(extra_env or {}),
         }
         # Port 0: the kernel picks a free port as uvicorn binds, so parallel runs never collide;
@@ -234,6 +236,9 @@ class LocalServer:
             self.log_path, self.env, name="the service",
         )
         self.url: str | None = None
+        self.api_key: str | None = None
+        """The admin key the service wrote to ``data_dir/admin.key`` on its first start (None with
+        RETAIN_AUTH=off or a RETAIN_ADMIN_KEY given): what a user on this machine would use."""
 
     def __enter__(self) -> LocalServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -241,6 +246,8 @@ class LocalServer:
         try:
             self.url = self.process.wait_until_answers(lambda: self.process.search_log(UVICORN_URL),
                                                        path="/readyz", timeout=self.startup_timeout)
+            key_file = Path(self.env["RETAIN_ADMIN_KEY_FILE"])
+            self.api_key = key_file.read_text().strip() if key_file.exists() else None
         except BaseException:
             self.stop()
             raise

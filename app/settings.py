@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     artifact_uri: str = Field("./data/artifacts", description="directory or any fsspec URL (s3://bucket/prefix, ...) "
                                                                "shared by the API and every worker")
 
+    # Access (app/auth/)
+    auth: Literal["on", "off"] = Field("on", description="off: every request acts as admin, no key needed "
+                                                         "(a throwaway local run only; warned at start)")
+    admin_key_file: str = Field("./data/admin.key", description="where the first start writes the admin key it "
+                                                                "creates (mode 0600); the CLI reads it there")
+    admin_key: str | None = Field(None, min_length=32, description="an admin key to register at start (compose: "
+                                                                   "RETAIN_ADMIN_KEY); no key file is written then")
+
     # Workers
     embedded_worker: bool = Field(True, description="run a worker thread inside the API process")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
@@ -60,6 +68,23 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, description="largest accepted upload, in bytes")
     max_upload_samples: int = Field(1_000_000, gt=0, description="most samples in one upload")
     max_predict_samples: int = Field(10_000, gt=0, description="most samples in one prediction request")
+    max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest body of any other request "
+                                                                       "(predict, inference), in bytes")
+    max_decoded_bytes: int | None = Field(None, gt=0, description="most bytes an upload's arrays may decode to "
+                                                                  "(npz members, images, Parquet); default 4 x "
+                                                                  "max_upload_bytes, at least 1 MiB")
+    max_abs_value: float = Field(1e6, gt=0, description="largest absolute feature value accepted in uploads and "
+                                                        "predictions (float32 training overflows long before "
+                                                        "1e300; raise it for data with large raw values)")
+    max_labels_per_task: int = Field(1000, ge=2, description="most distinct labels in one upload")
+    max_labels_per_model: int = Field(10_000, ge=2, description="most distinct labels a model's tasks may hold "
+                                                                "together (its classifier's width)")
+    max_layers: int = Field(16, ge=1, description="most layers in architecture_options (hidden, channels)")
+    max_layer_width: int = Field(4096, ge=1, description="widest layer in architecture_options (hidden, channels)")
+    max_epochs: int = Field(1000, ge=1, description="most epochs a task may ask for")
+    max_batch_size: int = Field(8192, ge=1, description="largest batch_size a task may ask for")
+    max_queued_per_model: int = Field(100, ge=1, description="most unfinished jobs per model; more are refused "
+                                                             "with 429 and Retry-After")
     predict_cache_size: int = Field(8, ge=1, description="model versions kept loaded for prediction")
 
     # Serving (app/predict/batching.py, app/predict/serving.py)
@@ -113,6 +138,15 @@ class Settings(BaseSettings):
             raise ValueError(f"heartbeat_seconds ({self.heartbeat_seconds}) must be shorter than lease_seconds "
                              f"({self.lease_seconds}), or every lease would expire between two heartbeats")
         return self
+
+    @field_validator("admin_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value):
+        return None if value == "" else value
+
+    @property
+    def decoded_bytes_limit(self) -> int:
+        return self.max_decoded_bytes or max(4 * self.max_upload_bytes, 1 << 20)
 
     @property
     def is_sqlite(self) -> bool:

@@ -26,7 +26,10 @@ Fixtures
     worker_processes callable ``start(worker_id, *args, **RETAIN_env_overrides) -> Popen``: a real
                      `python -m workers` process on the test database (log in tmp_path/<id>.log);
                      every process still running at teardown is killed.
-    client           a TestClient of the API on the test database (no embedded worker).
+    api_client       ``api_client(settings)``: the same on other settings (a context manager).
+    client           a TestClient of the API on the test database (no embedded worker), sending the admin
+                     key the app's first start wrote to settings.admin_key_file (as a user on the machine
+                     would find it); ``client.api_key`` is that key.
     pmnist_file      callable ``pmnist_file(k, n_train=250, n_test=100) -> Path``: an .npz slice of
                      pmnist-conflict task k as a user would upload it (1x28x28 uint8).
     empty_postgres_url  a new Postgres database with no schema (deployment-style tests migrate it).
@@ -49,6 +52,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -158,7 +162,8 @@ def settings(database_url, tmp_path):
 
     return Settings(database_url=database_url, artifact_uri=str(tmp_path / "artifacts"), embedded_worker=False,
                     device="cpu", lease_seconds=5.0, heartbeat_seconds=0.5, poll_interval=0.05,
-                    progress_interval=0.2, max_upload_bytes=5_000_000, max_upload_samples=20_000)
+                    progress_interval=0.2, max_upload_bytes=5_000_000, max_upload_samples=20_000,
+                    admin_key_file=str(tmp_path / "admin.key"))
 
 
 @pytest.fixture
@@ -279,14 +284,30 @@ def worker_processes(settings, tmp_path):
             worker_id, sys.executable, "-m", "workers", "--worker-id", worker_id, *args, **env)
 
 
-@pytest.fixture
-def client(settings):
-    """The API on the test database (no embedded worker: tests run workers explicitly); a TestClient."""
+@contextmanager
+def keyed_client(settings):
+    """A TestClient of the app on ``settings`` that sends the admin key its first start wrote to
+    ``settings.admin_key_file`` (the real bootstrap path, as a user on the machine finds it)."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
 
     with TestClient(create_app(settings)) as test_client:
+        test_client.api_key = Path(settings.admin_key_file).read_text().strip()
+        test_client.headers["Authorization"] = f"Bearer {test_client.api_key}"
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def api_client():
+    """``api_client(settings)``: a context manager giving a keyed TestClient (see `keyed_client`)."""
+    return keyed_client
+
+
+@pytest.fixture
+def client(settings):
+    """The API on the test database (no embedded worker: tests run workers explicitly); a TestClient."""
+    with keyed_client(settings) as test_client:
         yield test_client
 
 

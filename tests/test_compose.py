@@ -23,8 +23,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+ADMIN_KEY = "retain_compose-test-admin-key-0123456789"
+
+
 def compose_config(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", **(env or {})}
+    environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "RETAIN_ADMIN_KEY": ADMIN_KEY, **(env or {})}
     return subprocess.run(
         ["docker-compose", "-f", str(COMPOSE_FILE), *args, "config"],
         capture_output=True, text=True, env=environment, cwd=REPO, timeout=60,
@@ -33,7 +36,7 @@ def compose_config(*args: str, env: dict[str, str] | None = None) -> subprocess.
 
 @pytest.fixture(scope="module")
 def config() -> dict:
-    """The resolved configuration with nothing set: `docker compose up` works as typed."""
+    """The resolved configuration with only the admin key set: `RETAIN_ADMIN_KEY=... docker compose up`."""
     result = compose_config()
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
@@ -46,6 +49,12 @@ def test_one_compose_file_at_the_root_with_the_four_services(config):
     assert config["services"]["worker-cpu"]["profiles"] == ["cpu"]
     assert config["services"]["api"]["build"]["dockerfile"] == "docker/Dockerfile"
     assert Path(config["services"]["api"]["build"]["context"]) == REPO
+
+
+def test_the_api_takes_its_admin_key_from_the_environment_and_never_starts_open(config):
+    assert config["services"]["api"]["environment"]["RETAIN_ADMIN_KEY"] == ADMIN_KEY
+    result = compose_config(env={"RETAIN_ADMIN_KEY": ""})
+    assert result.returncode != 0 and "RETAIN_ADMIN_KEY" in result.stderr
 
 
 def test_postgres_is_never_published_and_its_default_password_is_overridable(config):
@@ -124,7 +133,7 @@ def test_cpu_profile_adds_a_worker_without_gpu_reservation():
 
 def test_secrets_can_come_from_an_env_file(tmp_path):
     env_file = tmp_path / "retain.env"
-    env_file.write_text("POSTGRES_PASSWORD=from-the-file\n")
+    env_file.write_text(f"POSTGRES_PASSWORD=from-the-file\nRETAIN_ADMIN_KEY={ADMIN_KEY}-from-the-file\n")
     result = subprocess.run(
         ["docker-compose", "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config"],
         capture_output=True, text=True, env={"PATH": "/usr/local/bin:/usr/bin:/bin"}, cwd=REPO, timeout=60,
@@ -133,6 +142,7 @@ def test_secrets_can_come_from_an_env_file(tmp_path):
     services = yaml.safe_load(result.stdout)["services"]
     assert services["db"]["environment"]["POSTGRES_PASSWORD"] == "from-the-file"
     assert ":from-the-file@db:5432/" in services["api"]["environment"]["DATABASE_URL"]
+    assert services["api"]["environment"]["RETAIN_ADMIN_KEY"] == f"{ADMIN_KEY}-from-the-file"
 
 
 def test_settings_come_from_the_environment_with_defaults():

@@ -120,7 +120,12 @@ def test_the_installed_wheel_serves_learns_and_predicts(tmp_path):
         y = rng.integers(0, 2, size=100)
         x = (rng.normal(size=(100, 8)) + np.where(y[:, None] == 1, 2.0, -2.0)).astype(np.float32)
         np.savez(tmp_path / "task.npz", x=x, y=y)
-        with httpx.Client(base_url=url, timeout=30) as client, (tmp_path / "task.npz").open("rb") as upload:
+        key_file = workdir / "data" / "admin.key"  # the first start's admin key, owner-only
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert key_file.read_text().strip() in log.read_text(), "the key is printed once at first start"
+        headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+        with httpx.Client(base_url=url, timeout=30, headers=headers) as client, \
+                (tmp_path / "task.npz").open("rb") as upload:
             submitted = client.post("/tasks", data={"model": "m", "epochs": "1", "ewc_lambda": "1"},
                                     files={"file": ("task.npz", upload)})
             assert submitted.status_code == 202, submitted.text

@@ -31,6 +31,8 @@ from app.processes import UVICORN_URL, ProcessGroup
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
+ADMIN_KEY = "retain_topology-test-admin-key-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture
@@ -88,6 +90,7 @@ def test_compose_topology_as_processes(empty_postgres_url, small_tasks, tmp_path
         "DATABASE_URL": empty_postgres_url,
         "RETAIN_ARTIFACT_URI": str(tmp_path / "artifacts"),  # the shared artifact volume
         "RETAIN_EMBEDDED_WORKER": "false",
+        "RETAIN_ADMIN_KEY": ADMIN_KEY,  # compose passes it from the environment
     }
     migrate(env)
 
@@ -96,7 +99,8 @@ def test_compose_topology_as_processes(empty_postgres_url, small_tasks, tmp_path
         start_worker(processes, f"worker{index}")
     try:
         url = start_api(processes, "api")
-        with httpx.Client(base_url=url, timeout=60) as client:
+        assert httpx.get(f"{url}/jobs").status_code == 401  # auth is on: every data route needs a key
+        with httpx.Client(base_url=url, timeout=60, headers=AUTH) as client:
             a0 = teach(client, small_tasks[0], "topology-a", "task0")
             a1 = teach(client, small_tasks[1], "topology-a", "task1")
             b0 = teach(client, small_tasks[0], "topology-b", "task0")
@@ -143,6 +147,7 @@ def test_api_and_workers_on_separate_machines_share_only_postgres_and_a_bucket(e
         "DATABASE_URL": empty_postgres_url,
         "RETAIN_ARTIFACT_URI": f"s3://{prefix}",
         "RETAIN_EMBEDDED_WORKER": "false",
+        "RETAIN_ADMIN_KEY": ADMIN_KEY,
     }
     migrate(env)
     machines = {name: tmp_path / name for name in ("api", "worker1", "worker2", "serving")}
@@ -153,7 +158,7 @@ def test_api_and_workers_on_separate_machines_share_only_postgres_and_a_bucket(e
         start_worker(processes, name, cwd=machines[name])
     try:
         url = start_api(processes, "api", cwd=machines["api"])
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60, headers=AUTH) as client:
             a0 = teach(client, small_tasks[0], "s3-a", "task0")
             a1 = teach(client, small_tasks[1], "s3-a", "task1")
             b0 = teach(client, small_tasks[1], "s3-b", "task0")
@@ -167,7 +172,7 @@ def test_api_and_workers_on_separate_machines_share_only_postgres_and_a_bucket(e
             served_here = client.post("/predict", json={"model": "s3-a", "inputs": sample, "top_k": 2}).json()
 
         serving_url = start_api(processes, "serving", cwd=machines["serving"])
-        with httpx.Client(base_url=serving_url, timeout=60) as serving:
+        with httpx.Client(base_url=serving_url, timeout=60, headers=AUTH) as serving:
             served_there = serving.post("/predict", json={"model": "s3-a", "inputs": sample, "top_k": 2})
             assert served_there.status_code == 200, served_there.text
             assert served_there.json()["model_version"] == served_here["model_version"]

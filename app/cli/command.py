@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import argparse
 
-from app.client import DEFAULT_URL
+from app.client import DEFAULT_KEY_FILE, DEFAULT_URL
 
 # A rejected update was stored but not promoted (the forgetting gate); a script
 # following it must be able to tell that apart from success and from failure.
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED = 0, 1, 3
 
-# --url is accepted before or after the command: `retain --url U jobs` and `retain jobs --url U`.
+# --url (and --api-key) are accepted before or after the command: `retain --url U jobs` and `retain jobs --url U`.
 URL_OPTION = argparse.ArgumentParser(add_help=False)
 URL_OPTION.add_argument(
     "--url", default=argparse.SUPPRESS, help=f"the retain API (default: $RETAIN_URL or {DEFAULT_URL})",
+)
+URL_OPTION.add_argument(
+    "--api-key", default=argparse.SUPPRESS,
+    help=f"API key (default: $RETAIN_API_KEY, else the admin key in {DEFAULT_KEY_FILE} that the server here wrote)",
 )
 JSON_OPTION = argparse.ArgumentParser(add_help=False)
 JSON_OPTION.add_argument("--json", action="store_true", help="print the server's JSON instead of a table")

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             demo.build_tasks(options, Path(args.save_tasks), console.print)
             return EXIT_OK
         results = demo.run_in_scratch(
-            options, url=args.url if args.url_given else None, say=console.print,
+            options, url=args.url if args.url_given else None, api_key=args.api_key, say=console.print,
             warn=partial(render.error_console.print, highlight=False),
             follow=partial(render.follow_jobs, show=not args.json),
         )

@@ -12,11 +12,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from app.cli import demo, predict, registry, render, reports, serve, teach
+from app.cli import demo, keys, predict, registry, render, reports, serve, teach
 from app.cli.command import EXIT_ERROR, URL_OPTION
-from app.client import DEFAULT_URL, ClientError, RetainClient
+from app.client import DEFAULT_URL, ClientError, RetainClient, find_api_key
 
-COMMAND_MODULES = (serve, teach, reports, predict, registry, demo)
+COMMAND_MODULES = (serve, teach, reports, predict, registry, keys, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,10 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.url_given = hasattr(args, "url")
     args.url = resolve_url(args)
+    args.api_key = find_api_key(getattr(args, "api_key", None))
     try:
         if getattr(args, "local", False):
             return args.handler(args)
-        with RetainClient(args.url) as client:
+        with RetainClient(args.url, api_key=args.api_key) as client:
             return args.handler(client, args)
     except ClientError as exc:
         render.print_error(exc)

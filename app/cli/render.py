@@ -291,6 +291,16 @@ def show_models(models: list[dict]) -> None:
     console.print(table)
 
 
+def show_keys(keys: list[dict]) -> None:
+    table = Table(title="API keys (secrets are never shown again)")
+    for column in ("id", "name", "scope", "prefix", "created", "revoked"):
+        table.add_column(column, justify="right" if column == "id" else "left")
+    for key in keys:
+        table.add_row(str(key["id"]), key["name"], key["scope"], key["prefix"] + "…", fmt_time(key["created_at"]),
+                      fmt_time(key.get("revoked_at")) if key.get("revoked_at") else "")
+    console.print(table)
+
+
 def show_versions(model: str, versions: list[dict]) -> None:
     table = Table(title=f"Versions of {model} (* = serving)")
     for column in ("version", "parent", "task", "strategy", "λ", "promoted", "weights", "created"):

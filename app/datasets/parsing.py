@@ -198,6 +198,14 @@ def _pickled_message(key: str) -> str:
 
 def _parse_csv(content: bytes, limits: Limits) -> LabelledArrays:
     try:
+        return _read_csv(content, limits)
+    except csv.Error as error:  # e.g. a field over csv.field_size_limit() (131,072 characters)
+        raise InvalidInput(f"the .csv cannot be read: {error} (fields are at most {csv.field_size_limit()} "
+                           "characters)") from None
+
+
+def _read_csv(content: bytes, limits: Limits) -> LabelledArrays:
+    try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UnsupportedFormat(f"the file is neither a zip (.npz) nor UTF-8 text (.csv); send {ACCEPTED}") from None
@@ -409,13 +417,29 @@ class ParsedDataset:
 
 def parse_dataset(filename: str | None, data: bytes, *, max_bytes: int, max_samples: int,
                   test_fraction: float, validation_fraction: float, seed: int,
-                  input_shape: tuple[int, ...] | None = None) -> ParsedDataset:
-    """Parse, check and split an upload; every failure is a domain error naming the problem."""
+                  input_shape: tuple[int, ...] | None = None, max_decoded_bytes: int | None = None,
+                  max_abs_value: float = math.inf, max_labels: int | None = None) -> ParsedDataset:
+    """Parse, check and split an upload; every failure is a domain error naming the problem.
+
+    ``max_decoded_bytes`` caps what the arrays may decode to (default 4 x max_bytes, at least 1 MiB);
+    ``max_abs_value`` the magnitude of any feature (values near 1e300 overflow float32 training);
+    ``max_labels`` the distinct labels, checked before the split (whose cost grows with them)."""
     for name, value in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
         if not (math.isfinite(value) and 0.0 < value < 1.0):
             raise InvalidInput(f"{name} must be between 0 and 1 (exclusive), got {value}")
     upload = parse_upload(filename, data, Limits(max_bytes=max_bytes, max_samples=max_samples,
-                                                 max_array_bytes=max(20 * max_bytes, 1 << 20)), input_shape)
+                                                 max_array_bytes=max_decoded_bytes or max(4 * max_bytes, 1 << 20)),
+                          input_shape)
+    for part, name in ((upload.samples, "x"), (upload.test, "x_test")):
+        peak = max(abs(float(part.x.max())), abs(float(part.x.min()))) if part is not None else 0.0
+        if peak > max_abs_value:
+            raise InvalidInput(f"{name} holds values as large as {peak:.3g}; the limit is "
+                               f"{max_abs_value:g} in absolute value (max_abs_value): scale the features")
+    if max_labels is not None:
+        distinct = len(np.unique(np.concatenate([upload.samples.y] + ([upload.test.y] if upload.test else []))))
+        if distinct > max_labels:
+            raise InvalidInput(f"the upload has {distinct} distinct labels; the limit is {max_labels} "
+                               "(max_labels_per_task)")
     splits = split_dataset(upload, test_fraction=test_fraction, validation_fraction=validation_fraction, seed=seed)
     labels = splits.labels
     index = {label: i for i, label in enumerate(labels)}

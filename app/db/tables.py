@@ -175,3 +175,18 @@ class AliasChange(Base):
     to_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A bearer API key (app/auth/): only the SHA-256 of the secret is stored, never the secret;
+    ``prefix`` (the first characters) lets a user tell keys apart in a listing."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint("scope IN ('predict', 'train', 'admin')", name="api_key_scope"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(16))
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from app.db.session import begin_write
@@ -65,6 +65,15 @@ def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+def database_now(session: Session) -> datetime:
+    """The time on the database server, so that leases granted, renewed and judged expired by
+    workers on different machines all use one clock (a worker whose clock runs ahead would reap
+    live jobs). SQLite has no server: its workers share the machine that holds the file."""
+    if _is_postgres(session):
+        return session.scalar(select(func.now()))
+    return utcnow()
+
+
 def claim(session: Session, worker_id: str, lease_seconds: float, now: datetime | None = None) -> Claim | None:
     """Claim the next runnable job for ``worker_id`` (queued -> running) and commit; None when idle."""
     if not _any(session, select(Job.id).where(Job.status == JobStatus.QUEUED)):
@@ -82,7 +91,7 @@ def claim(session: Session, worker_id: str, lease_seconds: float, now: datetime 
         session.rollback()
         return None
     lease_owner = f"{worker_id}/{uuid.uuid4().hex[:8]}"  # unique per claim: a retried job gets a new token
-    state_machine.start(session, job, lease_owner, lease_seconds, now)
+    state_machine.start(session, job, lease_owner, lease_seconds, now or database_now(session))
     held = Claim(job_id=job.id, task_id=job.task_id, model_id=job.model_id, lease_owner=lease_owner,
                  attempt=job.attempt)
     session.commit()
@@ -109,7 +118,7 @@ def heartbeat(session: Session, held: Claim, lease_seconds: float, progress: dic
     if job is None:
         session.rollback()
         return Heartbeat(owned=False, cancel_requested=False)
-    now = now or utcnow()
+    now = now or database_now(session)
     job.heartbeat_at = now
     job.lease_expires_at = now + timedelta(seconds=lease_seconds)
     if progress is not None:
@@ -122,7 +131,7 @@ def heartbeat(session: Session, held: Claim, lease_seconds: float, progress: dic
 def reap(session: Session, now: datetime | None = None) -> dict[int, str]:
     """Requeue every running job whose lease expired (attempt + 1), or fail it after its last
     attempt; returns {job id: new status}. Commits."""
-    expired = (Job.status == JobStatus.RUNNING) & (Job.lease_expires_at < (now or utcnow()))
+    expired = (Job.status == JobStatus.RUNNING) & (Job.lease_expires_at < (now or database_now(session)))
     if not _any(session, select(Job.id).where(expired)):
         return {}
     begin_write(session)

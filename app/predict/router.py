@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from app import health
+from app.auth.deps import PredictKey
 from app.deps import EngineDep, ServingDep, SessionDep
 from app.predict import oip, service
 from app.predict.schemas import InferOut, ModelMetadataOut, PredictIn, PredictOut
@@ -37,7 +38,7 @@ INFER_BODY = {"requestBody": {"required": True, "content": {
 
 
 @router.post("/predict", response_model=PredictOut, responses=ERRORS, summary="Predict labels with a model version")
-async def predict(body: PredictIn, serving: ServingDep) -> Response:
+async def predict(body: PredictIn, serving: ServingDep, caller: PredictKey) -> Response:
     answer = await service.predict(serving, body)
     # serialised once here: returning the model would have FastAPI validate it again first
     return Response(answer.model_dump_json(), media_type="application/json")
@@ -47,7 +48,8 @@ async def predict(body: PredictIn, serving: ServingDep) -> Response:
                  summary="Inference with the serving version (JSON or binary tensor data)")
 @oip_router.post("/models/{name}/versions/{version}/infer", response_model=InferOut, responses=OIP_ERRORS,
                  openapi_extra=INFER_BODY, summary="Inference with one version (JSON or binary tensor data)")
-async def infer(name: str, request: Request, serving: ServingDep, version: str | None = None) -> Response:
+async def infer(name: str, request: Request, serving: ServingDep, caller: PredictKey,
+                version: str | None = None) -> Response:
     return await service.infer(serving, name, version, await request.body(), request.headers)
 
 
@@ -72,7 +74,7 @@ def server_ready(engine: EngineDep) -> dict:
 
 @oip_router.get("/models/{name}/ready", responses=OIP_ERRORS, summary="The model's serving version can serve")
 @oip_router.get("/models/{name}/versions/{version}/ready", responses=OIP_ERRORS, summary="The version can serve")
-def model_ready(name: str, serving: ServingDep, version: str | None = None) -> dict:
+def model_ready(name: str, serving: ServingDep, caller: PredictKey, version: str | None = None) -> dict:
     return service.model_ready(serving, name, version)
 
 
@@ -80,5 +82,6 @@ def model_ready(name: str, serving: ServingDep, version: str | None = None) -> d
                 summary="Model metadata: its versions, input and outputs")
 @oip_router.get("/models/{name}/versions/{version}", response_model=ModelMetadataOut, responses=OIP_ERRORS,
                 summary="Model version metadata")
-def model_metadata(name: str, session: SessionDep, version: str | None = None) -> ModelMetadataOut:
+def model_metadata(name: str, session: SessionDep, caller: PredictKey,
+                   version: str | None = None) -> ModelMetadataOut:
     return service.model_metadata_v2(session, name, version)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -90,11 +91,15 @@ class ArtifactStore:
     def _write_locally(path: str, data: bytes) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
-        os.replace(temporary, path)  # atomic on POSIX
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
+            os.replace(temporary, path)  # atomic on POSIX
+        finally:  # a failed write (disk full, unwritable) leaves no temporary behind
+            if os.path.exists(temporary):
+                os.remove(temporary)
 
     def _fs_of(self, uri: str):
         """The filesystem and path of ``uri``: this store's own (its connection pool, no new
@@ -122,6 +127,18 @@ class ArtifactStore:
     def get_tensors(self, uri: str, sha256: str | None = None) -> tuple[dict, dict[str, str]]:
         """Inverse of `put_tensors`, verified like `get`."""
         return from_safetensors_bytes(self.get(uri, sha256))
+
+    def remove_stale_temporaries(self, older_than_seconds: float = 3600.0) -> int:
+        """Delete ``*.tmp`` files a killed writer left (older than any write in progress could be);
+        returns how many. Workers call it when they start."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for path in self.fs.glob(f"{self.root}/*/*.tmp"):
+            modified = self.fs.modified(path).timestamp() if not self.local else os.path.getmtime(path)
+            if modified < cutoff:
+                self.fs.rm_file(path)
+                removed += 1
+        return removed
 
     def exists(self, uri: str) -> bool:
         fs, path = self._fs_of(uri)

@@ -22,7 +22,7 @@ from app.jobs.queue import enqueue
 from app.jobs.status import JobStatus
 from app.tasks.schemas import TaskOut, TaskRequest
 from app.learning import strategy_class
-from app.tasks.service import check_request_fits_model, new_model_architecture, task_out
+from app.tasks.service import check_admission, check_request_fits_model, new_model_architecture, task_out
 
 REFERENCE_FORMAT = "reference"  # datasets.format of a row whose data no worker has read yet
 DATA_URI = "data_uri"  # the key in tasks.hyperparameters
@@ -38,8 +38,9 @@ def check_fractions(request: TaskRequest) -> None:
 
 def submit_reference(session: Session, settings, request: TaskRequest, uri: str) -> TaskOut:
     check_fractions(request)
-    reference = check_reference(uri, ReferencePolicy.of(settings))
     model = session.scalar(select(Model).where(Model.name == request.model))
+    check_admission(session, settings, request, model)
+    reference = check_reference(uri, ReferencePolicy.of(settings))
     if model is None:
         model = Model(
             name=request.model, architecture=new_model_architecture(request),

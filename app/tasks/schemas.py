@@ -14,6 +14,9 @@ from app.errors import InvalidInput
 from app.jobs.status import JobStatus
 from app.learning import ARCHITECTURES, strategy_names
 
+MAX_OPTIONS_CHARACTERS = 4096
+LAYER_OPTIONS = ("hidden", "channels")  # the architecture options that are lists of layer widths
+
 STRATEGIES = strategy_names()  # every registered strategy: ewc, finetune, ccll (benchmark baselines are not)
 
 
@@ -41,16 +44,24 @@ class TaskRequest:
                   test_fraction: float, validation_fraction: float, max_forgetting: float | None,
                   nproc: int | None = None, max_nproc: int = 1) -> "TaskRequest":
         model = model.strip()
-        if not model or len(model) > 100 or "/" in model:
-            raise InvalidInput("model must be a non-empty name of at most 100 characters without '/'")
+        if not model or len(model) > 100 or "/" in model or not model.isprintable():
+            raise InvalidInput("model must be a non-empty name of at most 100 printable characters without '/'")
+        if name is not None and (len(name) > 200 or not name.isprintable()):
+            raise InvalidInput("name must be at most 200 printable characters (no control characters or NUL)")
         if architecture is not None and architecture not in ARCHITECTURES:
             raise InvalidInput(f"architecture must be one of {', '.join(ARCHITECTURES)}; got {architecture!r}")
         if strategy not in STRATEGIES:
             raise InvalidInput(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
         options = None
         if architecture_options not in (None, ""):
+            if len(architecture_options) > MAX_OPTIONS_CHARACTERS:
+                raise InvalidInput(f"architecture_options is {len(architecture_options)} characters; the limit is "
+                                   f"{MAX_OPTIONS_CHARACTERS}")
             try:
                 options = json.loads(architecture_options)
+            except RecursionError:
+                raise InvalidInput("architecture_options is nested too deeply; it is a flat JSON object such as "
+                                   '{"hidden": [100, 100]}') from None
             except ValueError as error:
                 raise InvalidInput(f"architecture_options must be a JSON object: {error}") from error
             if not isinstance(options, dict):
@@ -63,6 +74,26 @@ class TaskRequest:
                    batch_size=positive("batch_size", batch_size), lr=positive("lr", lr),
                    test_fraction=test_fraction, validation_fraction=validation_fraction,
                    max_forgetting=unit_interval("max_forgetting", max_forgetting), nproc=nproc)
+
+    def check_limits(self, settings) -> None:
+        """The budget a task may ask for: layer widths and depth, epochs, batch size (from settings)."""
+        for option in LAYER_OPTIONS:
+            widths = (self.architecture_options or {}).get(option)
+            if widths is None:
+                continue
+            if not isinstance(widths, list) or not all(type(width) is int and width > 0 for width in widths):
+                raise InvalidInput(f"architecture option {option!r} must be a list of positive integers; got {widths!r}")
+            if len(widths) > settings.max_layers:
+                raise InvalidInput(f"architecture option {option!r} has {len(widths)} layers; the limit is "
+                                   f"{settings.max_layers} (max_layers)")
+            if widths and max(widths) > settings.max_layer_width:
+                raise InvalidInput(f"architecture option {option!r} has a layer of width {max(widths)}; the limit is "
+                                   f"{settings.max_layer_width} (max_layer_width)")
+        for field, limit, setting in (("epochs", settings.max_epochs, "max_epochs"),
+                                      ("batch_size", settings.max_batch_size, "max_batch_size")):
+            value = getattr(self, field)
+            if value is not None and value > limit:
+                raise InvalidInput(f"{field} is {value}; the limit is {limit} ({setting})")
 
     def hyperparameters(self) -> dict:
         return {key: value for key, value in {

@@ -11,30 +11,68 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.datasets.parsing import ParsedDataset, parse_dataset
 from app.datasets.storage import store_dataset
 from app.db.tables import Accuracy, Dataset, Job, Model, ModelVersion, Task
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from app.jobs.queue import UNFINISHED, enqueue
 from app.jobs.status import JobStatus
 from app.learning import ContinualLearner, strategy_class, strategy_names
 from app.registry.service import serving_number, set_serving_version
 from app.tasks.schemas import AccuracyEntry, DatasetOut, PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
 
+QUOTA_RETRY_SECONDS = 30  # a queued update takes seconds to minutes; half a minute frees a few slots
+
+
+def parse_limits(settings) -> dict:
+    """The limits of parse_dataset from the settings, the same for uploads and data read by reference."""
+    return dict(max_samples=settings.max_upload_samples, seed=settings.split_seed,
+                max_decoded_bytes=settings.decoded_bytes_limit, max_abs_value=settings.max_abs_value,
+                max_labels=settings.max_labels_per_task)
+
+
+def check_admission(session: Session, settings, request: TaskRequest, model: Model | None) -> None:
+    """What a task is refused for before its data is looked at: its budget, and the model's queue quota."""
+    request.check_limits(settings)
+    if model is None:
+        return
+    unfinished = session.scalar(select(func.count(Job.id)).where(Job.model_id == model.id,
+                                                                 Job.status.in_(UNFINISHED)))
+    if unfinished >= settings.max_queued_per_model:
+        raise QuotaExceeded(f"model {model.name!r} has {unfinished} unfinished jobs; the limit is "
+                            f"{settings.max_queued_per_model} (max_queued_per_model): retry once some have run",
+                            retry_after=QUOTA_RETRY_SECONDS)
+
+
+def check_labels(session: Session, settings, model: Model | None, parsed: ParsedDataset) -> None:
+    """Labels per model are capped (per task, parse_dataset caps them): the classifier, Fisher (one
+    backward pass per class) and every prediction grow with them."""
+    if model is None or model.id is None:
+        return
+    known = {json_label for labels in session.scalars(
+        select(Dataset.labels).join(Task, Task.dataset_id == Dataset.id).where(Task.model_id == model.id))
+        for json_label in map(str, labels or [])}
+    together = len(known | {str(label) for label in parsed.labels})
+    if together > settings.max_labels_per_model:
+        raise InvalidInput(f"model {model.name!r} would hold {together} distinct labels with this task; the limit is "
+                           f"{settings.max_labels_per_model} (max_labels_per_model)")
+
 
 def submit_task(session: Session, store, settings, request: TaskRequest, filename: str, data: bytes) -> TaskOut:
     model = session.scalar(select(Model).where(Model.name == request.model))
+    check_admission(session, settings, request, model)
     shapeless = model is not None and not model.input_shape  # made by a data reference not (yet) read
     if shapeless:
         request = settle_shapeless_model(session, model, request)  # 409 while that reference is still queued
     parsed = parse_dataset(
-        filename, data, max_bytes=settings.max_upload_bytes, max_samples=settings.max_upload_samples,
-        test_fraction=request.test_fraction, validation_fraction=request.validation_fraction, seed=settings.split_seed,
-        input_shape=tuple(model.input_shape) if model is not None and not shapeless else None,
+        filename, data, max_bytes=settings.max_upload_bytes, test_fraction=request.test_fraction,
+        validation_fraction=request.validation_fraction,
+        input_shape=tuple(model.input_shape) if model is not None and not shapeless else None, **parse_limits(settings),
     )
+    check_labels(session, settings, model, parsed)
     if model is None or shapeless:
         check_new_model(request, parsed)
     else:
@@ -169,8 +207,8 @@ def get_task(session: Session, task_id: int) -> TaskOut:
     return task_out(session, get_task_row(session, task_id))
 
 
-def list_tasks(session: Session, model: str | None = None) -> list[TaskOut]:
-    query = select(Task).order_by(Task.id)
+def list_tasks(session: Session, model: str | None = None, after_id: int = 0, limit: int = 1000) -> list[TaskOut]:
+    query = select(Task).where(Task.id > after_id).order_by(Task.id).limit(limit)
     if model is not None:
         query = query.join(Model, Task.model_id == Model.id).where(Model.name == model)
     return [task_out(session, task) for task in session.scalars(query)]

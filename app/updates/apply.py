@@ -50,6 +50,7 @@ from app.updates.learn import learn_and_evaluate
 from app.updates.lease import LeaseKeeper
 from app.updates.ranks import RankLost, learn_across_processes
 from app.updates.reference import is_unread_reference, read_referenced_dataset
+from app.updates.retry import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,14 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
     evaluation[str(task.id)] = store.put(evaluation_payload(current))
     consolidation = write_consolidation(store, learner, manifest, evaluation)
     gate = forgetting_gate(result, plan.max_forgetting)
-    with session_factory() as session:
-        return commit_update(session, held=held, plan=plan, result=result, weights=weights,
-                             consolidation=consolidation, accuracy=accuracy, gate=gate,
-                             last_progress=keeper.latest_progress())
+
+    def commit() -> JobStatus:
+        with session_factory() as session:
+            return commit_update(session, held=held, plan=plan, result=result, weights=weights,
+                                 consolidation=consolidation, accuracy=accuracy, gate=gate,
+                                 last_progress=keeper.latest_progress())
+
+    return with_retries(commit, f"job {held.job_id}: storing its version")
 
 
 def learnt_task_splits(store: ArtifactStore, dataset: Dataset, evaluation: ArtifactRef | None,
@@ -182,7 +187,17 @@ def commit_update(session: Session, *, held: Claim, plan: UpdatePlan, result: Up
     for task_id, evaluation in accuracy.items():
         session.add(Accuracy(model_version_id=version.id, task_id=task_id, accuracy=evaluation.accuracy,
                              loss=evaluation.loss, n_test=evaluation.n))
-    if gate.passed:
+    parent_id = plan.parent.id if plan.parent else None
+    if gate.passed and model.serving_version_id != parent_id:
+        # Someone served another version (a rollback, a promote) while this update trained on the
+        # old one: promoting it now would silently undo their choice. Stored, not promoted, and why.
+        version.promoted = False
+        serving = session.get(ModelVersion, model.serving_version_id) if model.serving_version_id else None
+        state_machine.reject(session, job, (
+            f"version {number} was learnt on version {plan.parent.number if plan.parent else 'none'}, but version "
+            f"{serving.number if serving else 'none'} was put in service while it trained: stored, not promoted "
+            f"(promote it with POST /tasks/{plan.task.id}/promote)"), last_progress)
+    elif gate.passed:
         set_serving_version(session, model, version, f"task {plan.task.id} learnt")
         state_machine.succeed(session, job, last_progress)
     else:
@@ -211,15 +226,25 @@ def run_job(session_factory, store: ArtifactStore, settings, held: Claim, shutdo
             if isinstance(stop, LeaseLost) or keeper.lease_lost:
                 log.warning("job %s: lease lost; another worker will finish it", held.job_id)
                 return None
-            with session_factory() as session:
-                if keeper.cancel_requested:
-                    queue.finish(session, held, JobStatus.CANCELLED, "cancelled while running")
-                    return JobStatus.CANCELLED
-                queue.release(session, held, "worker shut down; requeued")
-                return JobStatus.QUEUED
+            if keeper.cancel_requested:
+                record(session_factory, held, "cancel", lambda session: queue.finish(
+                    session, held, JobStatus.CANCELLED, "cancelled while running"))
+                return JobStatus.CANCELLED
+            record(session_factory, held, "requeue", lambda session: queue.release(
+                session, held, "worker shut down; requeued"))
+            return JobStatus.QUEUED
         except Exception as error:  # an update that cannot be applied must not kill the worker
             log.exception("job %s failed", held.job_id)
             reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
-            with session_factory() as session:
-                queue.finish(session, held, JobStatus.FAILED, reason)
+            record(session_factory, held, "failure", lambda session: queue.finish(
+                session, held, JobStatus.FAILED, reason))
             return JobStatus.FAILED
+
+
+def record(session_factory, held: Claim, what: str, write) -> None:
+    """``write(session)`` in a fresh session, retried while the database is unreachable."""
+    def attempt():
+        with session_factory() as session:
+            return write(session)
+
+    with_retries(attempt, f"job {held.job_id}: recording its {what}")

@@ -37,6 +37,11 @@ def run_worker(settings, stop_event: threading.Event | None = None, once: bool =
     factory = session_factory(settings)
     store = artifact_store(settings)
     worker_id = worker_id or default_worker_id()
+    try:
+        if removed := store.remove_stale_temporaries():
+            log.info("removed %d stale temporary artifact file(s) left by killed writers", removed)
+    except OSError:  # an unreachable store must not stop the worker from starting
+        log.exception("could not look for stale temporary artifact files")
     jobs_run = 0
     while not stop_event.is_set():
         held = None
@@ -51,7 +56,13 @@ def run_worker(settings, stop_event: threading.Event | None = None, once: bool =
         if held is not None:
             log.info("job %s (task %s, model %s, attempt %s): claimed by %s", held.job_id, held.task_id,
                      held.model_id, held.attempt, held.lease_owner)
-            outcome = run_job(factory, store, settings, held, stop_event)
+            try:
+                outcome = run_job(factory, store, settings, held, stop_event)
+            except Exception:  # even its outcome could not be recorded (database gone for good): the
+                # lease expires and the reaper requeues the job; this worker lives on and polls again
+                log.exception("job %s: outcome not recorded; its lease will expire and it will be retried",
+                              held.job_id)
+                outcome = None
             log.info("job %s: %s", held.job_id, outcome or "left to the worker that now holds its lease")
             jobs_run += 1
         if once:

@@ -24,7 +24,7 @@ from app.errors import DomainError
 from app.jobs import queue
 from app.tasks.references import DATA_URI, REFERENCE_FORMAT
 from app.tasks.schemas import TaskRequest
-from app.tasks.service import check_fits_model, check_new_model
+from app.tasks.service import check_fits_model, check_new_model, parse_limits
 
 
 class ReferenceUnusable(ValueError):
@@ -55,9 +55,9 @@ def read_referenced_dataset(session_factory, store, settings, held, plan) -> boo
     )
     try:
         parsed = parse_dataset(
-            posixpath.basename(uri), data, max_bytes=policy.max_bytes, max_samples=settings.max_upload_samples,
-            test_fraction=request.test_fraction, validation_fraction=request.validation_fraction,
-            seed=settings.split_seed, input_shape=tuple(model.input_shape) or None,
+            posixpath.basename(uri), data, max_bytes=policy.max_bytes, test_fraction=request.test_fraction,
+            validation_fraction=request.validation_fraction, input_shape=tuple(model.input_shape) or None,
+            **parse_limits(settings),
         )
         if model.input_shape:
             check_fits_model(model, request, parsed)

@@ -41,16 +41,17 @@ def server(tmp_path_factory):
 
 def run_cli(capsys, server, *argv: str) -> tuple[int, str, str]:
     render.console.width = 200  # tables unclipped in captured output
-    code = cli.main(["--url", server.url, *argv])
+    code = cli.main(["--url", server.url, "--api-key", server.api_key, *argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
 
-def run_script(*argv: str, url: str) -> subprocess.CompletedProcess:
-    """The CLI as its own process, as a user's shell runs it."""
+def run_script(*argv: str, url: str, api_key: str | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """The CLI as its own process, as a user's shell runs it (the key from RETAIN_API_KEY when given)."""
+    env = {key: value for key, value in os.environ.items() if key != "RETAIN_API_KEY"}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *argv], capture_output=True, text=True, cwd=REPO, timeout=120,
-        env={**os.environ, "RETAIN_URL": url, "COLUMNS": "200"},
+        [sys.executable, "-m", "app.cli", *argv], capture_output=True, text=True, cwd=cwd, timeout=120,
+        env={**env, "RETAIN_URL": url, "COLUMNS": "200", **({"RETAIN_API_KEY": api_key} if api_key else {})},
     )
 
 
@@ -61,7 +62,7 @@ def taught(server, task_files):
     for task in task_files:
         result = run_script(
             "teach", str(task.path), "--model", "cli-m", "--name", task.name, "--follow", "--json", *FAST,
-            url=server.url,
+            url=server.url, api_key=server.api_key,
         )
         assert result.returncode in (0, 3), result.stderr  # 3 = stored, not promoted (forgetting gate)
         jobs.append(json.loads(result.stdout))
@@ -167,7 +168,7 @@ def test_versions_and_rollback(capsys, server, taught, task_files):
 
 @pytest.mark.parametrize("command", [["jobs"], ["tasks"], ["models"], ["versions", "cli-m"], ["matrix", "cli-m"]])
 def test_every_read_command_prints_parseable_json(server, taught, command):
-    result = run_script(*command, "--json", url=server.url)
+    result = run_script(*command, "--json", url=server.url, api_key=server.api_key)
     assert result.returncode == 0, result.stderr
     json.loads(result.stdout)
 
@@ -193,12 +194,12 @@ def test_unreachable_server_is_one_clear_message():
 
 
 def test_a_4xx_prints_the_servers_message(server, taught):
-    result = run_script("accuracy", "987654", url=server.url)
+    result = run_script("accuracy", "987654", url=server.url, api_key=server.api_key)
     assert result.returncode == 1
     assert "404" in result.stderr
     assert "Traceback" not in result.stderr
 
-    result = run_script("predict", "no-such-model", "[[0, 1]]", url=server.url)
+    result = run_script("predict", "no-such-model", "[[0, 1]]", url=server.url, api_key=server.api_key)
     assert result.returncode == 1
     assert "no-such-model" in result.stderr
 
@@ -206,7 +207,8 @@ def test_a_4xx_prints_the_servers_message(server, taught):
 def test_teach_a_file_of_the_wrong_shape_is_refused_with_the_reason(server, taught, tmp_path):
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, x=np.zeros((20, 3), dtype=np.float32), y=np.arange(20) % 2)
-    result = run_script("teach", str(wrong), "--model", "cli-m", "--name", "wrong", url=server.url)
+    result = run_script("teach", str(wrong), "--model", "cli-m", "--name", "wrong", url=server.url,
+                        api_key=server.api_key)
     assert result.returncode == 1
     assert "shape" in result.stderr.lower()
 
@@ -254,7 +256,7 @@ def test_teach_a_folder_of_image_folders_then_matrix_png(capsys, server, tmp_pat
                              "--name", "folders", "--follow", *FAST)
     assert code == 0, err
     assert "model cli-images version 1" in out
-    model = json.loads(run_script("models", "--json", url=server.url).stdout)
+    model = json.loads(run_script("models", "--json", url=server.url, api_key=server.api_key).stdout)
     assert [m["input_shape"] for m in model if m["name"] == "cli-images"] == [[1, 8, 8]]
 
     png = tmp_path / "matrix.png"
@@ -267,3 +269,30 @@ def test_teach_a_folder_of_image_folders_then_matrix_png(capsys, server, tmp_pat
 def test_teach_a_missing_path_says_what_it_expected(capsys, server, tmp_path):
     code, out, err = run_cli(capsys, server, "teach", str(tmp_path / "nothing-here"), "--model", "m", "--name", "x")
     assert code == 1 and "neither a file nor a folder" in err
+
+
+def test_keys_create_list_revoke_and_the_key_file_beside_the_server(server, tmp_path):
+    """A predict key made with `retain keys create` reads and is refused admin work (403); the CLI
+    started in the server's working directory finds ./data/admin.key without being told; revoke is at once."""
+    created = run_script("keys", "create", "--scope", "predict", "--name", "reader", "--json", url=server.url,
+                         api_key=server.api_key)
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)
+    assert key["scope"] == "predict" and key["key"].startswith("retain_")
+
+    assert run_script("jobs", url=server.url, api_key=key["key"]).returncode == 0
+    refused = run_script("keys", "list", url=server.url, api_key=key["key"])
+    assert refused.returncode == 1 and "403" in refused.stderr and "'admin'" in refused.stderr
+
+    missing = run_script("jobs", url=server.url, cwd=tmp_path)  # no key anywhere: 401 and where to find one
+    assert missing.returncode == 1 and "401" in missing.stderr and "admin.key" in missing.stderr
+
+    home = tmp_path / "home"  # the server's data dir as ./data of the directory the CLI runs in
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "admin.key").write_text(server.api_key + "\n")
+    listed = run_script("keys", "list", "--json", url=server.url, cwd=home)
+    assert listed.returncode == 0, listed.stderr
+    assert key["id"] in [k["id"] for k in json.loads(listed.stdout)] and "key" not in json.loads(listed.stdout)[0]
+
+    assert run_script("keys", "revoke", str(key["id"]), url=server.url, cwd=home).returncode == 0
+    assert "401" in run_script("jobs", url=server.url, api_key=key["key"]).stderr

@@ -63,3 +63,98 @@ def test_unknown_ids_are_404(client):
                  "/models/nope/accuracy", "/v2/models/nope"):
         assert client.get(path).status_code == 404, path
     assert client.post("/predict", json={"model": "nope", "inputs": [[0.0]]}).status_code == 404
+
+
+def npz_compressed(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+HUGE_X = GOOD_X.astype(np.float64)
+HUGE_X[0, 0] = 1e300
+MANY_LABELS = (np.random.default_rng(1).random((1002, 2)).astype(np.float32), np.arange(1002))
+
+# each over a limit of the settings fixture's (5 MB uploads) or the defaults; the answer names the limit
+LIMIT_CASES = {
+    "labels per task": (npz(x=MANY_LABELS[0], y=MANY_LABELS[1]), {}, 422, "max_labels_per_task"),
+    "layer width": (npz(x=GOOD_X, y=GOOD_Y), {"architecture_options": '{"hidden": [30000, 30000]}'}, 422,
+                    "max_layer_width"),
+    "layer count": (npz(x=GOOD_X, y=GOOD_Y), {"architecture_options": '{"hidden": [' + "8, " * 40 + '8]}'}, 422,
+                    "max_layers"),
+    "nested options": (npz(x=GOOD_X, y=GOOD_Y), {"architecture_options": "[" * 2000 + "]" * 2000}, 422, "nested"),
+    "long options": (npz(x=GOOD_X, y=GOOD_Y), {"architecture_options": " " * 5000 + "{}"}, 422, "the limit is 4096"),
+    "epochs": (npz(x=GOOD_X, y=GOOD_Y), {"epochs": str(10**12)}, 422, "max_epochs"),
+    "batch size": (npz(x=GOOD_X, y=GOOD_Y), {"batch_size": str(10**30)}, 422, "max_batch_size"),
+    "huge values": (npz(x=HUGE_X, y=GOOD_Y), {}, 422, "max_abs_value"),
+    "NUL in name": (npz(x=GOOD_X, y=GOOD_Y), {"name": "a\x00b"}, 422, "printable"),
+    "long name": (npz(x=GOOD_X, y=GOOD_Y), {"name": "n" * 201}, 422, "200"),
+    "control in model": (npz(x=GOOD_X, y=GOOD_Y), {"model": "b\x01"}, 422, "printable"),
+    "npz bomb": (npz_compressed(x=np.zeros((2, 1_400_000)), y=np.arange(2)), {}, 413, "decompress"),
+    "csv field": (b"a,label\n" + b"1" * 200_000 + b",0\n", {}, 422, "131072"),
+}
+
+
+def artifacts(settings) -> list:
+    from pathlib import Path
+
+    return sorted(Path(settings.artifact_uri).rglob("*"))
+
+
+@pytest.mark.parametrize("case", LIMIT_CASES)
+def test_over_a_limit_is_refused_naming_it_and_nothing_is_stored(client, database_url, settings, case):
+    data, fields, status, words = LIMIT_CASES[case]
+    before, stored = counts(database_url), artifacts(settings)
+    name = "d.csv" if data.startswith(b"a,label") else "d.npz"
+    answer = client.post("/tasks", data={"model": "b", **fields}, files={"file": (name, data)})
+    assert answer.status_code == status, answer.text
+    assert words in answer.json()["detail"], answer.text
+    assert counts(database_url) == before and artifacts(settings) == stored
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(client, settings, database_url):
+    before = counts(database_url)
+    declared = client.post("/tasks", content=b"x", headers={"Content-Length": str(settings.max_upload_bytes * 2),
+                                                              "Content-Type": "multipart/form-data; boundary=b"})
+    assert declared.status_code == 413 and "max_upload_bytes" in declared.json()["detail"]
+
+    def chunks():  # no Content-Length: counted as it streams, refused once past the limit
+        for _ in range(settings.max_upload_bytes // 65536 + 10):
+            yield b"0" * 65536
+
+    streamed = client.post("/tasks", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert streamed.status_code == 413 and "max_upload_bytes" in streamed.json()["detail"]
+    big_predict = client.post("/predict", content=b" " * (settings.max_request_bytes + 1),
+                              headers={"Content-Type": "application/json"})
+    assert big_predict.status_code == 413 and "max_request_bytes" in big_predict.json()["detail"]
+    assert counts(database_url) == before
+
+
+def test_the_queue_quota_of_a_model_answers_429_with_retry_after(settings, api_client, database_url):
+    with api_client(settings.model_copy(update={"max_queued_per_model": 1})) as quota_client:
+        upload = {"file": ("d.npz", npz(x=GOOD_X, y=GOOD_Y))}
+        assert quota_client.post("/tasks", data={"model": "q"}, files=upload).status_code == 202
+        before = counts(database_url)
+        refused = quota_client.post("/tasks", data={"model": "q"}, files=upload)
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+        assert "max_queued_per_model" in refused.json()["detail"]
+        assert counts(database_url) == before
+
+
+@pytest.mark.parametrize("path", ["/jobs/1735115829204124434432", "/tasks/1735115829204124434432",
+                                  "/jobs?limit=-35159948992443288911872", "/tasks?after_id=99999999999999999999999"])
+def test_integers_past_64_bits_are_422(client, path):
+    assert client.get(path).status_code == 422
+    if path.startswith("/jobs/"):
+        assert client.post(f"{path}/cancel").status_code == 422
+
+
+def test_labels_per_model_are_capped_across_its_tasks(settings, api_client, database_url):
+    with api_client(settings.model_copy(update={"max_labels_per_model": 3})) as capped:
+        first = capped.post("/tasks", data={"model": "l"}, files={"file": ("d.npz", npz(x=GOOD_X, y=GOOD_Y))})
+        assert first.status_code == 202, first.text
+        before = counts(database_url)
+        more = capped.post("/tasks", data={"model": "l"}, files={"file": ("d.npz", npz(x=GOOD_X, y=GOOD_Y + 2))})
+        assert more.status_code == 422 and "4 distinct labels" in more.json()["detail"]
+        assert "max_labels_per_model" in more.json()["detail"]
+        assert counts(database_url) == before

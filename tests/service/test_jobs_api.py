@@ -37,7 +37,7 @@ def test_list_jobs_newest_first_with_filters(client, settings, pmnist_files, tea
 
 def test_running_job_shows_progress_and_stops_when_cancelled(client, settings, pmnist_files, teach, wait_for_job, worker_thread):
     quick = settings.model_copy(update={"progress_interval": 0.05, "heartbeat_seconds": 0.5})
-    task = teach(pmnist_files[0], epochs="2000").json()  # far longer than the test waits
+    task = teach(pmnist_files[0], epochs="1000").json()  # far longer than the test waits (1000: max_epochs)
     with worker_thread(quick):
         deadline = time.monotonic() + 60
         while True:
@@ -47,7 +47,7 @@ def test_running_job_shows_progress_and_stops_when_cancelled(client, settings, p
             assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
             time.sleep(0.05)
         progress = job["progress"]
-        assert progress["phase"] == "train" and progress["epochs"] == 2000
+        assert progress["phase"] == "train" and progress["epochs"] == 1000
         assert 0 < progress["fraction"] < 1 and progress["loss"] is not None
         assert progress["samples_per_second"] > 0 and progress["eta_seconds"] > 0
         assert job["started_at"] is not None and job["finished_at"] is None

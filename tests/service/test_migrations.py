@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, inspect
 from app.db.migrate import downgrade, upgrade
 from app.db.tables import Base
 
-TABLES = {"models", "datasets", "tasks", "jobs", "model_versions", "accuracy", "alias_changes"}
+TABLES = {"models", "datasets", "tasks", "jobs", "model_versions", "accuracy", "alias_changes", "api_keys"}
 
 
 def tables_of(url: str) -> set[str]:

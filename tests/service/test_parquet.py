@@ -89,13 +89,9 @@ def test_bad_tables_are_refused_naming_the_column_and_nothing_is_stored(client, 
 
 
 @pytest.fixture
-def small_client(settings):
+def small_client(settings, api_client):
     """The API with a 50 kB upload limit, so the decoded-size limit is its floor: 1 MiB."""
-    from fastapi.testclient import TestClient
-
-    from app.main import create_app
-
-    with TestClient(create_app(settings.model_copy(update={"max_upload_bytes": 50_000}))) as test_client:
+    with api_client(settings.model_copy(update={"max_upload_bytes": 50_000})) as test_client:
         yield test_client
 
 

@@ -30,12 +30,8 @@ def ref_settings(settings, data_root):
 
 
 @pytest.fixture
-def ref_client(ref_settings):
-    from fastapi.testclient import TestClient
-
-    from app.main import create_app
-
-    with TestClient(create_app(ref_settings)) as test_client:
+def ref_client(ref_settings, api_client):
+    with api_client(ref_settings) as test_client:
         yield test_client
 
 

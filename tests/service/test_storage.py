@@ -93,3 +93,18 @@ def test_on_s3_an_artifact_is_one_object_at_its_content_address_and_verified_on_
     s3.pipe(reference.uri, payload(5))  # replaced behind the store's back
     with pytest.raises(ArtifactCorrupt, match="damaged"):
         ArtifactStore(root).get(reference.uri, reference.sha256)
+
+
+def test_stale_temporaries_are_removed_and_fresh_ones_kept(store, run_worker_once):
+    import os
+    import time
+    from pathlib import Path
+
+    folder = Path(store.root) / "ab"
+    folder.mkdir(parents=True, exist_ok=True)
+    stale, fresh = folder / "ab12.safetensors.1.tmp", folder / "ab34.safetensors.2.tmp"
+    for path in (stale, fresh):
+        path.write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))  # a writer killed two hours ago
+    run_worker_once()  # a worker starting up cleans the store
+    assert not stale.exists() and fresh.exists()

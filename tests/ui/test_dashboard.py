@@ -49,15 +49,22 @@ def test_dashboard_shows_the_accuracy_matrix_live_and_rolls_back(tmp_path, pmnis
     tasks = [pmnist_file(k, n_train=600, n_test=100) for k in range(3)]
     env = {"RETAIN_DEVICE": "cpu", "RETAIN_POLL_INTERVAL": "0.1", "RETAIN_PROGRESS_INTERVAL": "0.2"}
     with LocalServer(tmp_path / "service", extra_env=env) as server, \
-            httpx.Client(base_url=server.url, timeout=60) as api, sync_api.sync_playwright() as playwright:
+            httpx.Client(base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {server.api_key}"}) as api, \
+            sync_api.sync_playwright() as playwright:
         assert finished(api, teach(api, tasks[0], "pmnist-0", max_forgetting="1"))["status"] == "succeeded"
         browser = playwright.chromium.launch(executable_path=executable, headless=True)
         page = browser.new_page(viewport={"width": 1440, "height": 960})
         sync_api.expect.set_options(timeout=20_000)  # a loaded 2-core CI machine: polls and refreshes take a while
         sent = []
         page.on("request", lambda request: sent.append(request))
-        page.goto(f"{server.url}/ui")
+        page.goto(f"{server.url}/ui")  # the page itself needs no key: it holds no data
         expect = sync_api.expect
+        # auth: the first data request goes without a key, the server answers 401, the prompt opens;
+        # the admin key the service wrote to its data dir, entered there, goes on every later request
+        expect(page.locator("#auth-prompt")).to_be_visible()
+        assert all("authorization" not in request.headers for request in sent)
+        page.fill("#api-key-input", server.api_key)
+        page.click("#api-key-save")
         expect(page.locator("#heatmap .row")).to_have_count(1)
 
         # B under EWC, then C fine-tuned behind a strict gate, taught while the page polls /jobs
@@ -99,15 +106,13 @@ def test_dashboard_shows_the_accuracy_matrix_live_and_rolls_back(tmp_path, pmnis
         expect(page.locator("#serving-mark")).to_have_attribute("data-version", "1")
         assert api.get("/models/m").json()["serving_version"] == 1
 
-        # auth: no key, no header; a key entered goes on every request; a 401 opens the prompt
-        assert all("authorization" not in request.headers for request in sent)
+        with page.expect_request(lambda request: "/jobs" in request.url) as polled:
+            pass
+        assert polled.value.headers.get("authorization") == f"Bearer {server.api_key}"
+        # a key the server does not know: its real 401 opens the prompt again
         page.click("#api-key-button")
         page.fill("#api-key-input", "secret-key")
         page.click("#api-key-save")
-        with page.expect_request(lambda request: "/jobs" in request.url) as polled:
-            pass
-        assert polled.value.headers.get("authorization") == "Bearer secret-key"
-        page.route("**/jobs?*", lambda route: route.fulfill(status=401, body='{"detail": "unauthorized"}'))
         expect(page.locator("#auth-prompt")).to_be_visible()
         expect(page.locator("#auth-message")).to_contain_text("refused this API key")
         browser.close()

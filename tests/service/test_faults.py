@@ -1,0 +1,129 @@
+"""Faults that lose nothing: a rollback made while an update trains is kept, a cancelled job whose
+worker died is not rerun, the database dropping the worker's connections mid-job is survived, and
+/readyz says so when the embedded worker thread is gone."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from app.db.tables import Job
+from app.jobs import queue
+from app.updates.loop import run_worker
+from test_updates import job_of, versions_of, wait_for_training, wait_until
+
+
+@pytest.fixture
+def worker(settings):
+    """The real worker loop in a thread until the test ends; yields the thread (to check it lives)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run_worker, args=(settings, stop), daemon=True)
+    thread.start()
+    yield thread
+    stop.set()
+    thread.join(60)
+
+
+def finished(session_factory, job_id: int, timeout: float = 180) -> Job:
+    return wait_until(lambda: (job := job_of(session_factory, job_id)).status not in ("queued", "running") and job,
+                      timeout, f"job {job_id} to finish")
+
+
+def test_a_rollback_made_while_an_update_trains_is_not_undone_by_its_commit(
+        client, session_factory, teach, pmnist_file, worker):
+    for index in (0, 1):
+        second = teach(pmnist_file(index), max_forgetting="1").json()["job_id"]
+        assert finished(session_factory, second).status == "succeeded"
+    answer = teach(pmnist_file(2, n_train=800), epochs="15").json()  # seconds of training: time to roll back
+    task, third = answer["id"], answer["job_id"]
+    wait_for_training(session_factory, third)
+    assert client.put("/models/m/serving-version", json={"version": 1, "reason": "bad v2"}).status_code == 200
+
+    job = finished(session_factory, third)
+    assert job.status == "rejected" and "put in service while it trained" in job.error, job.error
+    assert client.get("/models/m").json()["serving_version"] == 1  # the user's rollback stands
+    stored = versions_of(session_factory)[-1]
+    assert stored.task_id == task and not stored.promoted  # stored, promotable later
+    assert client.post(f"/tasks/{task}/promote").json()["model_version"] == stored.number
+
+
+def test_the_reaper_cancels_a_cancel_requested_job_instead_of_rerunning_it(client, session_factory, make_job):
+    job_id = make_job()
+    with session_factory() as session:
+        queue.claim(session, "a-worker-that-dies", lease_seconds=0.2)
+    assert client.post(f"/jobs/{job_id}/cancel").json()["cancel_requested"] is True
+    time.sleep(0.3)  # the worker never heartbeats again
+    with session_factory() as session:
+        assert queue.reap(session) == {job_id: "cancelled"}
+    job = job_of(session_factory, job_id)
+    assert job.status == "cancelled" and "not retried" in job.error
+    with session_factory() as session:
+        assert queue.claim(session, "another-worker", lease_seconds=5) is None
+
+
+def terminate_backends(database_url: str) -> int:
+    """pg_terminate_backend on every other connection to the test database (never the shared server)."""
+    name = database_url.rsplit("/", 1)[1]
+    admin = database_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        return len(connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,)).fetchall())
+
+
+def test_connections_killed_mid_job_are_survived_and_the_update_lands_once(
+        database_url, client, session_factory, teach, pmnist_file, worker):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("terminating backend connections is a Postgres fault")
+    answer = teach(pmnist_file(0, n_train=800), epochs="15").json()
+    task, job_id = answer["id"], answer["job_id"]
+    wait_for_training(session_factory, job_id)
+    killed = 0
+    while job_of(session_factory, job_id).status in ("queued", "running"):
+        killed += terminate_backends(database_url)  # heartbeats, progress writes, the commit: all retried
+        time.sleep(0.4)
+    job = job_of(session_factory, job_id)
+    assert killed > 0
+    assert job.status == "succeeded", job.error
+    assert [v.task_id for v in versions_of(session_factory)] == [task]
+    assert worker.is_alive()
+    next_job = teach(pmnist_file(1)).json()["job_id"]  # the worker goes on with the next one
+    assert finished(session_factory, next_job).status in ("succeeded", "rejected")
+
+
+def test_readyz_reports_a_stopped_embedded_worker(settings, api_client):
+    with api_client(settings.model_copy(update={"embedded_worker": True})) as embedded:
+        assert embedded.get("/readyz").status_code == 200
+        embedded.app.state.worker.stop()
+        answer = embedded.get("/readyz")
+        assert answer.status_code == 503 and "embedded worker" in answer.json()["detail"]
+
+
+@pytest.mark.slow
+def test_the_api_process_killed_while_its_embedded_worker_trains_requeues_and_completes_the_job(
+        tmp_path, pmnist_file):
+    """SIGKILL of `retain serve` mid-training (no shutdown at all); a restart on the same data dir finds the job's
+    lease expired, reruns it, and the update lands once."""
+    import httpx
+
+    from app.processes import LocalServer
+
+    env = {"RETAIN_DEVICE": "cpu", "RETAIN_LEASE_SECONDS": "3", "RETAIN_HEARTBEAT_SECONDS": "0.5",
+           "RETAIN_POLL_INTERVAL": "0.1", "RETAIN_PROGRESS_INTERVAL": "0.2"}
+    data_dir = tmp_path / "service"
+    task = pmnist_file(0, n_train=800)
+    with LocalServer(data_dir, extra_env=env) as server:
+        api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.api_key}"}, timeout=30)
+        with task.open("rb") as upload:
+            job_id = api.post("/tasks", data={"model": "k", "epochs": "15", "ewc_lambda": "100"},
+                              files={"file": (task.name, upload)}).json()["job_id"]
+        wait_until(lambda: api.get(f"/jobs/{job_id}").json()["progress"].get("phase") == "train", 120, "training")
+        server.process.kill()
+    with LocalServer(data_dir, extra_env=env) as restarted:
+        api = httpx.Client(base_url=restarted.url, headers={"Authorization": f"Bearer {restarted.api_key}"},
+                           timeout=30)
+        job = wait_until(lambda: (j := api.get(f"/jobs/{job_id}").json())["status"] not in ("queued", "running")
+                         and j, 240, "the rerun")
+        assert job["status"] == "succeeded" and job["attempt"] == 2, job
+        assert [v["task_id"] for v in api.get("/models/k/versions").json()] == [job["task_id"]]
