@@ -26,6 +26,13 @@ pytestmark = pytest.mark.skipif(
 ADMIN_KEY = "retain_compose-test-admin-key-0123456789"
 
 
+def test_compose_up_as_typed_needs_no_environment_at_all():
+    """`docker compose up` in a fresh shell: no env file, no variables but PATH."""
+    result = subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), "config"], capture_output=True, text=True,
+                            env={"PATH": "/usr/local/bin:/usr/bin:/bin"}, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
 def compose_config(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "RETAIN_ADMIN_KEY": ADMIN_KEY, **(env or {})}
     return subprocess.run(
@@ -51,10 +58,15 @@ def test_one_compose_file_at_the_root_with_the_four_services(config):
     assert Path(config["services"]["api"]["build"]["context"]) == REPO
 
 
-def test_the_api_takes_its_admin_key_from_the_environment_and_never_starts_open(config):
+def test_the_api_takes_its_admin_key_from_the_environment_or_keeps_the_one_it_creates(config):
     assert config["services"]["api"]["environment"]["RETAIN_ADMIN_KEY"] == ADMIN_KEY
-    result = compose_config(env={"RETAIN_ADMIN_KEY": ""})
-    assert result.returncode != 0 and "RETAIN_ADMIN_KEY" in result.stderr
+    bare = compose_config(env={"RETAIN_ADMIN_KEY": ""})  # `docker compose up` as typed, no env file
+    assert bare.returncode == 0, bare.stderr
+    api = yaml.safe_load(bare.stdout)["services"]["api"]
+    assert api["environment"]["RETAIN_ADMIN_KEY"] == ""  # the settings read "" as unset: auth stays on
+    assert api["environment"]["RETAIN_ADMIN_KEY_FILE"] == "/data/keys/admin.key"
+    assert any(str(volume).endswith(":/data/keys") or "/data/keys" in str(volume) for volume in api["volumes"])
+    assert "RETAIN_AUTH" not in api["environment"]
 
 
 def test_postgres_is_never_published_and_its_default_password_is_overridable(config):
