@@ -10,10 +10,21 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+AUTHORIZATION: dict[str, str] = {}  # the test's admin key, as a user's client would send it
+
+
+@pytest.fixture
+def api_key(client):
+    """The protocol calls of this test carry the admin key (see `headers`)."""
+    AUTHORIZATION["Authorization"] = f"Bearer {client.api_key}"
+    yield
+    AUTHORIZATION.clear()
+
+
 def headers() -> dict[str, str]:
-    """What every protocol call sends (an Authorization header goes here); a new dict per call, as
-    tritonclient writes its own headers into the one it is given."""
-    return {}
+    """What every protocol call sends: the API key; a new dict per call, as tritonclient writes its
+    own headers into the one it is given."""
+    return dict(AUTHORIZATION)
 
 
 def samples_input(samples: np.ndarray, binary: bool) -> triton.InferInput:
@@ -30,7 +41,7 @@ def requested(binary: bool, *names: str):
     return [triton.InferRequestedOutput(name, binary_data=binary) for name in names]
 
 
-def test_tritonclient_against_predict(client, api_replica, pmnist_files, teach, run_worker_once):
+def test_tritonclient_against_predict(client, api_key, api_replica, pmnist_files, teach, run_worker_once):
     for path in pmnist_files:
         assert teach(path).status_code == 202
         run_worker_once()
@@ -91,7 +102,7 @@ def test_tritonclient_against_predict(client, api_replica, pmnist_files, teach, 
         time.sleep(0.01)
 
 
-def test_plain_http_bodies(client, api_replica, pmnist_files, teach, run_worker_once):
+def test_plain_http_bodies(client, api_key, api_replica, pmnist_files, teach, run_worker_once):
     """What tritonclient never sends: a JSON body under any Content-Type, nested data, bad bodies."""
     assert teach(pmnist_files[0]).status_code == 202
     run_worker_once()
