@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import health
-from app.auth.keys import bootstrap_admin_key
+from app.auth.keys import VerifiedKeys, bootstrap_admin_key
 from app.auth.router import router as keys_router
 from app.db.migrate import upgrade
 from app.db.session import get_engine
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = get_engine(settings)
     app.state.store = artifact_store(settings)
+    app.state.verified_keys = VerifiedKeys(settings.auth_cache_seconds)
     app.state.serving = Serving(
         directory=ServingDirectory(app.state.engine, settings.serving_check_interval),
         learners=LearnerCache(capacity=settings.predict_cache_size),

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # Access (app/auth/)
     auth: Literal["on", "off"] = Field("on", description="off: every request acts as admin, no key needed "
                                                          "(a throwaway local run only; warned at start)")
+    auth_cache_seconds: float = Field(1.0, ge=0, description="how long an API replica trusts a key it verified "
+                                                             "before asking the database again (a revocation "
+                                                             "reaches other replicas within this); 0 = every request")
     admin_key_file: str = Field("./data/admin.key", description="where the first start writes the admin key it "
                                                                 "creates (mode 0600); the CLI reads it there")
     admin_key: str | None = Field(None, min_length=32, description="an admin key to register at start (compose: "

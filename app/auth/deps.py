@@ -10,27 +10,34 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.auth.keys import find_active
+from app.auth.keys import VerifiedKeys
 from app.auth.scopes import Scope
 from app.db.tables import ApiKey
-from app.deps import SessionDep, SettingsDep
+from app.deps import EngineDep, SettingsDep
 from app.errors import Forbidden, Unauthorized
 
 bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer <key>`")
 ANONYMOUS_ADMIN = ApiKey(id=0, name="RETAIN_AUTH=off", scope=str(Scope.ADMIN), key_sha256="", prefix="")
 
 
-def authenticate(session: SessionDep, settings: SettingsDep,
+def get_verified_keys(request: Request) -> VerifiedKeys:
+    return request.app.state.verified_keys
+
+
+VerifiedKeysDep = Annotated[VerifiedKeys, Depends(get_verified_keys)]
+
+
+def authenticate(engine: EngineDep, verified: VerifiedKeysDep, settings: SettingsDep,
                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiKey:
     if settings.auth == "off":
         return ANONYMOUS_ADMIN
     if credentials is None:
         raise Unauthorized("this route needs an API key: send `Authorization: Bearer <key>` (the first admin key "
                            "is in the data directory's admin.key; `retain keys create` makes more)")
-    key = find_active(session, credentials.credentials)
+    key = verified.find_active(engine, credentials.credentials)
     if key is None:
         raise Unauthorized("the API key is not valid (unknown or revoked)")
     return key

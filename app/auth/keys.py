@@ -12,6 +12,7 @@ import hashlib
 import os
 import secrets
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,36 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 def find_active(session: Session, secret: str) -> ApiKey | None:
     return session.scalar(select(ApiKey).where(ApiKey.key_sha256 == digest(secret), ApiKey.revoked_at.is_(None)))
+
+
+class VerifiedKeys:
+    """Keys verified in the last ``ttl_seconds``, so a burst of predictions costs one lookup, not one
+    query each. A revocation made through this process forgets the key at once (`forget`); another
+    API replica stops accepting it within ``ttl_seconds`` (RETAIN_AUTH_CACHE_SECONDS, 0 = no cache)."""
+
+    def __init__(self, ttl_seconds: float):
+        self.ttl_seconds = ttl_seconds
+        self._verified: dict[str, tuple[float, ApiKey]] = {}
+
+    def find_active(self, engine: Engine, secret: str) -> ApiKey | None:
+        sha256, now = digest(secret), time.monotonic()
+        cached = self._verified.get(sha256)
+        if cached is not None and now - cached[0] < self.ttl_seconds:
+            return cached[1]
+        with Session(engine, expire_on_commit=False) as session:
+            key = find_active(session, secret)
+            if key is not None:
+                session.expunge(key)  # a detached snapshot: id, name, scope
+        if key is None:
+            self._verified.pop(sha256, None)
+        elif self.ttl_seconds > 0:
+            if len(self._verified) > 10_000:  # bounded: a flood of distinct valid keys cannot grow it forever
+                self._verified.clear()
+            self._verified[sha256] = (now, key)
+        return key
+
+    def forget(self, key_id: int) -> None:
+        self._verified = {sha: entry for sha, entry in self._verified.items() if entry[1].id != key_id}
 
 
 def revoke_key(session: Session, key_id: int) -> ApiKey:

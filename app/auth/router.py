@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.auth import keys
-from app.auth.deps import AdminKey
+from app.auth.deps import AdminKey, VerifiedKeysDep
 from app.auth.schemas import KeyIn, KeyOut, NewKeyOut
 from app.deps import RowId, WriteSessionDep
 
@@ -24,8 +24,10 @@ def list_keys(session: WriteSessionDep, caller: AdminKey) -> list[KeyOut]:
     return keys.list_keys(session)
 
 
-@router.delete("/{key_id}", response_model=KeyOut, summary="Revoke a key (at once, for every later request)",
+@router.delete("/{key_id}", response_model=KeyOut, summary="Revoke a key (at once here; within RETAIN_AUTH_CACHE_SECONDS on other replicas)",
                responses={404: {"description": "unknown key", "content": {"application/json": {"example": {"detail": "API key 9 does not exist"}}}},
                           409: {"description": "the last active admin key", "content": {"application/json": {"example": {"detail": "API key 1 is the last active admin key; create another admin key before revoking it"}}}}})
-def revoke_key(key_id: RowId, session: WriteSessionDep, caller: AdminKey) -> KeyOut:
-    return keys.revoke_key(session, key_id)
+def revoke_key(key_id: RowId, session: WriteSessionDep, verified: VerifiedKeysDep, caller: AdminKey) -> KeyOut:
+    revoked = keys.revoke_key(session, key_id)
+    verified.forget(key_id)
+    return revoked

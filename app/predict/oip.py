@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError
 
-from app.errors import DomainError, NotFound, PayloadTooLarge
+from app.errors import DomainError, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from app.learning import Prediction
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -70,9 +70,20 @@ class ServerNotReady(InferenceServerError):
     status_code = 503
 
 
+class AuthenticationError(InferenceServerError):
+    """No valid key (401) or a key whose scope is too low (403): kept as they are, with their headers."""
+
+    def __init__(self, error: DomainError):
+        super().__init__(error.message)
+        self.status_code, self.headers = error.status_code, error.headers
+
+
 def protocol_error(error: DomainError) -> InferenceServerError:
     """The protocol's error for a domain error: unknown model or version 404, over a limit 413,
-    any other client mistake 400 (the protocol has no 422), the rest 500."""
+    missing or insufficient key 401/403, any other client mistake 400 (the protocol has no 422),
+    the rest 500."""
+    if isinstance(error, (Unauthorized, Forbidden)):
+        return AuthenticationError(error)
     if isinstance(error, NotFound):
         return ModelNotFound(error.message)
     if isinstance(error, PayloadTooLarge):
@@ -83,7 +94,8 @@ def protocol_error(error: DomainError) -> InferenceServerError:
 
 
 def error_response(error: InferenceServerError) -> JSONResponse:
-    return JSONResponse(status_code=error.status_code, content={"error": error.message})
+    return JSONResponse(status_code=error.status_code, content={"error": error.message},
+                        headers=getattr(error, "headers", None))
 
 
 class OIPRoute(APIRoute):

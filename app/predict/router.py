@@ -54,7 +54,7 @@ async def infer(name: str, request: Request, serving: ServingDep, caller: Predic
 
 
 @oip_router.get("", summary="Server metadata")
-async def server_metadata(request: Request) -> dict:
+async def server_metadata(request: Request, caller: PredictKey) -> dict:
     return {"name": "retain", "version": request.app.version, "extensions": ["binary_tensor_data"]}
 
 

@@ -3,6 +3,7 @@ and shown once, revocation is immediate, the first admin key is written 0600, RE
 
 import hashlib
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,18 @@ ROUTES = [
     ("DELETE", "/keys/424242", None, "admin"),
 ]
 ORDER = ["predict", "train", "admin"]
-OPEN = ["/livez", "/readyz", "/metrics", "/ui", "/ui/static/dashboard.js", "/openapi.json"]
+OPEN = ["/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ui", "/ui/static/dashboard.js", "/openapi.json"]
 
 
 def new_key(client, scope: str, name: str = "test") -> dict:
     answer = client.post("/keys", json={"scope": scope, "name": name})
     assert answer.status_code == 201, answer.text
     return answer.json()
+
+
+def message(answer) -> str:
+    """The error text: `detail` on the API, `error` on the Open Inference Protocol's routes."""
+    return answer.json().get("detail") or answer.json()["error"]
 
 
 def call(client, method, path, body, key: str | None):
@@ -45,14 +51,14 @@ def test_each_scope_reaches_its_routes_and_is_refused_the_others(client):
         missing = call(client, method, path, body, None)
         assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer", (path, missing.text)
         wrong = call(client, method, path, body, "retain_not-a-key")
-        assert wrong.status_code == 401 and "not valid" in wrong.json()["detail"], (path, wrong.text)
+        assert wrong.status_code == 401 and "not valid" in message(wrong), (path, wrong.text)
         for scope, key in keys.items():
             answer = call(client, method, path, body, key)
             if ORDER.index(scope) >= ORDER.index(needed):
                 assert answer.status_code not in (401, 403), (scope, method, path, answer.text)
             else:
                 assert answer.status_code == 403, (scope, method, path, answer.text)
-                assert f"scope {needed!r}" in answer.json()["detail"]
+                assert f"scope {needed!r}" in message(answer)
 
 
 def test_health_metrics_and_the_dashboard_page_are_open(client):
@@ -65,7 +71,8 @@ def test_every_route_with_a_key_documents_401_and_403(client):
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             secured = bool(operation.get("security"))
-            assert secured == (path not in ("/livez", "/readyz", "/metrics")), (method, path)
+            open_paths = ("/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
+            assert secured == (path not in open_paths), (method, path)
             if secured:
                 assert {"401", "403"} <= set(operation["responses"]), (method, path)
 
@@ -133,3 +140,25 @@ def test_auth_off_warns_and_needs_no_key(settings, capfd):
                                   {"scope": "train", "name": "a\x00b"}, {"scope": "train"}])
 def test_a_bad_key_request_is_refused(client, body):
     assert client.post("/keys", json=body).status_code == 422
+
+
+def test_a_verified_key_is_trusted_for_the_cache_ttl_and_a_revocation_here_applies_at_once(client, settings):
+    """Predictions do not query the keys table each time; revoking through this API forgets the key at once."""
+    from sqlalchemy import update
+
+    from app.db.session import get_engine
+    from app.db.tables import ApiKey
+
+    made = client.post("/keys", json={"scope": "predict", "name": "cached"}).json()
+    reader = {"Authorization": f"Bearer {made['key']}"}
+    assert client.get("/models", headers=reader).status_code == 200
+    with get_engine(settings).begin() as connection:  # revoked behind this replica's back (another replica)
+        connection.execute(update(ApiKey).where(ApiKey.id == made["id"]).values(revoked_at=ApiKey.created_at))
+    assert client.get("/models", headers=reader).status_code == 200  # still trusted within the TTL (1 s)
+    time.sleep(settings.auth_cache_seconds + 0.1)
+    assert client.get("/models", headers=reader).status_code == 401  # asked the database again
+
+    second = client.post("/keys", json={"scope": "predict", "name": "revoked here"}).json()
+    assert client.get("/models", headers={"Authorization": f"Bearer {second['key']}"}).status_code == 200
+    assert client.delete(f"/keys/{second['id']}").status_code == 200
+    assert client.get("/models", headers={"Authorization": f"Bearer {second['key']}"}).status_code == 401
