@@ -57,8 +57,8 @@ def digits_file(directory: Path) -> tuple[Path, np.ndarray]:
     return path, digits.data[0].astype(np.float32)
 
 
-def teach(url: str, path: Path) -> None:
-    with RetainClient(url) as client:
+def teach(url: str, api_key: str, path: Path) -> None:
+    with RetainClient(url, api_key=api_key) as client:
         job = client.submit_task(path, {"model": MODEL, "architecture": "mlp", "strategy": "ewc",
                                         "architecture_options": json.dumps({"hidden": [100, 100]}),
                                         "epochs": "10", "ewc_lambda": "100"})
@@ -178,9 +178,10 @@ def median_run(rows: list[dict]) -> dict:
             **{key: statistics.median(r[key] for r in rows) for key in ("req_per_s", "p50_ms", "p99_ms")}}
 
 
-def bodies(sample: np.ndarray) -> dict[str, tuple[str, bytes, dict[str, str]]]:
-    """endpoint label -> (path, body, headers) of one-sample requests."""
+def bodies(sample: np.ndarray, api_key: str) -> dict[str, tuple[str, bytes, dict[str, str]]]:
+    """endpoint label -> (path, body, headers) of one-sample requests; retain's carry the API key."""
     values = sample.tolist()
+    key = {"Authorization": f"Bearer {api_key}"}
     json_header = {"Content-Type": "application/json"}
     tensor = {"name": "input-0", "shape": [1, 64], "datatype": "FP32"}
     oip_json = {"inputs": [{**tensor, "data": values}],
@@ -188,11 +189,12 @@ def bodies(sample: np.ndarray) -> dict[str, tuple[str, bytes, dict[str, str]]]:
     header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": 256}}],
                          "parameters": {"binary_data_output": True}}).encode()
     return {
-        "retain POST /predict": (f"/predict", json.dumps({"model": MODEL, "inputs": [values]}).encode(), json_header),
-        "retain OIP JSON": (f"/v2/models/{MODEL}/infer", json.dumps(oip_json).encode(), json_header),
+        "retain POST /predict": ("/predict", json.dumps({"model": MODEL, "inputs": [values]}).encode(),
+                                 {**json_header, **key}),
+        "retain OIP JSON": (f"/v2/models/{MODEL}/infer", json.dumps(oip_json).encode(), {**json_header, **key}),
         "retain OIP binary": (f"/v2/models/{MODEL}/infer", header + sample.astype("<f4").tobytes(),
                               {"Content-Type": "application/octet-stream",
-                               "Inference-Header-Content-Length": str(len(header))}),
+                               "Inference-Header-Content-Length": str(len(header)), **key}),
         "hand-rolled FastAPI+torch": ("/predict", json.dumps({"inputs": [values]}).encode(), json_header),
         "ceiling (FastAPI, no model)": ("/predict", json.dumps({"inputs": [values]}).encode(), json_header),
     }
@@ -218,14 +220,14 @@ def main() -> None:
     env = {"RETAIN_TORCH_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     with LocalServer(work / "service", extra_env=env) as server:
         console.print(f"service at {server.url}; teaching {MODEL} (MLP 64-100-100-10) through the API")
-        teach(server.url, path)
+        teach(server.url, server.api_key, path)  # auth is on, as deployed: every retain request carries a key
         try:
             urls = {"retain": server.url}
             for kind in ("hand-rolled", "ceiling"):
                 process, urls[kind] = start_comparison(kind, work / "service", work / f"{kind}.log")
                 processes.append(process)
             targets = {}
-            for label, (route, body, headers) in bodies(sample).items():
+            for label, (route, body, headers) in bodies(sample, server.api_key).items():
                 base = urls["retain" if label.startswith("retain") else
                             "hand-rolled" if label.startswith("hand") else "ceiling"]
                 targets[label] = (base + route, wrk_script(work, re.sub(r"\W+", "_", label), body, headers))
