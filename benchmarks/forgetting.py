@@ -10,6 +10,9 @@ average accuracy, BWT, and task 0's accuracy right after it was learnt and at th
                            samples are split, seeded and stratified, 80/20 into train and test
                            (``--test-fraction``). Task-incremental: every method is evaluated
                            task-aware.
+* ``--digits-tasks N``     N small tasks from scikit-learn's bundled 8x8 digits (~1,290 train
+                           samples each): task 0 as is, task k>0 with its pixels and labels
+                           permuted; same 20% test split as ``--split-mnist``.
 
 Methods:
 
@@ -44,7 +47,7 @@ import argparse
 import time
 from statistics import mean
 
-from common import (SHARED_DATA, console, input_scale_for, load_split_tasks, load_tasks, parse_floats, progress_bar,
+from common import (SHARED_DATA, console, input_scale_for, load_digits_tasks, load_split_tasks, load_tasks, parse_floats, progress_bar,
                     write_json)
 from baselines import Joint
 
@@ -67,6 +70,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--split-mnist", nargs="?", const=str(SPLIT_MNIST), metavar="NPZ",
                         help=f"split benchmark from one npz with x, y (default file: {SPLIT_MNIST}); "
                         "evaluated task-aware")
+    parser.add_argument("--digits-tasks", type=int, metavar="N",
+                        help="N small tasks from scikit-learn's 8x8 digits, task k>0 permuting pixels and labels")
     parser.add_argument("--classes-per-task", type=int, default=2, help="with --split-mnist (default 2)")
     parser.add_argument("--test-fraction", type=float, default=0.2,
                         help="with --split-mnist: share of each task's samples held out for test (default 0.2)")
@@ -97,9 +102,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    if args.tasks and args.split_mnist:
-        parser.error("give --tasks or --split-mnist, not both")
-    if not args.split_mnist:
+    if sum(bool(source) for source in (args.tasks, args.split_mnist, args.digits_tasks)) > 1:
+        parser.error("give one of --tasks, --split-mnist, --digits-tasks")
+    if args.digits_tasks is not None and args.digits_tasks < 1:
+        parser.error("--digits-tasks needs at least one task")
+    if not args.split_mnist and not args.digits_tasks:
         args.tasks = args.tasks or str(SHARED_DATA / "pmnist-conflict")
     args.task_aware = args.task_aware or bool(args.split_mnist)
     available = [m for m in ALL_METHODS if m != "ccll" or args.arch in CONV_ARCHITECTURES]
@@ -270,12 +277,15 @@ def print_matrices(results: dict, tasks) -> None:
 
 def main() -> None:
     args = parse_args()
-    if args.split_mnist:
+    if args.digits_tasks:
+        tasks = load_digits_tasks(args.digits_tasks, args.test_fraction, args.validation_fraction, args.seed)
+    elif args.split_mnist:
         tasks = load_split_tasks(args.split_mnist, args.classes_per_task, args.n_tasks, args.test_fraction,
                                  args.validation_fraction, args.seed)
     else:
         tasks = load_tasks(args.tasks, args.n_tasks, args.validation_fraction, args.seed)
-    console.print(f"{len(tasks)} tasks from {args.split_mnist or args.tasks}, input shape {tasks[0].input_shape}, "
+    source = "scikit-learn digits" if args.digits_tasks else args.split_mnist or args.tasks
+    console.print(f"{len(tasks)} tasks from {source}, input shape {tasks[0].input_shape}, "
                   f"{len(tasks[0].train)} train / {len(tasks[0].validation)} validation / "
                   f"{len(tasks[0].test)} test per task" + (", task-aware evaluation" if args.task_aware else ""))
     runs = [(m, lam) for m in args.methods
@@ -309,7 +319,7 @@ def main() -> None:
             console.print(line)
     if args.json:
         write_json(args.json, {
-            "benchmark": "split" if args.split_mnist else "task-files",
+            "benchmark": "digits" if args.digits_tasks else "split" if args.split_mnist else "task-files",
             "tasks": [{"key": t.key, "labels": unique_in_order(t.train.y), "n_train": len(t.train),
                        "n_validation": len(t.validation), "n_test": len(t.test)} for t in tasks],
             "methods": results, "sweep": sweep, "lambda_search_cost": overhead,
