@@ -32,7 +32,8 @@ async def submit_task(
     name: Annotated[str | None, Form(description="a name for the task", examples=["permuted digits"])] = None,
     architecture: Annotated[str | None, Form(description="mlp (default) | cnn | resnet18; fixed at model creation")] = None,
     architecture_options: Annotated[str | None, Form(description='JSON object, e.g. {"hidden": [100, 100]} or {"alpha": 2, "beta": 1}')] = None,
-    strategy: Annotated[str, Form(description="ewc (default) | finetune | ccll")] = "ewc",
+    strategy: Annotated[str, Form(description="ewc (default) | finetune | replay | ewc_replay | ccll; the replay "
+                                              "memory's size is the architecture option memory_size")] = "ewc",
     ewc_lambda: Annotated[str, Form(description="a number, or auto (chosen on validation data)")] = "auto",
     epochs: Annotated[int | None, Form()] = None,
     batch_size: Annotated[int | None, Form()] = None,

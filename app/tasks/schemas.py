@@ -14,7 +14,7 @@ from app.errors import InvalidInput
 from app.jobs.status import JobStatus
 from app.learning import ARCHITECTURES, strategy_names
 
-STRATEGIES = strategy_names()  # every registered strategy: ewc, finetune, ccll (benchmark baselines are not)
+STRATEGIES = strategy_names()  # every registered strategy: ewc, finetune, replay, ewc_replay, ccll (benchmark baselines are not)
 
 
 @dataclass

@@ -237,3 +237,10 @@ def test_ccll_predict_needs_task_and_works_with_it(capsys, server, task_files, t
     model = next(m for m in json.loads(out) if m["name"] == "cli-ccll")
     family = model.get("family", model.get("strategy"))  # the API is renaming "strategy" to "family"
     assert (family, model["architecture"], model["options"]) == ("ccll", "cnn", {"alpha": 2})
+
+
+def test_teach_offers_every_strategy_the_service_registers():
+    from app.cli.teach import STRATEGIES
+    from app.tasks.schemas import STRATEGIES as SERVICE_STRATEGIES
+
+    assert STRATEGIES == SERVICE_STRATEGIES
