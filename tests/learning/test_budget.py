@@ -2,6 +2,7 @@
 old task away for the new one, and an update warns when every λ it tried lost an old task."""
 
 import numpy as np
+import torch
 
 from app.learning import ContinualLearner, TaskData, TrainConfig
 from app.learning.lambda_search import successive_halving
@@ -14,8 +15,8 @@ def test_a_small_task_trains_at_least_min_steps_in_whole_epochs_and_a_large_one_
     assert config.epochs_for(1295) == 8  # 41 steps an epoch: 8 epochs reach 320 steps
     assert config.epochs_for(3601) == 4  # 113 steps an epoch: 4 epochs already are 452
     assert TrainConfig(epochs=4, min_steps=0).epochs_for(100) == 4
-    import torch
-    trainer = Trainer(lambda x: x, [], torch.zeros(100, 2), torch.zeros(100, dtype=torch.long), config)
+    layer = torch.nn.Linear(2, 2)
+    trainer = Trainer(layer, list(layer.parameters()), torch.zeros(100, 2), torch.zeros(100, dtype=torch.long), config)
     assert trainer.total_steps == 4 * 80 and trainer.epochs == 80
 
 
