@@ -80,9 +80,11 @@ def new_learner(model: Model, first_task: TaskData) -> ContinualLearner:
 
 
 def train_config_of(task: Task, device: str) -> TrainConfig:
+    """The task's training settings over the library's defaults. Epochs the user gave are the budget,
+    exactly; without them the library chooses it (4 epochs, or more to reach ``min_steps`` on a small task)."""
     hyperparameters = task.hyperparameters or {}
-    return TrainConfig(device=device, **{key: hyperparameters[key] for key in TRAIN_CONFIG_KEYS
-                                          if hyperparameters.get(key) is not None})
+    given = {key: hyperparameters[key] for key in TRAIN_CONFIG_KEYS if hyperparameters.get(key) is not None}
+    return TrainConfig(device=device, **given, **({"min_steps": 0} if "epochs" in given else {}))
 
 
 def run_update(session_factory, store: ArtifactStore, settings, held: Claim, keeper: LeaseKeeper) -> JobStatus:
