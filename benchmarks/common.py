@@ -148,6 +148,34 @@ def load_split_tasks(
     return tasks
 
 
+def load_digits_tasks(
+    n_tasks: int = 2, test_fraction: float = 0.2, validation_fraction: float = 0.1, seed: int = 0,
+) -> list[BenchmarkTask]:
+    """Small, crowded tasks: scikit-learn's bundled 8x8 digits (1,797 samples), permuted per task.
+
+    Task 0 is the digits as they are; task k > 0 permutes the 64 pixels *and* the 10 labels with
+    a fixed permutation of its own (``default_rng(k)``), so every task shares the one 10-way
+    head and conflicts with the others, as pmnist-conflict does, at about a third of its size
+    (~1,290 train samples per task). Pixels are scaled to [0, 1]. Each task's samples are split,
+    stratified and seeded, into test and train, then validation is held out of train.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = digits.target.astype(np.int64)
+    tasks = []
+    for index in range(n_tasks):
+        rng = np.random.default_rng(index)
+        pixels = np.arange(64) if index == 0 else rng.permutation(64)
+        labels = np.arange(10) if index == 0 else rng.permutation(10)
+        task_x, task_y = x.reshape(len(x), -1)[:, pixels].reshape(x.shape), labels[y]
+        train_x, train_y, test_x, test_y = hold_out(task_x, task_y, test_fraction, seed + index)
+        train_x, train_y, val_x, val_y = hold_out(train_x, train_y, validation_fraction, seed + 100 + index)
+        tasks.append(_task(f"digits{index}", (train_x, train_y), (val_x, val_y), (test_x, test_y)))
+    return tasks
+
+
 def input_scale_for(data: TaskData) -> float:
     """The learner's convention (design.md §1): uint8 samples are scaled by 1/255."""
     return 1.0 / 255.0 if np.asarray(data.x).dtype == np.uint8 else 1.0

@@ -10,12 +10,18 @@ average accuracy, BWT, and task 0's accuracy right after it was learnt and at th
                            samples are split, seeded and stratified, 80/20 into train and test
                            (``--test-fraction``). Task-incremental: every method is evaluated
                            task-aware.
+* ``--digits-tasks N``     N small tasks from scikit-learn's bundled 8x8 digits (~1,290 train
+                           samples each): task 0 as is, task k>0 with its pixels and labels
+                           permuted; same 20% test split as ``--split-mnist``.
 
 Methods:
 
 * ``finetune``     plain training on each task (the baseline that forgets)
 * ``ewc_separate`` EWC, one Fisher + anchor per past task (Kirkpatrick et al. 2017)
 * ``ewc_online``   online EWC, one running Fisher + anchor (Schwarz et al. 2018)
+* ``replay``       experience replay: a bounded, per-task-balanced memory of training samples
+                   (``--memory-size``) replayed in every batch of later updates
+* ``ewc_replay``   EWC and replay together (λ as for EWC)
 * ``joint``        training from fresh weights on every task seen so far (the upper bound)
 * ``ccll``         frozen base + per-task calibration modules and classifier (Singh et al. 2020);
                    cnn / resnet18 only; always evaluated task-aware (it predicts per task). The
@@ -44,16 +50,21 @@ import argparse
 import time
 from statistics import mean
 
-from common import (SHARED_DATA, console, input_scale_for, load_split_tasks, load_tasks, parse_floats, progress_bar,
+from common import (SHARED_DATA, console, input_scale_for, load_digits_tasks, load_split_tasks, load_tasks, parse_floats, progress_bar,
                     write_json)
 from baselines import Joint
 
 from app.learning import (ARCHITECTURES, ContinualLearner, EWCConfig, FisherConfig, TrainConfig,
                           accuracy_matrix_metrics, strategy_class)
 from app.learning.data import unique_in_order
+from app.learning.state import to_safetensors_bytes
+from app.learning.strategies.ewc import DEFAULT_MEMORY_SIZE
 
 EWC_METHODS = {"ewc_separate": "separate", "ewc_online": "online"}
-ALL_METHODS = ("finetune", "ewc_separate", "ewc_online", "joint", "ccll")
+REPLAY_METHODS = ("replay", "ewc_replay")
+LAMBDA_METHODS = (*EWC_METHODS, "ewc_replay")  # the methods λ weighs (swept, or searched with auto)
+ALL_METHODS = ("finetune", "ewc_separate", "ewc_online", *REPLAY_METHODS, "joint", "ccll")
+DEFAULT_METHODS = ("finetune", "ewc_separate", "ewc_online", "joint", "ccll")  # the replay methods when asked
 CONV_ARCHITECTURES = strategy_class("ccll").architectures
 SPLIT_MNIST = SHARED_DATA / "mnist_5k.npz"
 # Conventional learning rates when the optimizer is not the library default's (whose lr is TrainConfig's).
@@ -67,6 +78,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--split-mnist", nargs="?", const=str(SPLIT_MNIST), metavar="NPZ",
                         help=f"split benchmark from one npz with x, y (default file: {SPLIT_MNIST}); "
                         "evaluated task-aware")
+    parser.add_argument("--digits-tasks", type=int, metavar="N",
+                        help="N small tasks from scikit-learn's 8x8 digits, task k>0 permuting pixels and labels")
     parser.add_argument("--classes-per-task", type=int, default=2, help="with --split-mnist (default 2)")
     parser.add_argument("--test-fraction", type=float, default=0.2,
                         help="with --split-mnist: share of each task's samples held out for test (default 0.2)")
@@ -85,6 +98,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lambda-candidates", help="with --lambda auto: the candidates searched "
                         f"(default: the library's, {','.join(f'{c:g}' for c in EWCConfig().lambda_candidates)})")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--min-steps", type=int, default=defaults.min_steps,
+                        help=f"least optimizer steps per update, in whole epochs (default {defaults.min_steps}; 0: off)")
+    parser.add_argument("--max-old-task-drop", type=float, default=EWCConfig().max_old_task_drop,
+                        help="λ search: candidates dropping an old task's validation accuracy by more rank last "
+                        f"(default {EWCConfig().max_old_task_drop}; 1 = plain mean)")
+    parser.add_argument("--memory-size", type=int, default=DEFAULT_MEMORY_SIZE,
+                        help=f"replay methods: samples kept in all (default {DEFAULT_MEMORY_SIZE})")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default=defaults.optimizer)
     parser.add_argument("--lr", type=float, help="default: the library's for its optimizer, else sgd 0.05 / adam 1e-3")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -97,12 +117,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    if args.tasks and args.split_mnist:
-        parser.error("give --tasks or --split-mnist, not both")
-    if not args.split_mnist:
+    if sum(bool(source) for source in (args.tasks, args.split_mnist, args.digits_tasks)) > 1:
+        parser.error("give one of --tasks, --split-mnist, --digits-tasks")
+    if args.digits_tasks is not None and args.digits_tasks < 1:
+        parser.error("--digits-tasks needs at least one task")
+    if not args.split_mnist and not args.digits_tasks:
         args.tasks = args.tasks or str(SHARED_DATA / "pmnist-conflict")
     args.task_aware = args.task_aware or bool(args.split_mnist)
-    available = [m for m in ALL_METHODS if m != "ccll" or args.arch in CONV_ARCHITECTURES]
+    available = [m for m in DEFAULT_METHODS if m != "ccll" or args.arch in CONV_ARCHITECTURES]
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else available
     if not args.methods:
         parser.error("--methods names no method")
@@ -128,17 +150,20 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
     options = {"alpha": args.alpha, "beta": args.beta} if ccll else None
     if args.arch == "mlp":
         options = {"hidden": args.hidden}
+    if method in REPLAY_METHODS:
+        options = {**(options or {}), "memory_size": args.memory_size}
     task_aware = ccll or args.task_aware
     ewc = EWCConfig(
         consolidation=EWC_METHODS.get(method, "separate"),
         fisher=FisherConfig(label_mode=args.fisher, max_samples=args.fisher_samples),
         **({"lambda_candidates": tuple(args.lambda_candidates)} if args.lambda_candidates else {}),
+        max_old_task_drop=args.max_old_task_drop,
     )
     learner = ContinualLearner.create(args.arch, tasks[0].input_shape, family="ccll" if ccll else "ewc",
                                       architecture_options=options, ewc=ewc,
                                       input_scale=input_scale_for(tasks[0].train), seed=args.seed)
-    config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                         seed=args.seed, device=args.device)
+    config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, min_steps=args.min_steps,
+                         batch_size=args.batch_size, seed=args.seed, device=args.device)
     # joint keeps every task's data: one instance for all of this learner's tasks
     strategy = Joint() if method == "joint" else "ewc" if method in EWC_METHODS else method
     label = method if ewc_lambda is None else f"{method} λ={ewc_lambda}"
@@ -148,7 +173,7 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
         result = learner.learn_task(
             task.key, task.train, strategy=strategy, train_config=config,
             validation={t.key: t.validation for t in tasks[: i + 1]},
-            ewc_lambda=ewc_lambda if strategy == "ewc" else None,
+            ewc_lambda=ewc_lambda if method in LAMBDA_METHODS else None,
         )
         # CCLL needs the task at prediction time; the others predict over the whole vocabulary
         # unless the benchmark is task-aware (a split benchmark, or --task-aware).
@@ -158,6 +183,7 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
             "task": task.key, "ewc_lambda": result.ewc_lambda, "train_seconds": result.train_seconds,
             "search_seconds": result.search_seconds, "lambda_search": result.lambda_search,
             "validation_after": result.validation_after, "parameters_added": result.parameters_added,
+            "epochs_trained": result.train_config["epochs_trained"], "capacity_warning": result.capacity_warning,
         })
         bar.advance(bar_task)
     # scored as test is: what a λ sweep chooses by
@@ -177,7 +203,8 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
         "validation_avg_acc": mean(validation_accuracy),
         "evaluation": "task-aware" if task_aware else "vocabulary",
         "train_seconds": sum(u["train_seconds"] for u in updates),
-        "lambda_per_update": [u["ewc_lambda"] for u in updates] if strategy == "ewc" else None,
+        "lambda_per_update": [u["ewc_lambda"] for u in updates] if method in LAMBDA_METHODS else None,
+        "state_bytes": state_bytes(learner),
         "updates": updates,
         "fisher_recipe": ewc.recipe() if not ccll else None,
         "train_config": config.as_dict(),
@@ -186,6 +213,15 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
         outcome["parameters"] = ccll_parameters(learner.parameter_counts())
         outcome["architecture_options"] = options
     return outcome
+
+
+def state_bytes(learner: ContinualLearner) -> dict:
+    """What the last version stores: its two safetensors payloads, and the rehearsal memory's share."""
+    memory = learner.memory.tensors() if learner.memory is not None else {}
+    return {"weights": len(to_safetensors_bytes(*learner.export_weights())),
+            "consolidation": len(to_safetensors_bytes(*learner.export_consolidation())),
+            "memory_tensors": sum(t.numel() * t.element_size() for t in memory.values()),
+            "memory_samples": len(learner.memory) if learner.memory is not None else 0}
 
 
 def ccll_parameters(counts: dict) -> dict:
@@ -213,7 +249,7 @@ def search_overhead(results: dict) -> dict | None:
     """
     plain = results.get("finetune")
     overhead = {}
-    for method in EWC_METHODS:
+    for method in LAMBDA_METHODS:
         if method not in results:
             continue
         searched = [u for u in results[method]["updates"] if u["lambda_search"]]
@@ -241,7 +277,8 @@ def print_table(results: dict, args) -> None:
         table.add_column(column, justify="left" if column == "method" else "right")
     for method, r in results.items():
         lam = r["lambda"]
-        lam_text = "auto: " + ",".join(f"{v:g}" for v in r["lambda_per_update"][1:]) if args.auto and lam is not None \
+        lam_text = "auto: " + ",".join(f"{v:g}" for v in r["lambda_per_update"][1:] if v is not None) \
+            if args.auto and lam is not None \
             else ("–" if lam is None else f"{lam:g}")
         table.add_row(method, lam_text, f"{r['avg_acc']:.3f}", "–" if r["bwt"] is None else f"{r['bwt']:+.3f}",
                       f"{r['task0_initial']:.3f} → {r['task0_final']:.3f}",
@@ -270,23 +307,26 @@ def print_matrices(results: dict, tasks) -> None:
 
 def main() -> None:
     args = parse_args()
-    if args.split_mnist:
+    if args.digits_tasks:
+        tasks = load_digits_tasks(args.digits_tasks, args.test_fraction, args.validation_fraction, args.seed)
+    elif args.split_mnist:
         tasks = load_split_tasks(args.split_mnist, args.classes_per_task, args.n_tasks, args.test_fraction,
                                  args.validation_fraction, args.seed)
     else:
         tasks = load_tasks(args.tasks, args.n_tasks, args.validation_fraction, args.seed)
-    console.print(f"{len(tasks)} tasks from {args.split_mnist or args.tasks}, input shape {tasks[0].input_shape}, "
+    source = "scikit-learn digits" if args.digits_tasks else args.split_mnist or args.tasks
+    console.print(f"{len(tasks)} tasks from {source}, input shape {tasks[0].input_shape}, "
                   f"{len(tasks[0].train)} train / {len(tasks[0].validation)} validation / "
                   f"{len(tasks[0].test)} test per task" + (", task-aware evaluation" if args.task_aware else ""))
     runs = [(m, lam) for m in args.methods
-            for lam in (["auto"] if args.auto else args.lambdas if m in EWC_METHODS else [None])]
+            for lam in (["auto"] if args.auto else args.lambdas if m in LAMBDA_METHODS else [None])]
     results, sweep = {}, {}
     started = time.perf_counter()
     with progress_bar() as bar:
         bar_task = bar.add_task("forgetting", total=len(runs) * len(tasks), status="")
         for method, ewc_lambda in runs:
             outcome = run_method(method, ewc_lambda, tasks, args, bar, bar_task)
-            if method in EWC_METHODS and not args.auto:
+            if method in LAMBDA_METHODS and not args.auto:
                 sweep.setdefault(method, []).append(
                     {k: outcome[k] for k in ("lambda", "avg_acc", "bwt", "task0_final", "task0_kept",
                                              "validation_avg_acc", "train_seconds")})
@@ -299,6 +339,14 @@ def main() -> None:
     results = {m: results[m] for m in args.methods}  # the order asked for
     print_table(results, args)
     print_matrices(results, tasks)
+    for method, r in results.items():
+        b = r["state_bytes"]
+        warnings = sum(u["capacity_warning"] is not None for u in r["updates"])
+        console.print(f"{method}: last update trained {r['updates'][-1]['train_seconds']:.1f} s "
+                      f"({r['updates'][-1]['epochs_trained']} epochs); stored state {b['weights']:,} B weights + "
+                      f"{b['consolidation']:,} B consolidation" + (f", of which {b['memory_tensors']:,} B are "
+                      f"{b['memory_samples']} replay samples" if b["memory_samples"] else "")
+                      + (f"; capacity warnings on {warnings} update(s)" if warnings else ""), highlight=False)
     overhead = search_overhead(results) if args.auto else None
     if overhead:
         for method, o in overhead.items():
@@ -309,7 +357,7 @@ def main() -> None:
             console.print(line)
     if args.json:
         write_json(args.json, {
-            "benchmark": "split" if args.split_mnist else "task-files",
+            "benchmark": "digits" if args.digits_tasks else "split" if args.split_mnist else "task-files",
             "tasks": [{"key": t.key, "labels": unique_in_order(t.train.y), "n_train": len(t.train),
                        "n_validation": len(t.validation), "n_test": len(t.test)} for t in tasks],
             "methods": results, "sweep": sweep, "lambda_search_cost": overhead,

@@ -303,7 +303,7 @@ def show_keys(keys: list[dict]) -> None:
 
 def show_versions(model: str, versions: list[dict]) -> None:
     table = Table(title=f"Versions of {model} (* = serving)")
-    for column in ("version", "parent", "task", "strategy", "λ", "promoted", "weights", "created"):
+    for column in ("version", "parent", "task", "strategy", "λ", "promoted", "warning", "weights", "created"):
         table.add_column(column, justify="right" if column in ("version", "parent", "λ") else "left")
     for version in versions:
         task = version.get("task_id")
@@ -314,6 +314,7 @@ def show_versions(model: str, versions: list[dict]) -> None:
             fmt_optional(version.get("strategy")),
             fmt_optional(version.get("ewc_lambda"), "g"),
             "yes" if version.get("promoted") else "no (rejected)",
+            "capacity" if version.get("capacity_warning") else "–",
             (version.get("weights_sha256") or "")[:12],
             fmt_time(version.get("created_at")),
         )

@@ -17,6 +17,10 @@ from app.cli.command import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, Subcommands, add
 from app.client import ClientError, RetainClient
 from app.jobs.status import TERMINAL_STATUSES, JobStatus
 
+# The service's registered strategies (app.learning's registry; the CLI stays light and does not
+# import the learning library: tests/cli checks the two agree).
+STRATEGIES = ("ewc", "finetune", "replay", "ewc_replay", "ccll")
+
 
 def register(commands: Subcommands) -> None:
     teach = add_command(commands, "teach", "upload a dataset as a new task of a model", json_output=True)
@@ -27,9 +31,12 @@ def register(commands: Subcommands) -> None:
     teach.add_argument("--name", required=True, help="task name")
     teach.add_argument("--architecture", help="mlp | cnn | resnet18 (fixed on the model's first task)")
     teach.add_argument("--option", action="append", metavar="KEY=VALUE",
-                       help="architecture option, e.g. hidden=[256,256] or alpha=2 (repeatable)")
-    teach.add_argument("--strategy", help="ewc (default) | finetune | ccll")
-    teach.add_argument("--epochs", type=int)
+                       help="architecture option, e.g. hidden=[256,256], alpha=2 or memory_size=1000 (replay's "
+                       "memory, in samples) (repeatable)")
+    teach.add_argument("--strategy", choices=STRATEGIES,
+                       help="ewc (default) | finetune | replay | ewc_replay (EWC + rehearsal) | ccll")
+    teach.add_argument("--epochs", type=int,
+                       help="train exactly this many epochs (default: the service chooses: 4, or more on a small task)")
     teach.add_argument("--batch-size", type=int)
     teach.add_argument("--lr", type=float)
     teach.add_argument("--ewc-lambda", help="a number, or auto (the default: the service searches)")
@@ -116,6 +123,8 @@ def report_finished_job(client: RetainClient, submitted: dict, job: dict) -> Non
             + ("." if status == JobStatus.SUCCEEDED else ", [yellow]stored but not promoted[/].")
         )
         render.show_update_effect(client.get(f"/models/{model}/accuracy"), version)
+        if version.get("capacity_warning"):
+            render.console.print(f"[yellow]Capacity warning: {version['capacity_warning']}[/]", highlight=False)
         if status == JobStatus.REJECTED:
             render.console.print(
                 f"[yellow]{job.get('error') or 'forgetting gate: an earlier task dropped too far'}[/]"

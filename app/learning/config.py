@@ -25,6 +25,10 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     epochs: int = 4
+    # The budget grows for small tasks: an update trains at least this many optimizer steps,
+    # in whole epochs, whatever the task's size (4 epochs of a 3,600-sample task are 452 steps,
+    # untouched; a 1,300-sample task gets 8 epochs instead of 4). README, "Small tasks".
+    min_steps: int = 320
     batch_size: int = 32
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when present, else cpu
@@ -37,8 +41,17 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.min_steps < 0:
+            raise ValueError(f"min_steps must be non-negative, got {self.min_steps}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+    def steps_per_epoch(self, n_samples: int) -> int:
+        return -(-n_samples // self.batch_size)
+
+    def epochs_for(self, n_samples: int) -> int:
+        """Epochs an update of ``n_samples`` trains: ``epochs``, or more to reach ``min_steps``."""
+        return max(self.epochs, -(-self.min_steps // self.steps_per_epoch(n_samples)))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +97,13 @@ class EWCConfig:
     ewc_lambda: float | Literal["auto"] = "auto"
     default_lambda: float = 1000.0  # used when auto has no validation data to choose with
     lambda_candidates: tuple[float, ...] = (10.0, 100.0, 1000.0, 10000.0)
+    # λ search: a candidate that drops an old task's validation accuracy by more than this
+    # (absolute) ranks after every candidate that does not; when none keeps within it, the update
+    # carries a capacity warning.
+    max_old_task_drop: float = 0.02
+    # When even the candidate that drops least loses more than this on an old task, the update
+    # says the model may lack the capacity for its tasks (UpdateResult.capacity_warning).
+    capacity_warning_drop: float = 0.05
     fisher: FisherConfig = field(default_factory=FisherConfig)
 
     def __post_init__(self) -> None:
@@ -93,6 +113,9 @@ class EWCConfig:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.ewc_lambda != "auto" and float(self.ewc_lambda) < 0:
             raise ValueError(f"ewc_lambda must be non-negative or 'auto', got {self.ewc_lambda}")
+        for name in ("max_old_task_drop", "capacity_warning_drop"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if isinstance(self.fisher, dict):
             self.fisher = FisherConfig.from_dict(self.fisher)
         self.lambda_candidates = tuple(float(c) for c in self.lambda_candidates)

@@ -37,6 +37,7 @@ from app.learning.config import EWCConfig, TrainConfig
 from app.learning.data import Label, TaskData, as_samples, plain_label, plain_labels, unique_in_order
 from app.learning.evaluation import Evaluation, evaluate_logits
 from app.learning.ewc import Consolidation
+from app.learning.memory import RehearsalMemory
 from app.learning.lambda_search import search_cost, successive_halving
 from app.learning.models import build_model
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
@@ -70,6 +71,7 @@ class UpdateResult:
     validation_before: dict[str, float]
     validation_after: dict[str, float]
     parameters_added: int
+    capacity_warning: str | None = None  # set when every λ tried lost an old task (see capacity_warning)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +90,7 @@ class ContinualLearner:
         self.task_labels: dict[str, list[Label]] = {}
         self.network: nn.Module | None = None
         self.consolidation: Consolidation | None = None  # the EWC family's state (set by its init_state)
+        self.memory: RehearsalMemory | None = None  # the EWC family's rehearsal memory (replay strategies)
         self._family.init_state(self)
         self.updates: list[dict] = []  # λ and Fisher recipe of every update, for the registry
         self.device = torch.device("cpu")
@@ -134,6 +137,8 @@ class ContinualLearner:
             self.network.to(self.device)
         if self.consolidation is not None:
             self.consolidation.to(self.device)
+        if self.memory is not None:
+            self.memory.to(self.device)
         return self
 
     # --------------------------------------------------------------------------- inputs
@@ -190,20 +195,23 @@ class ContinualLearner:
         before = {key: self._validation_accuracy(self.network, key, data) for key, data in validation.items()
                   if key != task_key}
         ewc_lambda = method.resolve_lambda(self, ewc_lambda)
-        reporter = _Reporter(progress, total_steps=1, epochs=config.epochs)
+        reporter = _Reporter(progress, total_steps=1, epochs=config.epochs_for(len(x)))
 
         # From here on the learner is mid-update: if this raises (stopped, bad input), discard it and reload.
         parameters_added, x, y = self._prepare(method, task_key, x, labels)  # 1.
-        trained = self._train(method, task_key, x, y, config, ewc_lambda, validation, reporter, should_stop)  # 2.
+        trained = self._train(method, task_key, x, y, config, ewc_lambda, validation, before, reporter,
+                              should_stop)  # 2.
         fisher_recipe = self._consolidate(method, task_key, x, y, config, reporter)  # 3.
         after = {key: self._validation_accuracy(self.network, key, data) for key, data in validation.items()}  # 4.
 
         result = UpdateResult(
             task_key=task_key, strategy=method.name,
             ewc_lambda=float(trained.ewc_lambda) if method.uses_lambda and len(self.task_keys) > 1 else None,
-            lambda_search=trained.search, fisher_recipe=fisher_recipe, train_config=config.as_dict(),
+            lambda_search=trained.search, fisher_recipe=fisher_recipe,
+            train_config={**config.as_dict(), "epochs_trained": trained.epochs},
             train_seconds=trained.seconds, search_seconds=trained.search_seconds, final_loss=trained.final_loss,
             validation_before=before, validation_after=after, parameters_added=parameters_added,
+            capacity_warning=capacity_warning(trained.search, self.ewc.capacity_warning_drop),
         )
         self.updates.append({"task_key": task_key, "strategy": method.name, "ewc_lambda": result.ewc_lambda,
                              "fisher_recipe": result.fisher_recipe})
@@ -232,15 +240,15 @@ class ContinualLearner:
         return (parameters_added, *method.training_set(self, task_key, x, labels))
 
     def _train(self, method: Strategy, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-               ewc_lambda: float | str, validation: dict[str, TaskData], reporter: "_Reporter",
-               should_stop: Callable[[], bool] | None) -> "_Training":
+               ewc_lambda: float | str, validation: dict[str, TaskData], before: dict[str, float],
+               reporter: "_Reporter", should_stop: Callable[[], bool] | None) -> "_Training":
         """Step 2: train ``self.network`` at ``ewc_lambda``, or search λ on validation data if it is "auto"."""
         started = time.perf_counter()
         if ewc_lambda == "auto" and not validation:
             ewc_lambda = self.ewc.default_lambda  # nothing to choose with: documented fallback
         if ewc_lambda == "auto":
-            final_loss, ewc_lambda, search = self._search_lambda(method, task_key, x, y, config, validation, reporter,
-                                                                 should_stop)
+            final_loss, ewc_lambda, search = self._search_lambda(method, task_key, x, y, config, validation, before,
+                                                                 reporter, should_stop)
             search_seconds = time.perf_counter() - started
         else:
             trainer = self._trainer(method, self.network, task_key, x, y, config, ewc_lambda)
@@ -248,7 +256,8 @@ class ContinualLearner:
             final_loss = trainer.run(on_step=lambda loss, n: reporter.step("train", loss, n, trainer.epoch),
                                      should_stop=should_stop)
             search, search_seconds = None, 0.0
-        return _Training(final_loss, ewc_lambda, search, search_seconds, time.perf_counter() - started)
+        epochs = config.epochs_for(len(x))
+        return _Training(final_loss, ewc_lambda, search, search_seconds, time.perf_counter() - started, epochs)
 
     def _trainer(self, method: Strategy, network: nn.Module, task_key: str, x, y, config: TrainConfig,
                  ewc_lambda: float) -> Trainer:
@@ -258,9 +267,10 @@ class ContinualLearner:
         return Trainer(method.train_forward(network, task_key), parameters, x, y, config,
                        **method.step_hooks(self, network, ewc_lambda, config))
 
-    def _search_lambda(self, method, task_key, x, y, config, validation, reporter, should_stop):
-        """Successive halving over the candidate λs, each training a copy of the network; the
-        winner's copy becomes the network."""
+    def _search_lambda(self, method, task_key, x, y, config, validation, before, reporter, should_stop):
+        """Successive halving over the candidate λs, each training a copy of the network, ranked by
+        mean validation accuracy among those that keep every old task within
+        ``EWCConfig.max_old_task_drop`` of ``before``; the winner's copy becomes the network."""
         candidates = self.ewc.lambda_candidates
         trainers: dict[int, Trainer] = {}  # id(candidate network) -> its trainer
 
@@ -277,14 +287,16 @@ class ContinualLearner:
         def score(network: nn.Module) -> dict[str, float]:
             return {key: self._validation_accuracy(network, key, data) for key, data in validation.items()}
 
-        total_steps = -(-len(x) // config.batch_size) * config.epochs
+        total_steps = config.steps_per_epoch(len(x)) * config.epochs_for(len(x))
         reporter.total_steps = int(total_steps * search_cost(len(candidates)))
-        winner, entries = successive_halving(candidates, start, advance, score, total_steps)
+        winner, entries = successive_halving(candidates, start, advance, score, total_steps, before=before,
+                                             max_drop=self.ewc.max_old_task_drop)
         self.network = winner.state
         final_loss = trainers[id(winner.state)].last_loss
-        steps_per_epoch = total_steps / config.epochs
+        steps_per_epoch = config.steps_per_epoch(len(x))
         search = [{"lambda": e.value, "validation_accuracy": e.score, "per_task": e.per_task, "steps": e.steps,
-                   "epochs": e.steps / steps_per_epoch} for e in entries]
+                   "epochs": e.steps / steps_per_epoch, "worst_old_task_drop": e.worst_drop,
+                   "keeps_old_tasks": e.keeps_old_tasks(self.ewc.max_old_task_drop)} for e in entries]
         return final_loss, winner.value, search
 
     def _consolidate(self, method: Strategy, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
@@ -420,6 +432,20 @@ class _Training:
     search: list[dict] | None  # every candidate's λ, validation scores and steps, when searched
     search_seconds: float
     seconds: float
+    epochs: int  # epochs trained (the budget: TrainConfig.epochs, or more for a small task)
+
+
+def capacity_warning(search: list[dict] | None, threshold: float) -> str | None:
+    """A warning when the λ search's own numbers show old tasks lost whatever λ: every candidate
+    dropped an old task's validation accuracy by more than ``threshold`` (the largest λ included)."""
+    if not search or min(entry["worst_old_task_drop"] for entry in search) <= threshold:
+        return None
+    least = min(search, key=lambda entry: entry["worst_old_task_drop"])
+    tried = ", ".join(f"{entry['lambda']:g}" for entry in search)
+    return (f"every λ tried ({tried}) lost more than "
+            f"{threshold:.0%} of an old task's validation accuracy (the least: {least['worst_old_task_drop']:.1%} "
+            f"at λ = {least['lambda']:g}); the model may lack the capacity for its tasks: try a wider model "
+            f"(architecture option hidden) or rehearsal (strategy ewc_replay)")
 
 
 class _Reporter:

@@ -74,16 +74,19 @@ class Trainer:
         config: TrainConfig,
         add_penalty_gradient: Callable[[], None] | None = None,
         after_step: Callable[[], None] | None = None,
+        replay_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
         if len(x) == 0:
             raise ValueError("cannot train on an empty dataset")
         self.forward, self.parameters = forward, list(parameters)
         self.x, self.y, self.config = x, y, config
         self.add_penalty_gradient, self.after_step = add_penalty_gradient, after_step
+        self.replay_batch = replay_batch
         self.optimizer = make_optimizer(self.parameters, config)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.steps_per_epoch = -(-len(x) // config.batch_size)
-        self.total_steps = self.steps_per_epoch * config.epochs
+        self.steps_per_epoch = config.steps_per_epoch(len(x))
+        self.epochs = config.epochs_for(len(x))  # at least config.epochs; more when the task is small
+        self.total_steps = self.steps_per_epoch * self.epochs
         self.steps_done = 0
         self._order: torch.Tensor | None = None
         self.last_loss = float("nan")
@@ -92,7 +95,7 @@ class Trainer:
 
     @property
     def epoch(self) -> int:
-        return min(self.steps_done // self.steps_per_epoch + 1, self.config.epochs)
+        return min(self.steps_done // self.steps_per_epoch + 1, self.epochs)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         position = self.steps_done % self.steps_per_epoch
@@ -113,6 +116,9 @@ class Trainer:
             if should_stop is not None and should_stop():
                 raise TrainingStopped("training was asked to stop")
             xb, yb = self._batch()
+            if self.replay_batch is not None:  # rehearsal: the same draw on every rank, then sharded with the batch
+                replay_x, replay_y = self.replay_batch()
+                xb, yb = torch.cat([xb, replay_x]), torch.cat([yb, replay_y])
             n_batch = len(xb)
             xb, yb = distributed.shard(xb, yb)  # across N processes: this rank's share of the batch
             self.optimizer.zero_grad(set_to_none=True)

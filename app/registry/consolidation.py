@@ -12,7 +12,9 @@ The version's consolidation payload is then a tensor-free safetensors file whose
 those references (``MANIFEST_FORMAT``). Where the family's state is one payload that changes at
 every update (online EWC's running Fisher, CCLL's), the manifest points at that one payload
 instead: it stays one artifact of constant size. What a version stores is thus its weights, one
-task's state and splits, and the manifest (a few hundred bytes per learnt task).
+task's state and splits, and the manifest (a few hundred bytes per learnt task); a model taught
+with rehearsal (``replay``, ``ewc_replay``) also stores its memory, one payload of at most
+``memory_size`` samples per version, rebalanced over the tasks at every update.
 
 Versions written before the manifest (one payload holding every task's Fisher and anchor) still
 load: ``read_consolidation`` returns their payload as it is, with no manifest, and the next update
@@ -30,10 +32,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from app.learning.ewc import pad_to
+from app.learning.memory import PREFIX as MEMORY_PREFIX
 from app.storage.artifacts import ArtifactRef, ArtifactStore
 
 MANIFEST_FORMAT = "retain.consolidation-manifest/1"
 TASK_STATE_FORMAT = "retain.task-state/1"
+MEMORY_FORMAT = "retain.rehearsal-memory/1"
 
 Payload = tuple[dict[str, torch.Tensor], dict[str, str]]
 
@@ -46,6 +50,7 @@ class Manifest:
     task_state: dict[str, ArtifactRef] = field(default_factory=dict)  # task key -> Fisher + anchor
     state: ArtifactRef | None = None  # one payload for the whole state (online EWC, CCLL)
     evaluation: dict[str, ArtifactRef] = field(default_factory=dict)  # task key -> validation + test splits
+    memory: ArtifactRef | None = None  # the rehearsal memory (replay strategies): bounded, rewritten per update
 
     def to_json(self) -> str:
         return json.dumps({
@@ -53,6 +58,7 @@ class Manifest:
             "task_state": {key: asdict(ref) for key, ref in self.task_state.items()},
             "state": asdict(self.state) if self.state else None,
             "evaluation": {key: asdict(ref) for key, ref in self.evaluation.items()},
+            "memory": asdict(self.memory) if self.memory else None,
         })
 
     @classmethod
@@ -60,7 +66,8 @@ class Manifest:
         return cls(family_state=meta["family_state"],
                    task_state={key: ArtifactRef(**ref) for key, ref in meta["task_state"].items()},
                    state=ArtifactRef(**meta["state"]) if meta["state"] else None,
-                   evaluation={key: ArtifactRef(**ref) for key, ref in meta["evaluation"].items()})
+                   evaluation={key: ArtifactRef(**ref) for key, ref in meta["evaluation"].items()},
+                   memory=ArtifactRef(**meta["memory"]) if meta.get("memory") else None)
 
 
 def write_consolidation(store: ArtifactStore, learner, parent: Manifest | None,
@@ -72,6 +79,9 @@ def write_consolidation(store: ArtifactStore, learner, parent: Manifest | None,
     manifest = Manifest(family_state=family_state, evaluation=evaluation)
     if learner.consolidation is not None and learner.consolidation.mode == "separate":
         known = parent.task_state if parent is not None else {}
+        memory = {name: t for name, t in tensors.items() if name.startswith(MEMORY_PREFIX)}
+        if memory:  # at most memory_size samples whatever k: one payload per version, constant in size
+            manifest.memory = store.put_tensors(memory, {"retain": json.dumps({"format": MEMORY_FORMAT})})
         for key in family_state["order"]:
             manifest.task_state[key] = known.get(key) or store.put_tensors(
                 {name.removeprefix(f"{key}."): t for name, t in tensors.items() if name.startswith(f"{key}.")},
@@ -92,7 +102,7 @@ def read_consolidation(store: ArtifactStore, uri: str, sha256: str | None,
     manifest = Manifest.from_json(meta)
     if manifest.state is not None:
         return store.get_tensors(manifest.state.uri, manifest.state.sha256), manifest
-    tensors = {}
+    tensors = store.get_tensors(manifest.memory.uri, manifest.memory.sha256)[0] if manifest.memory else {}
     for key, ref in manifest.task_state.items():
         part, _ = store.get_tensors(ref.uri, ref.sha256)
         for name, tensor in part.items():

@@ -28,7 +28,7 @@ class ModelOut(BaseModel):
 
     name: str
     architecture: str
-    family: str = Field(description="model family: ewc (its updates may use strategy ewc or finetune) or ccll")
+    family: str = Field(description="model family: ewc (its updates may use strategy ewc, finetune, replay or ewc_replay) or ccll")
     input_shape: list[int]
     options: dict[str, Any]
     serving_version: int | None
@@ -48,7 +48,8 @@ VERSION_EXAMPLE = {
                       "half_convention": "lambda/2", "consolidation": "separate", "gamma": 1.0},
     "train_config": {"optimizer": "sgd", "lr": 0.05, "epochs": 4},
     "validation": {"max_forgetting": 0.1, "before": {"7": 0.93}, "after": {"7": 0.9, "8": 0.91},
-                   "drops": {"7": 0.03}, "tripped_by": [], "passed": True},
+                   "drops": {"7": 0.03}, "tripped_by": [], "passed": True, "capacity_warning": None},
+    "capacity_warning": None,
     "train_seconds": 12.4, "search_seconds": 12.4, "promoted": True, "serving": True,
     "weights_uri": "file:///data/artifacts/ab/abcd….safetensors", "weights_sha256": "abcd…", "weights_size": 360000,
     "consolidation_sha256": "ef01…", "consolidation_size": 720000, "created_at": "2025-01-01T12:01:10Z",
@@ -70,7 +71,10 @@ class VersionOut(BaseModel):
     train_config: dict[str, Any] | None = None
     validation: dict[str, Any] | None = Field(
         None, description="the forgetting gate's verdict on validation data: accuracy of every task before and after "
-                          "the update, drops, max_forgetting, passed, tripped_by")
+                          "the update, drops, max_forgetting, passed, tripped_by, capacity_warning")
+    capacity_warning: str | None = Field(
+        None, description="set when old tasks lost validation accuracy whatever λ the search tried: the model may be "
+                          "too small for its tasks (a wider model, or rehearsal with strategy ewc_replay, may help)")
     train_seconds: float | None = Field(None, description="training time of the update, λ search included")
     search_seconds: float | None = Field(None, description="time spent choosing λ (0 when λ was given)")
     promoted: bool

@@ -46,9 +46,11 @@ def submit_task(
     name: Annotated[str | None, Form(description="a name for the task", examples=["permuted digits"])] = None,
     architecture: Annotated[str | None, Form(description="mlp (default) | cnn | resnet18; fixed at model creation")] = None,
     architecture_options: Annotated[str | None, Form(description='JSON object, e.g. {"hidden": [100, 100]} or {"alpha": 2, "beta": 1}')] = None,
-    strategy: Annotated[str, Form(description="ewc (default) | finetune | ccll")] = "ewc",
+    strategy: Annotated[str, Form(description="ewc (default) | finetune | replay | ewc_replay | ccll; the replay "
+                                              "memory's size is the architecture option memory_size")] = "ewc",
     ewc_lambda: Annotated[str, Form(description="a number, or auto (chosen on validation data)")] = "auto",
-    epochs: Annotated[int | None, Form()] = None,
+    epochs: Annotated[int | None, Form(description="exactly this many epochs; without it the service chooses "
+                                                   "(4, or more to reach 320 optimizer steps on a small task)")] = None,
     batch_size: Annotated[int | None, Form()] = None,
     lr: Annotated[float | None, Form()] = None,
     test_fraction: Annotated[float, Form(description="held out for test when the file has no x_test")] = 0.2,

@@ -17,7 +17,7 @@ from app.learning import ARCHITECTURES, strategy_names
 MAX_OPTIONS_CHARACTERS = 4096
 LAYER_OPTIONS = ("hidden", "channels")  # the architecture options that are lists of layer widths
 
-STRATEGIES = strategy_names()  # every registered strategy: ewc, finetune, ccll (benchmark baselines are not)
+STRATEGIES = strategy_names()  # every registered strategy: ewc, finetune, replay, ewc_replay, ccll (benchmark baselines are not)
 
 
 @dataclass

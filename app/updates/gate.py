@@ -21,6 +21,9 @@ class GateDecision:
     after: dict[str, float]
     drops: dict[str, float] = field(default_factory=dict)
     tripped_by: list[str] = field(default_factory=list)
+    # Not part of the verdict, recorded with it: the update's own warning that old tasks lost
+    # validation accuracy whatever λ the search tried (the model may be too small for its tasks).
+    capacity_warning: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -43,4 +46,5 @@ def forgetting_gate(result: UpdateResult, max_forgetting: float) -> GateDecision
     after = dict(result.validation_after)
     drops = {key: before[key] - after[key] for key in before if key in after}
     tripped = [key for key, drop in drops.items() if drop > max_forgetting]
-    return GateDecision(max_forgetting=max_forgetting, before=before, after=after, drops=drops, tripped_by=tripped)
+    return GateDecision(max_forgetting=max_forgetting, before=before, after=after, drops=drops, tripped_by=tripped,
+                        capacity_warning=result.capacity_warning)

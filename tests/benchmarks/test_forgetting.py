@@ -34,7 +34,7 @@ def _write_tasks(directory: Path, n_tasks: int, shape: tuple[int, ...]) -> None:
 def _run(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "out.json"
     subprocess.run([sys.executable, str(SCRIPT), "--tasks", str(tmp_path), "--json", str(out), "--epochs", "1",
-                    "--fisher-samples", "32", "--batch-size", "16", *args], check=True, cwd=REPO,
+                    "--fisher-samples", "32", "--batch-size", "16", "--min-steps", "0", *args], check=True, cwd=REPO,
                    capture_output=True, timeout=300)
     return json.loads(out.read_text())
 
@@ -151,3 +151,29 @@ def test_split_mnist_with_ccll_refuses_the_mlp(tmp_path):
                                cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.returncode != 0
     assert "ccll" in completed.stderr and "--arch cnn" in completed.stderr
+
+
+def test_digits_tasks_permute_pixels_and_labels_of_the_same_digits():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from common import load_digits_tasks
+
+    first, second = load_digits_tasks(2, seed=0)
+    assert (first.key, second.key) == ("digits0", "digits1")
+    assert first.input_shape == (1, 8, 8) and 1200 < len(first.train) < 1400
+    x0 = np.concatenate([first.train.x, first.validation.x, first.test.x]).reshape(-1, 64)
+    x1 = np.concatenate([second.train.x, second.validation.x, second.test.x]).reshape(-1, 64)
+    assert sorted(map(tuple, np.sort(x0, axis=1))) == sorted(map(tuple, np.sort(x1, axis=1)))  # same digits, pixels moved
+    assert set(first.train.y) == set(second.train.y) == set(range(10))
+    assert load_digits_tasks(2, seed=0)[1].train.y == second.train.y  # seeded
+
+
+def test_replay_methods_record_their_memory_and_its_bytes(tmp_path):
+    _write_tasks(tmp_path, 2, (12,))
+    result = _run(tmp_path, "--lambda", "auto", "--methods", "replay,ewc_replay", "--memory-size", "40")
+
+    for method in ("replay", "ewc_replay"):
+        stored = result["methods"][method]["state_bytes"]
+        assert stored["memory_samples"] == 40 and stored["memory_tensors"] == 40 * (12 * 4 + 8)
+        assert stored["consolidation"] > stored["memory_tensors"]
+    assert result["methods"]["ewc_replay"]["updates"][1]["lambda_search"]
+    assert result["methods"]["replay"]["lambda_per_update"] is None

@@ -296,3 +296,10 @@ def test_keys_create_list_revoke_and_the_key_file_beside_the_server(server, tmp_
 
     assert run_script("keys", "revoke", str(key["id"]), url=server.url, cwd=home).returncode == 0
     assert "401" in run_script("jobs", url=server.url, api_key=key["key"]).stderr
+
+
+def test_teach_offers_every_strategy_the_service_registers():
+    from app.cli.teach import STRATEGIES
+    from app.tasks.schemas import STRATEGIES as SERVICE_STRATEGIES
+
+    assert STRATEGIES == SERVICE_STRATEGIES

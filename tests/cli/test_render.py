@@ -23,3 +23,28 @@ def test_cell_formats():
     assert render.fmt_accuracy(None) == render.fmt_optional(None) == render.fmt_time(None) == "–"
     assert render.shorten("abcdef", 4) == "abc…" and render.shorten("abc", None) == "abc"
     assert render.task_label({"task_id": 3, "name": "digits"}) == "3: digits"
+
+
+def test_teach_follow_prints_the_capacity_warning_of_the_new_version(capsys):
+    from app.cli.teach import report_finished_job
+
+    warning = "every λ tried (10, 100) lost more than 5% …; try a wider model or rehearsal (strategy ewc_replay)"
+    answers = {
+        "/models/m/versions": [{"number": 2, "parent_number": 1, "ewc_lambda": 100.0, "lambda_search": [{}],
+                                "capacity_warning": warning}],
+        "/models/m/accuracy": {"tasks": [{"task_id": 1, "name": "a"}, {"task_id": 2, "name": "b"}], "rows": [
+            {"model_version": 1, "accuracy": [{"task_id": 1, "accuracy": 0.9}]},
+            {"model_version": 2, "accuracy": [{"task_id": 1, "accuracy": 0.6}, {"task_id": 2, "accuracy": 0.9}]}]},
+    }
+
+    class Answers:
+        def get(self, path, **params):
+            return answers[path]
+
+    render.console.width = 200
+    report_finished_job(Answers(), {"id": 2, "model": "m"}, {"id": 2, "status": "succeeded", "model_version": 2})
+    out = capsys.readouterr().out
+    assert "Capacity warning" in out and "ewc_replay" in out
+    answers["/models/m/versions"][0]["capacity_warning"] = None
+    report_finished_job(Answers(), {"id": 2, "model": "m"}, {"id": 2, "status": "succeeded", "model_version": 2})
+    assert "Capacity warning" not in capsys.readouterr().out

@@ -7,7 +7,7 @@ from app.learning.training import Trainer
 
 def test_trainer_resumes_by_steps_exactly_as_one_run():
     x, y = torch.randn(100, 6), torch.randint(0, 3, (100,))
-    config = TrainConfig(epochs=3, batch_size=16, seed=1)
+    config = TrainConfig(epochs=3, min_steps=0, batch_size=16, seed=1)
     torch.manual_seed(0)
     a = build_model("mlp", (6,), 3, hidden=[8])
     b = build_model("mlp", (6,), 3, hidden=[8])

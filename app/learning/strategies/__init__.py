@@ -1,7 +1,7 @@
 """Continual-learning strategies, one class per method behind one interface (``base.Strategy``).
 
 Importing this package registers the library's strategies, in this order: ``ewc`` and
-``finetune`` (the EWC family) and ``ccll`` (its own family). Look one up by name with
+``finetune``, ``replay`` and ``ewc_replay`` (the EWC family) and ``ccll`` (its own family). Look one up by name with
 ``strategy_class``; add one with ``@register``.
 """
 
@@ -10,9 +10,10 @@ from app.learning.strategies.base import (
 )
 from app.learning.strategies.ewc import EWC
 from app.learning.strategies.finetune import Finetune
-from app.learning.strategies.ccll import CCLL  # noqa: I001  (registration order: ewc, finetune, ccll)
+from app.learning.strategies.replay import EWCReplay, Replay
+from app.learning.strategies.ccll import CCLL  # noqa: I001  (registration order: ewc, finetune, replay, ewc_replay, ccll)
 
 __all__ = [
-    "Strategy", "EWC", "Finetune", "CCLL", "register", "strategy_class", "strategy_names", "family_names",
+    "Strategy", "EWC", "Finetune", "Replay", "EWCReplay", "CCLL", "register", "strategy_class", "strategy_names", "family_names",
     "family_strategy", "options_of_other_families",
 ]

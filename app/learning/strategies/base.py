@@ -36,7 +36,7 @@ from app.learning.config import TrainConfig
 from app.learning.models import ARCHITECTURES
 
 Learner = Any  # an app.learning.learner.ContinualLearner
-StepHooks = dict[str, Callable[[], None]]  # Trainer keywords: add_penalty_gradient, after_step
+StepHooks = dict[str, Callable]  # Trainer keywords: add_penalty_gradient, after_step, replay_batch
 
 
 class Strategy:
@@ -101,7 +101,8 @@ class Strategy:
         return 0.0
 
     def step_hooks(self, learner: Learner, network: nn.Module, ewc_lambda: float, config: TrainConfig) -> StepHooks:
-        """Keyword arguments for ``Trainer``: what runs after backward / after the optimizer step."""
+        """Keyword arguments for ``Trainer``: what runs after backward / after the optimizer step,
+        and the replay batch appended to every training batch."""
         return {}
 
     # ------------------------------------------------------------------ 3. consolidate

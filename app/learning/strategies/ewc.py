@@ -9,6 +9,10 @@ The penalty never enters the autograd graph: with SGD its exact proximal step ru
 optimizer step (stable for every λ), with Adam its closed-form gradient λ·(S·θ − B) is added
 to ``.grad`` (Mammoth's ``ewc_on``). After the task, its Fisher is estimated on a seeded sample
 of its training data, at most ``FisherConfig.max_samples``.
+
+The family's state also holds a rehearsal memory (``app.learning.memory``), which only the
+replay strategies fill and read; its size is the model's ``memory_size`` option (an
+architecture option the family reads, default ``DEFAULT_MEMORY_SIZE``).
 """
 
 from __future__ import annotations
@@ -21,8 +25,13 @@ from torch import nn
 from app.learning.config import TrainConfig
 from app.learning.ewc import Consolidation
 from app.learning.fisher import diagonal_fisher
+from app.learning.memory import PREFIX as MEMORY_PREFIX
+from app.learning.memory import RehearsalMemory
 from app.learning.models import grow_head
 from app.learning.strategies.base import Learner, StepHooks, Strategy, register
+
+
+DEFAULT_MEMORY_SIZE = 1000  # samples a replay model keeps in all (README, "Rehearsal")
 
 
 def _count(network: nn.Module | None) -> int:
@@ -35,6 +44,7 @@ class EWC(Strategy):
 
     name = family = "ewc"
     uses_lambda = True
+    options = ("memory_size",)  # the rehearsal memory's capacity in samples (replay strategies)
 
     def check_applies(self, learner: Learner) -> None:
         super().check_applies(learner)
@@ -95,14 +105,32 @@ class EWC(Strategy):
 
     def init_state(self, learner: Learner) -> None:
         learner.consolidation = Consolidation(learner.ewc.consolidation, learner.ewc.gamma)
+        learner.memory = RehearsalMemory(_memory_size(learner))
 
     def export_state(self, learner: Learner) -> tuple[dict[str, torch.Tensor], dict]:
         consolidation = learner.consolidation
         if consolidation is None:
             return super().export_state(learner)
-        return consolidation.tensors(), {"mode": consolidation.mode, "gamma": consolidation.gamma,
-                                         "order": list(consolidation.entries)}
+        tensors = consolidation.tensors()
+        metadata = {"mode": consolidation.mode, "gamma": consolidation.gamma, "order": list(consolidation.entries)}
+        if learner.memory is not None and not learner.memory.is_empty:
+            tensors |= learner.memory.tensors()
+            metadata["memory"] = learner.memory.metadata()
+        return tensors, metadata
 
     def load_state(self, learner: Learner, tensors: dict[str, torch.Tensor] | None, metadata: dict | None) -> None:
-        learner.consolidation = None if tensors is None else Consolidation.from_tensors(
-            tensors, metadata["mode"], metadata["gamma"], metadata["order"])
+        if tensors is None:
+            learner.consolidation = learner.memory = None
+            return
+        consolidated = {name: t for name, t in tensors.items() if not name.startswith(MEMORY_PREFIX)}
+        learner.consolidation = Consolidation.from_tensors(consolidated, metadata["mode"], metadata["gamma"],
+                                                           metadata["order"])
+        learner.memory = (RehearsalMemory.from_tensors(tensors, metadata["memory"]) if "memory" in metadata
+                          else RehearsalMemory(_memory_size(learner)))
+
+
+def _memory_size(learner: Learner) -> int:
+    size = learner.architecture_options.get("memory_size", DEFAULT_MEMORY_SIZE)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"memory_size must be a non-negative whole number of samples, got {size!r}")
+    return size
