@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError
@@ -110,6 +111,8 @@ class OIPRoute(APIRoute):
                 return await handler(request)
             except DomainError as error:
                 return error_response(protocol_error(error))
+            except RequestValidationError as error:  # a path or query parameter outside its schema
+                return error_response(InvalidRequest("; ".join(map(parameter_problem, error.errors()))))
             except InferenceServerError as error:
                 return error_response(error)
 
@@ -207,6 +210,13 @@ def integer_option(request: InferRequest, name: str, default: int | None = None)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     raise InvalidRequest(f"parameter {name!r} must be an integer; got {value!r}")
+
+
+def parameter_problem(error: dict) -> str:
+    """One path or query parameter FastAPI refused, said as the protocol's own checks say it."""
+    if error["loc"][-1] == "version":
+        return f"model version must be a positive integer; got {error['input']!r}"
+    return f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
 
 
 def version_number(version: str | None) -> int | None:

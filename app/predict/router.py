@@ -7,7 +7,10 @@ loop no thread hop of its own. Protocol routes answer errors as ``{"error": ...}
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request, Response
+from pydantic import StringConstraints
 
 from app import health
 from app.auth.deps import PredictKey
@@ -27,14 +30,39 @@ OIP_ERRORS = {
     400: {"description": "a request the model cannot serve", "content": {"application/json": {"example": {"error": "input 'input-0': data does not fit shape [1, 64]"}}}},
     404: {"description": "unknown model or version", "content": {"application/json": {"example": {"error": "model 'nope' does not exist"}}}},
 }
-INFER_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": oip.InferRequest.model_json_schema(),
-                         "example": {"id": "req-1", "parameters": {"top_k": 1},
-                                     "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32",
-                                                 "data": [0.0, 0.5, 1.0, 0.25]}]}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary",
-                                            "description": f"binary tensor data: a JSON header of "
-                                                           f"{oip.HEADER_LENGTH} bytes, then the tensors"}}}}}
+# A model version in a path or query: 1 … 2^63−1 as digits (tritonclient sends versions as strings).
+VersionText = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,17}$")]
+
+
+def inlined(schema: dict) -> dict:
+    """A pydantic JSON schema with its ``$defs`` substituted in place: a schema embedded in the
+    OpenAPI document cannot point at ``#/$defs/...``, which would mean the document's own root."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
+# Only the JSON body is in the schema: the binary tensor data extension (a JSON header whose length
+# is the `Inference-Header-Content-Length` header, then raw tensors) cannot be described as an
+# OpenAPI media type without every random byte string looking valid to a schema-driven client.
+INFER_BODY = {
+    "description": "A JSON inference request, whatever Content-Type it is sent with; or, with the header "
+                   f"`{oip.HEADER_LENGTH}: N`, the binary tensor data extension: N bytes of that JSON, then "
+                   "the tensors' bytes (as tritonclient sends with binary_data=True).",
+    "requestBody": {"required": True, "content": {
+        "application/json": {"schema": inlined(oip.InferRequest.model_json_schema()),
+                             "example": {"id": "req-1", "parameters": {"top_k": 1},
+                                         "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32",
+                                                     "data": [0.0, 0.5, 1.0, 0.25]}]}}}}}
 
 
 @router.post("/predict", response_model=PredictOut, responses=ERRORS, summary="Predict labels with a model version")
@@ -46,10 +74,14 @@ async def predict(body: PredictIn, serving: ServingDep, caller: PredictKey) -> R
 
 @oip_router.post("/models/{name}/infer", response_model=InferOut, responses=OIP_ERRORS, openapi_extra=INFER_BODY,
                  summary="Inference with the serving version (JSON or binary tensor data)")
+async def infer(name: str, request: Request, serving: ServingDep, caller: PredictKey) -> Response:
+    return await service.infer(serving, name, None, await request.body(), request.headers)
+
+
 @oip_router.post("/models/{name}/versions/{version}/infer", response_model=InferOut, responses=OIP_ERRORS,
                  openapi_extra=INFER_BODY, summary="Inference with one version (JSON or binary tensor data)")
-async def infer(name: str, request: Request, serving: ServingDep, caller: PredictKey,
-                version: str | None = None) -> Response:
+async def infer_version(name: str, version: VersionText, request: Request, serving: ServingDep,
+                        caller: PredictKey) -> Response:
     return await service.infer(serving, name, version, await request.body(), request.headers)
 
 
@@ -73,15 +105,22 @@ def server_ready(engine: EngineDep) -> dict:
 
 
 @oip_router.get("/models/{name}/ready", responses=OIP_ERRORS, summary="The model's serving version can serve")
+def model_ready(name: str, serving: ServingDep, caller: PredictKey) -> dict:
+    return service.model_ready(serving, name, None)
+
+
 @oip_router.get("/models/{name}/versions/{version}/ready", responses=OIP_ERRORS, summary="The version can serve")
-def model_ready(name: str, serving: ServingDep, caller: PredictKey, version: str | None = None) -> dict:
+def version_ready(name: str, version: VersionText, serving: ServingDep, caller: PredictKey) -> dict:
     return service.model_ready(serving, name, version)
 
 
 @oip_router.get("/models/{name}", response_model=ModelMetadataOut, responses=OIP_ERRORS,
                 summary="Model metadata: its versions, input and outputs")
+def model_metadata(name: str, session: SessionDep, caller: PredictKey) -> ModelMetadataOut:
+    return service.model_metadata_v2(session, name, None)
+
+
 @oip_router.get("/models/{name}/versions/{version}", response_model=ModelMetadataOut, responses=OIP_ERRORS,
                 summary="Model version metadata")
-def model_metadata(name: str, session: SessionDep, caller: PredictKey,
-                   version: str | None = None) -> ModelMetadataOut:
+def version_metadata(name: str, version: VersionText, session: SessionDep, caller: PredictKey) -> ModelMetadataOut:
     return service.model_metadata_v2(session, name, version)

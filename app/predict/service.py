@@ -95,9 +95,11 @@ async def predict(serving: Serving, request: PredictIn) -> PredictOut:
 
 
 async def infer(serving: Serving, name: str, version: str | None, body: bytes, headers) -> Response:
-    """Open Inference Protocol v2 inference: the one input tensor holds the samples."""
-    request, samples = oip.read_request(body, headers)
+    """Open Inference Protocol v2 inference: the one input tensor holds the samples. An unknown model
+    or version is 404 before the body is read (a cached lookup, no SQL), as the protocol's servers answer."""
     number = oip.version_number(version)
+    serving.directory.resolve(name, number)
+    request, samples = oip.read_request(body, headers)
     if number is None:
         number = oip.integer_option(request, "version")
     top_k = oip.integer_option(request, "top_k", 1)
