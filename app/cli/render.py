@@ -280,7 +280,7 @@ def show_predictions(answer: dict, title: str, top_k: int, expected: list | None
 
 def show_models(models: list[dict]) -> None:
     table = Table(title="Models")
-    for column in ("name", "architecture", "strategy", "input shape", "tasks", "versions", "serving", "created"):
+    for column in ("name", "architecture", "family", "input shape", "tasks", "versions", "serving", "created"):
         table.add_column(column, justify="right" if column in ("tasks", "versions", "serving") else "left")
     for model in models:
         table.add_row(
