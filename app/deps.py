@@ -22,19 +22,19 @@ from app.settings import Settings
 from app.storage.artifacts import ArtifactStore
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_store(request: Request) -> ArtifactStore:
+async def get_store(request: Request) -> ArtifactStore:
     return request.app.state.store
 
 
-def get_learners(request: Request) -> LearnerCache:
+async def get_learners(request: Request) -> LearnerCache:
     return request.app.state.serving.learners
 
 

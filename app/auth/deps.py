@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.auth.keys import VerifiedKeys
@@ -23,28 +24,32 @@ bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: B
 ANONYMOUS_ADMIN = ApiKey(id=0, name="RETAIN_AUTH=off", scope=str(Scope.ADMIN), key_sha256="", prefix="")
 
 
-def get_verified_keys(request: Request) -> VerifiedKeys:
+async def get_verified_keys(request: Request) -> VerifiedKeys:
     return request.app.state.verified_keys
 
 
 VerifiedKeysDep = Annotated[VerifiedKeys, Depends(get_verified_keys)]
 
 
-def authenticate(engine: EngineDep, verified: VerifiedKeysDep, settings: SettingsDep,
-                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiKey:
+async def authenticate(engine: EngineDep, verified: VerifiedKeysDep, settings: SettingsDep,
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> ApiKey:
+    """Async so that a key verified within the cache TTL costs no thread hop (the common case under
+    load); only a lookup in the database runs on the thread pool."""
     if settings.auth == "off":
         return ANONYMOUS_ADMIN
     if credentials is None:
         raise Unauthorized("this route needs an API key: send `Authorization: Bearer <key>` (the first admin key "
                            "is in the data directory's admin.key; `retain keys create` makes more)")
-    key = verified.find_active(engine, credentials.credentials)
+    key = verified.cached(credentials.credentials)
+    if key is None:
+        key = await run_in_threadpool(verified.find_active, engine, credentials.credentials)
     if key is None:
         raise Unauthorized("the API key is not valid (unknown or revoked)")
     return key
 
 
 def requiring(needed: Scope):
-    def check(key: Annotated[ApiKey, Depends(authenticate)]) -> ApiKey:
+    async def check(key: Annotated[ApiKey, Depends(authenticate)]) -> ApiKey:
         if not Scope(key.scope).covers(needed):
             raise Forbidden(f"this route needs a key with scope {needed.value!r} or above; "
                             f"key {key.id} ({key.name!r}) has scope {key.scope!r}")

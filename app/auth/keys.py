@@ -64,11 +64,15 @@ class VerifiedKeys:
         self.ttl_seconds = ttl_seconds
         self._verified: dict[str, tuple[float, ApiKey]] = {}
 
+    def cached(self, secret: str) -> ApiKey | None:
+        """The key if it was verified within the TTL (no database, no thread hop), else None."""
+        entry = self._verified.get(digest(secret))
+        if entry is not None and time.monotonic() - entry[0] < self.ttl_seconds:
+            return entry[1]
+        return None
+
     def find_active(self, engine: Engine, secret: str) -> ApiKey | None:
         sha256, now = digest(secret), time.monotonic()
-        cached = self._verified.get(sha256)
-        if cached is not None and now - cached[0] < self.ttl_seconds:
-            return cached[1]
         with Session(engine, expire_on_commit=False) as session:
             key = find_active(session, secret)
             if key is not None:
