@@ -45,14 +45,11 @@ RESERVED_PARAMETERS = {"binary_data_output", "task_id", "top_k", "version"}
 
 
 # ------------------------------------------------------------------------------------------- errors
-class InferenceServerError(Exception):
-    """An error of the protocol: answered as ``{"error": message}`` with ``status_code``."""
+class InferenceServerError(DomainError):
+    """An error of the protocol: a domain error that protocol routes answer as ``{"error": message}``
+    with ``status_code`` (OIPRoute), where the rest of the API says ``{"detail": ...}``."""
 
     status_code = 500
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 class InvalidRequest(InferenceServerError):
@@ -83,6 +80,8 @@ def protocol_error(error: DomainError) -> InferenceServerError:
     """The protocol's error for a domain error: unknown model or version 404, over a limit 413,
     missing or insufficient key 401/403, any other client mistake 400 (the protocol has no 422),
     the rest 500."""
+    if isinstance(error, InferenceServerError):  # already the protocol's own
+        return error
     if isinstance(error, (Unauthorized, Forbidden)):
         return AuthenticationError(error)
     if isinstance(error, NotFound):
@@ -96,7 +95,7 @@ def protocol_error(error: DomainError) -> InferenceServerError:
 
 def error_response(error: InferenceServerError) -> JSONResponse:
     return JSONResponse(status_code=error.status_code, content={"error": error.message},
-                        headers=getattr(error, "headers", None))
+                        headers=error.headers)
 
 
 class OIPRoute(APIRoute):
@@ -109,12 +108,10 @@ class OIPRoute(APIRoute):
         async def protocol_handler(request: Request) -> Response:
             try:
                 return await handler(request)
-            except DomainError as error:
+            except DomainError as error:  # the protocol's own errors included
                 return error_response(protocol_error(error))
             except RequestValidationError as error:  # a path or query parameter outside its schema
                 return error_response(InvalidRequest("; ".join(map(parameter_problem, error.errors()))))
-            except InferenceServerError as error:
-                return error_response(error)
 
         return protocol_handler
 
