@@ -1,23 +1,10 @@
 """Small, real data for the learning tests: subsets of the pmnist-conflict benchmark."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from app.learning import TaskData
-
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def shared_file(*parts: str) -> Path:
-    """A file of the shared data beside the repository; the test is skipped, saying so, without it."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared data lies beside the repository)")
-    return path
-
 
 @pytest.fixture(autouse=True)
 def _deterministic():
@@ -25,14 +12,14 @@ def _deterministic():
 
 
 @pytest.fixture(scope="session")
-def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+def mnist_5k(shared_file) -> tuple[np.ndarray, np.ndarray]:
     """The shared MNIST digits (x uint8 Nx1x28x28, y int64), loaded once."""
     with np.load(shared_file("mnist_5k.npz"), allow_pickle=False) as z:
         return z["x"], z["y"]
 
 
 @pytest.fixture(scope="session")
-def pmnist_tasks():
+def pmnist_tasks(shared_file):
     """Two pmnist-conflict tasks as (train, validation, test) TaskData triples, 1500/300/500 samples."""
     tasks = []
     for k in range(2):
