@@ -74,22 +74,31 @@ def as_samples(x, input_shape: Sequence[int]) -> torch.Tensor:
     elif isinstance(x, np.ndarray):
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
             raise ValueError(f"inputs must be numeric, got dtype {x.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(x))
     else:
         try:
-            x = torch.from_numpy(np.asarray(x, dtype=np.float64))
+            x = np.asarray(x, dtype=np.float64)
         except (ValueError, TypeError) as error:
             raise ValueError(f"inputs must be nested lists of numbers of one shape: {error}") from error
-    if x.ndim == 0 or x.numel() == 0:
+    if x.ndim == 0 or math.prod(x.shape) == 0:
         raise ValueError("inputs holds no samples")
     if tuple(x.shape[1:]) != input_shape:
         if tuple(x.shape) == input_shape:
-            x = x.unsqueeze(0)  # one sample
+            x = x.reshape(1, *input_shape)  # one sample
         elif x.ndim >= 2 and math.prod(x.shape[1:]) == math.prod(input_shape):
             x = x.reshape(len(x), *input_shape)
         else:
             raise ValueError(f"each sample must have shape {list(input_shape)}; "
                              f"got samples of shape {list(x.shape[1:])}")
+    if isinstance(x, np.ndarray):
+        # checked and converted in numpy: on the small batches of serving, torch's per-op dispatch
+        # cost several times the work itself
+        with np.errstate(over="ignore"):  # past float32's range is infinite, refused just below
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        if not x.flags.writeable:
+            x = x.copy()  # torch warns on (and must not write through) read-only arrays
+        if not np.isfinite(x).all():
+            raise ValueError("inputs hold non-finite values (NaN or infinity)")
+        return torch.from_numpy(x)
     x = x.to(torch.float32)
     if not torch.isfinite(x).all():
         raise ValueError("inputs hold non-finite values (NaN or infinity)")

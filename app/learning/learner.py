@@ -343,7 +343,8 @@ class ContinualLearner:
         if top_k < 1:
             raise ValueError("top_k must be at least 1")
         inputs = self._inputs(x)
-        self.network.eval()
+        if self.network.training:  # eval() walks every module: skipped when serving calls again and again
+            self.network.eval()
         probs = F.softmax(self.logits(inputs, task_key).float(), dim=-1)
         vocabulary = self.task_labels[task_key] if task_key is not None else self.labels
         k = min(top_k, probs.shape[1])

@@ -16,6 +16,7 @@ from fastapi import Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.db.tables import ModelVersion
 from app.errors import InvalidInput, PayloadTooLarge
 from app.learning import ContinualLearner, Prediction, as_samples
 from app.predict import oip
@@ -39,10 +40,15 @@ class Serving:
     max_samples: int
 
 
-async def run_predictions(serving: Serving, name: str, number: int | None, inputs, task_id: int | None,
-                          top_k: int) -> tuple[int, list[Prediction]]:
+async def resolve(serving: Serving, name: str, number: int | None) -> tuple[ServedModel, ModelVersion]:
+    """The model and version a request for ``number`` (None: the serving one) uses: from the cache
+    when fresh (no SQL, no thread hop), else looked up in the thread pool; NotFound otherwise."""
+    return serving.directory.cached(name, number) or await run_in_threadpool(serving.directory.resolve, name, number)
+
+
+async def run_predictions(serving: Serving, resolved: tuple[ServedModel, ModelVersion], inputs,
+                          task_id: int | None, top_k: int) -> tuple[int, list[Prediction]]:
     """The version number that answered and one prediction per sample of ``inputs``."""
-    resolved = serving.directory.cached(name, number) or await run_in_threadpool(serving.directory.resolve, name, number)
     model, version = resolved
     samples = checked_samples(model, inputs, serving.max_samples)
     def load() -> ContinualLearner:
@@ -85,8 +91,8 @@ def task_key_for(learner: ContinualLearner, task_id: int | None) -> str | None:
 
 
 async def predict(serving: Serving, request: PredictIn) -> PredictOut:
-    number, predictions = await run_predictions(serving, request.model, request.version, request.inputs,
-                                                request.task_id, request.top_k)
+    number, predictions = await run_predictions(serving, await resolve(serving, request.model, request.version),
+                                                request.inputs, request.task_id, request.top_k)
     return PredictOut(
         model=request.model, model_version=number, task_id=request.task_id,
         predictions=[PredictionOut(label=p.label, probability=p.probability,
@@ -98,14 +104,14 @@ async def infer(serving: Serving, name: str, version: str | None, body: bytes, h
     """Open Inference Protocol v2 inference: the one input tensor holds the samples. An unknown model
     or version is 404 before the body is read (a cached lookup, no SQL), as the protocol's servers answer."""
     number = oip.version_number(version)
-    serving.directory.resolve(name, number)
+    resolved = await resolve(serving, name, number)
     request, samples = oip.read_request(body, headers)
-    if number is None:
-        number = oip.integer_option(request, "version")
+    if number is None and (asked := oip.integer_option(request, "version")) is not None:
+        resolved = await resolve(serving, name, asked)
     top_k = oip.integer_option(request, "top_k", 1)
     if not 1 <= top_k <= 1000:
         raise oip.InvalidRequest(f"parameter 'top_k' must be between 1 and 1000; got {top_k}")
-    answered, predictions = await run_predictions(serving, name, number, samples,
+    answered, predictions = await run_predictions(serving, resolved, samples,
                                                   oip.integer_option(request, "task_id"), top_k)
     return oip.infer_response(request, name, answered, predictions, top_k)
 
