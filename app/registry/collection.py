@@ -10,7 +10,9 @@ what deleted versions and models referred to.
 Garbage is removed only once it is older than ``artifact_gc_grace_seconds`` (an hour by default):
 a job writes its artifacts *before* the transaction that refers to them, so a young unreferenced
 artifact may be a commit about to happen. A writer that finds its bytes already stored refreshes
-their age (``ArtifactStore.put``), so reusing an old artifact is protected the same way. The
+their age (``ArtifactStore.put``), so reusing an old artifact is protected the same way, and an
+update stores again, right before its commit, what it wrote before training (app/updates/apply.py),
+however long it trained. The
 store is listed *before* the references are read (an artifact written after the listing is no
 candidate), and each candidate's age is read again just before it is removed. Ages are compared
 with this machine's clock: keep the grace far above any clock skew between it and the store.
