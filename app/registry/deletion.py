@@ -32,24 +32,15 @@ from sqlalchemy.orm import Session
 
 from app.db.session import begin_write
 from app.db.tables import Accuracy, AliasChange, Dataset, Job, Model, ModelVersion, Task
-from app.errors import Conflict, NotFound
+from app.errors import Conflict
 from app.jobs.queue import UNFINISHED
 from app.jobs.status import JobStatus
 from app.registry.collection import collect_garbage
 from app.registry.schemas import CollectionOut, DeletedOut
-from app.registry.service import resolve_version
+from app.registry.service import locked_model, resolve_version
 from app.storage.artifacts import ArtifactStore
 
 log = logging.getLogger(__name__)
-
-
-def locked_model(session: Session, name: str) -> Model:
-    """The model's row, locked against concurrent alias moves and claims' reads (FOR UPDATE on Postgres;
-    the caller's transaction holds SQLite's write lock)."""
-    model = session.scalar(select(Model).where(Model.name == name).with_for_update())
-    if model is None:
-        raise NotFound(f"model {name!r} does not exist")
-    return model
 
 
 def busy_job(session: Session, model: Model, statuses) -> Job | None:
