@@ -141,7 +141,8 @@ def open_transactions(database_url: str) -> int:
     admin = database_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as connection:
         return connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND xact_start IS NOT "
-                                  "NULL AND pid <> pg_backend_pid()", (name,)).fetchone()[0]
+                                  "NULL AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                                  (name,)).fetchone()[0]
 
 
 @pytest.mark.parametrize("step", ["parse_dataset", "store_dataset"])
