@@ -38,7 +38,7 @@ from app.predict.cache import LearnerCache
 from app.predict.router import oip_router, router as predict_router
 from app.predict.serving import ServingDirectory
 from app.predict.service import Serving
-from app.registry.router import router as registry_router
+from app.registry.router import artifacts_router, router as registry_router
 from app.settings import Settings, get_settings
 from app.storage.artifacts import artifact_store
 from app.tasks.router import router as tasks_router
@@ -110,8 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             headers=error.headers)
 
     # Prediction routes first: routes are matched in order, and these are the ones hit at load.
-    for router in (predict_router, oip_router, keys_router, tasks_router, jobs_router, registry_router, health.router,
-                   metrics_router, ui_router):
+    for router in (predict_router, oip_router, keys_router, tasks_router, jobs_router, registry_router,
+                   artifacts_router, health.router, metrics_router, ui_router):
         app.include_router(router)
     document_common_answers(app)
     app.add_middleware(BodyLimit, settings=settings)  # inside the metrics: refusals are counted too

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
                                                                     "default min(5, lease_seconds / 3)")
     progress_interval: float = Field(1.0, ge=0, description="least seconds between two progress writes of a job")
     max_attempts: int = Field(3, ge=1, description="how many times a job may be started before it fails")
+    artifact_gc_grace_seconds: float = Field(
+        3600.0, ge=0, description="an artifact no row refers to is removed by garbage collection only once it is "
+                                  "older than this: a job writes its artifacts before the commit that refers to "
+                                  "them, so a young one may belong to a commit about to happen")
 
     # Uploads and prediction
     max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, description="largest accepted upload, in bytes")

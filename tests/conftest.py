@@ -33,6 +33,10 @@ Fixtures
     pmnist_file      callable ``pmnist_file(k, n_train=250, n_test=100) -> Path``: an .npz slice of
                      pmnist-conflict task k as a user would upload it (1x28x28 uint8).
     empty_postgres_url  a new Postgres database with no schema (deployment-style tests migrate it).
+    private_postgres a throwaway Postgres server of the test's own (initdb as the ``postgres`` OS user, a
+                     free loopback port, fsync off) with one migrated database: ``.url``, ``.stop()``,
+                     ``.start()``. For faults that take a whole server down; the shared server is never
+                     touched. Skips without root, the ``postgres`` user or /usr/lib/postgresql/15/bin.
     shared_file      callable ``shared_file(*parts) -> Path`` into ../shared/data; skips without it.
     s3_endpoint      (session) moto's S3 server in its own process on a free loopback port; skips
                      without moto[server] and s3fs.
@@ -145,6 +149,64 @@ def empty_postgres_url(postgres_template):
         yield url
     finally:
         drop()
+
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class PrivatePostgres:
+    """A Postgres server in a directory of its own, run as the ``postgres`` OS user (see `private_postgres`)."""
+
+    def __init__(self, directory: Path, port: int):
+        self.directory, self.port = directory, port
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/retain"
+
+    def pg_ctl(self, *argv: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(POSTGRES_BIN / "pg_ctl"), "-D",
+                        str(self.directory / "data"), *argv], check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        self.pg_ctl("-w", "-l", str(self.directory / "server.log"), "-o",
+                    f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        self.pg_ctl("-w", "-m", "fast", "stop")
+
+
+@pytest.fixture
+def private_postgres():
+    import pwd
+    import tempfile
+
+    import psycopg
+
+    if os.geteuid() != 0 or not (POSTGRES_BIN / "initdb").exists():
+        pytest.skip(f"a private Postgres server needs root and {POSTGRES_BIN}")
+    try:
+        owner = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("a private Postgres server runs as the 'postgres' OS user, and there is none")
+    directory = Path(tempfile.mkdtemp(prefix="retain-private-pg-"))  # not under pytest's root-only tmp dirs
+    os.chown(directory, owner.pw_uid, owner.pw_gid)
+    server = PrivatePostgres(directory, free_port())
+    try:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(POSTGRES_BIN / "initdb"), "-D",
+                        str(directory / "data"), "-A", "trust", "-U", "postgres", "--no-sync"],
+                       check=True, capture_output=True, timeout=120)
+        server.start()
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/postgres", autocommit=True) as admin:
+            admin.execute("CREATE DATABASE retain")
+        from app.db.migrate import upgrade
+
+        upgrade(server.url)
+        yield server
+    finally:
+        _dispose(server.url)
+        try:
+            server.stop()
+        except subprocess.CalledProcessError:  # never started, or already stopped
+            pass
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

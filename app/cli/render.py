@@ -348,6 +348,23 @@ def show_demo_results(results: dict, reference: str, to: Console) -> None:
         to.print(f"Reference: {reference}.")
 
 
+def show_collection(collection: dict | None) -> None:
+    if collection is None:
+        console.print("Artifacts: not collected now (see the server's log); the next collection removes them")
+        return
+    verb = "would remove" if collection["dry_run"] else "removed"
+    console.print(f"Artifacts: {collection['stored']} stored, {collection['referenced']} referenced; {verb} "
+                  f"{collection['removed']} ({collection['bytes_freed']:,} bytes); {collection['kept_recent']} "
+                  f"unreferenced kept, younger than {collection['grace_seconds']:g} s")
+
+
+def show_deleted(answer: dict) -> None:
+    versions = ", ".join(map(str, answer["versions"])) or "none"
+    console.print(f"Model [bold]{answer['model']}[/]: deleted version(s) {versions}, {answer['tasks']} task(s), "
+                  f"{answer['jobs']} job(s)")
+    show_collection(answer["artifacts"])
+
+
 def was(answer: dict) -> str:
     """The end of a serving-change sentence: " (was 2)." when there was a serving version, else "."."""
     previous = answer.get("previous_version")

@@ -4,8 +4,11 @@ Resolving ``(model name, version number or None)`` used to cost two queries per 
 Versions never change once stored, so ``(model, number)`` lookups are cached for good; only the
 serving alias moves (promotion, rollback, roll forward). Every such move goes through
 ``registry.service.set_serving_version``, which inserts one ``alias_changes`` row, so the largest
-``alias_changes.id`` is a version stamp of all serving aliases. A replica trusts its cached
-aliases for ``serving_check_interval`` seconds, then reads the stamp (one primary-key lookup) and
+``alias_changes.id`` is a version stamp of all serving aliases. Deletes (app/registry/deletion.py)
+remove alias changes with their model or version, and a version delete adds one that records it, so
+the stamp is the largest id *and* the row count: it moves on every insert and every delete, and a
+move drops the cached versions by number too. A replica trusts its cached
+aliases for ``serving_check_interval`` seconds, then reads the stamp (one query on a small table) and
 drops its aliases when it moved. The replica that made a change knows at once
 (``committed_alias_changes``), so its own next request serves the new alias.
 
@@ -35,7 +38,7 @@ from app.errors import NotFound
 from app.registry.service import committed_alias_changes, get_model_by_name, resolve_version
 
 
-STAMP_QUERY = f"SELECT max(id) FROM {AliasChange.__tablename__}"
+STAMP_QUERY = f"SELECT max(id), count(*) FROM {AliasChange.__tablename__}"
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class ServingDirectory:
         self._lock = threading.Lock()
         self._models: dict[str, ServedModel] = {}
         self._versions: dict[tuple[str, int], ModelVersion] = {}
-        self._stamp: int | None = None
+        self._stamp: tuple[int | None, int] | None = None
         self._checked_at = float("-inf")
         self._local_changes = committed_alias_changes()
         self._refresher: ThreadPoolExecutor | None = None  # made on first use, again after close
@@ -125,15 +128,15 @@ class ServingDirectory:
         finally:
             self._refreshing = False
 
-    def _read_stamp(self) -> int:
-        """The largest alias change id, on a DBAPI connection kept for it: through SQLAlchemy's
+    def _read_stamp(self) -> tuple[int | None, int]:
+        """The largest alias change id and their count, on a DBAPI connection kept for it: through SQLAlchemy's
         connection checkout and statement machinery the check cost several times the query."""
         if self._stamp_connection is None:
             self._stamp_connection = self.engine.raw_connection()
         try:
             cursor = self._stamp_connection.cursor()
             cursor.execute(STAMP_QUERY)
-            stamp = cursor.fetchone()[0] or 0
+            stamp = tuple(cursor.fetchone())
             cursor.close()
             self._stamp_connection.rollback()  # no read transaction left open (SQLite would keep its snapshot)
             return stamp
@@ -155,6 +158,7 @@ class ServingDirectory:
             now, local_changes = time.monotonic(), committed_alias_changes()
             stamp = self._read_stamp()
             if stamp != self._stamp:
-                self._models.clear()  # aliases moved; versions by number stay valid
+                self._models.clear()  # aliases moved, or a model or version was deleted
+                self._versions.clear()
                 self._stamp = stamp
             self._checked_at, self._local_changes = now, local_changes

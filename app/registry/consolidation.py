@@ -109,3 +109,15 @@ def read_consolidation(store: ArtifactStore, uri: str, sha256: str | None,
             parameter = name.split(".", 1)[1]
             tensors[f"{key}.{name}"] = pad_to(tensor, shapes[parameter]) if parameter in shapes else tensor
     return (tensors, {"retain": json.dumps(manifest.family_state)}), manifest
+
+
+def manifest_references(store: ArtifactStore, uri: str, sha256: str | None) -> list[ArtifactRef]:
+    """Every artifact a version's consolidation payload refers to (none for one stored before manifests,
+    whose payload holds its tensors itself): what garbage collection must keep while the version is kept."""
+    _, metadata = store.get_tensors(uri, sha256)
+    meta = json.loads(metadata.get("retain", "{}"))
+    if meta.get("format") != MANIFEST_FORMAT:
+        return []
+    manifest = Manifest.from_json(meta)
+    return [*manifest.task_state.values(), *manifest.evaluation.values(),
+            *(ref for ref in (manifest.state, manifest.memory) if ref is not None)]

@@ -152,3 +152,36 @@ class ServingVersionOut(BaseModel):
     serving_version: int
     previous_version: int | None
     reason: str | None
+
+
+class CollectionOut(BaseModel):
+    """What an artifact collection found and removed (app/registry/collection.py)."""
+
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [
+        {"dry_run": False, "grace_seconds": 3600.0, "stored": 42, "referenced": 37, "kept_recent": 1, "removed": 4,
+         "bytes_freed": 1843200}]})
+
+    dry_run: bool = Field(description="true: nothing was removed; removed and bytes_freed say what would have been")
+    grace_seconds: float = Field(description="unreferenced artifacts younger than this are kept (artifact_gc_grace_seconds)")
+    stored: int = Field(description="artifacts in the store")
+    referenced: int = Field(description="of those, named by a dataset, a version or a version's consolidation manifest")
+    kept_recent: int = Field(description="unreferenced but younger than the grace period (maybe a commit about to happen)")
+    removed: int
+    bytes_freed: int
+
+
+class DeletedOut(BaseModel):
+    """What a delete removed: rows first (one transaction), then the artifacts nothing refers to any more."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model": "digits", "versions": [3], "tasks": 0, "jobs": 0,
+         "artifacts": {"dry_run": False, "grace_seconds": 3600.0, "stored": 40, "referenced": 37, "kept_recent": 3,
+                       "removed": 0, "bytes_freed": 0}}]})
+
+    model: str
+    versions: list[int] = Field(description="the numbers of the versions deleted")
+    tasks: int = Field(description="tasks deleted (with their datasets and accuracy rows); a version delete keeps its task")
+    jobs: int = Field(description="jobs deleted")
+    artifacts: CollectionOut | None = Field(description="the collection run right after: what the deleted rows alone "
+                                                        "referred to is removed once older than the grace period "
+                                                        "(null when it could not run; the next collection does it)")

@@ -49,6 +49,15 @@ def get_model_by_name(session: Session, name: str) -> Model:
     return model
 
 
+def locked_model(session: Session, name: str) -> Model:
+    """The model's row for a transaction that changes its versions or alias: locked (FOR UPDATE on Postgres;
+    on SQLite the transaction holds the write lock), so a delete and an alias move never cross."""
+    model = session.scalar(select(Model).where(Model.name == name).with_for_update())
+    if model is None:
+        raise NotFound(f"model {name!r} does not exist")
+    return model
+
+
 def versions_of(session: Session, model: Model) -> list[ModelVersion]:
     return list(session.scalars(select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.number)))
 
@@ -178,7 +187,7 @@ def set_serving_version(session: Session, model: Model, version: ModelVersion, r
 
 
 def change_serving_version(session: Session, name: str, number: int, reason: str | None) -> ServingVersionOut:
-    model = get_model_by_name(session, name)
+    model = locked_model(session, name)
     version = resolve_version(session, model, number)
     previous = set_serving_version(session, model, version, reason or "serving version set through the API")
     session.commit()

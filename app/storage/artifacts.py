@@ -15,6 +15,12 @@ How a write stays whole depends on the filesystem:
   writers racing on it write the same bytes. ``put`` first asks for the object's size (one
   HEAD), so a retry or a second worker rewrites nothing.
 
+Garbage collection (app/registry/collection.py) removes artifacts no row refers to once they are
+older than a grace period, judged by their modification time; ``put`` therefore refreshes that
+time when it finds its bytes already stored (a local ``utime``; on an object store, which cannot
+touch an object, a re-PUT once the copy is older than ``refresh_after`` seconds), so a writer that
+reuses an old unreferenced artifact just before its commit is not robbed of it.
+
 Credentials and endpoint for s3:// come from the standard AWS sources that botocore (under
 s3fs, ``pip install 'retain[s3]'``) reads: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` or
 ``AWS_PROFILE`` and ``~/.aws/credentials``, ``AWS_DEFAULT_REGION``, and ``AWS_ENDPOINT_URL``
@@ -25,9 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -36,6 +44,9 @@ from app.errors import ArtifactCorrupt
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
 
 SUFFIX = ".safetensors"
+ARTIFACT_NAME = re.compile(r"(?:.*/)?([0-9a-f]{2})/(\1[0-9a-f]{62})" + re.escape(SUFFIX))
+"""``<root>/<first two hex digits>/<sha256>.safetensors``: the only names the store writes, and the only
+ones garbage collection ever considers (anything else under the root is left alone)."""
 
 
 @dataclass(frozen=True)
@@ -47,15 +58,42 @@ class ArtifactRef:
     size: int
 
 
+@dataclass(frozen=True)
+class StoredArtifact:
+    """One artifact found in the store by `ArtifactStore.stored`."""
+
+    sha256: str
+    size: int
+    modified: float | None  # seconds since the epoch on the store's clock; None when the store does not say
+
+
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def modified_time(info: dict) -> float | None:
+    """When an fsspec ``info`` entry was last written: ``mtime`` (local), ``LastModified`` (S3), ``updated``
+    (GCS), ``created`` (memory); None when it has none of them."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
 class ArtifactStore:
-    def __init__(self, root: str):
+    def __init__(self, root: str, refresh_after: float = 1800.0):
         self.fs, self.root = fsspec.core.url_to_fs(root)
         self.root = self.root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
+        self.refresh_after = refresh_after  # object stores: re-PUT a reused copy older than this (module docstring)
         self.fs.makedirs(self.root, exist_ok=True)
 
     @property
@@ -73,19 +111,30 @@ class ArtifactStore:
         """Store ``data`` (idempotent: an existing intact copy is kept) and return its reference."""
         sha256 = sha256_of(data)
         path = self._path(sha256)
-        if self._stored_size(path) != len(data):
+        if not self._reuse(path, len(data)):
             if self.local:
                 self._write_locally(path, data)
             else:
                 self.fs.pipe_file(path, data)  # one PUT: whole or absent (module docstring)
         return ArtifactRef(uri=self.uri_of(sha256), sha256=sha256, size=len(data))
 
-    def _stored_size(self, path: str) -> int | None:
-        """Size of what ``path`` holds, None when absent: one stat (local) or HEAD (object store)."""
+    def _reuse(self, path: str, size: int) -> bool:
+        """Whether an intact copy (by size) is stored and young again: one stat and a ``utime`` (local)
+        or one HEAD (object store; False for a copy older than ``refresh_after``, rewritten by the caller)."""
         try:
-            return int(self.fs.info(path)["size"])
+            info = self.fs.info(path)
         except FileNotFoundError:
-            return None
+            return False
+        if int(info["size"]) != size:
+            return False
+        if self.local:
+            try:
+                os.utime(path)  # reused now: not garbage for another grace period
+            except FileNotFoundError:  # collected between the stat and now
+                return False
+            return True
+        modified = modified_time(info)
+        return modified is not None and time.time() - modified < self.refresh_after
 
     @staticmethod
     def _write_locally(path: str, data: bytes) -> None:
@@ -140,10 +189,33 @@ class ArtifactStore:
                 removed += 1
         return removed
 
+    def stored(self) -> list[StoredArtifact]:
+        """Every artifact in the store (one listing: a directory walk, or paged LIST requests)."""
+        found = []
+        for path, info in self.fs.find(self.root, detail=True).items():
+            name = ARTIFACT_NAME.fullmatch(path)
+            if name is not None and path.startswith(self.root + "/") and info.get("type", "file") == "file":
+                found.append(StoredArtifact(sha256=name.group(2), size=int(info["size"]), modified=modified_time(info)))
+        return found
+
+    def remove_unless_newer(self, sha256: str, cutoff: float) -> int | None:
+        """Remove an artifact last written before ``cutoff`` (its time read again now); its size, or None
+        when it is newer (written or reused since it was listed) or already gone."""
+        path = self._path(sha256)
+        try:
+            info = self.fs.info(path)
+            modified = modified_time(info)
+            if modified is None or modified >= cutoff:
+                return None
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            return None
+        return int(info["size"])
+
     def exists(self, uri: str) -> bool:
         fs, path = self._fs_of(uri)
         return fs.exists(path)
 
 
 def artifact_store(settings) -> ArtifactStore:
-    return ArtifactStore(settings.artifact_uri)
+    return ArtifactStore(settings.artifact_uri, refresh_after=settings.artifact_gc_grace_seconds / 2)

@@ -16,13 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.datasets.references import ReferencePolicy, check_reference
-from app.db.tables import Dataset, Model, Task
+from app.db.tables import Dataset, Model
 from app.errors import InvalidInput
-from app.jobs.queue import enqueue
-from app.jobs.status import JobStatus
 from app.tasks.schemas import TaskOut, TaskRequest
-from app.learning import strategy_class
-from app.tasks.service import check_admission, check_request_fits_model, new_model_architecture, task_out
+from app.tasks.service import add_task_rows, check_admission, check_request_fits_model, new_model_architecture
 
 REFERENCE_FORMAT = "reference"  # datasets.format of a row whose data no worker has read yet
 DATA_URI = "data_uri"  # the key in tasks.hyperparameters
@@ -37,31 +34,25 @@ def check_fractions(request: TaskRequest) -> None:
 
 
 def submit_reference(session: Session, settings, request: TaskRequest, uri: str) -> TaskOut:
+    """Cheap checks (the reference is looked at: a stat or a HEAD) with no transaction open, then the rows."""
     check_fractions(request)
     model = session.scalar(select(Model).where(Model.name == request.model))
     check_admission(session, settings, request, model)
-    reference = check_reference(uri, ReferencePolicy.of(settings))
-    if model is None:
-        model = Model(
-            name=request.model, architecture=new_model_architecture(request),
-            family=strategy_class(request.strategy).family,
-            input_shape=[],  # the worker sets it from the data (see settle_shapeless_model in app/tasks/service.py)
-            options=request.architecture_options or {},
-            max_forgetting=request.max_forgetting if request.max_forgetting is not None else settings.default_max_forgetting,
-        )
-        session.add(model)
-    else:
+    if model is not None:
         check_request_fits_model(model, request)
-        if request.max_forgetting is not None:
-            model.max_forgetting = request.max_forgetting
-    dataset = Dataset(sha256="", format=REFERENCE_FORMAT, n_train=0, n_validation=0, n_test=0, input_shape=[],
-                      labels=[], artifact_uri=reference.uri, artifact_sha256="", artifact_size=reference.size)
-    session.add(dataset)
-    session.flush()
-    task = Task(model_id=model.id, name=request.name, dataset_id=dataset.id, strategy=request.strategy,
-                hyperparameters={**request.hyperparameters(), DATA_URI: reference.uri}, status=JobStatus.QUEUED)
-    session.add(task)
-    session.flush()
-    job = enqueue(session, task, max_attempts=settings.max_attempts)
-    session.commit()
-    return task_out(session, task, job=job, model=model, dataset=dataset)
+    else:
+        new_model_architecture(request)
+    session.rollback()  # nothing is held while the reference is looked at
+    reference = check_reference(uri, ReferencePolicy.of(settings))
+
+    def recheck(locked: Model | None, request: TaskRequest) -> TaskRequest:
+        if locked is not None:
+            check_request_fits_model(locked, request)
+        return request
+
+    def dataset() -> Dataset:
+        return Dataset(sha256="", format=REFERENCE_FORMAT, n_train=0, n_validation=0, n_test=0, input_shape=[],
+                       labels=[], artifact_uri=reference.uri, artifact_sha256="", artifact_size=reference.size)
+
+    return add_task_rows(session, settings, request, dataset, recheck, input_shape=None,
+                         extra_hyperparameters={DATA_URI: reference.uri})

@@ -34,7 +34,7 @@ BAD_UPLOAD = {
 @router.post("", response_model=TaskOut, status_code=202, responses=BAD_UPLOAD,
              summary="Upload a labelled dataset; a worker learns it as the next update of the model")
 def submit_task(
-    session: WriteSessionDep,
+    session: SessionDep,  # no write lock while the upload is parsed and stored: the service takes it for the rows
     settings: SettingsDep,
     store: StoreDep,
     caller: TrainKey,

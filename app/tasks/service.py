@@ -5,17 +5,27 @@ fit with the model (input shape, architecture, strategy family) are all checked 
 anything is stored, so a bad request leaves the database and the artifact store exactly
 as they were. Only then is the parsed dataset written (content-addressed, so a repeated
 upload costs nothing) and the model/dataset/task/job rows committed in one transaction.
+
+That transaction is the only part that holds the database's write lock (`add_task_rows`):
+parsing, hashing and writing the artifact take seconds for a large upload, and on SQLite the
+write lock stops every other writer (cancels, heartbeats, claims, other uploads) while held.
+What depends on rows another request may have changed meanwhile (the model, its queue quota,
+its labels) is checked again under the lock; an upload refused there leaves at most its
+dataset artifact, unreferenced, for the artifact collector (app/registry/collection.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.datasets.parsing import ParsedDataset, parse_dataset
 from app.datasets.storage import store_dataset
+from app.db.session import begin_write
 from app.db.tables import Accuracy, Dataset, Job, Model, ModelVersion, Task
 from app.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from app.jobs.queue import UNFINISHED, enqueue
@@ -62,53 +72,107 @@ def check_labels(session: Session, settings, model: Model | None, parsed: Parsed
 
 
 def submit_task(session: Session, store, settings, request: TaskRequest, filename: str, data: bytes) -> TaskOut:
+    """Check, parse and store the upload with no transaction open, then write its rows (`add_task_rows`)."""
     model = session.scalar(select(Model).where(Model.name == request.model))
     check_admission(session, settings, request, model)
     shapeless = model is not None and not model.input_shape  # made by a data reference not (yet) read
     if shapeless:
         request = settle_shapeless_model(session, model, request)  # 409 while that reference is still queued
+    input_shape = tuple(model.input_shape) if model is not None and not shapeless else None
+    session.rollback()  # no transaction stays open while the upload is parsed ...
     parsed = parse_dataset(
         filename, data, max_bytes=settings.max_upload_bytes, test_fraction=request.test_fraction,
-        validation_fraction=request.validation_fraction,
-        input_shape=tuple(model.input_shape) if model is not None and not shapeless else None, **parse_limits(settings),
+        validation_fraction=request.validation_fraction, input_shape=input_shape, **parse_limits(settings),
     )
-    check_labels(session, settings, model, parsed)
-    if model is None or shapeless:
-        check_new_model(request, parsed)
-    else:
-        check_fits_model(model, request, parsed)
-
+    model = session.scalar(select(Model).where(Model.name == request.model))
+    checked_new = check_upload_fits(session, settings, request, model, parsed)
+    session.rollback()  # ... nor while it is stored
     reference = store_dataset(store, parsed)  # idempotent: content-addressed
+
+    def recheck(locked: Model | None, request: TaskRequest) -> TaskRequest:
+        if locked is not None and not locked.input_shape:
+            request = settle_shapeless_model(session, locked, request)
+        if locked is None and checked_new:
+            return request  # still new: checked above, and a first task's fit depends on nothing stored
+        check_upload_fits(session, settings, request, locked, parsed)
+        return request
+
+    def dataset() -> Dataset:
+        return Dataset(
+            sha256=parsed.sha256, format=parsed.format, n_train=parsed.n_train, n_validation=parsed.n_validation,
+            n_test=parsed.n_test, input_shape=list(parsed.input_shape), labels=parsed.labels,
+            artifact_uri=reference.uri, artifact_sha256=reference.sha256, artifact_size=reference.size,
+        )
+
+    return add_task_rows(session, settings, request, dataset, recheck, input_shape=list(parsed.input_shape))
+
+
+def check_upload_fits(session: Session, settings, request: TaskRequest, model: Model | None,
+                      parsed: ParsedDataset) -> bool:
+    """The parsed upload against its model (or as a new model's first task); True when it was checked as new."""
+    check_labels(session, settings, model, parsed)
+    if model is None or not model.input_shape:
+        check_new_model(request, parsed)
+        return model is None
+    check_fits_model(model, request, parsed)
+    return False
+
+
+def add_task_rows(session: Session, settings, request: TaskRequest, dataset: Callable[[], Dataset],
+                  recheck: Callable[[Model | None, TaskRequest], TaskRequest],
+                  input_shape: list | None, extra_hyperparameters: dict | None = None) -> TaskOut:
+    """The model (created on first use), dataset, task and job rows in one transaction that holds the
+    write lock (SQLite) and the model's row (Postgres) from its first statement: the queue quota and
+    ``recheck(model, request)`` (what was checked before, against the model as it is now) are judged
+    under it. Two first uploads of one new model racing on Postgres: the loser's insert of the model
+    breaks its unique name, and it tries again, now as a task of the model the winner made."""
+    for attempt in (1, 2, 3):
+        begin_write(session)
+        try:
+            model = session.scalar(select(Model).where(Model.name == request.model).with_for_update())
+            check_admission(session, settings, request, model)
+            checked = recheck(model, request)
+            model = model_for_task(session, settings, checked, model, input_shape)
+            row = dataset()
+            session.add(row)
+            session.flush()
+            task = Task(model_id=model.id, name=checked.name, dataset_id=row.id, strategy=checked.strategy,
+                        hyperparameters={**checked.hyperparameters(), **(extra_hyperparameters or {})},
+                        status=JobStatus.QUEUED)
+            session.add(task)
+            session.flush()
+            job = enqueue(session, task, max_attempts=settings.max_attempts)
+            session.commit()
+            return task_out(session, task, job=job, model=model, dataset=row)
+        except IntegrityError:
+            session.rollback()
+            if attempt == 3:
+                raise
+        except BaseException:
+            session.rollback()
+            raise
+    raise AssertionError("unreachable")
+
+
+def model_for_task(session: Session, settings, request: TaskRequest, model: Model | None,
+                   input_shape: list | None) -> Model:
+    """The task's model: created on first use (``input_shape`` empty for data by reference, set by the
+    worker that reads it), else given the request's forgetting gate and a shapeless model its shape."""
     if model is None:
         model = Model(
-            name=request.model, architecture=request.architecture or default_architecture(request.strategy),
-            family=strategy_class(request.strategy).family, input_shape=list(parsed.input_shape),
+            name=request.model, architecture=new_model_architecture(request),
+            family=strategy_class(request.strategy).family, input_shape=input_shape or [],
             options=request.architecture_options or {},
             max_forgetting=request.max_forgetting if request.max_forgetting is not None else settings.default_max_forgetting,
         )
         session.add(model)
-    elif request.max_forgetting is not None:
+        session.flush()
+        return model
+    if request.max_forgetting is not None:
         model.max_forgetting = request.max_forgetting
-    if shapeless:
-        model.input_shape = list(parsed.input_shape)
-    dataset = Dataset(
-        sha256=parsed.sha256, format=parsed.format, n_train=parsed.n_train, n_validation=parsed.n_validation,
-        n_test=parsed.n_test, input_shape=list(parsed.input_shape), labels=parsed.labels,
-        artifact_uri=reference.uri, artifact_sha256=reference.sha256, artifact_size=reference.size,
-    )
-    session.add(dataset)
-    session.flush()
-    task = Task(model_id=model.id, name=request.name, dataset_id=dataset.id, strategy=request.strategy,
-                hyperparameters=request.hyperparameters(), status=JobStatus.QUEUED)
-    session.add(task)
-    session.flush()
-    job = enqueue(session, task, max_attempts=settings.max_attempts)
-    session.commit()
-    return task_out(session, task, job=job, model=model, dataset=dataset)
-
-
-def default_architecture(strategy: str) -> str:
-    return strategy_class(strategy).default_architecture()
+    if input_shape and not model.input_shape:
+        model.input_shape = input_shape
+    return model
 
 
 def check_new_model(request: TaskRequest, parsed: ParsedDataset) -> None:

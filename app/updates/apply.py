@@ -17,8 +17,8 @@
    promote (serving alias) + job succeeded, or — when the forgetting gate trips — keep the
    version unpromoted and end the job `rejected` with the numbers.
 
-A crash anywhere before the commit leaves no version row (at most unreferenced artifacts)
-and the job is retried when its lease expires; after the commit it is done. A worker that
+A crash anywhere before the commit leaves no version row (at most unreferenced artifacts, which
+garbage collection removes later: app/registry/collection.py) and the job is retried when its lease expires; after the commit it is done. A worker that
 lost its lease cannot commit (the ownership check and ``UNIQUE(model_versions.task_id)``),
 so a retried job yields exactly one version.
 """
@@ -111,9 +111,10 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
     evaluation = dict(manifest.evaluation) if manifest is not None else {}
     whole = getattr(strategy_class(task.strategy or model.family), "reads_old_training_data", False)
     refs_of = {task.id: (plan.datasets[task.id].artifact_uri, plan.datasets[task.id].artifact_sha256)}
+    written_early: list[bytes] = []  # evaluation payloads stored before training, referenced by no row until the commit
     for key in learner.task_keys:
         splits_of[int(key)], evaluation[key] = learnt_task_splits(store, plan.datasets[int(key)],
-                                                                  evaluation.get(key), whole)
+                                                                  evaluation.get(key), whole, written_early)
         dataset = plan.datasets[int(key)]
         refs_of[int(key)] = ((dataset.artifact_uri, dataset.artifact_sha256) if whole
                              else (evaluation[key].uri, evaluation[key].sha256))
@@ -133,6 +134,8 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
     if keeper.lease_lost:
         raise LeaseLost()
     keeper.set_phase("store")
+    for payload in written_early:  # young again (or back, if collected while a long update trained): see collection.py
+        store.put(payload)
     weights = store.put_tensors(*learner.export_weights())
     evaluation[str(task.id)] = store.put(evaluation_payload(current))
     consolidation = write_consolidation(store, learner, manifest, evaluation)
@@ -148,15 +151,19 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
 
 
 def learnt_task_splits(store: ArtifactStore, dataset: Dataset, evaluation: ArtifactRef | None,
-                       whole: bool) -> tuple[dict[str, TaskData], ArtifactRef]:
+                       whole: bool, written: list[bytes]) -> tuple[dict[str, TaskData], ArtifactRef]:
     """An old task's splits for this update, and the reference of its evaluation payload: that
     payload alone when the parent's manifest lists it, else (a version stored before manifests,
     or a strategy that replays old training data) the whole dataset, its evaluation payload
-    written once on the way."""
+    written once on the way (now: the ranks of a many-process update read it) and added to
+    ``written``, to be stored again right before the commit."""
     if evaluation is not None and not whole:
         return load_dataset_splits(store, evaluation.uri, evaluation.sha256), evaluation
     data = store.get(dataset.artifact_uri, dataset.artifact_sha256)
-    return splits_from_bytes(data), evaluation or store.put(evaluation_payload(data))
+    if evaluation is None:
+        written.append(evaluation_payload(data))
+        evaluation = store.put(written[-1])
+    return splits_from_bytes(data), evaluation
 
 
 def commit_update(session: Session, *, held: Claim, plan: UpdatePlan, result: UpdateResult, weights: ArtifactRef,

@@ -17,6 +17,7 @@ import torch
 
 from app.db.session import session_factory
 from app.jobs import queue
+from app.registry.collection import collect_garbage
 from app.storage.artifacts import artifact_store
 from app.updates.apply import run_job
 
@@ -37,11 +38,7 @@ def run_worker(settings, stop_event: threading.Event | None = None, once: bool =
     factory = session_factory(settings)
     store = artifact_store(settings)
     worker_id = worker_id or default_worker_id()
-    try:
-        if removed := store.remove_stale_temporaries():
-            log.info("removed %d stale temporary artifact file(s) left by killed writers", removed)
-    except OSError:  # an unreachable store must not stop the worker from starting
-        log.exception("could not look for stale temporary artifact files")
+    clean_store(factory, store, settings)
     jobs_run = 0
     while not stop_event.is_set():
         held = None
@@ -70,6 +67,22 @@ def run_worker(settings, stop_event: threading.Event | None = None, once: bool =
         if held is None:
             stop_event.wait(settings.poll_interval)
     return jobs_run
+
+
+def clean_store(factory, store, settings) -> None:
+    """What crashes leave in the artifact store, removed when a worker starts: temporary files of killed
+    writers, and artifacts no row refers to (older than the grace period, app/registry/collection.py).
+    At start because workers are what write artifacts and a restart follows the crashes that leave
+    garbage; it needs no timer, and ``POST /artifacts/gc`` runs it on demand in between."""
+    try:
+        if removed := store.remove_stale_temporaries():
+            log.info("removed %d stale temporary artifact file(s) left by killed writers", removed)
+        with factory() as session:
+            collected = collect_garbage(session, store, settings.artifact_gc_grace_seconds)
+        if collected.removed:
+            log.info("removed %d unreferenced artifact(s), %d bytes", collected.removed, collected.bytes_freed)
+    except Exception:  # an unreachable store or database must not stop the worker from starting
+        log.exception("could not clean the artifact store")
 
 
 @dataclass

@@ -271,6 +271,26 @@ def test_teach_a_missing_path_says_what_it_expected(capsys, server, tmp_path):
     assert code == 1 and "neither a file nor a folder" in err
 
 
+def test_delete_and_gc(capsys, server, task_files):
+    """`retain delete` asks for --yes, passes the server's refusal on (the serving version), deletes a model;
+    `retain gc --dry-run` counts and removes nothing."""
+    taught = run_script("teach", str(task_files[0].path), "--model", "cli-doomed", "--name", "doomed", "--follow",
+                        "--json", *FAST, url=server.url, api_key=server.api_key)
+    assert taught.returncode == 0, taught.stderr
+    code, out, err = run_cli(capsys, server, "delete", "cli-doomed")
+    assert code == 1 and "--yes" in err
+    code, out, err = run_cli(capsys, server, "delete", "cli-doomed", "1", "--yes")
+    assert code == 1 and "409" in err and "is serving" in err
+    code, out, err = run_cli(capsys, server, "delete", "cli-doomed", "--yes")
+    assert code == 0, err
+    assert "deleted version(s) 1, 1 task(s), 1 job(s)" in out and "Artifacts:" in out
+    code, out, err = run_cli(capsys, server, "models", "--json")
+    assert "cli-doomed" not in [model["name"] for model in json.loads(out)]
+    code, out, err = run_cli(capsys, server, "gc", "--dry-run", "--json")
+    assert code == 0, err
+    assert json.loads(out)["dry_run"] is True and json.loads(out)["stored"] > 0
+
+
 def test_keys_create_list_revoke_and_the_key_file_beside_the_server(server, tmp_path):
     """A predict key made with `retain keys create` reads and is refused admin work (403); the CLI
     started in the server's working directory finds ./data/admin.key without being told; revoke is at once."""

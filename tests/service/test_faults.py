@@ -1,14 +1,21 @@
 """Faults that lose nothing: a rollback made while an update trains is kept, a cancelled job whose
-worker died is not rerun, the database dropping the worker's connections mid-job is survived, and
-/readyz says so when the embedded worker thread is gone."""
+worker died is not rerun, the database dropping the worker's connections mid-job is survived, an
+artifact store that refuses writes mid-job stores no half version, and /readyz says so when the
+embedded worker thread is gone."""
 
+import os
+import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from app.db.tables import Job
+from sqlalchemy import func, select
+
+from app.db.tables import Accuracy, AliasChange, Dataset, Job, Model, ModelVersion, Task
 from app.jobs import queue
 from app.updates.loop import run_worker
 from test_updates import job_of, versions_of, wait_for_training, wait_until
@@ -127,3 +134,45 @@ def test_the_api_process_killed_while_its_embedded_worker_trains_requeues_and_co
                          and j, 240, "the rerun")
         assert job["status"] == "succeeded" and job["attempt"] == 2, job
         assert [v["task_id"] for v in api.get("/models/k/versions").json()] == [job["task_id"]]
+
+
+def immutable(folder: Path, on: bool) -> None:
+    """``chattr -R +i``: nothing in ``folder`` can be created, renamed or removed, even by root (for whom
+    file modes are no obstacle); ``-i`` undoes it."""
+    subprocess.run(["chattr", "-R", "+i" if on else "-i", str(folder)], check=True, capture_output=True)
+
+
+def row_counts(session_factory) -> dict[str, int]:
+    with session_factory() as session:
+        return {table.__name__: session.scalar(select(func.count()).select_from(table))
+                for table in (Model, Dataset, Task, ModelVersion, Accuracy, AliasChange)}
+
+
+@pytest.mark.slow
+def test_an_artifact_store_that_refuses_writes_mid_job_fails_the_job_and_stores_no_half_version(
+        settings, session_factory, submit_task, worker_processes):
+    """The store made immutable (chattr +i) while a real worker process trains: storing the update fails,
+    the job fails with the reason, and no row changed but the job's; writable again, the task taught
+    again lands."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr: file modes do not stop root from writing")
+    store_root = Path(settings.artifact_uri)
+    _, job_id = submit_task(index=0, n_train=800, epochs=15)
+    before = row_counts(session_factory)
+    worker = worker_processes("w")
+    wait_for_training(session_factory, job_id)
+    immutable(store_root, True)
+    try:
+        with pytest.raises(PermissionError):  # the fault is real: nothing can be written there any more
+            (store_root / "probe").write_bytes(b"")
+        job = finished(session_factory, job_id)
+        assert job.status == "failed" and "Operation not permitted" in job.error, job.error
+        assert row_counts(session_factory) == before  # no version, no accuracy rows, no alias change
+        assert worker.poll() is None  # the worker lives on
+    finally:
+        immutable(store_root, False)
+    assert not list(store_root.rglob("*.tmp"))  # the failed writes left no temporary behind
+
+    _, again = submit_task(index=0, n_train=800, epochs=15)
+    assert finished(session_factory, again).status == "succeeded"
+    assert [version.task_id for version in versions_of(session_factory)] == [job_of(session_factory, again).task_id]

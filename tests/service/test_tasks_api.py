@@ -117,3 +117,62 @@ def test_validation_data_never_leaks_into_reported_test_accuracy(client, setting
     assert split["n_train"] + split["n_validation"] + split["n_test"] == len(data["x"])
     assert split["n_test"] == pytest.approx(0.2 * len(data["x"]), abs=10)
     assert split["n_validation"] == pytest.approx(0.1 * len(data["x"]), abs=10)
+
+
+def open_transactions(database_url: str) -> int:
+    """Transactions other connections hold open now: SQLite's write lock (taken or not, at once, with no
+    busy wait) or, on Postgres, the backends of the test database inside a transaction."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        probe = sqlite3.connect(database_url.split(":///", 1)[1], timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return 0
+        except sqlite3.OperationalError as error:
+            assert "locked" in str(error), error
+            return 1
+        finally:
+            probe.close()
+    import psycopg
+
+    name = database_url.rsplit("/", 1)[1]
+    admin = database_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        return connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND xact_start IS NOT "
+                                  "NULL AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                                  (name,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("step", ["parse_dataset", "store_dataset"])
+def test_an_upload_holds_no_transaction_while_it_is_parsed_and_stored(step, database_url, client, teach, pmnist_file,
+                                                                      monkeypatch):
+    """The upload is held inside ``step`` (an event, no timing); meanwhile no transaction is open, so
+    another write (a key created through the API) goes through at once, and the upload then lands."""
+    import threading
+
+    import app.tasks.service as tasks_service
+
+    inside, resume = threading.Event(), threading.Event()
+    real = getattr(tasks_service, step)
+
+    def held(*args, **kwargs):
+        inside.set()
+        assert resume.wait(60), "the test never let the upload go on"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tasks_service, step, held)
+    answers = []
+    upload = threading.Thread(target=lambda: answers.append(teach(pmnist_file(0))))
+    upload.start()
+    try:
+        assert inside.wait(60), f"the upload never reached {step}"
+        assert open_transactions(database_url) == 0
+        created = client.post("/keys", json={"scope": "predict", "name": f"created while an upload ran {step}"})
+        assert created.status_code == 201, created.text
+    finally:
+        resume.set()
+        upload.join(60)
+    assert answers and answers[0].status_code == 202, answers and answers[0].text
+    assert client.get(f"/tasks/{answers[0].json()['id']}").json()["status"] == "queued"

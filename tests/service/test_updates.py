@@ -276,3 +276,46 @@ def test_the_fisher_samples_setting_bounds_the_estimate_and_is_recorded(settings
     assert run_worker_once(settings.model_copy(update={"fisher_samples": 50})) == 1
     [version] = versions_of(session_factory)
     assert (version.fisher_recipe["n_samples"], version.fisher_recipe["max_samples"]) == (50, 50)
+
+
+@pytest.mark.slow
+def test_fifty_concurrent_uploads_to_one_model_become_fifty_versions_in_submission_order(
+        session_factory, client, api_replica, worker_processes, pmnist_file):
+    """50 uploads at once over real HTTP (a thread each) to one new model, two worker processes: none
+    lost, none failed, and the k-th job the service accepted (job ids are the commit order of the
+    submissions) produced version k, learnt from version k - 1."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    files = [pmnist_file(index, n_train=60, n_test=20) for index in range(5)]
+    form = {"model": "busy", "strategy": "finetune", "ewc_lambda": "0", "epochs": "1", "max_forgetting": "1",
+            "architecture_options": '{"hidden": [16]}'}
+
+    def submit(k: int) -> dict:
+        path = files[k % len(files)]
+        with httpx.Client(base_url=f"http://{api_replica}", timeout=120,
+                          headers={"Authorization": f"Bearer {client.api_key}"}) as http:
+            answer = http.post("/tasks", data={**form, "name": f"upload {k}"},
+                               files={"file": (path.name, path.read_bytes())})
+        assert answer.status_code == 202, answer.text
+        return answer.json()
+
+    workers = [worker_processes(f"w{index}") for index in range(2)]
+    with ThreadPoolExecutor(50) as pool:
+        submitted = list(pool.map(submit, range(50)))
+    job_ids = sorted(task["job_id"] for task in submitted)
+    assert len(set(job_ids)) == 50
+    wait_until(lambda: all(job_of(session_factory, job_id).status not in ("queued", "running") for job_id in job_ids),
+               600, "every job to finish")
+    jobs = [job_of(session_factory, job_id) for job_id in job_ids]
+    assert [job.status for job in jobs] == ["succeeded"] * 50, [job.error for job in jobs if job.error]
+    versions = versions_of(session_factory, "busy")
+    assert [version.number for version in versions] == list(range(1, 51))
+    assert [version.task_id for version in versions] == [job.task_id for job in jobs]  # version k = k-th job
+    assert [version.parent_id for version in versions] == [None] + [version.id for version in versions[:-1]]
+    for earlier, later in zip(jobs, jobs[1:]):
+        assert later.started_at >= earlier.finished_at
+    for process in workers:
+        process.send_signal(signal.SIGTERM)
+    assert [process.wait(30) for process in workers] == [0, 0]
