@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from functools import lru_cache
 
 from prometheus_client import Counter, Histogram
 
@@ -33,13 +34,21 @@ LOADS = Histogram("retain_predict_learner_load_seconds",
 def inference(model: str, batch_size: int, queued_seconds: float = 0.0):
     """Time the forward pass of one batch of ``batch_size`` samples for ``model``, which waited
     ``queued_seconds`` for it (a batching server passes its queue time; the inline path waits 0)."""
-    QUEUE.labels(model).observe(queued_seconds)
-    BATCH_SIZE.labels(model).observe(batch_size)
+    queue, batch, forward = model_series(model)
+    queue.observe(queued_seconds)
+    batch.observe(batch_size)
     started = time.perf_counter()
     try:
         yield
     finally:
-        INFERENCE.labels(model).observe(time.perf_counter() - started)
+        forward.observe(time.perf_counter() - started)
+
+
+@lru_cache(maxsize=1024)
+def model_series(model: str) -> tuple:
+    """A model's queue, batch-size and inference histograms, looked up once (``labels()`` locks and
+    builds its key on every call: more than the observations cost on a small batch)."""
+    return QUEUE.labels(model), BATCH_SIZE.labels(model), INFERENCE.labels(model)
 
 
 def cache_hit() -> None:
