@@ -263,9 +263,13 @@ class ContinualLearner:
         max_drop = self.ewc.max_old_task_drop
         score = lambda network: constrained_score(  # noqa: E731
             {key: self._validation_accuracy(network, key, data) for key, data in validation.items()}, before, max_drop)
-        epochs = train_with_early_stopping(
-            trainer, self.network, score, config.patience if validation else 0,
-            on_step=lambda loss, n: reporter.step(phase, loss, n, trainer.epoch), should_stop=should_stop)
+
+        def on_step(loss: float, n: int) -> None:
+            reporter.epochs = trainer.epochs  # early stopping adds epochs above the floor
+            reporter.step(phase, loss, n, trainer.epoch)
+
+        epochs = train_with_early_stopping(trainer, self.network, score, config.patience if validation else 0,
+                                           on_step=on_step, should_stop=should_stop)
         seconds = time.perf_counter() - started
         budget = {"floor_epochs": config.epochs_for(len(x), trainer.replay_batch is not None),
                   "max_epochs": trainer.max_epochs, "epochs_run": trainer.epochs, "epochs_trained": epochs,

@@ -107,3 +107,17 @@ def test_without_validation_an_update_trains_the_floor():
     result = learner.learn_task("t0", TaskData(x, (x[:, 0] > 0).astype(int)),
                                 train_config=TrainConfig(epochs=1, min_steps=20, batch_size=32))
     assert result.train_config["budget"]["epochs_run"] == result.train_config["epochs_trained"] == 4
+
+
+def test_progress_counts_the_epochs_early_stopping_adds():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    learner = ContinualLearner.create("mlp", (4,), architecture_options={"hidden": [8]})
+    reports = []
+    result = learner.learn_task("t0", TaskData(x[:160], y[:160]), validation={"t0": TaskData(x[160:], y[160:])},
+                                train_config=TrainConfig(epochs=2, min_steps=0, batch_size=32, patience=2),
+                                progress=reports.append)
+    train = [r for r in reports if r.phase == "train"]
+    assert len(train) == 5 * result.train_config["budget"]["epochs_run"]  # 5 steps an epoch, floor and above
+    assert all(r.epoch <= r.epochs for r in train) and train[-1].epochs == result.train_config["budget"]["epochs_run"]
