@@ -20,8 +20,9 @@ Methods:
 * ``ewc_separate`` EWC, one Fisher + anchor per past task (Kirkpatrick et al. 2017)
 * ``ewc_online``   online EWC, one running Fisher + anchor (Schwarz et al. 2018)
 * ``replay``       experience replay: a bounded, per-task-balanced memory of training samples
-                   (``--memory-size``) replayed in every batch of later updates
-* ``ewc_replay``   EWC and replay together (λ as for EWC)
+                   (``--memory-size``) filling half of every batch of later updates
+* ``ewc_replay``   EWC and replay together (λ as for EWC; with ``auto``, ``--replay-lambda`` once
+                   the memory holds samples)
 * ``joint``        training from fresh weights on every task seen so far (the upper bound)
 * ``ccll``         frozen base + per-task calibration modules and classifier (Singh et al. 2020);
                    cnn / resnet18 only; always evaluated task-aware (it predicts per task). The
@@ -100,6 +101,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--min-steps", type=int, default=defaults.min_steps,
                         help=f"least optimizer steps per update, in whole epochs (default {defaults.min_steps}; 0: off)")
+    parser.add_argument("--patience", type=int, default=defaults.patience,
+                        help=f"early stopping above the floor: epochs without a better validation score before it "
+                        f"stops (default {defaults.patience}; 0: train the floor exactly)")
+    parser.add_argument("--max-epochs-factor", type=int, default=defaults.max_epochs_factor,
+                        help=f"early stopping's cap, in floors (default {defaults.max_epochs_factor})")
+    parser.add_argument("--replay-lambda", type=float, default=EWCConfig().replay_lambda,
+                        help=f"ewc_replay with --lambda auto: λ once the memory holds samples, no search "
+                        f"(default {EWCConfig().replay_lambda:g})")
     parser.add_argument("--max-old-task-drop", type=float, default=EWCConfig().max_old_task_drop,
                         help="λ search: candidates dropping an old task's validation accuracy by more rank last "
                         f"(default {EWCConfig().max_old_task_drop}; 1 = plain mean)")
@@ -157,12 +166,13 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
         consolidation=EWC_METHODS.get(method, "separate"),
         fisher=FisherConfig(label_mode=args.fisher, max_samples=args.fisher_samples),
         **({"lambda_candidates": tuple(args.lambda_candidates)} if args.lambda_candidates else {}),
-        max_old_task_drop=args.max_old_task_drop,
+        max_old_task_drop=args.max_old_task_drop, replay_lambda=args.replay_lambda,
     )
     learner = ContinualLearner.create(args.arch, tasks[0].input_shape, family="ccll" if ccll else "ewc",
                                       architecture_options=options, ewc=ewc,
                                       input_scale=input_scale_for(tasks[0].train), seed=args.seed)
     config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, min_steps=args.min_steps,
+                         patience=args.patience, max_epochs_factor=args.max_epochs_factor,
                          batch_size=args.batch_size, seed=args.seed, device=args.device)
     # joint keeps every task's data: one instance for all of this learner's tasks
     strategy = Joint() if method == "joint" else "ewc" if method in EWC_METHODS else method
@@ -183,7 +193,8 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
             "task": task.key, "ewc_lambda": result.ewc_lambda, "train_seconds": result.train_seconds,
             "search_seconds": result.search_seconds, "lambda_search": result.lambda_search,
             "validation_after": result.validation_after, "parameters_added": result.parameters_added,
-            "epochs_trained": result.train_config["epochs_trained"], "capacity_warning": result.capacity_warning,
+            "epochs_trained": result.train_config["epochs_trained"], "budget": result.train_config["budget"],
+            "capacity_warning": result.capacity_warning,
         })
         bar.advance(bar_task)
     # scored as test is: what a λ sweep chooses by
@@ -206,9 +217,11 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
         "lambda_per_update": [u["ewc_lambda"] for u in updates] if method in LAMBDA_METHODS else None,
         "state_bytes": state_bytes(learner),
         "updates": updates,
+        "last_update_cost": None,
         "fisher_recipe": ewc.recipe() if not ccll else None,
         "train_config": config.as_dict(),
     }
+    outcome["last_update_cost"] = last_update_cost(outcome)
     if ccll:
         outcome["parameters"] = ccll_parameters(learner.parameter_counts())
         outcome["architecture_options"] = options
@@ -242,10 +255,11 @@ def ccll_parameters(counts: dict) -> dict:
 
 
 def search_overhead(results: dict) -> dict | None:
-    """What ``--lambda auto`` costs over a plain update of the same task.
+    """What ``--lambda auto`` costs over a plain update of the same task (one update at the budget's floor).
 
-    In training steps (exact: all candidates' steps over one full update's) and in seconds
-    (search time over fine-tuning's time on the same task; noisy on a shared machine).
+    The cost is the search (every candidate's steps) plus its winner's early stopping. In training steps
+    (exact: over the floor's steps) and in seconds (over the floor's steps at fine-tuning's measured
+    seconds per step on the same task; noisy on a shared machine).
     """
     plain = results.get("finetune")
     overhead = {}
@@ -255,16 +269,28 @@ def search_overhead(results: dict) -> dict | None:
         searched = [u for u in results[method]["updates"] if u["lambda_search"]]
         if not searched:
             continue
-        step_ratios = [sum(e["steps"] for e in u["lambda_search"]) / max(e["steps"] for e in u["lambda_search"])
-                       for u in searched]
-        overhead[method] = {"steps_ratio_per_update": step_ratios, "steps_ratio_mean": mean(step_ratios)}
+        floor_steps = {u["task"]: max(e["steps"] for e in u["lambda_search"]) for u in searched}
+        step_ratios = [u["budget"]["steps_run"] / floor_steps[u["task"]] for u in searched]
+        overhead[method] = {"steps_ratio_per_update": step_ratios, "steps_ratio_mean": mean(step_ratios),
+                            "steps_ratio_max": max(step_ratios)}
         if plain is not None:
             by_task = {u["task"]: u for u in plain["updates"]}
-            seconds = [u["search_seconds"] / by_task[u["task"]]["train_seconds"] for u in searched]
+            plain_seconds = {u["task"]: by_task[u["task"]]["train_seconds"] / by_task[u["task"]]["budget"]["steps_run"]
+                             * floor_steps[u["task"]] for u in searched}
+            seconds = [u["search_seconds"] / plain_seconds[u["task"]] for u in searched]
             overhead[method] |= {"seconds_ratio_per_update": seconds, "seconds_ratio_mean": mean(seconds),
                                  "search_seconds_total": sum(u["search_seconds"] for u in searched),
-                                 "plain_seconds_total": sum(by_task[u["task"]]["train_seconds"] for u in searched)}
+                                 "plain_seconds_total": sum(plain_seconds.values())}
     return overhead or None
+
+
+def last_update_cost(outcome: dict) -> dict:
+    """What the last update trained: seconds, steps and per-sample gradients (steps x batch: a replay
+    batch holds the same number of samples, half of them replayed)."""
+    budget = outcome["updates"][-1]["budget"]
+    return {"seconds": outcome["updates"][-1]["train_seconds"], "steps": budget["steps_run"],
+            "gradients": budget["steps_run"] * budget["samples_per_step"], "epochs_trained": budget["epochs_trained"],
+            "epochs_run": budget["epochs_run"], "floor_epochs": budget["floor_epochs"]}
 
 
 def print_table(results: dict, args) -> None:
@@ -340,20 +366,22 @@ def main() -> None:
     print_table(results, args)
     print_matrices(results, tasks)
     for method, r in results.items():
-        b = r["state_bytes"]
+        b, last = r["state_bytes"], r["last_update_cost"]
         warnings = sum(u["capacity_warning"] is not None for u in r["updates"])
-        console.print(f"{method}: last update trained {r['updates'][-1]['train_seconds']:.1f} s "
-                      f"({r['updates'][-1]['epochs_trained']} epochs); stored state {b['weights']:,} B weights + "
+        console.print(f"{method}: last update trained {last['seconds']:.1f} s ({last['epochs_trained']} epochs kept of "
+                      f"{last['epochs_run']} run, floor {last['floor_epochs']}; {last['steps']} steps, "
+                      f"{last['gradients']:,} per-sample gradients); stored state {b['weights']:,} B weights + "
                       f"{b['consolidation']:,} B consolidation" + (f", of which {b['memory_tensors']:,} B are "
                       f"{b['memory_samples']} replay samples" if b["memory_samples"] else "")
                       + (f"; capacity warnings on {warnings} update(s)" if warnings else ""), highlight=False)
     overhead = search_overhead(results) if args.auto else None
     if overhead:
         for method, o in overhead.items():
-            line = f"λ search cost ({method}): {o['steps_ratio_mean']:.2f}× a plain update's training steps"
+            line = (f"λ search + budget cost ({method}): {o['steps_ratio_mean']:.2f}× (at most "
+                    f"{o['steps_ratio_max']:.2f}×) a plain update's training steps")
             if "seconds_ratio_mean" in o:
-                line += (f"; {o['search_seconds_total']:.1f} s vs fine-tuning's {o['plain_seconds_total']:.1f} s "
-                         f"on the same tasks ({o['search_seconds_total'] / o['plain_seconds_total']:.2f}×)")
+                line += (f"; {o['search_seconds_total']:.1f} s vs {o['plain_seconds_total']:.1f} s for plain updates "
+                         f"of the same tasks at fine-tuning's speed ({o['search_seconds_total'] / o['plain_seconds_total']:.2f}×)")
             console.print(line)
     if args.json:
         write_json(args.json, {

@@ -36,7 +36,8 @@ def register(commands: Subcommands) -> None:
     teach.add_argument("--strategy", choices=STRATEGIES,
                        help="ewc (default) | finetune | replay | ewc_replay (EWC + rehearsal) | ccll")
     teach.add_argument("--epochs", type=int,
-                       help="train exactly this many epochs (default: the service chooses: 4, or more on a small task)")
+                       help="train exactly this many epochs (default: the service chooses: 4, or more on a small task, "
+                            "then early stopping on validation)")
     teach.add_argument("--batch-size", type=int)
     teach.add_argument("--lr", type=float)
     teach.add_argument("--ewc-lambda", help="a number, or auto (the default: the service searches)")

@@ -25,10 +25,17 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     epochs: int = 4
-    # The budget grows for small tasks: an update trains at least this many optimizer steps,
-    # in whole epochs, whatever the task's size (4 epochs of a 3,600-sample task are 452 steps,
-    # untouched; a 1,300-sample task gets 8 epochs instead of 4). README, "Small tasks".
+    # The budget's floor grows for small tasks: an update trains at least this many optimizer
+    # steps, in whole epochs, whatever the task's size (4 epochs of a 3,600-sample task are 452
+    # steps, untouched; a 1,300-sample task gets 8 epochs instead of 4). README, "Small tasks".
     min_steps: int = 320
+    # Early stopping above the floor, on validation data: after the floor the update trains whole
+    # epochs while the validation score of every learnt task improves, stops after ``patience``
+    # epochs without improvement or at ``max_epochs_factor`` x the floor's epochs, and keeps the
+    # best epoch's weights. ``patience`` 0: exactly the floor. The cap bounds an update with a λ
+    # search at 3x a plain update's steps (search 2x, then at most 1x more for its winner).
+    patience: int = 2
+    max_epochs_factor: int = 2
     batch_size: int = 32
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when present, else cpu
@@ -43,15 +50,33 @@ class TrainConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if self.min_steps < 0:
             raise ValueError(f"min_steps must be non-negative, got {self.min_steps}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be non-negative, got {self.patience}")
+        if self.max_epochs_factor < 1:
+            raise ValueError(f"max_epochs_factor must be at least 1, got {self.max_epochs_factor}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
-    def steps_per_epoch(self, n_samples: int) -> int:
-        return -(-n_samples // self.batch_size)
+    @property
+    def replay_batch_size(self) -> int:
+        """Replayed samples in a rehearsal batch: half of it, so replay costs no more per step."""
+        return self.batch_size // 2
 
-    def epochs_for(self, n_samples: int) -> int:
-        """Epochs an update of ``n_samples`` trains: ``epochs``, or more to reach ``min_steps``."""
-        return max(self.epochs, -(-self.min_steps // self.steps_per_epoch(n_samples)))
+    def new_batch_size(self, replaying: bool = False) -> int:
+        """New-task samples per batch: all of it, or what replay leaves."""
+        return self.batch_size - self.replay_batch_size if replaying else self.batch_size
+
+    def steps_per_epoch(self, n_samples: int, replaying: bool = False) -> int:
+        return -(-n_samples // self.new_batch_size(replaying))
+
+    def epochs_for(self, n_samples: int, replaying: bool = False) -> int:
+        """The budget's floor for ``n_samples``: ``epochs``, or more to reach ``min_steps``."""
+        return max(self.epochs, -(-self.min_steps // self.steps_per_epoch(n_samples, replaying)))
+
+    def max_epochs_for(self, n_samples: int, replaying: bool = False) -> int:
+        """The budget's cap: the floor when early stopping is off, else ``max_epochs_factor`` x it."""
+        floor = self.epochs_for(n_samples, replaying)
+        return floor * self.max_epochs_factor if self.patience else floor
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -97,6 +122,8 @@ class EWCConfig:
     ewc_lambda: float | Literal["auto"] = "auto"
     default_lambda: float = 1000.0  # used when auto has no validation data to choose with
     lambda_candidates: tuple[float, ...] = (10.0, 100.0, 1000.0, 10000.0)
+    # ewc_replay's λ for "auto" once its memory holds samples: no search (README, "Rehearsal").
+    replay_lambda: float = 10.0
     # λ search: a candidate that drops an old task's validation accuracy by more than this
     # (absolute) ranks after every candidate that does not; when none keeps within it, the update
     # carries a capacity warning.
@@ -111,6 +138,8 @@ class EWCConfig:
             raise ValueError(f"consolidation must be 'separate' or 'online', got {self.consolidation!r}")
         if not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.replay_lambda < 0:
+            raise ValueError(f"replay_lambda must be non-negative, got {self.replay_lambda}")
         if self.ewc_lambda != "auto" and float(self.ewc_lambda) < 0:
             raise ValueError(f"ewc_lambda must be non-negative or 'auto', got {self.ewc_lambda}")
         for name in ("max_old_task_drop", "capacity_warning_drop"):

@@ -46,6 +46,15 @@ def worst_drop(before: dict[str, float], after: dict[str, float]) -> float:
     return max([before[key] - after[key] for key in before if key in after], default=0.0)
 
 
+def constrained_score(per_task: dict[str, float], before: dict[str, float], max_drop: float) -> tuple[bool, float]:
+    """The constrained mean, as a sortable pair (higher is better): whether every old task kept within
+    ``max_drop`` of ``before``, then the mean validation accuracy if so, else minus the worst drop."""
+    drop = worst_drop(before, per_task)
+    if drop <= max_drop:
+        return True, sum(per_task.values()) / max(1, len(per_task))
+    return False, -drop
+
+
 def successive_halving(
     values: Sequence[float],
     start: Callable[[float], Candidate],
@@ -64,8 +73,7 @@ def successive_halving(
     before = before or {}
 
     def rank(entry: SearchEntry) -> tuple[bool, float]:
-        kept = entry.keeps_old_tasks(max_drop)
-        return kept, entry.score if kept else -entry.worst_drop
+        return constrained_score(entry.per_task, before, max_drop)
 
     if not values:
         raise ValueError("the lambda search needs at least one candidate")

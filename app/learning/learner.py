@@ -10,7 +10,9 @@ class), and each strategy belongs to one family. One call, ``learn_task``, is on
    labels; CCLL: add the task's calibration modules and classifier);
 2. train on the task through the strategy's hooks: EWC adds λ/2 Σ F (θ − θ*)² to the task loss
    (λ chosen on validation data when ``"auto"``), fine-tuning trains on the task loss alone,
-   CCLL trains the task's own modules (and the base, on the first task only);
+   CCLL trains the task's own modules (and the base, on the first task only); the budget is a
+   floor of epochs, then early stopping on every learnt task's validation score up to a cap
+   (``TrainConfig``; the λ search's candidates train the floor, its winner goes on);
 3. consolidate: keep what the next update needs (EWC family: this task's diagonal Fisher with
    the anchor weights, fine-tuned tasks too; CCLL: the task's BatchNorm statistics);
 4. report validation accuracy of every task before and after, for the forgetting gate.
@@ -38,11 +40,12 @@ from app.learning.data import Label, TaskData, as_samples, plain_label, plain_la
 from app.learning.evaluation import Evaluation, evaluate_logits
 from app.learning.ewc import Consolidation
 from app.learning.memory import RehearsalMemory
-from app.learning.lambda_search import search_cost, successive_halving
+from app.learning.lambda_search import constrained_score, search_cost, successive_halving
 from app.learning.models import build_model
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
 from app.learning.strategies import Strategy, family_strategy, options_of_other_families, strategy_class
-from app.learning.training import Progress, ThroughputMeter, Trainer, TrainingStopped, resolve_device
+from app.learning.training import (Progress, ThroughputMeter, Trainer, TrainingStopped, resolve_device,
+                                   train_with_early_stopping)
 
 FORMAT = "retain.learner/1"
 WEIGHTS_FILE, CONSOLIDATION_FILE = "weights.safetensors", "consolidation.safetensors"
@@ -208,7 +211,8 @@ class ContinualLearner:
             task_key=task_key, strategy=method.name,
             ewc_lambda=float(trained.ewc_lambda) if method.uses_lambda and len(self.task_keys) > 1 else None,
             lambda_search=trained.search, fisher_recipe=fisher_recipe,
-            train_config={**config.as_dict(), "epochs_trained": trained.epochs},
+            train_config={**config.as_dict(), "epochs_trained": trained.budget["epochs_trained"],
+                          "budget": trained.budget},
             train_seconds=trained.seconds, search_seconds=trained.search_seconds, final_loss=trained.final_loss,
             validation_before=before, validation_after=after, parameters_added=parameters_added,
             capacity_warning=capacity_warning(trained.search, self.ewc.capacity_warning_drop),
@@ -246,18 +250,31 @@ class ContinualLearner:
         started = time.perf_counter()
         if ewc_lambda == "auto" and not validation:
             ewc_lambda = self.ewc.default_lambda  # nothing to choose with: documented fallback
-        if ewc_lambda == "auto":
-            final_loss, ewc_lambda, search = self._search_lambda(method, task_key, x, y, config, validation, before,
-                                                                 reporter, should_stop)
-            search_seconds = time.perf_counter() - started
+        if ewc_lambda == "auto":  # every candidate trains the floor; the winner goes on below
+            trainer, ewc_lambda, search = self._search_lambda(method, task_key, x, y, config, validation, before,
+                                                              reporter, should_stop)
+            steps_run, phase = sum(entry["steps"] for entry in search), "lambda_search"
         else:
             trainer = self._trainer(method, self.network, task_key, x, y, config, ewc_lambda)
-            reporter.total_steps = trainer.total_steps
-            final_loss = trainer.run(on_step=lambda loss, n: reporter.step("train", loss, n, trainer.epoch),
-                                     should_stop=should_stop)
-            search, search_seconds = None, 0.0
-        epochs = config.epochs_for(len(x))
-        return _Training(final_loss, ewc_lambda, search, search_seconds, time.perf_counter() - started, epochs)
+            reporter.total_steps, steps_run, search, phase = trainer.total_steps, 0, None, "train"
+        floor_steps = trainer.steps_done  # 0 unless the search trained it already
+        # The budget: the floor, then early stopping on every learnt task's validation score (the
+        # constrained mean the λ search ranks by), up to the cap; no validation data, the floor only.
+        max_drop = self.ewc.max_old_task_drop
+        score = lambda network: constrained_score(  # noqa: E731
+            {key: self._validation_accuracy(network, key, data) for key, data in validation.items()}, before, max_drop)
+
+        def on_step(loss: float, n: int) -> None:
+            reporter.epochs = trainer.epochs  # early stopping adds epochs above the floor
+            reporter.step(phase, loss, n, trainer.epoch)
+
+        epochs = train_with_early_stopping(trainer, self.network, score, config.patience if validation else 0,
+                                           on_step=on_step, should_stop=should_stop)
+        seconds = time.perf_counter() - started
+        budget = {"floor_epochs": config.epochs_for(len(x), trainer.replay_batch is not None),
+                  "max_epochs": trainer.max_epochs, "epochs_run": trainer.epochs, "epochs_trained": epochs,
+                  "steps_run": steps_run + trainer.steps_done - floor_steps, "samples_per_step": config.batch_size}
+        return _Training(trainer.last_loss, ewc_lambda, search, seconds if search else 0.0, seconds, budget)
 
     def _trainer(self, method: Strategy, network: nn.Module, task_key: str, x, y, config: TrainConfig,
                  ewc_lambda: float) -> Trainer:
@@ -268,9 +285,10 @@ class ContinualLearner:
                        **method.step_hooks(self, network, ewc_lambda, config))
 
     def _search_lambda(self, method, task_key, x, y, config, validation, before, reporter, should_stop):
-        """Successive halving over the candidate λs, each training a copy of the network, ranked by
-        mean validation accuracy among those that keep every old task within
-        ``EWCConfig.max_old_task_drop`` of ``before``; the winner's copy becomes the network."""
+        """Successive halving over the candidate λs, each training a copy of the network for the budget's
+        floor, ranked by mean validation accuracy among those that keep every old task within
+        ``EWCConfig.max_old_task_drop`` of ``before``; the winner's copy becomes the network, and its
+        trainer is returned to go on (early stopping)."""
         candidates = self.ewc.lambda_candidates
         trainers: dict[int, Trainer] = {}  # id(candidate network) -> its trainer
 
@@ -287,17 +305,16 @@ class ContinualLearner:
         def score(network: nn.Module) -> dict[str, float]:
             return {key: self._validation_accuracy(network, key, data) for key, data in validation.items()}
 
-        total_steps = config.steps_per_epoch(len(x)) * config.epochs_for(len(x))
+        probe = self._trainer(method, self.network, task_key, x, y, config, candidates[0])  # the floor's steps
+        total_steps, steps_per_epoch = probe.total_steps, probe.steps_per_epoch
         reporter.total_steps = int(total_steps * search_cost(len(candidates)))
         winner, entries = successive_halving(candidates, start, advance, score, total_steps, before=before,
                                              max_drop=self.ewc.max_old_task_drop)
         self.network = winner.state
-        final_loss = trainers[id(winner.state)].last_loss
-        steps_per_epoch = config.steps_per_epoch(len(x))
         search = [{"lambda": e.value, "validation_accuracy": e.score, "per_task": e.per_task, "steps": e.steps,
                    "epochs": e.steps / steps_per_epoch, "worst_old_task_drop": e.worst_drop,
                    "keeps_old_tasks": e.keeps_old_tasks(self.ewc.max_old_task_drop)} for e in entries]
-        return final_loss, winner.value, search
+        return trainers[id(winner.state)], winner.value, search
 
     def _consolidate(self, method: Strategy, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
                      reporter: "_Reporter") -> dict:
@@ -431,9 +448,10 @@ class _Training:
     final_loss: float
     ewc_lambda: float  # the one trained with: the search's winner when it was "auto"
     search: list[dict] | None  # every candidate's λ, validation scores and steps, when searched
-    search_seconds: float
+    search_seconds: float  # the whole of step 2 when λ was searched (search and the winner's early stopping)
     seconds: float
-    epochs: int  # epochs trained (the budget: TrainConfig.epochs, or more for a small task)
+    budget: dict  # floor_epochs, max_epochs, epochs_run, epochs_trained (the weights kept), steps_run (all
+    #               candidates'), samples_per_step: what the budget rule chose (train_config["budget"])
 
 
 def capacity_warning(search: list[dict] | None, threshold: float) -> str | None:

@@ -2,12 +2,15 @@
 
 ``Trainer`` runs a given number of *steps* and can be resumed, because the λ search trains
 several candidates a little, keeps the best, and continues them (successive halving) rather
-than starting over. A progress callback and a stop check run on every batch, so a job shows
-live progress and stops within one batch of being asked to.
+than starting over. ``train_with_early_stopping`` is the budget rule: the floor
+(``TrainConfig.epochs_for``), then one epoch at a time while a validation score improves, up
+to a cap, keeping the best epoch's weights. A progress callback and a stop check run on every
+batch, so a job shows live progress and stops within one batch of being asked to.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -81,11 +84,14 @@ class Trainer:
         self.forward, self.parameters = forward, list(parameters)
         self.x, self.y, self.config = x, y, config
         self.add_penalty_gradient, self.after_step = add_penalty_gradient, after_step
-        self.replay_batch = replay_batch
+        self.replay_batch = replay_batch  # rehearsal: its samples fill half of every batch
         self.optimizer = make_optimizer(self.parameters, config)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.steps_per_epoch = config.steps_per_epoch(len(x))
-        self.epochs = config.epochs_for(len(x))  # at least config.epochs; more when the task is small
+        replaying = replay_batch is not None
+        self.batch_size = config.new_batch_size(replaying)  # new-task samples per batch
+        self.steps_per_epoch = config.steps_per_epoch(len(x), replaying)
+        self.epochs = config.epochs_for(len(x), replaying)  # the floor: at least config.epochs; more when the task is small
+        self.max_epochs = config.max_epochs_for(len(x), replaying)  # the cap early stopping may reach
         self.total_steps = self.steps_per_epoch * self.epochs
         self.steps_done = 0
         self._order: torch.Tensor | None = None
@@ -101,7 +107,7 @@ class Trainer:
         position = self.steps_done % self.steps_per_epoch
         if position == 0 or self._order is None:
             self._order = torch.randperm(len(self.x), generator=self.generator).to(self.x.device)
-        index = self._order[position * self.config.batch_size : (position + 1) * self.config.batch_size]
+        index = self._order[position * self.batch_size : (position + 1) * self.batch_size]
         return self.x[index], self.y[index]
 
     def run(
@@ -138,6 +144,45 @@ class Trainer:
             if on_step is not None:
                 on_step(self.last_loss, len(xb))
         return self.last_loss
+
+    def add_epoch(self) -> None:
+        """Allow one more epoch (early stopping, up to ``max_epochs``)."""
+        if self.epochs >= self.max_epochs:
+            raise ValueError(f"the budget's cap is {self.max_epochs} epochs")
+        self.epochs += 1
+        self.total_steps += self.steps_per_epoch
+
+
+def train_with_early_stopping(
+    trainer: Trainer,
+    network: nn.Module,
+    score: Callable[[nn.Module], tuple],
+    patience: int,
+    on_step: StepCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Train ``trainer`` to its floor, then early stopping on validation: one more epoch at a time while
+    ``score(network)`` (higher is better; validation data only) improves, until ``patience`` epochs bring
+    no improvement or the cap ``trainer.max_epochs`` is reached; the weights of the best epoch are kept
+    (``network``'s parameters and buffers restored). Returns the number of epochs of the weights kept."""
+    trainer.run(on_step=on_step, should_stop=should_stop)
+    if patience < 1 or trainer.epochs >= trainer.max_epochs:
+        return trainer.epochs
+    best, best_epochs = score(network), trainer.epochs
+    best_state = copy.deepcopy(network.state_dict())
+    waited = 0
+    while waited < patience and trainer.epochs < trainer.max_epochs:
+        trainer.add_epoch()
+        trainer.run(on_step=on_step, should_stop=should_stop)
+        current = score(network)
+        if current > best:
+            best, best_epochs, waited = current, trainer.epochs, 0
+            best_state = copy.deepcopy(network.state_dict())
+        else:
+            waited += 1
+    if best_epochs != trainer.epochs:
+        network.load_state_dict(best_state)
+    return best_epochs
 
 
 class ThroughputMeter:

@@ -50,7 +50,8 @@ def submit_task(
                                               "memory's size is the architecture option memory_size")] = "ewc",
     ewc_lambda: Annotated[str, Form(description="a number, or auto (chosen on validation data)")] = "auto",
     epochs: Annotated[int | None, Form(description="exactly this many epochs; without it the service chooses "
-                                                   "(4, or more to reach 320 optimizer steps on a small task)")] = None,
+                                                   "(4, or more to reach 320 optimizer steps on a small task, then "
+                                                   "early stopping on validation up to twice that)")] = None,
     batch_size: Annotated[int | None, Form()] = None,
     lr: Annotated[float | None, Form()] = None,
     test_fraction: Annotated[float, Form(description="held out for test when the file has no x_test")] = 0.2,

@@ -14,10 +14,11 @@ TRAIN_CONFIG_KEYS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "see
 
 def train_config_of(hyperparameters: dict | None, device: str) -> TrainConfig:
     """The task's training settings over the library's defaults. Epochs the user gave are the budget,
-    exactly; without them the library chooses it (4 epochs, or more to reach ``min_steps`` on a small task)."""
+    exactly; without them the library chooses it (4 epochs, or more to reach ``min_steps`` on a small task,
+    then early stopping on validation up to twice that)."""
     hyperparameters = hyperparameters or {}
     given = {key: hyperparameters[key] for key in TRAIN_CONFIG_KEYS if hyperparameters.get(key) is not None}
-    return TrainConfig(device=device, **given, **({"min_steps": 0} if "epochs" in given else {}))
+    return TrainConfig(device=device, **given, **({"min_steps": 0, "patience": 0} if "epochs" in given else {}))
 
 
 def learn_and_evaluate(learner: ContinualLearner, task_id: int, strategy: str | None, hyperparameters: dict | None,

@@ -118,8 +118,8 @@ def test_split_mnist_runs_ccll_and_every_method_task_aware(tmp_path):
     out = tmp_path / "out.json"
     subprocess.run([sys.executable, str(SCRIPT), "--split-mnist", str(tmp_path / "digits.npz"), "--n-tasks", "3",
                     "--arch", "cnn", "--methods", "finetune,ccll", "--optimizer", "adam", "--epochs", "2",
-                    "--batch-size", "8", "--fisher-samples", "16", "--json", str(out)],
-                   check=True, cwd=REPO, capture_output=True, timeout=300)
+                    "--batch-size", "8", "--fisher-samples", "16", "--patience", "0", "--json", str(out)],
+                   check=True, cwd=REPO, capture_output=True, timeout=300)  # the floor only: this is about ccll
     result = json.loads(out.read_text())
 
     assert result["benchmark"] == "split"
@@ -175,5 +175,31 @@ def test_replay_methods_record_their_memory_and_its_bytes(tmp_path):
         stored = result["methods"][method]["state_bytes"]
         assert stored["memory_samples"] == 40 and stored["memory_tensors"] == 40 * (12 * 4 + 8)
         assert stored["consolidation"] > stored["memory_tensors"]
-    assert result["methods"]["ewc_replay"]["updates"][1]["lambda_search"]
+    rehearsed = result["methods"]["ewc_replay"]["updates"][1]  # a memory to replay: replay_lambda, no search
+    assert rehearsed["lambda_search"] is None and rehearsed["ewc_lambda"] == 10.0
+    given = _run(tmp_path, "--lambda", "auto", "--methods", "ewc_replay", "--memory-size", "40",
+                 "--replay-lambda", "100")["methods"]["ewc_replay"]
+    assert given["lambda_per_update"] == [None, 100.0]
     assert result["methods"]["replay"]["lambda_per_update"] is None
+
+
+def test_the_budget_rule_and_the_last_updates_cost_are_recorded(tmp_path):
+    _write_tasks(tmp_path, 2, (12,))
+    methods = "finetune,ewc_separate,ewc_replay,joint"
+    exact = _run(tmp_path, "--lambda", "auto", "--methods", methods, "--memory-size", "20", "--patience", "0")
+    for method, r in exact["methods"].items():
+        budget = r["updates"][-1]["budget"]
+        assert budget["epochs_run"] == budget["epochs_trained"] == budget["floor_epochs"] == 1  # the floor exactly
+        assert r["last_update_cost"]["gradients"] == budget["steps_run"] * 16
+    finetune, rehearsed = exact["methods"]["finetune"], exact["methods"]["ewc_replay"]
+    # half of every replay batch is replayed: an epoch of the new task takes twice the steps, at the same batch size
+    assert rehearsed["last_update_cost"]["steps"] == 2 * finetune["last_update_cost"]["steps"]
+    cost = exact["lambda_search_cost"]["ewc_separate"]
+    assert 1 < cost["steps_ratio_max"] <= 3
+
+    stopped = _run(tmp_path, "--lambda", "auto", "--methods", "finetune,ewc_separate", "--patience", "2")
+    for r in stopped["methods"].values():
+        for update in r["updates"]:
+            budget = update["budget"]
+            assert budget["floor_epochs"] <= budget["epochs_trained"] <= budget["epochs_run"] <= budget["max_epochs"] == 2
+    assert stopped["lambda_search_cost"]["ewc_separate"]["steps_ratio_max"] <= 3

@@ -1,5 +1,6 @@
-"""The training budget grows for small tasks (``TrainConfig.min_steps``), the λ search cannot trade an
-old task away for the new one, and an update warns when every λ it tried lost an old task."""
+"""The training budget: a floor that grows for small tasks (``TrainConfig.min_steps``), then early
+stopping on validation up to a cap; the λ search cannot trade an old task away for the new one, and an
+update warns when every λ it tried lost an old task."""
 
 import numpy as np
 import torch
@@ -7,7 +8,7 @@ import torch
 from app.learning import ContinualLearner, TaskData, TrainConfig
 from app.learning.lambda_search import successive_halving
 from app.learning.learner import capacity_warning
-from app.learning.training import Trainer
+from app.learning.training import Trainer, train_with_early_stopping
 
 
 def test_a_small_task_trains_at_least_min_steps_in_whole_epochs_and_a_large_one_its_epochs():
@@ -50,8 +51,73 @@ def test_an_update_records_its_budget_and_each_candidates_old_task_drop():
     learner = ContinualLearner.create("mlp", (4,), architecture_options={"hidden": [8]})
     config = TrainConfig(epochs=1, min_steps=20, batch_size=32)
     first = learner.learn_task("t0", tasks[0], validation=validation, train_config=config)
-    assert first.train_config["epochs_trained"] == 4 and first.capacity_warning is None  # 5 steps an epoch
+    budget = first.train_config["budget"]  # 5 steps an epoch: a floor of 4 epochs, a cap of 8
+    assert (budget["floor_epochs"], budget["max_epochs"]) == (4, 8) and first.capacity_warning is None
+    assert 4 <= first.train_config["epochs_trained"] == budget["epochs_trained"] <= budget["epochs_run"] <= 8
+    assert budget["steps_run"] == 5 * budget["epochs_run"]
     second = learner.learn_task("t1", tasks[1], validation=validation, train_config=config, ewc_lambda="auto")
     assert all({"worst_old_task_drop", "keeps_old_tasks"} <= set(entry) for entry in second.lambda_search)
     least = min(entry["worst_old_task_drop"] for entry in second.lambda_search)
     assert (second.capacity_warning is not None) == (least > learner.ewc.capacity_warning_drop)
+
+
+def _scripted(scores: list[float], network: torch.nn.Module, seen: list[dict]):
+    """A validation score that reads ``scores`` one epoch at a time and remembers the weights it scored."""
+    def score(net) -> tuple[bool, float]:
+        assert net is network
+        seen.append({k: v.clone() for k, v in network.state_dict().items()})
+        return True, scores[len(seen) - 1]
+    return score
+
+
+def _small_trainer(config: TrainConfig) -> tuple[torch.nn.Module, Trainer]:
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    network = torch.nn.Linear(4, 2)
+    return network, Trainer(network, list(network.parameters()), x, y, config)
+
+
+def test_early_stopping_keeps_the_best_validation_epoch_and_stops_after_patience():
+    config = TrainConfig(epochs=2, min_steps=0, batch_size=16, patience=2, max_epochs_factor=4)  # floor 2, cap 8
+    network, trainer = _small_trainer(config)
+    seen: list[dict] = []
+    # scored at epochs 2 (the floor), 3, 4, 5: epoch 3 is best, 4 and 5 bring nothing: stop after 5
+    kept = train_with_early_stopping(trainer, network, _scripted([0.5, 0.7, 0.6, 0.7], network, seen), patience=2)
+    assert kept == 3 and trainer.epochs == 5 and trainer.steps_done == 5 * 4
+    assert all(torch.equal(network.state_dict()[k], seen[1][k]) for k in seen[1])  # epoch 3's weights restored
+    assert not torch.equal(seen[1]["weight"], seen[3]["weight"])  # which differ from the last epoch's
+
+
+def test_early_stopping_stops_at_the_cap_and_patience_zero_trains_the_floor_exactly():
+    config = TrainConfig(epochs=2, min_steps=0, batch_size=16, patience=2, max_epochs_factor=2)  # floor 2, cap 4
+    network, trainer = _small_trainer(config)
+    seen: list[dict] = []
+    kept = train_with_early_stopping(trainer, network, _scripted([0.1, 0.2, 0.3, 0.4, 0.5], network, seen), patience=2)
+    assert kept == trainer.epochs == 4 and len(seen) == 3  # always improving: the cap ends it
+    network, trainer = _small_trainer(TrainConfig(epochs=2, min_steps=0, batch_size=16, patience=0))
+    assert trainer.max_epochs == 2
+    assert train_with_early_stopping(trainer, network, lambda net: (True, 0.0), patience=0) == 2
+    assert trainer.steps_done == 2 * 4
+
+
+def test_without_validation_an_update_trains_the_floor():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 4)).astype(np.float32)
+    learner = ContinualLearner.create("mlp", (4,), architecture_options={"hidden": [8]})
+    result = learner.learn_task("t0", TaskData(x, (x[:, 0] > 0).astype(int)),
+                                train_config=TrainConfig(epochs=1, min_steps=20, batch_size=32))
+    assert result.train_config["budget"]["epochs_run"] == result.train_config["epochs_trained"] == 4
+
+
+def test_progress_counts_the_epochs_early_stopping_adds():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    learner = ContinualLearner.create("mlp", (4,), architecture_options={"hidden": [8]})
+    reports = []
+    result = learner.learn_task("t0", TaskData(x[:160], y[:160]), validation={"t0": TaskData(x[160:], y[160:])},
+                                train_config=TrainConfig(epochs=2, min_steps=0, batch_size=32, patience=2),
+                                progress=reports.append)
+    train = [r for r in reports if r.phase == "train"]
+    assert len(train) == 5 * result.train_config["budget"]["epochs_run"]  # 5 steps an epoch, floor and above
+    assert all(r.epoch <= r.epochs for r in train) and train[-1].epochs == result.train_config["budget"]["epochs_run"]

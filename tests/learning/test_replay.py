@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.learning import ContinualLearner, TaskData, TrainConfig
+from app.learning import ContinualLearner, EWCConfig, TaskData, TrainConfig
 from app.learning.memory import RehearsalMemory
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
+from app.learning.training import Trainer
 
 
 def _conflicting_tasks(n_tasks: int, n: int = 120, d: int = 6):
@@ -75,3 +76,37 @@ def test_replaying_the_memory_keeps_an_old_task_that_finetuning_forgets(strategy
         assert result.strategy == method and (result.ewc_lambda is not None) == (method == "ewc_replay")
     assert accuracy[strategy][0] > accuracy["finetune"][0] + 0.15  # the old task is kept
     assert accuracy[strategy][1] > 0.8  # and the new one learnt
+
+
+def test_a_replay_batch_is_half_new_half_memory_so_a_step_costs_a_plain_steps_gradients():
+    config = TrainConfig(epochs=1, min_steps=0, batch_size=32)
+    memory = RehearsalMemory(50)
+    memory.add_task("old", torch.ones(50, 3), torch.ones(50, dtype=torch.long), seed=0)
+    layer = torch.nn.Linear(3, 2)
+    batches = []
+
+    def forward(xb):
+        batches.append((int((xb[:, 0] == 0).sum()), int((xb[:, 0] == 1).sum())))  # (new, replayed)
+        return layer(xb)
+
+    new_x, new_y = torch.zeros(100, 3), torch.zeros(100, dtype=torch.long)
+    trainer = Trainer(forward, list(layer.parameters()), new_x, new_y, config,
+                      replay_batch=memory.sampler(config.replay_batch_size, seed=0))
+    trainer.run()
+    assert trainer.steps_per_epoch == 7 and len(batches) == 7  # 100 new samples, 16 a step
+    assert batches[:6] == [(16, 16)] * 6 and batches[6] == (4, 16)
+    plain = Trainer(layer, list(layer.parameters()), new_x, new_y, config)
+    assert plain.steps_per_epoch == 4  # without a memory the whole batch is new
+
+
+def test_ewc_replay_auto_takes_replay_lambda_once_the_memory_holds_samples_and_searches_before():
+    first, second, third = _conflicting_tasks(3)
+    validation = {key: task for key, task in zip(("a", "b", "c"), (first, second, third))}
+    config = TrainConfig(epochs=1, min_steps=0)
+    learner = ContinualLearner.create("mlp", (6,), architecture_options={"hidden": [8], "memory_size": 30},
+                                      ewc=EWCConfig(replay_lambda=7.0))
+    learner.learn_task("a", first, strategy="ewc", train_config=config, validation=validation)
+    searched = learner.learn_task("b", second, strategy="ewc_replay", train_config=config, validation=validation)
+    assert searched.lambda_search is not None  # nothing in the memory yet (an ewc update came first): searched
+    fixed = learner.learn_task("c", third, strategy="ewc_replay", train_config=config, validation=validation)
+    assert fixed.lambda_search is None and fixed.ewc_lambda == 7.0

@@ -24,9 +24,11 @@ def test_ewc_replay_tasks_store_a_bounded_memory_with_each_version(client, pmnis
 
     versions = client.get("/models/rehearsed/versions").json()
     assert [v["strategy"] for v in versions] == ["ewc_replay", "ewc_replay"]
-    assert versions[1]["ewc_lambda"] is not None and versions[1]["lambda_search"]  # λ searched as for ewc
+    # with a memory to replay, "auto" is EWCConfig.replay_lambda, not searched
+    assert versions[1]["ewc_lambda"] == 10.0 and versions[1]["lambda_search"] is None
     assert "capacity_warning" in versions[1] and "capacity_warning" in versions[1]["validation"]
-    assert versions[1]["train_config"]["epochs_trained"] >= 1
+    budget = versions[1]["train_config"]["budget"]  # the budget the service chose: floor, early stopping, cap
+    assert 1 <= budget["floor_epochs"] <= versions[1]["train_config"]["epochs_trained"] <= budget["max_epochs"]
 
     with session_factory() as session:
         rows = session.scalars(select(ModelVersion).order_by(ModelVersion.number)).all()

@@ -80,6 +80,9 @@ def test_two_updates_make_two_versions_with_the_accuracy_of_every_learnt_task(
     assert job_of(session_factory, second_job).status == "succeeded"
     v1, v2 = versions_of(session_factory)
     assert (v2.number, v2.parent_id, v2.task_id, v2.ewc_lambda) == (2, v1.id, second_task, 100)
+    # the task gave epochs=1: exactly that, with no early stopping although validation data was there
+    assert v2.train_config["epochs_trained"] == v2.train_config["budget"]["epochs_run"] == 1
+    assert v2.train_config["budget"]["max_epochs"] == 1
     rows = accuracy_of(session_factory, v2.id)
     assert set(rows) == {first_task, second_task}
     # on each task's own test split (the upload's x_test: 100 samples), never on validation data

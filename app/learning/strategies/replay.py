@@ -1,10 +1,13 @@
 """Rehearsal: replay stored samples of old tasks while learning a new one (experience replay).
 
 ``replay`` keeps a bounded, per-task-balanced memory of training samples (``memory_size`` in
-all, the model's option; ``app.learning.memory``) and appends a batch drawn from it to every
-training batch of later updates, as Mammoth's ``er`` and Avalanche's ``ReplayPlugin`` do.
+all, the model's option; ``app.learning.memory``) and fills half of every training batch of
+later updates with samples drawn from it (``TrainConfig.replay_batch_size``; the other half is
+the new task's), as Mammoth's ``er`` does with its buffer batch: a step costs what a plain
+step costs, and an epoch of the new task takes twice the steps.
 ``ewc_replay`` does both: the replayed batches and EWC's pull towards the old anchors (λ
-searched on validation as for ``ewc``). Both belong to the EWC family (the same network and
+searched on validation as for ``ewc`` until the memory holds samples, then
+``EWCConfig.replay_lambda``). Both belong to the EWC family (the same network and
 consolidation), so a model can switch between ``ewc`` and them from one update to the next;
 every task they learn is consolidated (Fisher + anchor) as any of the family's updates, and
 its samples join the memory, which travels with the consolidation payload of the version.
@@ -25,7 +28,7 @@ from app.learning.strategies.finetune import Finetune
 
 @register
 class Replay(Finetune):
-    """The task loss on the new batch plus a replayed batch of old samples; no penalty."""
+    """The task loss on a batch half new, half replayed old samples; no penalty."""
 
     name = "replay"
 
@@ -37,7 +40,7 @@ class Replay(Finetune):
     def step_hooks(self, learner: Learner, network: nn.Module, ewc_lambda: float, config: TrainConfig) -> StepHooks:
         hooks = super().step_hooks(learner, network, ewc_lambda, config)
         if not learner.memory.is_empty:
-            hooks["replay_batch"] = learner.memory.sampler(config.batch_size, config.seed)
+            hooks["replay_batch"] = learner.memory.sampler(config.replay_batch_size, config.seed)
         return hooks
 
     def consolidate(self, learner: Learner, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
@@ -50,8 +53,14 @@ class Replay(Finetune):
 
 @register
 class EWCReplay(Replay):
-    """Replay with EWC's penalty: λ as ``ewc`` resolves it (searched on validation when "auto")."""
+    """Replay with EWC's penalty. λ as ``ewc`` resolves it, except that "auto" with a memory to replay
+    takes ``EWCConfig.replay_lambda`` without a search: the replayed half of every batch already puts the
+    old tasks' loss into every step, and a search would double the cost of an update that rehearsal
+    otherwise keeps at a plain update's (README, "Small and crowded tasks, and rehearsal")."""
 
     name = "ewc_replay"
     uses_lambda = True
-    resolve_lambda = EWC.resolve_lambda
+
+    def resolve_lambda(self, learner: Learner, requested: float | str | None) -> float | str:
+        value = EWC.resolve_lambda(self, learner, requested)
+        return learner.ewc.replay_lambda if value == "auto" and not learner.memory.is_empty else value
