@@ -4,12 +4,13 @@ Resolving ``(model name, version number or None)`` used to cost two queries per 
 Versions never change once stored, so ``(model, number)`` lookups are cached for good; only the
 serving alias moves (promotion, rollback, roll forward). Every such move goes through
 ``registry.service.set_serving_version``, which inserts one ``alias_changes`` row, so the largest
-``alias_changes.id`` is a version stamp of all serving aliases. Deletes (app/registry/deletion.py)
-remove alias changes with their model or version, and a version delete adds one that records it, so
-the stamp is the largest id *and* the row count: it moves on every insert and every delete, and a
-move drops the cached versions by number too. A replica trusts its cached
-aliases for ``serving_check_interval`` seconds, then reads the stamp (one query on a small table) and
-drops its aliases when it moved. The replica that made a change knows at once
+``alias_changes.id`` is a version stamp of all serving aliases. Deletes (app/registry/deletion.py):
+a version delete adds an alias change that records it, so the largest id moves; a model delete
+removes the model's row, so the stamp also holds the number of models. A move drops the cached
+versions by number too. (Not the number of alias changes: that table grows with every promotion,
+and counting it is a scan, every interval, on the event loop on SQLite: 0.74 ms at 10,000 rows.)
+A replica trusts its cached aliases for ``serving_check_interval`` seconds, then reads the stamp
+(an index lookup and a count of the models) and drops its aliases when it moved. The replica that made a change knows at once
 (``committed_alias_changes``), so its own next request serves the new alias.
 
 Why a polled stamp and not Postgres LISTEN/NOTIFY: it works the same on SQLite (the embedded
@@ -33,12 +34,13 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from app.db.tables import AliasChange, ModelVersion
+from app.db.tables import AliasChange, Model, ModelVersion
 from app.errors import NotFound
 from app.registry.service import committed_alias_changes, get_model_by_name, resolve_version
 
 
-STAMP_QUERY = f"SELECT max(id), count(*) FROM {AliasChange.__tablename__}"
+STAMP_QUERY = (f"SELECT (SELECT max(id) FROM {AliasChange.__tablename__}), "
+               f"(SELECT count(*) FROM {Model.__tablename__})")
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ class ServingDirectory:
             self._refreshing = False
 
     def _read_stamp(self) -> tuple[int | None, int]:
-        """The largest alias change id and their count, on a DBAPI connection kept for it: through SQLAlchemy's
+        """The largest alias change id and the number of models, on a DBAPI connection kept for it: through SQLAlchemy's
         connection checkout and statement machinery the check cost several times the query."""
         if self._stamp_connection is None:
             self._stamp_connection = self.engine.raw_connection()

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from app.db.session import get_engine
 from app.db.tables import Accuracy, AliasChange, Dataset, Job, Model, ModelVersion, Task
+from app.errors import NotFound
+from app.predict.serving import ServingDirectory
 from app.registry.versions import load_for_update
 
 
@@ -95,6 +98,8 @@ def test_a_model_is_deleted_with_its_rows_and_only_the_artifacts_no_other_model_
     assert client.post(f"/jobs/{queued['job_id']}/cancel").status_code == 200
     sample = np.load(shared)["x_test"][:2].tolist()
     assert client.post("/predict", json={"model": "m", "inputs": sample}).status_code == 200  # cached to serve
+    other_replica = ServingDirectory(get_engine(settings), check_interval=0.0)  # another API process's cache
+    assert other_replica.resolve("m", None)[1].number == 2
 
     deleted = client.delete("/models/m")
     assert deleted.status_code == 200, deleted.text
@@ -103,6 +108,10 @@ def test_a_model_is_deleted_with_its_rows_and_only_the_artifacts_no_other_model_
     assert answer["artifacts"]["removed"] > 0
     assert client.get("/models/m").status_code == 404
     assert client.post("/predict", json={"model": "m", "inputs": sample}).status_code == 404
+    assert other_replica.cached("m", None) is None  # the stamp moved: the other replica forgets the model
+    with pytest.raises(NotFound):
+        other_replica.resolve("m", None)
+    other_replica.close()
     assert client.delete("/models/m").status_code == 404
     with session_factory() as session:
         [model_id] = session.scalars(select(Model.id))  # "other" only
@@ -114,6 +123,13 @@ def test_a_model_is_deleted_with_its_rows_and_only_the_artifacts_no_other_model_
     teach_now(client, pmnist_file(1), run_worker_once, model="other")  # and it learns on
     teach_now(client, pmnist_file(0), run_worker_once)  # a model of the deleted one's name starts afresh
     assert [v["number"] for v in client.get("/models/m/versions").json()] == [1]
+
+    other_replica = ServingDirectory(get_engine(settings), check_interval=0.0)
+    assert other_replica.resolve("other", None)[1].number == 2
+    assert client.delete("/models/other").status_code == 200  # its alias changes are not the newest: only
+    with pytest.raises(NotFound):  # the number of models tells the other replica
+        other_replica.resolve("other", None)
+    other_replica.close()
 
 
 def test_deleting_needs_an_admin_key(client):
