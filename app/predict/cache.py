@@ -16,16 +16,23 @@ from app.learning import ContinualLearner
 from app.metrics import predict as metrics
 
 
+def version_key(version) -> tuple[int, str]:
+    """A version's key in the cache: its id *and* its weights' sha256. Ids alone are not enough: SQLite
+    may give a new version the id of a deleted one, and every API replica would then serve the deleted
+    weights; the sha256 names exactly what was loaded."""
+    return version.id, version.weights_sha256
+
+
 class LearnerCache:
-    """The last ``capacity`` learners used, keyed by version id (thread-safe)."""
+    """The last ``capacity`` learners used, keyed by `version_key` (thread-safe)."""
 
     def __init__(self, capacity: int = 8):
         self.capacity = capacity
-        self._learners: OrderedDict[int, ContinualLearner] = OrderedDict()
-        self._loading: dict[int, Future] = {}
+        self._learners: OrderedDict[tuple[int, str], ContinualLearner] = OrderedDict()
+        self._loading: dict[tuple[int, str], Future] = {}
         self._lock = threading.Lock()
 
-    def get(self, version_id: int, load) -> ContinualLearner:
+    def get(self, version_id: tuple[int, str], load) -> ContinualLearner:
         with self._lock:
             if version_id in self._learners:
                 self._learners.move_to_end(version_id)
@@ -55,9 +62,5 @@ class LearnerCache:
         pending.set_result(learner)
         return learner
 
-    def __contains__(self, version_id: int) -> bool:
+    def __contains__(self, version_id: tuple[int, str]) -> bool:
         return version_id in self._learners
-
-    def clear(self) -> None:
-        with self._lock:
-            self._learners.clear()

@@ -21,7 +21,7 @@ from app.errors import InvalidInput, PayloadTooLarge
 from app.learning import ContinualLearner, Prediction, as_samples
 from app.predict import oip
 from app.predict.batching import DynamicBatcher
-from app.predict.cache import LearnerCache
+from app.predict.cache import LearnerCache, version_key
 from app.predict.schemas import ModelMetadataOut, PredictIn, PredictionOut, PredictOut
 from app.predict.serving import ServedModel, ServingDirectory
 from app.registry.service import get_model_by_name, list_versions, resolve_version
@@ -55,11 +55,12 @@ async def run_predictions(serving: Serving, resolved: tuple[ServedModel, ModelVe
         return load_version(serving.store, version, with_consolidation=False)
 
     # a loaded learner is taken inline; a load (artifact reads) runs in the thread pool
-    learner = (serving.learners.get(version.id, load) if version.id in serving.learners else
-               await run_in_threadpool(serving.learners.get, version.id, load))
+    key = version_key(version)
+    learner = (serving.learners.get(key, load) if key in serving.learners else
+               await run_in_threadpool(serving.learners.get, key, load))
     task_key = task_key_for(learner, task_id)
     try:
-        predictions = await serving.batcher.predict((version.id, task_key), learner, model.name, task_key,
+        predictions = await serving.batcher.predict((key, task_key), learner, model.name, task_key,
                                                     samples, top_k)
     except ValueError as error:
         raise InvalidInput(str(error)) from error

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query
 
 from app.auth.deps import AdminKey, PredictKey
 from app.deps import INT64_MAX, LearnersDep, SessionDep, SettingsDep, StoreDep, WriteSessionDep
+from app.predict.cache import version_key
 from app.registry import deletion, service
 from app.registry.collection import collect_garbage
 from app.registry.schemas import (
@@ -42,7 +43,7 @@ def list_models(session: SessionDep, caller: PredictKey) -> list[ModelOut]:
             summary="One model, with the serving version's parameter counts (per task for ccll)")
 def get_model(name: str, session: SessionDep, store: StoreDep, learners: LearnersDep, caller: PredictKey) -> ModelOut:
     return service.get_model(session, name, load_learner=lambda v: learners.get(
-        v.id, lambda: load_version(store, v, with_consolidation=False)))
+        version_key(v), lambda: load_version(store, v, with_consolidation=False)))
 
 
 @router.get("/{name}/versions", response_model=list[VersionOut], responses=NOT_FOUND,
@@ -67,21 +68,17 @@ def set_serving_version(name: str, body: ServingVersionIn, session: WriteSession
 @router.delete("/{name}", response_model=DeletedOut, responses={**NOT_FOUND, **REFUSED_DELETE},
                summary="Delete a model: its versions, tasks, jobs and accuracy rows, then the artifacts nothing else "
                        "refers to (409 while one of its jobs is queued or running)")
-def delete_model(name: str, session: SessionDep, store: StoreDep, settings: SettingsDep, learners: LearnersDep,
+def delete_model(name: str, session: SessionDep, store: StoreDep, settings: SettingsDep,
                  caller: AdminKey) -> DeletedOut:
-    deleted = deletion.delete_model(session, store, settings.artifact_gc_grace_seconds, name)
-    learners.clear()  # SQLite may give a new version the id of a deleted one
-    return deleted
+    return deletion.delete_model(session, store, settings.artifact_gc_grace_seconds, name)
 
 
 @router.delete("/{name}/versions/{version}", response_model=DeletedOut, responses={**NOT_FOUND, **REFUSED_DELETE},
                summary="Delete a version that neither serves nor is the parent of another (409 otherwise, or while "
                        "a job of the model runs); its task and job stay")
 def delete_version(name: str, version: VersionNumber, session: SessionDep, store: StoreDep, settings: SettingsDep,
-                   learners: LearnersDep, caller: AdminKey) -> DeletedOut:
-    deleted = deletion.delete_version(session, store, settings.artifact_gc_grace_seconds, name, version)
-    learners.clear()  # SQLite may give a new version the id of a deleted one
-    return deleted
+                   caller: AdminKey) -> DeletedOut:
+    return deletion.delete_version(session, store, settings.artifact_gc_grace_seconds, name, version)
 
 
 @artifacts_router.post("/gc", response_model=CollectionOut, responses=UNKNOWN_REFERENCES,

@@ -5,6 +5,7 @@ many concurrent cold requests load a version once."""
 import asyncio
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 from app.learning import ContinualLearner, TaskData, TrainConfig
 from app.predict.batching import DynamicBatcher
-from app.predict.cache import LearnerCache
+from app.predict.cache import LearnerCache, version_key
 
 
 class CountingLearner:
@@ -121,3 +122,13 @@ def test_concurrent_cold_requests_load_a_version_once(learner):
     with pytest.raises(OSError):
         cache.get(8, broken)
     assert cache.get(8, lambda: learner) is learner  # a failed load is not remembered
+
+
+def test_a_reused_version_id_with_other_weights_is_loaded_anew(learner):
+    """SQLite may give a new version the id of a deleted one: the cache keys by id and weights, so no
+    replica serves the deleted version's weights under the new one's id."""
+    cache, other = LearnerCache(capacity=2), object()
+    deleted, reused = SimpleNamespace(id=3, weights_sha256="a" * 64), SimpleNamespace(id=3, weights_sha256="b" * 64)
+    assert cache.get(version_key(deleted), lambda: learner) is learner
+    assert version_key(reused) not in cache
+    assert cache.get(version_key(reused), lambda: other) is other
