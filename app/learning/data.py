@@ -92,8 +92,9 @@ def as_samples(x, input_shape: Sequence[int]) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         # checked and converted in numpy: on the small batches of serving, torch's per-op dispatch
         # cost several times the work itself
-        with np.errstate(over="ignore"):  # past float32's range is infinite, refused just below
-            x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.dtype != np.float32 or not x.flags.c_contiguous:
+            with np.errstate(over="ignore"):  # past float32's range is infinite, refused just below
+                x = np.ascontiguousarray(x, dtype=np.float32)
         if not x.flags.writeable:
             x = x.copy()  # torch warns on (and must not write through) read-only arrays
         if not np.isfinite(x).all():

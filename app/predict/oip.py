@@ -21,25 +21,28 @@ import gzip
 import struct
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pydantic_core
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
+from typing_extensions import NotRequired, TypedDict
 
 from app.errors import DomainError, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from app.learning import Prediction
+from app.predict.routing import ServingRoute
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()  # as ASGI carries header names
 DATATYPES: dict[str, type] = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
     "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
     "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
 }
+STRUCT_FORMATS = {"INT64": "q", "FP32": "f"}  # the datatypes of the outputs
 OUTPUTS = ("label", "probability", "top_k_labels", "top_k_probabilities")
 RESERVED_PARAMETERS = {"binary_data_output", "task_id", "top_k", "version"}
 
@@ -98,7 +101,7 @@ def error_response(error: InferenceServerError) -> JSONResponse:
                         headers=error.headers)
 
 
-class OIPRoute(APIRoute):
+class OIPRoute(ServingRoute):
     """Routes of the protocol: domain and protocol errors raised by their handlers answer in the
     protocol's error shape (the rest of the API keeps ``{"detail": ...}``)."""
 
@@ -117,26 +120,32 @@ class OIPRoute(APIRoute):
 
 
 # ------------------------------------------------------------------------------------------ requests
-class TensorIn(BaseModel):
+# TypedDicts, not models: validated by pydantic-core into plain dicts, a request costs no model
+# objects (a third of reading a one-sample request's header).
+class TensorIn(TypedDict):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any] | None = Field(None, description="row-major values; absent when sent as binary data")
-    parameters: dict[str, Any] | None = None
+    data: NotRequired[Annotated[list[Any] | None, Field(description="row-major values; absent when sent as binary data")]]
+    parameters: NotRequired[dict[str, Any] | None]
 
 
-class RequestedOutput(BaseModel):
+class RequestedOutput(TypedDict):
     name: str
-    parameters: dict[str, Any] | None = None
+    parameters: NotRequired[dict[str, Any] | None]
 
 
-class InferRequest(BaseModel):
+class InferRequest(TypedDict):
     """The JSON part of an inference request."""
 
-    id: str | None = None
-    inputs: list[TensorIn] = Field(min_length=1)
-    outputs: list[RequestedOutput] | None = None
-    parameters: dict[str, Any] | None = Field(None, description="optional task_id, top_k, version, binary_data_output")
+    id: NotRequired[str | None]
+    inputs: Annotated[list[TensorIn], Field(min_length=1)]
+    outputs: NotRequired[list[RequestedOutput] | None]
+    parameters: NotRequired[Annotated[dict[str, Any] | None,
+                                      Field(description="optional task_id, top_k, version, binary_data_output")]]
+
+
+INFER_REQUEST = TypeAdapter(InferRequest)
 
 
 def read_request(body: bytes, headers) -> tuple[InferRequest, np.ndarray]:
@@ -161,40 +170,41 @@ def read_request(body: bytes, headers) -> tuple[InferRequest, np.ndarray]:
             raise InvalidRequest(f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes")
         header, binary = body[:length], body[length:]
     try:
-        request = InferRequest.model_validate_json(header)
+        request = INFER_REQUEST.validate_json(header)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors())
         raise InvalidRequest(f"not an inference request: {problems}") from None
-    if len(request.inputs) != 1:
-        raise InvalidRequest(f"this model takes one input tensor (its samples); got {len(request.inputs)}")
-    return request, tensor_array(request.inputs[0], binary)
+    if len(request["inputs"]) != 1:
+        raise InvalidRequest(f"this model takes one input tensor (its samples); got {len(request['inputs'])}")
+    return request, tensor_array(request["inputs"][0], binary)
 
 
 def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray:
-    dtype = DATATYPES.get(tensor.datatype.upper())
+    name, datatype, shape = tensor["name"], tensor["datatype"], tensor["shape"]
+    dtype = DATATYPES.get(datatype.upper())
     if dtype is None:
-        raise InvalidRequest(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported; "
+        raise InvalidRequest(f"input {name!r}: datatype {datatype!r} is not supported; "
                              f"use one of {', '.join(DATATYPES)}")
-    size = (tensor.parameters or {}).get("binary_data_size")
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
     try:
         if size is not None:
             if int(size) != len(binary):
-                raise InvalidRequest(f"input {tensor.name!r}: binary_data_size is {size}, but {len(binary)} bytes "
+                raise InvalidRequest(f"input {name!r}: binary_data_size is {size}, but {len(binary)} bytes "
                                      "follow the JSON header")
             values = np.frombuffer(bytearray(binary), dtype=dtype)  # writable: torch warns on read-only arrays
-        elif tensor.data is None:
-            raise InvalidRequest(f"input {tensor.name!r} has neither data nor parameters.binary_data_size")
+        elif tensor.get("data") is None:
+            raise InvalidRequest(f"input {name!r} has neither data nor parameters.binary_data_size")
         else:
-            values = np.asarray(tensor.data, dtype=dtype).reshape(-1)
-        return values.reshape(tensor.shape)
+            values = np.asarray(tensor["data"], dtype=dtype).reshape(-1)
+        return values.reshape(shape)
     except (ValueError, TypeError) as error:
-        raise InvalidRequest(f"input {tensor.name!r}: data does not fit shape {tensor.shape} "
-                             f"and datatype {tensor.datatype}: {error}") from error
+        raise InvalidRequest(f"input {name!r}: data does not fit shape {shape} "
+                             f"and datatype {datatype}: {error}") from error
 
 
 def request_option(request: InferRequest, name: str, default=None):
     """A request parameter (``task_id``, ``top_k``, ``version``), or an input's, or ``default``."""
-    for parameters in (request.parameters, request.inputs[0].parameters):
+    for parameters in (request.get("parameters"), request["inputs"][0].get("parameters")):
         if parameters and name in parameters:
             return parameters[name]
     return default
@@ -230,21 +240,26 @@ def label_datatype(labels: Sequence) -> str:
     return "BYTES" if any(isinstance(label, str) for label in labels) else "INT64"
 
 
-def output_tensors(predictions: list[Prediction], top_k: int) -> dict[str, tuple[str, np.ndarray | list]]:
-    """Every output this request can have: name -> (datatype, values of its shape)."""
+def output_tensors(predictions: list[Prediction], top_k: int) -> dict[str, tuple[str, list[int], list]]:
+    """Every output this request can have: name -> (datatype, shape, values flat in row-major order).
+    Plain lists: on a one-sample answer, numpy arrays cost more than the values they hold."""
+    n = len(predictions)
     labels = [p.label for p in predictions]
     label_type = label_datatype(labels)
-    tensors = {
-        "label": (label_type, np.asarray(labels, dtype=np.int64) if label_type == "INT64" else labels),
-        "probability": ("FP32", np.asarray([p.probability for p in predictions], dtype=np.float32)),
-    }
+    tensors = {"label": (label_type, [n], labels),
+               "probability": ("FP32", [n], [p.probability for p in predictions])}
     if top_k > 1:
-        ranked_labels = [[label for label, _ in p.top_k] for p in predictions]
-        tensors["top_k_labels"] = (label_type, np.asarray(ranked_labels, dtype=np.int64) if label_type == "INT64"
-                                   else ranked_labels)
-        tensors["top_k_probabilities"] = ("FP32", np.asarray([[q for _, q in p.top_k] for p in predictions],
-                                                              dtype=np.float32))
+        k = len(predictions[0].top_k) if predictions else 0  # one k for the whole batch
+        tensors["top_k_labels"] = (label_type, [n, k], [label for p in predictions for label, _ in p.top_k])
+        tensors["top_k_probabilities"] = ("FP32", [n, k], [q for p in predictions for _, q in p.top_k])
     return tensors
+
+
+def tensor_bytes(datatype: str, values: list) -> bytes:
+    """Values as the binary extension lays them out: little-endian, row-major."""
+    if datatype == "BYTES":
+        return encode_bytes(values)
+    return struct.pack(f"<{len(values)}{STRUCT_FORMATS[datatype]}", *values)
 
 
 def encode_bytes(values: list) -> bytes:
@@ -259,33 +274,35 @@ def encode_bytes(values: list) -> bytes:
 def infer_response(request: InferRequest, model_name: str, model_version: int, predictions: list[Prediction],
                    top_k: int) -> Response:
     """The response body: JSON, or a JSON header followed by the binary outputs. Built from plain
-    dicts and serialised by pydantic-core: on a one-sample answer, model objects and ``json.dumps``
-    cost more than the forward pass they report."""
+    dicts and lists and serialised by pydantic-core: on a one-sample answer, model objects, numpy
+    arrays and ``json.dumps`` cost more than the forward pass they report."""
     tensors = output_tensors(predictions, top_k)
     binary_default = bool(request_option(request, "binary_data_output", False))
-    wanted = ([(output.name, output.parameters or {}) for output in request.outputs] if request.outputs is not None
+    requested = request.get("outputs")
+    wanted = ([(output["name"], output.get("parameters") or {}) for output in requested] if requested is not None
               else [(name, {}) for name in tensors])
     outputs, blobs = [], []
     for name, parameters in wanted:
         if name not in tensors:
             extra = "" if top_k > 1 else " (top_k_* need the parameter top_k > 1)"
             raise InvalidRequest(f"unknown output {name!r}; this request has {', '.join(tensors)}{extra}")
-        datatype, values = tensors[name]
-        shape = list(values.shape) if datatype != "BYTES" else [len(values), *np.shape(values[0])[:1]]
+        datatype, shape, values = tensors[name]
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if parameters.get("binary_data", binary_default):
-            blob = encode_bytes(values) if datatype == "BYTES" else np.ascontiguousarray(values).tobytes()
+            blob = tensor_bytes(datatype, values)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
+        elif datatype == "FP32":  # the values a binary answer would hold, rounded to float32
+            entry["data"] = list(struct.unpack(f"<{len(values)}f", tensor_bytes(datatype, values)))
         else:
-            flat = np.asarray(values, dtype=object if datatype == "BYTES" else None).reshape(-1)
-            entry["data"] = flat.tolist()
+            entry["data"] = values
         outputs.append(entry)
     body = {"model_name": model_name, "model_version": str(model_version), "outputs": outputs}
-    if request.id is not None:
-        body["id"] = request.id
+    if request.get("id") is not None:
+        body["id"] = request["id"]
     header = pydantic_core.to_json(body)
     if not blobs:
         return Response(header, media_type="application/json")
-    return Response(b"".join([header, *blobs]), media_type="application/octet-stream",
-                    headers={HEADER_LENGTH: str(len(header))})
+    response = Response(b"".join([header, *blobs]), media_type="application/octet-stream")
+    response.raw_headers.append((HEADER_LENGTH_KEY, str(len(header)).encode()))
+    return response

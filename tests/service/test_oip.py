@@ -125,17 +125,17 @@ def test_plain_http_bodies(client, api_key, api_replica, pmnist_files, teach, ru
 def test_string_labels_are_bytes_tensors_the_client_decodes():
     """Labels that are strings go out as BYTES, JSON or binary (4-byte length, then UTF-8)."""
     from app.learning import Prediction
-    from app.predict.oip import HEADER_LENGTH, InferRequest, infer_response
+    from app.predict.oip import HEADER_LENGTH, INFER_REQUEST, infer_response
 
     predictions = [Prediction(label="cat", probability=0.75, top_k=[("cat", 0.75), ("dög", 0.25)]),
                    Prediction(label="dög", probability=0.5, top_k=[("dög", 0.5), ("cat", 0.5)])]
-    request = InferRequest.model_validate({"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP32",
+    request = INFER_REQUEST.validate_python({"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP32",
                                                        "data": [0, 1]}],
                                            "parameters": {"binary_data_output": True}})
     response = infer_response(request, "m", 3, predictions, top_k=2)
     result = triton.InferResult.from_response_body(response.body, header_length=int(response.headers[HEADER_LENGTH]))
     assert result.as_numpy("label").tolist() == [b"cat", "dög".encode()]
     assert result.as_numpy("top_k_labels").shape == (2, 2)
-    request.parameters = None
+    request["parameters"] = None
     body = json.loads(infer_response(request, "m", 3, predictions, top_k=2).body)
     assert body["outputs"][0] == {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["cat", "dög"]}

@@ -1,0 +1,60 @@
+"""The prediction routes' own handler (app/predict/routing.py): the same answers FastAPI's would give,
+without its dependency solver on the hot path."""
+
+import pytest
+
+from app.deps import get_serving
+from app.errors import NotFound
+from app.predict.router import oip_router, router
+
+
+def test_the_prediction_routes_are_lean_and_the_rest_keep_fastapis_handler():
+    lean = {route.path: route.lean for route in router.routes + oip_router.routes}
+    assert lean["/predict"] and lean["/v2/models/{name}/infer"] and lean["/v2/models/{name}/versions/{version}/infer"]
+    # sync endpoints (thread pool) and endpoints returning a model (FastAPI's serialisation) stay FastAPI's
+    assert not lean["/v2/models/{name}"] and not lean["/v2/health/ready"] and not lean["/v2"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_bad_bodies_are_422_as_fastapi_reports_them(client):
+    missing = client.post("/predict", json={"inputs": [[0.0]]})
+    assert missing.status_code == 422
+    assert missing.json()["detail"][0]["loc"] == ["body", "model"]
+    assert missing.json()["detail"][0]["type"] == "missing"
+
+    wrong = client.post("/predict", json={"model": "m", "inputs": [[0.0]], "top_k": 0})
+    assert wrong.status_code == 422 and wrong.json()["detail"][0]["loc"] == ["body", "top_k"]
+
+    not_json = client.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 422
+    assert not_json.json()["detail"][0]["loc"][0] == "body" and not_json.json()["detail"][0]["type"] == "json_invalid"
+
+    not_text = client.post("/predict", content=b"\xff\xfe\x05B", headers={"Content-Type": "application/json"})
+    assert not_text.status_code == 422 and not_text.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_key_is_checked_before_the_body_and_a_bad_path_parameter_is_the_protocols_400(client):
+    anonymous = client.post("/predict", content=b"{not json", headers={"Authorization": ""})
+    assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == "Bearer"
+
+    bad_version = client.post("/v2/models/m/versions/0/infer", json={"inputs": []})
+    assert bad_version.status_code == 400
+    assert bad_version.json() == {"error": "model version must be a positive integer; got '0'"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_dependency_overrides_apply_to_the_lean_routes(client):
+    """``app.dependency_overrides`` (app/deps.py's promise to tests) reaches the lean handler too."""
+
+    def no_serving(request):
+        raise NotFound("serving replaced by an override")
+
+    client.app.dependency_overrides[get_serving] = no_serving
+    try:
+        answer = client.post("/predict", json={"model": "m", "inputs": [[0.0]]})
+        assert answer.status_code == 404 and answer.json() == {"detail": "serving replaced by an override"}
+        protocol = client.post("/v2/models/m/infer", json={"inputs": []})
+        assert protocol.status_code == 404 and protocol.json() == {"error": "serving replaced by an override"}
+    finally:
+        client.app.dependency_overrides.clear()
