@@ -6,7 +6,7 @@ shared one every other test uses: this module's ``database_url`` points every fi
 import pytest
 
 from test_faults import finished
-from test_updates import versions_of, wait_for_training, wait_until
+from test_updates import LONG_TRAINING, versions_of, wait_for_training, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +18,7 @@ def database_url(private_postgres):
 
 def test_postgres_restarted_mid_training_the_job_lands_once(private_postgres, session_factory, submit_task,
                                                            worker_processes):
-    task_id, job_id = submit_task(index=0, n_train=800, epochs=15)
+    task_id, job_id = submit_task(index=0, **LONG_TRAINING)
     worker = worker_processes("w")
     wait_for_training(session_factory, job_id)
     # pg_ctl restart -m fast, in two steps so that the worker is seen failing against the stopped server

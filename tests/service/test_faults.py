@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from app.db.tables import Accuracy, AliasChange, Dataset, Job, Model, ModelVersion, Task
 from app.jobs import queue
 from app.updates.loop import run_worker
-from test_updates import job_of, versions_of, wait_for_training, wait_until
+from test_updates import LONG_TRAINING, job_of, versions_of, wait_for_training, wait_until
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_a_rollback_made_while_an_update_trains_is_not_undone_by_its_commit(
     for index in (0, 1):
         second = teach(pmnist_file(index), max_forgetting="1").json()["job_id"]
         assert finished(session_factory, second).status == "succeeded"
-    answer = teach(pmnist_file(2, n_train=800), epochs="15").json()  # seconds of training: time to roll back
+    answer = teach(pmnist_file(2, n_train=800), epochs="15", batch_size="32").json()  # seconds of training: time to roll back
     task, third = answer["id"], answer["job_id"]
     wait_for_training(session_factory, third)
     assert client.put("/models/m/serving-version", json={"version": 1, "reason": "bad v2"}).status_code == 200
@@ -83,7 +83,7 @@ def test_connections_killed_mid_job_are_survived_and_the_update_lands_once(
         database_url, client, session_factory, teach, pmnist_file, worker):
     if not database_url.startswith("postgresql"):
         pytest.skip("terminating backend connections is a Postgres fault")
-    answer = teach(pmnist_file(0, n_train=800), epochs="15").json()
+    answer = teach(pmnist_file(0, n_train=800), epochs="15", batch_size="32").json()
     task, job_id = answer["id"], answer["job_id"]
     wait_for_training(session_factory, job_id)
     killed = 0
@@ -157,7 +157,7 @@ def test_an_artifact_store_that_refuses_writes_mid_job_fails_the_job_and_stores_
     if os.geteuid() != 0 or shutil.which("chattr") is None:
         pytest.skip("needs root and chattr: file modes do not stop root from writing")
     store_root = Path(settings.artifact_uri)
-    _, job_id = submit_task(index=0, n_train=800, epochs=15)
+    _, job_id = submit_task(index=0, **LONG_TRAINING)
     before = row_counts(session_factory)
     worker = worker_processes("w")
     wait_for_training(session_factory, job_id)
@@ -173,6 +173,7 @@ def test_an_artifact_store_that_refuses_writes_mid_job_fails_the_job_and_stores_
         immutable(store_root, False)
     assert not list(store_root.rglob("*.tmp"))  # the failed writes left no temporary behind
 
-    _, again = submit_task(index=0, n_train=800, epochs=15)
+    _, again = submit_task(index=0, n_train=800, epochs=15,
+                           architecture_options=LONG_TRAINING["architecture_options"])
     assert finished(session_factory, again).status == "succeeded"
     assert [version.task_id for version in versions_of(session_factory)] == [job_of(session_factory, again).task_id]
