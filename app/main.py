@@ -10,7 +10,6 @@ Domain errors raised by the services become HTTP answers in one handler here.
 from __future__ import annotations
 
 import gc
-
 from contextlib import asynccontextmanager
 
 import torch

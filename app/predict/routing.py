@@ -121,17 +121,17 @@ def dependency_filler(name: str, dependency, overrides_provider) -> Filler:
 
 
 def path_filler(name: str, annotation) -> Filler:
-    adapter = TypeAdapter(annotation)
+    """A path parameter validated against its annotation; a plain ``str`` needs no validation (the
+    router matched one)."""
+    adapter = None if annotation is str else TypeAdapter(annotation)
 
-    if annotation is str:  # what the router matched already is one
-        async def fill(request: Request, arguments: dict, errors: list) -> None:
-            arguments[name] = request.path_params[name]
-
-        return fill
-
-    async def fill(request: Request, arguments: dict, errors: list) -> None:  # noqa: F811
+    async def fill(request: Request, arguments: dict, errors: list) -> None:
+        value = request.path_params[name]
+        if adapter is None:
+            arguments[name] = value
+            return
         try:
-            arguments[name] = adapter.validate_python(request.path_params[name])
+            arguments[name] = adapter.validate_python(value)
         except ValidationError as error:
             errors.extend(located(error, ("path", name)))
 
