@@ -101,6 +101,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--min-steps", type=int, default=defaults.min_steps,
                         help=f"least optimizer steps per update, in whole epochs (default {defaults.min_steps}; 0: off)")
+    parser.add_argument("--replay-min-steps", type=int, default=defaults.replay_min_steps,
+                        help=f"the same floor for a replaying update (default {defaults.replay_min_steps})")
     parser.add_argument("--patience", type=int, default=defaults.patience,
                         help=f"early stopping above the floor: epochs without a better validation score before it "
                         f"stops (default {defaults.patience}; 0: train the floor exactly)")
@@ -172,6 +174,7 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
                                       architecture_options=options, ewc=ewc,
                                       input_scale=input_scale_for(tasks[0].train), seed=args.seed)
     config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, min_steps=args.min_steps,
+                         replay_min_steps=args.replay_min_steps,
                          patience=args.patience, max_epochs_factor=args.max_epochs_factor,
                          batch_size=args.batch_size, seed=args.seed, device=args.device)
     # joint keeps every task's data: one instance for all of this learner's tasks

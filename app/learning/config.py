@@ -29,6 +29,12 @@ class TrainConfig:
     # steps, in whole epochs, whatever the task's size (at batch 64 a 3,600-sample task gets 6
     # epochs, 342 steps; a 1,300-sample task 16). README, "Small and crowded tasks".
     min_steps: int = 320
+    # A replaying update's floor (rehearsal, half of every batch from the memory). Lower than
+    # ``min_steps``: the replayed half puts the old tasks' loss into every step, so the update needs no
+    # long new-task training to hold them, and an epoch of the new task already takes twice the steps.
+    # With the floor at ``min_steps`` (8 epochs of a 1,295-sample task), ewc_replay cost 0.55-0.70x
+    # joint's gradients at the fifth digits task; README, "Small and crowded tasks".
+    replay_min_steps: int = 0
     # Early stopping above the floor, on validation data: after the floor the update trains whole
     # epochs while the validation score of every learnt task improves, stops after ``patience``
     # epochs without improvement or at ``max_epochs_factor`` x the floor's epochs, and keeps the
@@ -53,6 +59,8 @@ class TrainConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if self.min_steps < 0:
             raise ValueError(f"min_steps must be non-negative, got {self.min_steps}")
+        if self.replay_min_steps < 0:
+            raise ValueError(f"replay_min_steps must be non-negative, got {self.replay_min_steps}")
         if self.patience < 0:
             raise ValueError(f"patience must be non-negative, got {self.patience}")
         if self.max_epochs_factor < 1:
@@ -73,8 +81,10 @@ class TrainConfig:
         return -(-n_samples // self.new_batch_size(replaying))
 
     def epochs_for(self, n_samples: int, replaying: bool = False) -> int:
-        """The budget's floor for ``n_samples``: ``epochs``, or more to reach ``min_steps``."""
-        return max(self.epochs, -(-self.min_steps // self.steps_per_epoch(n_samples, replaying)))
+        """The budget's floor for ``n_samples``: ``epochs``, or more to reach ``min_steps`` (``replay_min_steps``
+        when replaying)."""
+        min_steps = self.replay_min_steps if replaying else self.min_steps
+        return max(self.epochs, -(-min_steps // self.steps_per_epoch(n_samples, replaying)))
 
     def max_epochs_for(self, n_samples: int, replaying: bool = False) -> int:
         """The budget's cap: the floor when early stopping is off, else ``max_epochs_factor`` x it."""

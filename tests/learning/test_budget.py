@@ -21,6 +21,18 @@ def test_a_small_task_trains_at_least_min_steps_in_whole_epochs_and_a_large_one_
     assert trainer.total_steps == 4 * 80 and trainer.epochs == 80
 
 
+def test_a_replaying_update_has_its_own_floor():
+    config = TrainConfig(epochs=4, min_steps=320, replay_min_steps=0, batch_size=64)
+    # 32 new samples a step: 41 steps an epoch; the replay floor is just ``epochs``, not 8 epochs
+    assert config.epochs_for(1295) == 16 and config.epochs_for(1295, replaying=True) == 4
+    assert TrainConfig(epochs=4, replay_min_steps=320, batch_size=64).epochs_for(1295, replaying=True) == 8
+    layer = torch.nn.Linear(2, 2)
+    replay = lambda: (torch.zeros(32, 2), torch.zeros(32, dtype=torch.long))  # noqa: E731
+    trainer = Trainer(layer, list(layer.parameters()), torch.zeros(1295, 2), torch.zeros(1295, dtype=torch.long),
+                      config, replay_batch=replay)
+    assert (trainer.steps_per_epoch, trainer.epochs, trainer.max_epochs) == (41, 4, 8)
+
+
 def test_the_search_ranks_a_candidate_that_drops_an_old_task_after_one_that_keeps_it():
     # λ=1 has the best mean but drops the old task by 0.10; λ=10 keeps it within the bound.
     quality = {1: {"old": 0.80, "new": 0.99}, 10: {"old": 0.89, "new": 0.85}, 100: {"old": 0.90, "new": 0.60}}
