@@ -36,7 +36,7 @@ from app.metrics.http import HttpMetricsMiddleware
 from app.metrics.router import router as metrics_router
 from app.predict.batching import DynamicBatcher
 from app.predict.cache import LearnerCache
-from app.predict.router import oip_router, router as predict_router
+from app.predict.router import add_prediction_routes, oip_router
 from app.predict.serving import ServingDirectory
 from app.predict.service import Serving
 from app.registry.router import artifacts_router, router as registry_router
@@ -116,7 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             headers=error.headers)
 
     # Prediction routes first: routes are matched in order, and these are the ones hit at load.
-    for router in (predict_router, oip_router, keys_router, tasks_router, jobs_router, registry_router,
+    add_prediction_routes(app.router)
+    for router in (oip_router, keys_router, tasks_router, jobs_router, registry_router,
                    artifacts_router, health.router, metrics_router, ui_router):
         app.include_router(router)
     document_common_answers(app)

@@ -217,7 +217,7 @@ class LocalServer:
     """
 
     def __init__(self, data_dir: Path, embedded_worker: bool = True, extra_env: dict[str, str] | None = None,
-                 startup_timeout: float = 90.0):
+                 startup_timeout: float = 90.0, command_prefix: Sequence[str] = ()):
         self.data_dir = Path(data_dir)
         self.log_path = self.data_dir / "server.log"
         self.startup_timeout = startup_timeout
@@ -231,8 +231,9 @@ class LocalServer:
         }
         # Port 0: the kernel picks a free port as uvicorn binds, so parallel runs never collide;
         # the port is read back from uvicorn's "running on" line.
+        # ``command_prefix`` runs the server under another program (a profiler: valgrind, perf)
         self.process = ManagedProcess(
-            [sys.executable, "-m", "app.cli", "serve", "--port", "0", "--no-access-log"],
+            [*command_prefix, sys.executable, "-m", "app.cli", "serve", "--port", "0", "--no-access-log"],
             self.log_path, self.env, name="the service",
         )
         self.url: str | None = None

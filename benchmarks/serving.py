@@ -9,8 +9,10 @@ Starts, on loopback:
 then drives each with wrk (a Lua script sets the POST body), one sample per request, on 1 and 32
 connections, ``--duration`` seconds each after a short warm-up, in ``--repeats`` rounds that
 interleave the endpoints, and reports the median p50 / p99 latency and req/s for POST /predict,
-OIP JSON and OIP binary, with ratios to the hand-rolled endpoint and to the ceiling. Every server
-runs with one torch thread, so the comparison is like for like.
+OIP JSON and OIP binary, with ratios to the hand-rolled endpoint and to the ceiling. Then /predict
+and OIP binary at 32 connections in ``--ab-pairs`` back-to-back A/B pairs, for the one target that
+compares two of retain's own routes. Every server runs with one torch thread, so the comparison is
+like for like.
 
     python benchmarks/serving.py --json benchmarks/results/serving.json
 
@@ -175,7 +177,8 @@ def median_run(rows: list[dict]) -> dict:
     """The median of each figure over the rounds (errors summed)."""
     return {"connections": rows[0]["connections"], "rounds": len(rows),
             "requests": sum(r["requests"] for r in rows), "errors": sum(r["errors"] for r in rows),
-            **{key: statistics.median(r[key] for r in rows) for key in ("req_per_s", "p50_ms", "p99_ms")}}
+            **{key: statistics.median(r[key] for r in rows) for key in ("req_per_s", "p50_ms", "p99_ms")},
+            "req_per_s_per_round": [r["req_per_s"] for r in rows]}
 
 
 def bodies(sample: np.ndarray, api_key: str) -> dict[str, tuple[str, bytes, dict[str, str]]]:
@@ -204,6 +207,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds of wrk per endpoint and concurrency")
     parser.add_argument("--repeats", type=int, default=3, help="rounds over all endpoints; medians are reported")
+    parser.add_argument("--ab-pairs", type=int, default=8,
+                        help="then /predict against OIP binary at 32 connections, in this many A/B pairs")
+    parser.add_argument("--ab-duration", type=int, default=3, help="seconds of wrk per run of an A/B pair")
     parser.add_argument("--json", help="write the results here (e.g. benchmarks/results/serving.json)")
     parser.add_argument("--serve", choices=["hand-rolled", "ceiling"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -233,24 +239,50 @@ def main() -> None:
                 targets[label] = (base + route, wrk_script(work, re.sub(r"\W+", "_", label), body, headers))
                 run_wrk(*targets[label], 4, 1)  # warm-up: the learner load, first forwards
             runs = {label: {c: [] for c in CONNECTIONS} for label in targets}
-            for round_ in range(args.repeats):  # rounds interleave the endpoints: load from elsewhere hits all
-                for label, (url, script) in targets.items():
-                    for c in CONNECTIONS:
+            for round_ in range(args.repeats):
+                # Rounds interleave the endpoints so that load from elsewhere hits all of them; within a
+                # round every endpoint runs back to back at one concurrency, in an order that reverses
+                # every other round, so no endpoint always runs first (a warm cache) or last (a drifting host).
+                order = list(targets) if round_ % 2 == 0 else list(targets)[::-1]
+                for c in CONNECTIONS:
+                    for label in order:
+                        url, script = targets[label]
                         row = run_wrk(url, script, c, args.duration)
                         runs[label][c].append(row)
                         console.print(f"round {round_ + 1} {label:30} c={c:<3} p50 {row['p50_ms']:.2f} ms  "
                                       f"p99 {row['p99_ms']:.2f} ms  {row['req_per_s']:.0f} req/s  "
                                       f"errors {row['errors']}")
             results = {label: [median_run(runs[label][c]) for c in CONNECTIONS] for label in targets}
+            ab = ab_comparison(targets["retain POST /predict"], targets["retain OIP binary"], args.ab_pairs,
+                               args.ab_duration)
         finally:
             for process in processes:
                 process.terminate()
                 process.wait(10)
     shutil.rmtree(work, ignore_errors=True)
-    report(results, args)
+    report(results, ab, args)
 
 
-def report(results: dict, args) -> None:
+def ab_comparison(a: tuple[str, Path], b: tuple[str, Path], pairs: int, duration: int) -> dict:
+    """B's c32 throughput over A's, measured as A B B A A B ...: each run next to one of the other
+    kind, so a host that drifts between runs (other tenants, frequency) weighs on both alike. The
+    rounds above space two endpoints' runs up to a minute apart; on a shared host that alone moves
+    req/s by ±30%, more than the difference this target asks about."""
+    requests = {"a": 0, "b": 0}
+    pair_ratios = []
+    for i in range(pairs):
+        order = ("a", "b") if i % 2 == 0 else ("b", "a")
+        rows = {}
+        for kind in order:
+            rows[kind] = run_wrk(*(a if kind == "a" else b), 32, duration)
+            requests[kind] += rows[kind]["requests"]
+        pair_ratios.append(rows["b"]["req_per_s"] / rows["a"]["req_per_s"])
+        console.print(f"A/B pair {i + 1}: {rows['a']['req_per_s']:.0f} vs {rows['b']['req_per_s']:.0f} req/s")
+    return {"pairs": pairs, "duration_s": duration, "requests_a": requests["a"], "requests_b": requests["b"],
+            "ratio": requests["b"] / requests["a"], "pair_ratios": pair_ratios}
+
+
+def report(results: dict, ab: dict, args) -> None:
     hand, ceiling = results["hand-rolled FastAPI+torch"], results["ceiling (FastAPI, no model)"]
     console.print("\n| endpoint | conns | p50 ms | p99 ms | req/s | errors | p50 / hand-rolled | req/s / hand-rolled "
                   "| req/s / ceiling |\n|---|---|---|---|---|---|---|---|---|")
@@ -268,13 +300,16 @@ def report(results: dict, args) -> None:
         "c32: /predict req/s >= 2x hand-rolled": predict[1]["req_per_s_vs_hand_rolled"] >= 2.0,
         "c32: /predict req/s >= 0.7x ceiling": predict[1]["req_per_s_vs_ceiling"] >= 0.7,
         "c32: zero errors": all(rows[1]["errors"] == 0 for rows in results.values()),
-        "OIP binary at least as fast as /predict (c32 req/s)": binary[1]["req_per_s"] >= predict[1]["req_per_s"],
+        "OIP binary at least as fast as /predict (c32 req/s, A/B)": ab["ratio"] >= 1.0,
     }
+    console.print(f"c32 OIP binary / /predict, on the rounds' medians: "
+                  f"{binary[1]['req_per_s'] / predict[1]['req_per_s']:.2f}x; A/B: {ab['ratio']:.2f}x "
+                  f"(pairs {', '.join(f'{r:.2f}' for r in ab['pair_ratios'])})")
     for target, met in targets.items():
         console.print(f"{'met    ' if met else 'NOT met'}  {target}")
     if args.json:
         write_json(args.json, {"benchmark": "serving", "duration_s": args.duration, "repeats": args.repeats,
-                               "results": results,
+                               "results": results, "oip_binary_vs_predict_c32_ab": ab,
                                "targets": targets})
 
 

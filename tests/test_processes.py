@@ -1,7 +1,8 @@
 """`app.processes`: real child processes started, awaited over HTTP, stopped with SIGTERM or killed.
 
 The children are small Python programs (an HTTP server that logs its port like
-uvicorn does, one that ignores SIGTERM), so each case takes about a second.
+uvicorn does, one that ignores SIGTERM), so each case takes about a second; the last
+starts the service itself, twice.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import sys
 import textwrap
 import time
 
+import httpx
 import pytest
 
-from app.processes import UVICORN_URL, ManagedProcess, ProcessGroup, ServiceStartError
+from app.processes import UVICORN_URL, LocalServer, ManagedProcess, ProcessGroup, ServiceStartError
 
 # Binds a free port, says so in uvicorn's words, serves 200 on /readyz, exits 0 on SIGTERM.
 HTTP_CHILD = textwrap.dedent("""
@@ -59,3 +61,14 @@ def test_a_child_that_exits_early_fails_the_wait_with_its_log(tmp_path):
                         tmp_path / "short.log", name="short") as short:
         with pytest.raises(ServiceStartError, match=r"(?s)short exited with 4:.*bad config"):
             short.wait_until_answers("http://127.0.0.1:9", timeout=30)
+
+
+@pytest.mark.slow
+def test_the_local_server_runs_under_a_command_prefix(tmp_path):
+    """How benchmarks/serving_instructions.py runs the service under valgrind; here the prefix is `env`
+    turning auth off, which the answers show."""
+    with LocalServer(tmp_path, embedded_worker=False, command_prefix=["env", "RETAIN_AUTH=off"]) as server:
+        assert server.process.argv[:2] == ["env", "RETAIN_AUTH=off"]
+        assert httpx.get(f"{server.url}/tasks").status_code == 200  # no key needed: the prefix took effect
+    with LocalServer(tmp_path / "plain", embedded_worker=False) as server:
+        assert httpx.get(f"{server.url}/tasks").status_code == 401

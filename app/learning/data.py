@@ -68,11 +68,11 @@ def as_samples(x, input_shape: Sequence[int]) -> torch.Tensor:
     dimension, or samples whose values are laid out flat for an image model (or the reverse),
     are reshaped: the number of values per sample decides, so nothing is guessed.
     """
-    input_shape = tuple(int(s) for s in input_shape)
+    input_shape = tuple(map(int, input_shape))
     if isinstance(x, torch.Tensor):
         x = x.detach()
     elif isinstance(x, np.ndarray):
-        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        if x.dtype != np.float32 and not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
             raise ValueError(f"inputs must be numeric, got dtype {x.dtype}")
     else:
         try:

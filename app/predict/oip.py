@@ -20,7 +20,7 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -44,6 +44,7 @@ DATATYPES: dict[str, type] = {
 }
 STRUCT_FORMATS = {"INT64": "q", "FP32": "f"}  # the datatypes of the outputs
 OUTPUTS = ("label", "probability", "top_k_labels", "top_k_probabilities")
+NO_PARAMETERS: dict[str, Any] = {}  # an output's parameters when it has none (read, never written)
 RESERVED_PARAMETERS = {"binary_data_output", "task_id", "top_k", "version"}
 
 
@@ -148,24 +149,28 @@ class InferRequest(TypedDict):
 INFER_REQUEST = TypeAdapter(InferRequest)
 
 
-def read_request(body: bytes, headers) -> tuple[InferRequest, np.ndarray]:
-    """The request and its samples (the first input tensor as an array of its shape)."""
-    encoding = (headers.get("content-encoding") or "").lower()
-    try:
-        if encoding == "gzip":
-            body = gzip.decompress(body)
-        elif encoding == "deflate":
-            body = zlib.decompress(body)
-    except (OSError, zlib.error) as error:
-        raise InvalidRequest(f"the body is not valid {encoding} data: {error}") from error
-    header_length = headers.get(HEADER_LENGTH.lower())
+def read_request(body: bytes, raw_headers: Iterable[tuple[bytes, bytes]]) -> tuple[InferRequest, np.ndarray]:
+    """The request and its samples (the first input tensor as an array of its shape). ``raw_headers``
+    as ASGI carries them (lower-case names, bytes)."""
+    headers = dict(raw_headers)
+    encoding, header_length = headers.get(b"content-encoding"), headers.get(HEADER_LENGTH_KEY)
+    if encoding is not None:
+        encoding = encoding.decode("latin-1").lower()
+        try:
+            if encoding == "gzip":
+                body = gzip.decompress(body)
+            elif encoding == "deflate":
+                body = zlib.decompress(body)
+        except (OSError, zlib.error) as error:
+            raise InvalidRequest(f"the body is not valid {encoding} data: {error}") from error
     if header_length is None:
         header, binary = body, b""
     else:
         try:
             length = int(header_length)
         except ValueError:
-            raise InvalidRequest(f"{HEADER_LENGTH} must be an integer; got {header_length!r}") from None
+            raise InvalidRequest(f"{HEADER_LENGTH} must be an integer; got "
+                                 f"{header_length.decode('latin-1')!r}") from None
         if not 0 <= length <= len(body):
             raise InvalidRequest(f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes")
         header, binary = body[:length], body[length:]
@@ -202,17 +207,18 @@ def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray:
                              f"and datatype {datatype}: {error}") from error
 
 
-def request_option(request: InferRequest, name: str, default=None):
-    """A request parameter (``task_id``, ``top_k``, ``version``), or an input's, or ``default``."""
-    for parameters in (request.get("parameters"), request["inputs"][0].get("parameters")):
-        if parameters and name in parameters:
-            return parameters[name]
-    return default
+def request_options(request: InferRequest) -> dict[str, Any]:
+    """The request's parameters (``task_id``, ``top_k``, ``version``, ``binary_data_output``) over its
+    input's, as one dict."""
+    own, of_input = request.get("parameters"), request["inputs"][0].get("parameters")
+    if not of_input:
+        return own or {}
+    return {**of_input, **own} if own else of_input
 
 
-def integer_option(request: InferRequest, name: str, default: int | None = None) -> int | None:
-    value = request_option(request, name, default)
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+def integer_option(options: dict[str, Any], name: str, default: int | None = None) -> int | None:
+    value = options.get(name, default)
+    if value is None or type(value) is int:  # not bool, an int subclass
         return value
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
@@ -272,17 +278,18 @@ def encode_bytes(values: list) -> bytes:
 
 
 def infer_response(request: InferRequest, model_name: str, model_version: int, predictions: list[Prediction],
-                   top_k: int) -> Response:
+                   top_k: int, options: dict[str, Any] | None = None) -> Response:
     """The response body: JSON, or a JSON header followed by the binary outputs. Built from plain
     dicts and lists and serialised by pydantic-core: on a one-sample answer, model objects, numpy
-    arrays and ``json.dumps`` cost more than the forward pass they report."""
+    arrays and ``json.dumps`` cost more than the forward pass they report. ``options``: the
+    request's `request_options`, when the caller has them already."""
     tensors = output_tensors(predictions, top_k)
-    binary_default = bool(request_option(request, "binary_data_output", False))
+    binary_default = bool((request_options(request) if options is None else options).get("binary_data_output"))
     requested = request.get("outputs")
-    wanted = ([(output["name"], output.get("parameters") or {}) for output in requested] if requested is not None
-              else [(name, {}) for name in tensors])
     outputs, blobs = [], []
-    for name, parameters in wanted:
+    for output in (tensors if requested is None else requested):
+        name, parameters = ((output, NO_PARAMETERS) if requested is None
+                            else (output["name"], output.get("parameters") or NO_PARAMETERS))
         if name not in tensors:
             extra = "" if top_k > 1 else " (top_k_* need the parameter top_k > 1)"
             raise InvalidRequest(f"unknown output {name!r}; this request has {', '.join(tensors)}{extra}")

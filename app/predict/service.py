@@ -101,20 +101,21 @@ async def predict(serving: Serving, request: PredictIn) -> PredictOut:
     )
 
 
-async def infer(serving: Serving, name: str, version: str | None, body: bytes, headers) -> Response:
+async def infer(serving: Serving, name: str, version: str | None, body: bytes, raw_headers) -> Response:
     """Open Inference Protocol v2 inference: the one input tensor holds the samples. An unknown model
     or version is 404 before the body is read (a cached lookup, no SQL), as the protocol's servers answer."""
     number = oip.version_number(version)
     resolved = await resolve(serving, name, number)
-    request, samples = oip.read_request(body, headers)
-    if number is None and (asked := oip.integer_option(request, "version")) is not None:
+    request, samples = oip.read_request(body, raw_headers)
+    options = oip.request_options(request)
+    if number is None and (asked := oip.integer_option(options, "version")) is not None:
         resolved = await resolve(serving, name, asked)
-    top_k = oip.integer_option(request, "top_k", 1)
+    top_k = oip.integer_option(options, "top_k", 1)
     if not 1 <= top_k <= 1000:
         raise oip.InvalidRequest(f"parameter 'top_k' must be between 1 and 1000; got {top_k}")
     answered, predictions = await run_predictions(serving, resolved, samples,
-                                                  oip.integer_option(request, "task_id"), top_k)
-    return oip.infer_response(request, name, answered, predictions, top_k)
+                                                  oip.integer_option(options, "task_id"), top_k)
+    return oip.infer_response(request, name, answered, predictions, top_k, options)
 
 
 def model_ready(serving: Serving, name: str, version: str | None) -> dict:

@@ -2,17 +2,23 @@
 without its dependency solver on the hot path."""
 
 import pytest
+from fastapi.routing import APIRoute
 
 from app.deps import get_serving
 from app.errors import NotFound
-from app.predict.router import oip_router, router
+from app.predict.router import oip_router
 
 
-def test_the_prediction_routes_are_lean_and_the_rest_keep_fastapis_handler():
-    lean = {route.path: route.lean for route in router.routes + oip_router.routes}
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_prediction_routes_are_lean_and_the_rest_keep_fastapis_handler(client):
+    own = [route for route in client.app.router.routes if isinstance(route, APIRoute)]
+    lean = {route.path: route.lean for route in own + oip_router.routes}
     assert lean["/predict"] and lean["/v2/models/{name}/infer"] and lean["/v2/models/{name}/versions/{version}/infer"]
     # sync endpoints (thread pool) and endpoints returning a model (FastAPI's serialisation) stay FastAPI's
     assert not lean["/v2/models/{name}"] and not lean["/v2/health/ready"] and not lean["/v2"]
+    # on the app's own router, not an included one: matched once per request, not twice
+    assert [route.path for route in own] == ["/predict", "/v2/models/{name}/infer",
+                                             "/v2/models/{name}/versions/{version}/infer"]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
