@@ -44,7 +44,6 @@ DATATYPES: dict[str, type] = {
 }
 STRUCT_FORMATS = {"INT64": "q", "FP32": "f"}  # the datatypes of the outputs
 OUTPUTS = ("label", "probability", "top_k_labels", "top_k_probabilities")
-NO_PARAMETERS: dict[str, Any] = {}  # an output's parameters when it has none (read, never written)
 RESERVED_PARAMETERS = {"binary_data_output", "task_id", "top_k", "version"}
 
 
@@ -286,10 +285,10 @@ def infer_response(request: InferRequest, model_name: str, model_version: int, p
     tensors = output_tensors(predictions, top_k)
     binary_default = bool((request_options(request) if options is None else options).get("binary_data_output"))
     requested = request.get("outputs")
+    wanted = ([(output["name"], output.get("parameters") or {}) for output in requested] if requested is not None
+              else [(name, {}) for name in tensors])
     outputs, blobs = [], []
-    for output in (tensors if requested is None else requested):
-        name, parameters = ((output, NO_PARAMETERS) if requested is None
-                            else (output["name"], output.get("parameters") or NO_PARAMETERS))
+    for name, parameters in wanted:
         if name not in tensors:
             extra = "" if top_k > 1 else " (top_k_* need the parameter top_k > 1)"
             raise InvalidRequest(f"unknown output {name!r}; this request has {', '.join(tensors)}{extra}")

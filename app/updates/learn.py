@@ -18,7 +18,8 @@ def train_config_of(hyperparameters: dict | None, device: str) -> TrainConfig:
     then early stopping on validation up to twice that)."""
     hyperparameters = hyperparameters or {}
     given = {key: hyperparameters[key] for key in TRAIN_CONFIG_KEYS if hyperparameters.get(key) is not None}
-    return TrainConfig(device=device, **given, **({"min_steps": 0, "replay_min_steps": 0, "patience": 0} if "epochs" in given else {}))
+    exact = {"min_steps": 0, "replay_min_steps": 0, "patience": 0} if "epochs" in given else {}
+    return TrainConfig(device=device, **given, **exact)
 
 
 def learn_and_evaluate(learner: ContinualLearner, task_id: int, strategy: str | None, hyperparameters: dict | None,
