@@ -12,7 +12,11 @@ class Scope(StrEnum):
 
     @property
     def rank(self) -> int:
-        return list(Scope).index(self)
+        return RANKS[self]
 
     def covers(self, needed: Scope) -> bool:
         return self.rank >= needed.rank
+
+
+RANKS = {scope: rank for rank, scope in enumerate(Scope)}
+"""Each scope's place in the order, counted once: every authenticated request compares two."""

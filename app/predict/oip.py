@@ -21,6 +21,7 @@ import gzip
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Annotated, Any
 
 import numpy as np
@@ -44,7 +45,10 @@ DATATYPES: dict[str, type] = {
 }
 STRUCT_FORMATS = {"INT64": "q", "FP32": "f"}  # the datatypes of the outputs
 OUTPUTS = ("label", "probability", "top_k_labels", "top_k_probabilities")
-RESERVED_PARAMETERS = {"binary_data_output", "task_id", "top_k", "version"}
+# what a request that names no outputs is answered: by (top_k > 1, binary_data_output)
+EVERY_OUTPUT = {(many, binary): tuple((name, binary) for name in (OUTPUTS if many else OUTPUTS[:2]))
+                for many in (False, True) for binary in (False, True)}
+INTEGER_PARAMETERS = frozenset({"task_id", "top_k", "version"})
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -105,18 +109,12 @@ class OIPRoute(ServingRoute):
     """Routes of the protocol: domain and protocol errors raised by their handlers answer in the
     protocol's error shape (the rest of the API keeps ``{"detail": ...}``)."""
 
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-
-        async def protocol_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except DomainError as error:  # the protocol's own errors included
-                return error_response(protocol_error(error))
-            except RequestValidationError as error:  # a path or query parameter outside its schema
-                return error_response(InvalidRequest("; ".join(map(parameter_problem, error.errors()))))
-
-        return protocol_handler
+    def answer_error(self, error: Exception) -> Response | None:
+        if isinstance(error, DomainError):  # the protocol's own errors included
+            return error_response(protocol_error(error))
+        if isinstance(error, RequestValidationError):  # a path or query parameter outside its schema
+            return error_response(InvalidRequest("; ".join(map(parameter_problem, error.errors()))))
+        return None
 
 
 # ------------------------------------------------------------------------------------------ requests
@@ -185,11 +183,12 @@ def read_request(body: bytes, raw_headers: Iterable[tuple[bytes, bytes]]) -> tup
 
 def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray:
     name, datatype, shape = tensor["name"], tensor["datatype"], tensor["shape"]
-    dtype = DATATYPES.get(datatype.upper())
+    dtype = DATATYPES.get(datatype) or DATATYPES.get(datatype.upper())
     if dtype is None:
         raise InvalidRequest(f"input {name!r}: datatype {datatype!r} is not supported; "
                              f"use one of {', '.join(DATATYPES)}")
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    parameters = tensor.get("parameters")
+    size = parameters.get("binary_data_size") if parameters else None
     try:
         if size is not None:
             if int(size) != len(binary):
@@ -213,6 +212,18 @@ def request_options(request: InferRequest) -> dict[str, Any]:
     if not of_input:
         return own or {}
     return {**of_input, **own} if own else of_input
+
+
+def integer_options(options: dict[str, Any]) -> tuple[int | None, int, int | None]:
+    """``version``, ``top_k`` (default 1, at most 1000) and ``task_id`` of the options. A request that
+    names none of them (most) costs one set operation."""
+    if options.keys().isdisjoint(INTEGER_PARAMETERS):
+        return None, 1, None
+    version, top_k, task_id = (integer_option(options, "version"), integer_option(options, "top_k", 1),
+                               integer_option(options, "task_id"))
+    if not 1 <= top_k <= 1000:
+        raise InvalidRequest(f"parameter 'top_k' must be between 1 and 1000; got {top_k}")
+    return version, top_k, task_id
 
 
 def integer_option(options: dict[str, Any], name: str, default: int | None = None) -> int | None:
@@ -242,7 +253,7 @@ def version_number(version: str | None) -> int | None:
 
 # ----------------------------------------------------------------------------------------- responses
 def label_datatype(labels: Sequence) -> str:
-    return "BYTES" if any(isinstance(label, str) for label in labels) else "INT64"
+    return "BYTES" if any(map(isinstance, labels, repeat(str))) else "INT64"
 
 
 def output_tensors(predictions: list[Prediction], top_k: int) -> dict[str, tuple[str, list[int], list]]:
@@ -276,33 +287,42 @@ def encode_bytes(values: list) -> bytes:
     return b"".join(parts)
 
 
+def wanted_outputs(requested: list[RequestedOutput] | None, top_k: int,
+                   binary_default: bool) -> Sequence[tuple[str, bool]]:
+    """(name, as binary data?) of each output to answer: the request's ``outputs``, else all it can have."""
+    if requested is None:
+        return EVERY_OUTPUT[top_k > 1, binary_default]
+    available, wanted = OUTPUTS if top_k > 1 else OUTPUTS[:2], []
+    for output in requested:
+        name, parameters = output["name"], output.get("parameters")
+        if name not in available:
+            extra = "" if top_k > 1 else " (top_k_* need the parameter top_k > 1)"
+            raise InvalidRequest(f"unknown output {name!r}; this request has {', '.join(available)}{extra}")
+        wanted.append((name, parameters.get("binary_data", binary_default) if parameters else binary_default))
+    return wanted
+
+
 def infer_response(request: InferRequest, model_name: str, model_version: int, predictions: list[Prediction],
                    top_k: int, options: dict[str, Any] | None = None) -> Response:
     """The response body: JSON, or a JSON header followed by the binary outputs. Built from plain
     dicts and lists and serialised by pydantic-core: on a one-sample answer, model objects, numpy
     arrays and ``json.dumps`` cost more than the forward pass they report. ``options``: the
     request's `request_options`, when the caller has them already."""
-    tensors = output_tensors(predictions, top_k)
     binary_default = bool((request_options(request) if options is None else options).get("binary_data_output"))
-    requested = request.get("outputs")
-    wanted = ([(output["name"], output.get("parameters") or {}) for output in requested] if requested is not None
-              else [(name, {}) for name in tensors])
+    wanted = wanted_outputs(request.get("outputs"), top_k, binary_default)
+    tensors = output_tensors(predictions, top_k)
     outputs, blobs = [], []
-    for name, parameters in wanted:
-        if name not in tensors:
-            extra = "" if top_k > 1 else " (top_k_* need the parameter top_k > 1)"
-            raise InvalidRequest(f"unknown output {name!r}; this request has {', '.join(tensors)}{extra}")
+    for name, binary in wanted:
         datatype, shape, values = tensors[name]
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
-        if parameters.get("binary_data", binary_default):
+        if binary:
             blob = tensor_bytes(datatype, values)
-            entry["parameters"] = {"binary_data_size": len(blob)}
+            outputs.append({"name": name, "datatype": datatype, "shape": shape,
+                            "parameters": {"binary_data_size": len(blob)}})
             blobs.append(blob)
-        elif datatype == "FP32":  # the values a binary answer would hold, rounded to float32
-            entry["data"] = list(struct.unpack(f"<{len(values)}f", tensor_bytes(datatype, values)))
         else:
-            entry["data"] = values
-        outputs.append(entry)
+            if datatype == "FP32":  # the values a binary answer would hold, rounded to float32
+                values = list(struct.unpack(f"<{len(values)}f", tensor_bytes(datatype, values)))
+            outputs.append({"name": name, "datatype": datatype, "shape": shape, "data": values})
     body = {"model_name": model_name, "model_version": str(model_version), "outputs": outputs}
     if request.get("id") is not None:
         body["id"] = request["id"]

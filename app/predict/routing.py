@@ -16,7 +16,9 @@ signature once, at startup, and builds a handler that fills exactly those:
   (``model_validate_json``) whatever its Content-Type.
 
 A bad path parameter or body raises the ``RequestValidationError`` FastAPI would (422, with
-``loc`` starting ``path``/``body``). The declaration stays FastAPI's, so /openapi.json, the
+``loc`` starting ``path``/``body``). A subclass answers errors its own way in ``answer_error``
+(the protocol's ``{"error": ...}``, oip.OIPRoute) inside the same handler: a wrapping handler
+would cost every request one more coroutine. The declaration stays FastAPI's, so /openapi.json, the
 security scheme and the docs are unchanged. An endpoint with any other kind of parameter (a
 sync one, a session, a query parameter) gets FastAPI's own handler: ``route.lean`` says which.
 """
@@ -32,17 +34,39 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.routing import Match
+from starlette.types import Scope
 
 try:  # FastAPI >= 0.160: a route's handler is built per place it is included
     from fastapi.routing import _effective_route_context_var
 except ImportError:  # pragma: no cover - older FastAPI
     _effective_route_context_var = None
 
-Filler = Callable[[Request, dict[str, Any], list], Awaitable[None]]
+Filler = Callable[[Request, dict[str, Any], list], Awaitable[None] | None]
 
 
 class ServingRoute(APIRoute):
     lean: bool = False
+
+    def __init__(self, path: str, *args, **kwargs):
+        super().__init__(path, *args, **kwargs)
+        # the literal end of the path ("/predict", "/infer"; "" after a final parameter), which every
+        # path this route matches ends with, whatever root path precedes it
+        self.path_suffix = path.rsplit("}", 1)[-1]
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Starlette's match, after a suffix check that refuses most paths in a few opcodes. The
+        prediction routes come first in the app's table, so every other request is matched against
+        them: through the regular expression and FastAPI's route context, a refusal cost a request
+        about 80 Python opcodes a route (an OIP inference request, matched after /predict, paid it)."""
+        if not scope["path"].endswith(self.path_suffix):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+    def answer_error(self, error: Exception) -> Response | None:
+        """The answer to an error the endpoint raised, or None to let it propagate (FastAPI's
+        handlers answer it). Protocol routes answer in the protocol's shape (oip.OIPRoute)."""
+        return None
 
     def get_route_handler(self) -> Callable:
         # FastAPI builds a handler per place the route is included (with that place's prefix and
@@ -51,20 +75,50 @@ class ServingRoute(APIRoute):
         route = context if context is not None and context.original_route is self else self
         fillers = self._fillers(route)
         if fillers is None:
-            return super().get_route_handler()
+            return self.answering_errors(super().get_route_handler())
         self.lean = True
-        endpoint = route.endpoint
+        endpoint, answer_error = route.endpoint, self.answer_error
+        # plain functions (the request, a path parameter) are called, coroutine functions awaited:
+        # a coroutine per parameter that never waits costs a request more than filling it
+        steps = [(fill, inspect.iscoroutinefunction(fill)) for fill in fillers]
 
         async def handler(request: Request) -> Response:
             arguments: dict[str, Any] = {}
             errors: list = []
-            for fill in fillers:
-                await fill(request, arguments, errors)
-            if errors:
-                raise RequestValidationError(errors)
-            return await endpoint(**arguments)
+            try:
+                for fill, awaits in steps:
+                    if awaits:
+                        await fill(request, arguments, errors)
+                    else:
+                        fill(request, arguments, errors)
+                if errors:
+                    raise RequestValidationError(errors)
+                return await endpoint(**arguments)
+            except Exception as error:
+                answer = answer_error(error)
+                if answer is None:
+                    raise
+                return answer
 
         return handler
+
+    def answering_errors(self, handler: Callable) -> Callable:
+        """FastAPI's own handler (a route with parameters the lean one does not fill), with
+        `answer_error` applied to what it raises."""
+        if type(self).answer_error is ServingRoute.answer_error:
+            return handler
+        answer_error = self.answer_error
+
+        async def answering(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as error:
+                answer = answer_error(error)
+                if answer is None:
+                    raise
+                return answer
+
+        return answering
 
     @staticmethod
     def _fillers(route) -> list[Filler] | None:
@@ -104,7 +158,7 @@ def takes_request_only(dependency) -> bool:
 
 
 def request_filler(name: str) -> Filler:
-    async def fill(request: Request, arguments: dict, errors: list) -> None:
+    def fill(request: Request, arguments: dict, errors: list) -> None:
         arguments[name] = request
 
     return fill
@@ -125,7 +179,7 @@ def path_filler(name: str, annotation) -> Filler:
     router matched one)."""
     adapter = None if annotation is str else TypeAdapter(annotation)
 
-    async def fill(request: Request, arguments: dict, errors: list) -> None:
+    def fill(request: Request, arguments: dict, errors: list) -> None:
         value = request.path_params[name]
         if adapter is None:
             arguments[name] = value

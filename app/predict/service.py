@@ -108,13 +108,10 @@ async def infer(serving: Serving, name: str, version: str | None, body: bytes, r
     resolved = await resolve(serving, name, number)
     request, samples = oip.read_request(body, raw_headers)
     options = oip.request_options(request)
-    if number is None and (asked := oip.integer_option(options, "version")) is not None:
+    asked, top_k, task_id = oip.integer_options(options)
+    if number is None and asked is not None:
         resolved = await resolve(serving, name, asked)
-    top_k = oip.integer_option(options, "top_k", 1)
-    if not 1 <= top_k <= 1000:
-        raise oip.InvalidRequest(f"parameter 'top_k' must be between 1 and 1000; got {top_k}")
-    answered, predictions = await run_predictions(serving, resolved, samples,
-                                                  oip.integer_option(options, "task_id"), top_k)
+    answered, predictions = await run_predictions(serving, resolved, samples, task_id, top_k)
     return oip.infer_response(request, name, answered, predictions, top_k, options)
 
 

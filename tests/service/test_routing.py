@@ -3,6 +3,7 @@ without its dependency solver on the hot path."""
 
 import pytest
 from fastapi.routing import APIRoute
+from starlette.routing import Match
 
 from app.deps import get_serving
 from app.errors import NotFound
@@ -19,6 +20,9 @@ def test_the_prediction_routes_are_lean_and_the_rest_keep_fastapis_handler(clien
     # on the app's own router, not an included one: matched once per request, not twice
     assert [route.path for route in own] == ["/predict", "/v2/models/{name}/infer",
                                              "/v2/models/{name}/versions/{version}/infer"]
+    # and at its head, before the documentation routes FastAPI adds first, matched on every request before them
+    assert [route.path for route in client.app.router.routes[:3]] == [route.path for route in own]
+    assert client.get("/openapi.json").status_code == 200 and client.get("/docs").status_code == 200
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -64,3 +68,22 @@ def test_dependency_overrides_apply_to_the_lean_routes(client):
         assert protocol.status_code == 404 and protocol.json() == {"error": "serving replaced by an override"}
     finally:
         client.app.dependency_overrides.clear()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_route_refuses_other_paths_by_their_end_and_still_matches_behind_a_root_path(client):
+    routes = {route.path: route for route in client.app.router.routes if isinstance(route, APIRoute)}
+    predict, infer = routes["/predict"], routes["/v2/models/{name}/versions/{version}/infer"]
+
+    def scope(path: str, method: str = "POST", root_path: str = "") -> dict:
+        return {"type": "http", "path": root_path + path, "root_path": root_path, "method": method}
+
+    assert predict.path_suffix == "/predict" and infer.path_suffix == "/infer"
+    assert predict.matches(scope("/v2/models/m/infer"))[0] is Match.NONE
+    assert infer.matches(scope("/predict"))[0] is Match.NONE
+    assert infer.matches(scope("/v2/models/m/versions/3/ready"))[0] is Match.NONE
+    # behind a proxy's root path the path ends the same way, and Starlette strips the root
+    match, child = infer.matches(scope("/v2/models/m/versions/3/infer", root_path="/retain"))
+    assert match is Match.FULL and child["path_params"] == {"name": "m", "version": "3"}
+    assert predict.matches(scope("/predict", method="GET", root_path="/retain"))[0] is Match.PARTIAL
+    assert client.get("/predict").status_code == 405
