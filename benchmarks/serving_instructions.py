@@ -65,7 +65,8 @@ def dumped_totals(out: Path, block: int) -> dict[str, int]:
 
 
 async def send_concurrently(url: str, request: tuple[str, bytes, dict[str, str]], total: int, connections: int) -> None:
-    """``total`` requests, ``connections`` of them in flight at any time."""
+    """``total`` requests, ``connections`` of them in flight at any time (1: one after another, on one
+    kept-alive connection)."""
     route, body, headers = request
     left = total
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=connections)) as client:
@@ -104,34 +105,30 @@ def main() -> None:
                      command_prefix=prefix) as server:
         requests = bodies(sample, server.api_key)
         pid = server.process.pid
-        with httpx.Client(base_url=server.url, timeout=300) as client:
-            def send(label: str, n: int) -> None:
-                route, body, headers = requests[label]
-                for _ in range(n):
-                    answer = client.post(route, content=body, headers=headers)
-                    if answer.status_code != 200:
-                        raise SystemExit(f"{label}: {answer.status_code} {answer.text}")
 
-            for label in dict.fromkeys(ORDER):
-                send(label, 20)  # warm-up: the learner load, first forwards, caches
-            callgrind(pid, "--instr=on")
-            for label in dict.fromkeys(ORDER):
-                send(label, 20)  # and again instrumented: the first block would otherwise pay for the switch
-            per_request: dict[str, list[float]] = {label: [] for label in ORDER}
-            for block, label in enumerate(ORDER, start=1):
-                callgrind(pid, "--zero")
-                send(label, args.requests)
-                callgrind(pid, f"--dump=block{block}")
-                per_request[label].append(sum(dumped_totals(out, block).values()) / args.requests)
-                console.print(f"block {block}: {label:22} {per_request[label][-1]:,.0f} instructions a request")
-            loaded: dict[str, list[float]] = {label: [] for label in LOADED_ORDER}
-            for block, label in enumerate(LOADED_ORDER, start=len(ORDER) + 1):
-                callgrind(pid, "--zero")
-                asyncio.run(send_concurrently(server.url, requests[label], args.concurrent_requests, args.connections))
-                callgrind(pid, f"--dump=block{block}")
-                loaded[label].append(dumped_totals(out, block)[EVENT_LOOP_THREAD] / args.concurrent_requests)
-                console.print(f"block {block}: {label:22} c={args.connections}: {loaded[label][-1]:,.0f} "
-                              "event-loop instructions a request")
+        def send(label: str, n: int, connections: int = 1) -> None:
+            asyncio.run(send_concurrently(server.url, requests[label], n, connections))
+
+        for label in dict.fromkeys(ORDER):
+            send(label, 20)  # warm-up: the learner load, first forwards, caches
+        callgrind(pid, "--instr=on")
+        for label in dict.fromkeys(ORDER):
+            send(label, 20)  # and again instrumented: the first block would otherwise pay for the switch
+        per_request: dict[str, list[float]] = {label: [] for label in ORDER}
+        for block, label in enumerate(ORDER, start=1):
+            callgrind(pid, "--zero")
+            send(label, args.requests)
+            callgrind(pid, f"--dump=block{block}")
+            per_request[label].append(sum(dumped_totals(out, block).values()) / args.requests)
+            console.print(f"block {block}: {label:22} {per_request[label][-1]:,.0f} instructions a request")
+        loaded: dict[str, list[float]] = {label: [] for label in LOADED_ORDER}
+        for block, label in enumerate(LOADED_ORDER, start=len(ORDER) + 1):
+            callgrind(pid, "--zero")
+            send(label, args.concurrent_requests, args.connections)
+            callgrind(pid, f"--dump=block{block}")
+            loaded[label].append(dumped_totals(out, block)[EVENT_LOOP_THREAD] / args.concurrent_requests)
+            console.print(f"block {block}: {label:22} c={args.connections}: {loaded[label][-1]:,.0f} "
+                          "event-loop instructions a request")
     shutil.rmtree(work, ignore_errors=True)
 
     predict = statistics.mean(per_request["retain POST /predict"])

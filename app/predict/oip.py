@@ -45,9 +45,10 @@ DATATYPES: dict[str, type] = {
 }
 STRUCT_FORMATS = {"INT64": "q", "FP32": "f"}  # the datatypes of the outputs
 OUTPUTS = ("label", "probability", "top_k_labels", "top_k_probabilities")
+OUTPUTS_BY_TOP_K = {False: OUTPUTS[:2], True: OUTPUTS}  # the outputs a request can have, by top_k > 1
 # what a request that names no outputs is answered: by (top_k > 1, binary_data_output)
-EVERY_OUTPUT = {(many, binary): tuple((name, binary) for name in (OUTPUTS if many else OUTPUTS[:2]))
-                for many in (False, True) for binary in (False, True)}
+EVERY_OUTPUT = {(many, binary): tuple((name, binary) for name in names)
+                for many, names in OUTPUTS_BY_TOP_K.items() for binary in (False, True)}
 INTEGER_PARAMETERS = frozenset({"task_id", "top_k", "version"})
 
 
@@ -292,7 +293,7 @@ def wanted_outputs(requested: list[RequestedOutput] | None, top_k: int,
     """(name, as binary data?) of each output to answer: the request's ``outputs``, else all it can have."""
     if requested is None:
         return EVERY_OUTPUT[top_k > 1, binary_default]
-    available, wanted = OUTPUTS if top_k > 1 else OUTPUTS[:2], []
+    available, wanted = OUTPUTS_BY_TOP_K[top_k > 1], []
     for output in requested:
         name, parameters = output["name"], output.get("parameters")
         if name not in available:

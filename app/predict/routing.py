@@ -95,10 +95,7 @@ class ServingRoute(APIRoute):
                     raise RequestValidationError(errors)
                 return await endpoint(**arguments)
             except Exception as error:
-                answer = answer_error(error)
-                if answer is None:
-                    raise
-                return answer
+                return answer_or_raise(answer_error, error)
 
         return handler
 
@@ -113,10 +110,7 @@ class ServingRoute(APIRoute):
             try:
                 return await handler(request)
             except Exception as error:
-                answer = answer_error(error)
-                if answer is None:
-                    raise
-                return answer
+                return answer_or_raise(answer_error, error)
 
         return answering
 
@@ -142,6 +136,14 @@ class ServingRoute(APIRoute):
             else:
                 return None
         return fillers
+
+
+def answer_or_raise(answer_error: Callable[[Exception], Response | None], error: Exception) -> Response:
+    """The route's answer to ``error``; the error itself, raised again, when the route has none."""
+    answer = answer_error(error)
+    if answer is None:
+        raise error
+    return answer
 
 
 def split_annotated(annotation) -> tuple[Any, Any]:
