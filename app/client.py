@@ -41,6 +41,7 @@ def find_api_key(explicit: str | None = None) -> str | None:
     except OSError:
         return None
 
+
 JobCallback = Callable[[str, dict], None]
 """Called as ``on_poll(label, job)`` with each job's latest state, every time it is polled."""
 
@@ -113,8 +114,12 @@ class RetainClient:
         except httpx.TransportError as exc:
             raise ClientError(f"{method} {self.url}{path} failed: {exc}") from exc
         if response.is_error:
-            hint = (" Pass a key with --api-key or RETAIN_API_KEY (the server's first admin key is in its data "
-                    "directory's admin.key)." if response.status_code == 401 else "")
+            hint = (
+                " Pass a key with --api-key or RETAIN_API_KEY (the server's first admin key is in its data "
+                "directory's admin.key)."
+                if response.status_code == 401
+                else ""
+            )
             raise ClientError(f"{method} {path} failed ({response.status_code}): {server_message(response)}{hint}")
         return response.json() if response.content else None
 
@@ -122,8 +127,9 @@ class RetainClient:
         """GET with query parameters; a parameter given as None is left out."""
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
-    def submit_task(self, source: str | Path, fields: Mapping[str, Any],
-                    progress: Callable[[int, int], None] | None = None) -> dict:
+    def submit_task(
+        self, source: str | Path, fields: Mapping[str, Any], progress: Callable[[int, int], None] | None = None
+    ) -> dict:
         """POST /tasks: a dataset file, a folder of image folders (zipped on the fly) or a reference the
         server reads (s3://, file://) as a new task of a model; fields set to None are left out.
         ``progress(sent, total)`` follows the bytes of an upload as they go."""
@@ -133,8 +139,13 @@ class RetainClient:
         except UploadError as error:
             raise ClientError(str(error)) from error
 
-    def follow_jobs(self, jobs: Mapping[str, int], on_poll: JobCallback | None = None,
-                    poll_seconds: float = 0.5, timeout: float | None = None) -> dict[str, dict]:
+    def follow_jobs(
+        self,
+        jobs: Mapping[str, int],
+        on_poll: JobCallback | None = None,
+        poll_seconds: float = 0.5,
+        timeout: float | None = None,
+    ) -> dict[str, dict]:
         """Poll jobs (by label) until each reaches a terminal status; returns each one's final state.
 
         `on_poll(label, job)` sees every poll. Ctrl-C stops following only, as
@@ -163,8 +174,9 @@ class RetainClient:
             raise StoppedFollowing([jobs[label] for label in jobs if label not in finished]) from None
         return finished
 
-    def follow_job(self, job_id: int, on_poll: JobCallback | None = None, poll_seconds: float = 0.5,
-                   timeout: float | None = None) -> dict:
+    def follow_job(
+        self, job_id: int, on_poll: JobCallback | None = None, poll_seconds: float = 0.5, timeout: float | None = None
+    ) -> dict:
         """One job's final state (see follow_jobs); its label is ``job <id>``."""
         label = f"job {job_id}"
         return self.follow_jobs({label: job_id}, on_poll, poll_seconds, timeout)[label]

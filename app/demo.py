@@ -102,8 +102,12 @@ def digits_tasks(directory: Path, samples: int | None = None, seed: int = 0) -> 
     return [
         write_task(directory, "digits", x_train, y_train, x_test, y_test),
         write_task(
-            directory, "permuted-digits",
-            x_train[:, pixel_order], label_map[y_train], x_test[:, pixel_order], label_map[y_test],
+            directory,
+            "permuted-digits",
+            x_train[:, pixel_order],
+            label_map[y_train],
+            x_test[:, pixel_order],
+            label_map[y_test],
         ),
     ]
 
@@ -118,8 +122,9 @@ def derangement(rng, n: int):
             return order
 
 
-def torchvision_tasks(data_dir: Path, directory: Path, samples: int | None = None,
-                      image_shape: bool = False) -> list[TaskFile]:
+def torchvision_tasks(
+    data_dir: Path, directory: Path, samples: int | None = None, image_shape: bool = False
+) -> list[TaskFile]:
     """Task A = MNIST, task B = FashionMNIST, from torchvision's files (never downloaded)."""
     import numpy as np
     from torchvision.datasets import MNIST, FashionMNIST
@@ -149,13 +154,19 @@ def torchvision_tasks(data_dir: Path, directory: Path, samples: int | None = Non
 # ------------------------------------------------------------------ experiment
 
 
-def run_experiment(client: RetainClient, tasks: list[TaskFile], options: DemoOptions, model_suffix: str = "",
-                   follow: FollowJobs = follow_quietly) -> dict:
+def run_experiment(
+    client: RetainClient,
+    tasks: list[TaskFile],
+    options: DemoOptions,
+    model_suffix: str = "",
+    follow: FollowJobs = follow_quietly,
+) -> dict:
     """Teach A then B to one model per strategy; return every task's accuracy after each update.
 
     All four uploads are queued at once: the service runs each model's updates in
     order, so B always builds on A, and the two models may train side by side.
     """
+
     def row_name(strategy: str, index: int) -> str:
         return f"{strategy} · {'AB'[index]}"
 
@@ -163,8 +174,15 @@ def run_experiment(client: RetainClient, tasks: list[TaskFile], options: DemoOpt
     submitted: dict[str, dict] = {}
     for strategy, model in models.items():
         for index, task in enumerate(tasks):
-            fields = {"model": model, "name": task.name, "strategy": strategy, "architecture": options.architecture,
-                      "epochs": options.epochs, "batch_size": options.batch_size, "lr": options.lr}
+            fields = {
+                "model": model,
+                "name": task.name,
+                "strategy": strategy,
+                "architecture": options.architecture,
+                "epochs": options.epochs,
+                "batch_size": options.batch_size,
+                "lr": options.lr,
+            }
             if strategy == "ewc":
                 fields["ewc_lambda"] = options.ewc_lambda
             submitted[row_name(strategy, index)] = client.submit_task(task.path, fields)
@@ -175,18 +193,25 @@ def run_experiment(client: RetainClient, tasks: list[TaskFile], options: DemoOpt
         answers = [submitted[row_name(strategy, index)] for index in range(len(tasks))]
         # each task's accuracy after every update since it was learnt, keyed by the update's task id
         measured = {
-            task.name: {entry["after_task_id"]: entry["accuracy"]
-                        for entry in client.get(f"/tasks/{answer['id']}/accuracy")["history"]}
-            for task, answer in zip(tasks, answers)
+            task.name: {
+                entry["after_task_id"]: entry["accuracy"]
+                for entry in client.get(f"/tasks/{answer['id']}/accuracy")["history"]
+            }
+            for task, answer in zip(tasks, answers, strict=True)
         }
         updates = []
-        for index, (task, answer) in enumerate(zip(tasks, answers)):
+        for index, (task, answer) in enumerate(zip(tasks, answers, strict=True)):
             job = jobs[row_name(strategy, index)]
-            updates.append({
-                "after": task.name, "task_id": answer["id"], "model_version": job.get("model_version"),
-                "status": job["status"], "error": job.get("error"),
-                "accuracy": {name: by_update.get(answer["id"]) for name, by_update in measured.items()},
-            })
+            updates.append(
+                {
+                    "after": task.name,
+                    "task_id": answer["id"],
+                    "model_version": job.get("model_version"),
+                    "status": job["status"],
+                    "error": job.get("error"),
+                    "accuracy": {name: by_update.get(answer["id"]) for name, by_update in measured.items()},
+                }
+            )
         results["models"][strategy] = {"model": model, "updates": updates}
     return results
 
@@ -195,8 +220,12 @@ def build_tasks(options: DemoOptions, directory: Path, say: Say) -> list[TaskFil
     """The two task files: MNIST and FashionMNIST with a data_dir, else the offline digits pair."""
     if options.data_dir:
         say(f"Reading MNIST (A) and FashionMNIST (B) from {options.data_dir} ...")
-        tasks = torchvision_tasks(Path(options.data_dir), directory, samples=options.samples,
-                                  image_shape=options.architecture in ("cnn", "resnet18"))
+        tasks = torchvision_tasks(
+            Path(options.data_dir),
+            directory,
+            samples=options.samples,
+            image_shape=options.architecture in ("cnn", "resnet18"),
+        )
     else:
         say("Building offline tasks from scikit-learn's digits: A = digits, B = permuted digits ...")
         tasks = digits_tasks(directory, samples=options.samples)
@@ -205,8 +234,14 @@ def build_tasks(options: DemoOptions, directory: Path, say: Say) -> list[TaskFil
     return tasks
 
 
-def run_in_scratch(options: DemoOptions, url: str | None, say: Say, warn: Say,
-                   follow: FollowJobs = follow_quietly, api_key: str | None = None) -> dict:
+def run_in_scratch(
+    options: DemoOptions,
+    url: str | None,
+    say: Say,
+    warn: Say,
+    follow: FollowJobs = follow_quietly,
+    api_key: str | None = None,
+) -> dict:
     """Write the tasks to a temporary directory and run the experiment on `url`, or on a child service.
 
     On someone's server (a url, with ``api_key``, a train key) the models get fresh names, so earlier runs are left

@@ -47,6 +47,7 @@ INT64_MAX = 2**63 - 1
 RowId = Annotated[int, Path(ge=1, le=INT64_MAX, description="a row id (64-bit)")]
 """A path id: bounded so that no integer past 64 bits reaches the database."""
 
+
 def get_embedded_worker(request: Request):
     """The embedded worker thread (app/updates/loop.py EmbeddedWorker), or None when there is none."""
     return getattr(request.app.state, "worker", None)

@@ -28,8 +28,21 @@ def livez() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, summary="The database is reachable and its schema is at the migration head",
-            responses={503: {"description": "not ready", "content": {"application/json": {"example": {"status": "not ready", "detail": "database schema at abc123, head is def456"}}}}})
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="The database is reachable and its schema is at the migration head",
+    responses={
+        503: {
+            "description": "not ready",
+            "content": {
+                "application/json": {
+                    "example": {"status": "not ready", "detail": "database schema at abc123, head is def456"}
+                }
+            },
+        }
+    },
+)
 def readyz(engine: EngineDep, worker: EmbeddedWorkerDep):
     problem = database_problem(engine)
     if problem is None and worker is not None and not worker.alive:

@@ -45,8 +45,11 @@ class BodyLimit:
         limit, setting = body_limit(self.settings, scope["method"], scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            detail = (too_large(limit, setting, f"{int(declared)} bytes (Content-Length)") if declared.isdigit()
-                      else f"Content-Length {declared.decode(errors='replace')!r} is not a byte count")
+            detail = (
+                too_large(limit, setting, f"{int(declared)} bytes (Content-Length)")
+                if declared.isdigit()
+                else f"Content-Length {declared.decode(errors='replace')!r} is not a byte count"
+            )
             return await refuse(send, 413 if declared.isdigit() else 400, detail)
         received = 0
 
@@ -64,7 +67,15 @@ class BodyLimit:
 
 async def refuse(send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

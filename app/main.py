@@ -10,17 +10,14 @@ Domain errors raised by the services become HTTP answers in one handler here.
 from __future__ import annotations
 
 import gc
-from contextlib import asynccontextmanager
-
-import torch
-
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-
 import logging
 import sys
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import health
@@ -31,15 +28,16 @@ from app.db.session import get_engine
 from app.errors import DomainError
 from app.jobs.router import router as jobs_router
 from app.limits import BodyLimit
-from app.openapi import document_common_answers
 from app.metrics.http import HttpMetricsMiddleware
 from app.metrics.router import router as metrics_router
+from app.openapi import document_common_answers
 from app.predict.batching import DynamicBatcher
 from app.predict.cache import LearnerCache
 from app.predict.router import add_prediction_routes, oip_router
-from app.predict.serving import ServingDirectory
 from app.predict.service import Serving
-from app.registry.router import artifacts_router, router as registry_router
+from app.predict.serving import ServingDirectory
+from app.registry.router import artifacts_router
+from app.registry.router import router as registry_router
 from app.settings import Settings, get_settings
 from app.storage.artifacts import artifact_store
 from app.tasks.router import router as tasks_router
@@ -53,9 +51,12 @@ def open_access(settings: Settings, engine) -> None:
     """Auth on: make sure an admin key exists (the first start creates one, see app/auth/keys.py).
     Auth off: say loudly that anyone who reaches the port may do anything."""
     if settings.auth == "off":
-        print("retain: WARNING: RETAIN_AUTH=off: no API key is checked; anyone who can reach this port can "
-              "teach, promote, roll back and delete. Use it for a throwaway local run only.", file=sys.stderr,
-              flush=True)
+        print(
+            "retain: WARNING: RETAIN_AUTH=off: no API key is checked; anyone who can reach this port can "
+            "teach, promote, roll back and delete. Use it for a throwaway local run only.",
+            file=sys.stderr,
+            flush=True,
+        )
         return
     try:
         bootstrap_admin_key(engine, admin_key=settings.admin_key, key_file=Path(settings.admin_key_file))
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="retain",
         description="A model service that keeps learning without forgetting: upload tasks, a worker learns each "
-                    "as an EWC (or CCLL) update, every version is kept with its accuracy on every past task.",
+        "as an EWC (or CCLL) update, every version is kept with its accuracy on every past task.",
         version="0.1.0",
         lifespan=lifespan,
     )
@@ -105,20 +106,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.serving = Serving(
         directory=ServingDirectory(app.state.engine, settings.serving_check_interval),
         learners=LearnerCache(capacity=settings.predict_cache_size),
-        batcher=DynamicBatcher(threads=settings.serving_threads, max_batch_size=settings.max_batch_size,
-                               max_queue_delay=settings.max_queue_delay),
-        store=app.state.store, max_samples=settings.max_predict_samples,
+        batcher=DynamicBatcher(
+            threads=settings.serving_threads,
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay=settings.max_queue_delay,
+        ),
+        store=app.state.store,
+        max_samples=settings.max_predict_samples,
     )
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, error: DomainError) -> JSONResponse:
-        return JSONResponse(status_code=error.status_code, content={"detail": error.message},
-                            headers=error.headers)
+        return JSONResponse(status_code=error.status_code, content={"detail": error.message}, headers=error.headers)
 
     # Prediction routes first: routes are matched in order, and these are the ones hit at load.
     add_prediction_routes(app.router)
-    for router in (oip_router, keys_router, tasks_router, jobs_router, registry_router,
-                   artifacts_router, health.router, metrics_router, ui_router):
+    for router in (
+        oip_router,
+        keys_router,
+        tasks_router,
+        jobs_router,
+        registry_router,
+        artifacts_router,
+        health.router,
+        metrics_router,
+        ui_router,
+    ):
         app.include_router(router)
     document_common_answers(app)
     app.add_middleware(BodyLimit, settings=settings)  # inside the metrics: refusals are counted too

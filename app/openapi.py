@@ -19,8 +19,10 @@ def _answer(description: str, example: str) -> dict:
 
 BODY_RESPONSES = {
     400: _answer("the body cannot be parsed (not JSON, a broken form)", "There was an error parsing the body"),
-    413: _answer("the body is over its byte limit (max_upload_bytes for POST /tasks, else max_request_bytes)",
-                 "the request body is 70000000 bytes (Content-Length); the limit is 67108864 bytes (max_request_bytes)"),
+    413: _answer(
+        "the body is over its byte limit (max_upload_bytes for POST /tasks, else max_request_bytes)",
+        "the request body is 70000000 bytes (Content-Length); the limit is 67108864 bytes (max_request_bytes)",
+    ),
 }
 
 
@@ -34,8 +36,10 @@ def document_common_answers(app: FastAPI) -> None:
                 for operation in operations.values():
                     if not isinstance(operation, dict):
                         continue
-                    extra = {**(AUTH_RESPONSES if operation.get("security") else {}),
-                             **(BODY_RESPONSES if "requestBody" in operation else {})}
+                    extra = {
+                        **(AUTH_RESPONSES if operation.get("security") else {}),
+                        **(BODY_RESPONSES if "requestBody" in operation else {}),
+                    }
                     for status, answer in extra.items():
                         operation["responses"].setdefault(str(status), answer)
         return app.openapi_schema

@@ -36,8 +36,14 @@ class ManagedProcess:
     `send_signal`, `returncode`, `pid`). `killed` tells whether stop() had to kill it.
     """
 
-    def __init__(self, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None,
-                 cwd: Path = REPO_ROOT, name: str | None = None):
+    def __init__(
+        self,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = REPO_ROOT,
+        name: str | None = None,
+    ):
         self.argv = [str(part) for part in argv]
         self.log_path = Path(log_path)
         self.env = dict(os.environ if env is None else env)
@@ -52,8 +58,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w")
         self.killed = self._terminated = False
-        self.popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=self._log,
-                                      stderr=subprocess.STDOUT)
+        self.popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT)
         return self
 
     def __enter__(self) -> ManagedProcess:
@@ -96,8 +101,14 @@ class ManagedProcess:
             return None
         return found.group(1) if found.re.groups else found.group(0)
 
-    def wait_until_answers(self, url: str | Callable[[], str | None], path: str = "", timeout: float = 90.0,
-                           status: int = 200, interval: float = 0.25) -> str:
+    def wait_until_answers(
+        self,
+        url: str | Callable[[], str | None],
+        path: str = "",
+        timeout: float = 90.0,
+        status: int = 200,
+        interval: float = 0.25,
+    ) -> str:
         """Poll GET url+path until it answers `status`; returns url.
 
         `url` may be a callable that returns None until the URL is known (read from
@@ -176,8 +187,7 @@ class ProcessGroup:
         the group's; a process of its own directory stands in for one on another machine)."""
         if name in self.processes and self.processes[name].running:
             raise ValueError(f"{name} is already running")
-        process = ManagedProcess(argv, self.directory / f"{name}.log", {**self.env, **extra_env}, cwd or self.cwd,
-                                 name)
+        process = ManagedProcess(argv, self.directory / f"{name}.log", {**self.env, **extra_env}, cwd or self.cwd, name)
         self.processes[name] = process.start()
         return process
 
@@ -216,8 +226,14 @@ class LocalServer:
     tests that drive the CLI over real HTTP.
     """
 
-    def __init__(self, data_dir: Path, embedded_worker: bool = True, extra_env: dict[str, str] | None = None,
-                 startup_timeout: float = 90.0, command_prefix: Sequence[str] = ()):
+    def __init__(
+        self,
+        data_dir: Path,
+        embedded_worker: bool = True,
+        extra_env: dict[str, str] | None = None,
+        startup_timeout: float = 90.0,
+        command_prefix: Sequence[str] = (),
+    ):
         self.data_dir = Path(data_dir)
         self.log_path = self.data_dir / "server.log"
         self.startup_timeout = startup_timeout
@@ -234,7 +250,9 @@ class LocalServer:
         # ``command_prefix`` runs the server under another program (a profiler: valgrind, perf)
         self.process = ManagedProcess(
             [*command_prefix, sys.executable, "-m", "app.cli", "serve", "--port", "0", "--no-access-log"],
-            self.log_path, self.env, name="the service",
+            self.log_path,
+            self.env,
+            name="the service",
         )
         self.url: str | None = None
         self.api_key: str | None = None
@@ -245,8 +263,9 @@ class LocalServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process.start()
         try:
-            self.url = self.process.wait_until_answers(lambda: self.process.search_log(UVICORN_URL),
-                                                       path="/readyz", timeout=self.startup_timeout)
+            self.url = self.process.wait_until_answers(
+                lambda: self.process.search_log(UVICORN_URL), path="/readyz", timeout=self.startup_timeout
+            )
             key_file = Path(self.env["RETAIN_ADMIN_KEY_FILE"])
             self.api_key = key_file.read_text().strip() if key_file.exists() else None
         except BaseException:

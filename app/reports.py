@@ -8,6 +8,7 @@ forgetting gate rejected are labelled, framed in red and hatched along the botto
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,10 +42,10 @@ def cell_colour(accuracy: float | None) -> tuple[int, int, int]:
     if accuracy is None:
         return EMPTY
     value = min(1.0, max(0.0, float(accuracy)))
-    for (low, start), (high, end) in zip(RAMP, RAMP[1:]):
+    for (low, start), (high, end) in itertools.pairwise(RAMP):
         if value <= high:
             t = (value - low) / (high - low)
-            return tuple(round(a + (b - a) * t) for a, b in zip(start, end))
+            return tuple(round(a + (b - a) * t) for a, b in zip(start, end, strict=True))
     return RAMP[-1][1]
 
 
@@ -78,13 +79,19 @@ def accuracy_heatmap_png(matrix: dict, path: str | Path) -> HeatmapLayout:
     tasks = matrix.get("tasks") or []
     rows = matrix.get("rows") or []
     title_font, font, small = _font(18), _font(14), _font(12)
-    figures = (f"average accuracy {_three(matrix.get('average_accuracy'))}   BWT {_three(matrix.get('bwt'))}   "
-               f"forgetting {_three(matrix.get('forgetting'))}")
-    note = ("Rows: versions; columns: test accuracy on each task after that update. "
-            "* = serving; rejected = stored, not promoted.")
+    figures = (
+        f"average accuracy {_three(matrix.get('average_accuracy'))}   BWT {_three(matrix.get('bwt'))}   "
+        f"forgetting {_three(matrix.get('forgetting'))}"
+    )
+    note = (
+        "Rows: versions; columns: test accuracy on each task after that update. "
+        "* = serving; rejected = stored, not promoted."
+    )
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    width = max(PAD + LABEL_W + max(1, len(tasks)) * CELL_W + MARK_W + PAD,
-                PAD + round(max(measure.textlength(figures, font=font), measure.textlength(note, font=small))) + PAD)
+    width = max(
+        PAD + LABEL_W + max(1, len(tasks)) * CELL_W + MARK_W + PAD,
+        PAD + round(max(measure.textlength(figures, font=font), measure.textlength(note, font=small))) + PAD,
+    )
     height = PAD + HEAD_H + max(1, len(rows)) * CELL_H + FOOT_H + PAD
     image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -114,8 +121,13 @@ def accuracy_heatmap_png(matrix: dict, path: str | Path) -> HeatmapLayout:
                 draw.rectangle(box, outline=REJECTED, width=1)
                 for x in range(box[0] + 6, box[2] - 6, 6):
                     draw.line((x, box[3] - 2, x + 5, box[3] - 7), fill=REJECTED, width=1)
-            draw.text(((box[0] + box[2]) // 2, (box[1] + box[3]) // 2), _three(value),
-                      fill=MUTED if value is None else _ink_on(colour), font=font, anchor="mm")
+            draw.text(
+                ((box[0] + box[2]) // 2, (box[1] + box[3]) // 2),
+                _three(value),
+                fill=MUTED if value is None else _ink_on(colour),
+                font=font,
+                anchor="mm",
+            )
             layout.cells[(row["model_version"], task["task_id"])] = box
         if row.get("serving"):
             outline = (left - 2, y0 - 1, left + len(tasks) * CELL_W, y0 + CELL_H)

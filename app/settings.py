@@ -19,7 +19,7 @@ def sqlalchemy_url(url: str) -> str:
     """Platforms hand out ``postgresql://`` / ``postgres://`` URLs; the installed driver is psycopg 3."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -32,89 +32,156 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "RETAIN_DATABASE_URL", "database_url"),
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
     )
-    artifact_uri: str = Field("./data/artifacts", description="directory or any fsspec URL (s3://bucket/prefix, ...) "
-                                                               "shared by the API and every worker")
+    artifact_uri: str = Field(
+        "./data/artifacts",
+        description="directory or any fsspec URL (s3://bucket/prefix, ...) shared by the API and every worker",
+    )
 
     # Access (app/auth/)
-    auth: Literal["on", "off"] = Field("on", description="off: every request acts as admin, no key needed "
-                                                         "(a throwaway local run only; warned at start)")
-    auth_cache_seconds: float = Field(1.0, ge=0, description="how long an API replica trusts a key it verified "
-                                                             "before asking the database again (a revocation "
-                                                             "reaches other replicas within this); 0 = every request")
-    admin_key_file: str = Field("./data/admin.key", description="where the first start writes the admin key it "
-                                                                "creates (mode 0600); the CLI reads it there")
-    admin_key: str | None = Field(None, min_length=32, description="an admin key to register at start (compose: "
-                                                                   "RETAIN_ADMIN_KEY); no key file is written then")
+    auth: Literal["on", "off"] = Field(
+        "on",
+        description="off: every request acts as admin, no key needed (a throwaway local run only; warned at start)",
+    )
+    auth_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="how long an API replica trusts a key it verified "
+        "before asking the database again (a revocation "
+        "reaches other replicas within this); 0 = every request",
+    )
+    admin_key_file: str = Field(
+        "./data/admin.key",
+        description="where the first start writes the admin key it creates (mode 0600); the CLI reads it there",
+    )
+    admin_key: str | None = Field(
+        None,
+        min_length=32,
+        description="an admin key to register at start (compose: RETAIN_ADMIN_KEY); no key file is written then",
+    )
 
     # Workers
     embedded_worker: bool = Field(True, description="run a worker thread inside the API process")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
-                        description="where workers train: auto = cuda when present, cuda:K = GPU K (one worker "
-                                    "per GPU on a many-GPU machine)")
-    fisher_samples: int = Field(4000, ge=1, description="most training samples an update estimates the Fisher on "
-                                                        "(recorded per version); lower it for large conv nets on CPU")
-    torch_threads: int | None = Field(None, ge=1, description="CPU threads torch uses in a worker (default: torch's "
-                                                              "own, one per core); set cores / workers when "
-                                                              "several workers share a machine")
-    max_nproc: int = Field(1, ge=1, description="most processes one update may run on (a task's nproc form field): "
-                                                "data-parallel training and Fisher over torch.distributed, gloo on "
-                                                "CPU, nccl on GPU (rank K on cuda:K); at most the GPUs a worker has")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="where workers train: auto = cuda when present, cuda:K = GPU K (one worker "
+        "per GPU on a many-GPU machine)",
+    )
+    fisher_samples: int = Field(
+        4000,
+        ge=1,
+        description="most training samples an update estimates the Fisher on "
+        "(recorded per version); lower it for large conv nets on CPU",
+    )
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads torch uses in a worker (default: torch's "
+        "own, one per core); set cores / workers when "
+        "several workers share a machine",
+    )
+    max_nproc: int = Field(
+        1,
+        ge=1,
+        description="most processes one update may run on (a task's nproc form field): "
+        "data-parallel training and Fisher over torch.distributed, gloo on "
+        "CPU, nccl on GPU (rank K on cuda:K); at most the GPUs a worker has",
+    )
     poll_interval: float = Field(0.5, gt=0, description="seconds an idle worker waits before looking for work again")
-    lease_seconds: float = Field(60.0, gt=0, description="a claimed job is requeued when its worker has not "
-                                                         "heartbeated for this long (worker lost)")
-    heartbeat_seconds: float | None = Field(None, gt=0, description="how often a busy worker renews its lease; "
-                                                                    "default min(5, lease_seconds / 3)")
+    lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="a claimed job is requeued when its worker has not heartbeated for this long (worker lost)",
+    )
+    heartbeat_seconds: float | None = Field(
+        None, gt=0, description="how often a busy worker renews its lease; default min(5, lease_seconds / 3)"
+    )
     progress_interval: float = Field(1.0, ge=0, description="least seconds between two progress writes of a job")
     max_attempts: int = Field(3, ge=1, description="how many times a job may be started before it fails")
     artifact_gc_grace_seconds: float = Field(
-        3600.0, ge=0, description="an artifact no row refers to is removed by garbage collection only once it is "
-                                  "older than this: a job writes its artifacts before the commit that refers to "
-                                  "them, so a young one may belong to a commit about to happen")
+        3600.0,
+        ge=0,
+        description="an artifact no row refers to is removed by garbage collection only once it is "
+        "older than this: a job writes its artifacts before the commit that refers to "
+        "them, so a young one may belong to a commit about to happen",
+    )
 
     # Uploads and prediction
     max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, description="largest accepted upload, in bytes")
     max_upload_samples: int = Field(1_000_000, gt=0, description="most samples in one upload")
     max_predict_samples: int = Field(10_000, gt=0, description="most samples in one prediction request")
-    max_request_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest body of any other request "
-                                                                       "(predict, inference), in bytes")
-    max_decoded_bytes: int | None = Field(None, gt=0, description="most bytes an upload's arrays may decode to "
-                                                                  "(npz members, images, Parquet); default 4 x "
-                                                                  "max_upload_bytes, at least 1 MiB")
-    max_abs_value: float = Field(1e6, gt=0, description="largest absolute feature value accepted in uploads and "
-                                                        "predictions (float32 training overflows long before "
-                                                        "1e300; raise it for data with large raw values)")
+    max_request_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="largest body of any other request (predict, inference), in bytes"
+    )
+    max_decoded_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="most bytes an upload's arrays may decode to "
+        "(npz members, images, Parquet); default 4 x "
+        "max_upload_bytes, at least 1 MiB",
+    )
+    max_abs_value: float = Field(
+        1e6,
+        gt=0,
+        description="largest absolute feature value accepted in uploads and "
+        "predictions (float32 training overflows long before "
+        "1e300; raise it for data with large raw values)",
+    )
     max_labels_per_task: int = Field(1000, ge=2, description="most distinct labels in one upload")
-    max_labels_per_model: int = Field(10_000, ge=2, description="most distinct labels a model's tasks may hold "
-                                                                "together (its classifier's width)")
+    max_labels_per_model: int = Field(
+        10_000, ge=2, description="most distinct labels a model's tasks may hold together (its classifier's width)"
+    )
     max_layers: int = Field(16, ge=1, description="most layers in architecture_options (hidden, channels)")
     max_layer_width: int = Field(4096, ge=1, description="widest layer in architecture_options (hidden, channels)")
     max_epochs: int = Field(1000, ge=1, description="most epochs a task may ask for")
     max_batch_size: int = Field(8192, ge=1, description="largest batch_size a task may ask for")
-    max_queued_per_model: int = Field(100, ge=1, description="most unfinished jobs per model; more are refused "
-                                                             "with 429 and Retry-After")
+    max_queued_per_model: int = Field(
+        100, ge=1, description="most unfinished jobs per model; more are refused with 429 and Retry-After"
+    )
     predict_cache_size: int = Field(8, ge=1, description="model versions kept loaded for prediction")
 
     # Serving (app/predict/batching.py, app/predict/serving.py)
-    serving_threads: int = Field(1, ge=1, description="threads that run forward passes (one batch at a time "
-                                                      "each); torch's intra-op threads per forward are set by "
-                                                      "torch_threads")
-    max_batch_size: int = Field(64, ge=1, description="most samples one forward pass takes when concurrent "
-                                                      "requests for a model version are batched together")
-    max_queue_delay: float = Field(0.0, ge=0, description="seconds a request may wait for more requests to fill "
-                                                          "its batch; 0 (the default, as Triton's) batches only "
-                                                          "what is already waiting")
-    serving_check_interval: float = Field(0.005, ge=0, description="seconds a replica trusts its cached serving "
-                                                                   "versions before checking the alias stamp again")
+    serving_threads: int = Field(
+        1,
+        ge=1,
+        description="threads that run forward passes (one batch at a time "
+        "each); torch's intra-op threads per forward are set by "
+        "torch_threads",
+    )
+    max_batch_size: int = Field(
+        64,
+        ge=1,
+        description="most samples one forward pass takes when concurrent "
+        "requests for a model version are batched together",
+    )
+    max_queue_delay: float = Field(
+        0.0,
+        ge=0,
+        description="seconds a request may wait for more requests to fill "
+        "its batch; 0 (the default, as Triton's) batches only "
+        "what is already waiting",
+    )
+    serving_check_interval: float = Field(
+        0.005,
+        ge=0,
+        description="seconds a replica trusts its cached serving versions before checking the alias stamp again",
+    )
     split_seed: int = Field(0, description="seed of the train/validation/test split of uploads")
 
     # Data by reference (POST /tasks with uri=...; app/datasets/references.py)
     data_roots: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="comma-separated folders and s3:// (or, with allow_http_data, http(s)://) "
-                                          "prefixes a task may name as its data; empty: references are off")
-    allow_http_data: bool = Field(False, description="allow http(s):// roots in data_roots (off: plain web URLs "
-                                                     "let a request make the service fetch from anywhere it reaches)")
-    max_reference_bytes: int | None = Field(None, gt=0, description="largest dataset read by reference; default "
-                                                                    "max_upload_bytes")
+        default_factory=list,
+        description="comma-separated folders and s3:// (or, with allow_http_data, http(s)://) "
+        "prefixes a task may name as its data; empty: references are off",
+    )
+    allow_http_data: bool = Field(
+        False,
+        description="allow http(s):// roots in data_roots (off: plain web URLs "
+        "let a request make the service fetch from anywhere it reaches)",
+    )
+    max_reference_bytes: int | None = Field(
+        None, gt=0, description="largest dataset read by reference; default max_upload_bytes"
+    )
 
     # Learning quality. Measured on pmnist-conflict (MLP, 5 tasks, 2000 training and 500 validation
     # samples each, default settings): under EWC (λ auto) no update lowered an earlier task's
@@ -122,9 +189,11 @@ class Settings(BaseSettings):
     # 0.14-0.33. 0.1 passes every EWC update with a 5x margin (validation noise of small uploads
     # included) and stops every fine-tuning update.
     default_max_forgetting: float = Field(
-        0.1, ge=0, le=1,
+        0.1,
+        ge=0,
+        le=1,
         description="forgetting gate of new models: an update is stored but not promoted when any earlier task's "
-                    "validation accuracy drops by more than this (absolute, 0..1)",
+        "validation accuracy drops by more than this (absolute, 0..1)",
     )
 
     @field_validator("database_url")
@@ -138,12 +207,14 @@ class Settings(BaseSettings):
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _heartbeat_within_lease(self) -> "Settings":
+    def _heartbeat_within_lease(self) -> Settings:
         if self.heartbeat_seconds is None:
             self.heartbeat_seconds = min(5.0, self.lease_seconds / 3)
         if self.heartbeat_seconds >= self.lease_seconds:
-            raise ValueError(f"heartbeat_seconds ({self.heartbeat_seconds}) must be shorter than lease_seconds "
-                             f"({self.lease_seconds}), or every lease would expire between two heartbeats")
+            raise ValueError(
+                f"heartbeat_seconds ({self.heartbeat_seconds}) must be shorter than lease_seconds "
+                f"({self.lease_seconds}), or every lease would expire between two heartbeats"
+            )
         return self
 
     @field_validator("admin_key", mode="before")

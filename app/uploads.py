@@ -115,8 +115,9 @@ class ProgressReader(io.RawIOBase):
 
 
 @contextmanager
-def teach_body(source: str | os.PathLike, fields: Mapping[str, Any],
-               progress: Progress | None = None) -> Iterator[dict[str, Any]]:
+def teach_body(
+    source: str | os.PathLike, fields: Mapping[str, Any], progress: Progress | None = None
+) -> Iterator[dict[str, Any]]:
     """httpx keyword arguments for POST /tasks: ``data`` (the form, None values dropped) and, for a
     file or a folder, ``files``. A folder is zipped first; the zip is removed when the block ends."""
     form = {key: str(value) for key, value in fields.items() if value is not None}
@@ -129,7 +130,9 @@ def teach_body(source: str | os.PathLike, fields: Mapping[str, Any],
             yield {"data": form, "files": {"file": (f"{path.resolve().name}.zip", ProgressReader(raw, progress))}}
         return
     if not path.is_file():
-        raise UploadError(f"{path} is neither a file nor a folder (for data the server reads itself, give "
-                          "s3://bucket/key or file:///path/under/its/data/roots)")
+        raise UploadError(
+            f"{path} is neither a file nor a folder (for data the server reads itself, give "
+            "s3://bucket/key or file:///path/under/its/data/roots)"
+        )
     with path.open("rb") as raw:
         yield {"data": form, "files": {"file": (path.name, ProgressReader(raw, progress))}}

@@ -34,8 +34,10 @@ class Joint(Finetune):
     def check_applies(self, learner) -> None:
         super().check_applies(learner)
         if len(self.memory) != len(learner.task_keys):
-            raise ValueError("joint training needs every earlier task's data in memory: learn all tasks "
-                             "of this learner with the same Joint instance (benchmarks only)")
+            raise ValueError(
+                "joint training needs every earlier task's data in memory: learn all tasks "
+                "of this learner with the same Joint instance (benchmarks only)"
+            )
 
     def prepare(self, learner, task_key: str, task_labels: list) -> int:
         """Grow the vocabulary as any update does, then start from fresh weights: the bound must
@@ -51,7 +53,9 @@ class Joint(Finetune):
         return torch.cat(inputs), learner.targets(targets)
 
 
-def fisher_per_sample_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, label_mode: str = "true") -> Fisher:
+def fisher_per_sample_loop(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, label_mode: str = "true"
+) -> Fisher:
     """Reference estimator: one backward pass per sample (and class). Slow; for tests and benchmarks."""
     params = dict((n, p) for n, p in model.named_parameters() if p.requires_grad)
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
@@ -62,7 +66,7 @@ def fisher_per_sample_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor | 
             for c in classes:
                 weight = 1.0 if label_mode == "empirical" else float(log_probs[c].detach().exp())
                 grads = torch.autograd.grad(log_probs[c], list(params.values()), retain_graph=True)
-                for name, g in zip(params, grads):
+                for name, g in zip(params, grads, strict=True):
                     fisher[name] += weight * g.pow(2)
     return {name: f / len(x) for name, f in fisher.items()}
 
@@ -76,7 +80,7 @@ def fisher_batch_mean_shortcut(model: nn.Module, x: torch.Tensor, y: torch.Tenso
         for start in range(0, len(x), batch_size):
             loss = F.cross_entropy(model(x[start : start + batch_size]).float(), y[start : start + batch_size])
             grads = torch.autograd.grad(loss, list(params.values()))
-            for name, g in zip(params, grads):
+            for name, g in zip(params, grads, strict=True):
                 fisher[name] += g.pow(2)
             n_batches += 1
     return {name: f / n_batches for name, f in fisher.items()}

@@ -83,8 +83,12 @@ def _first(tasks: list, n_tasks: int | None, source: str) -> list:
     return tasks if n_tasks is None else tasks[:n_tasks]
 
 
-def _task(key: str, train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
-          test: tuple[np.ndarray, np.ndarray]) -> BenchmarkTask:
+def _task(
+    key: str,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+) -> BenchmarkTask:
     """A BenchmarkTask from (x, y) array pairs."""
     return BenchmarkTask(key, *(TaskData(x, y.tolist()) for x, y in (train, validation, test)))
 
@@ -112,8 +116,12 @@ def load_tasks(
 
 
 def load_split_tasks(
-    path: str | Path, classes_per_task: int = 2, n_tasks: int | None = None, test_fraction: float = 0.2,
-    validation_fraction: float = 0.1, seed: int = 0,
+    path: str | Path,
+    classes_per_task: int = 2,
+    n_tasks: int | None = None,
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
 ) -> list[BenchmarkTask]:
     """A split benchmark from one labelled npz (``x``, ``y``): task k holds the k-th group of labels.
 
@@ -136,7 +144,7 @@ def load_split_tasks(
     labels = np.unique(y)
     if classes_per_task < 1 or len(labels) % classes_per_task:
         raise SystemExit(f"{path} has {len(labels)} labels; they do not split into tasks of {classes_per_task}")
-    groups = [labels[i:i + classes_per_task] for i in range(0, len(labels), classes_per_task)]
+    groups = [labels[i : i + classes_per_task] for i in range(0, len(labels), classes_per_task)]
     groups = _first(groups, n_tasks, f"{path} splits into")
     tasks = []
     for index, group in enumerate(groups):
@@ -149,7 +157,10 @@ def load_split_tasks(
 
 
 def load_digits_tasks(
-    n_tasks: int = 2, test_fraction: float = 0.2, validation_fraction: float = 0.1, seed: int = 0,
+    n_tasks: int = 2,
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
 ) -> list[BenchmarkTask]:
     """Small, crowded tasks: scikit-learn's bundled 8x8 digits (1,797 samples), permuted per task.
 
@@ -224,7 +235,11 @@ def machine() -> dict:
 def write_json(path: str | Path, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {**payload, "machine": machine(), "command": " ".join(["python", *sys.argv]),
-               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    payload = {
+        **payload,
+        "machine": machine(),
+        "command": " ".join(["python", *sys.argv]),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     console.print(f"wrote {path}")

@@ -51,12 +51,28 @@ import argparse
 import time
 from statistics import mean
 
-from common import (SHARED_DATA, console, input_scale_for, load_digits_tasks, load_split_tasks, load_tasks, parse_floats, progress_bar,
-                    write_json)
 from baselines import Joint
+from common import (
+    SHARED_DATA,
+    console,
+    input_scale_for,
+    load_digits_tasks,
+    load_split_tasks,
+    load_tasks,
+    parse_floats,
+    progress_bar,
+    write_json,
+)
 
-from app.learning import (ARCHITECTURES, ContinualLearner, EWCConfig, FisherConfig, TrainConfig,
-                          accuracy_matrix_metrics, strategy_class)
+from app.learning import (
+    ARCHITECTURES,
+    ContinualLearner,
+    EWCConfig,
+    FisherConfig,
+    TrainConfig,
+    accuracy_matrix_metrics,
+    strategy_class,
+)
 from app.learning.data import unique_in_order
 from app.learning.state import to_safetensors_bytes
 from app.learning.strategies.ewc import DEFAULT_MEMORY_SIZE
@@ -76,53 +92,110 @@ def parse_args() -> argparse.Namespace:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", help=f"directory of task<K>.npz (default: {SHARED_DATA / 'pmnist-conflict'})")
-    parser.add_argument("--split-mnist", nargs="?", const=str(SPLIT_MNIST), metavar="NPZ",
-                        help=f"split benchmark from one npz with x, y (default file: {SPLIT_MNIST}); "
-                        "evaluated task-aware")
-    parser.add_argument("--digits-tasks", type=int, metavar="N",
-                        help="N small tasks from scikit-learn's 8x8 digits, task k>0 permuting pixels and labels")
+    parser.add_argument(
+        "--split-mnist",
+        nargs="?",
+        const=str(SPLIT_MNIST),
+        metavar="NPZ",
+        help=f"split benchmark from one npz with x, y (default file: {SPLIT_MNIST}); evaluated task-aware",
+    )
+    parser.add_argument(
+        "--digits-tasks",
+        type=int,
+        metavar="N",
+        help="N small tasks from scikit-learn's 8x8 digits, task k>0 permuting pixels and labels",
+    )
     parser.add_argument("--classes-per-task", type=int, default=2, help="with --split-mnist (default 2)")
-    parser.add_argument("--test-fraction", type=float, default=0.2,
-                        help="with --split-mnist: share of each task's samples held out for test (default 0.2)")
-    parser.add_argument("--task-aware", action="store_true",
-                        help="evaluate every method task-aware (always on with --split-mnist; ccll always is)")
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="with --split-mnist: share of each task's samples held out for test (default 0.2)",
+    )
+    parser.add_argument(
+        "--task-aware",
+        action="store_true",
+        help="evaluate every method task-aware (always on with --split-mnist; ccll always is)",
+    )
     parser.add_argument("--n-tasks", type=int, default=None, help="first N tasks (default: all)")
     parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(ALL_METHODS)} "
-                        "(default: all that apply to the architecture)")
+    parser.add_argument(
+        "--methods",
+        help=f"comma-separated subset of {', '.join(ALL_METHODS)} (default: all that apply to the architecture)",
+    )
     parser.add_argument("--arch", choices=ARCHITECTURES, default="mlp")
     parser.add_argument("--hidden", default="100,100", help="mlp hidden sizes (default 100,100)")
     parser.add_argument("--alpha", type=int, default=1, help="ccll: channels per group of the spatial calibration")
     parser.add_argument("--beta", type=int, default=1, help="ccll: channels per group of the channel-wise calibration")
-    parser.add_argument("--lambda", dest="ewc_lambda", default="1,10,100,1000,10000",
-                        help="'auto' or comma-separated values to sweep (default 1,10,100,1000,10000)")
-    parser.add_argument("--lambda-candidates", help="with --lambda auto: the candidates searched "
-                        f"(default: the library's, {','.join(f'{c:g}' for c in EWCConfig().lambda_candidates)})")
+    parser.add_argument(
+        "--lambda",
+        dest="ewc_lambda",
+        default="1,10,100,1000,10000",
+        help="'auto' or comma-separated values to sweep (default 1,10,100,1000,10000)",
+    )
+    parser.add_argument(
+        "--lambda-candidates",
+        help="with --lambda auto: the candidates searched "
+        f"(default: the library's, {','.join(f'{c:g}' for c in EWCConfig().lambda_candidates)})",
+    )
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--min-steps", type=int, default=defaults.min_steps,
-                        help=f"least optimizer steps per update, in whole epochs (default {defaults.min_steps}; 0: off)")
-    parser.add_argument("--replay-min-steps", type=int, default=defaults.replay_min_steps,
-                        help=f"the same floor for a replaying update (default {defaults.replay_min_steps})")
-    parser.add_argument("--patience", type=int, default=defaults.patience,
-                        help=f"early stopping above the floor: epochs without a better validation score before it "
-                        f"stops (default {defaults.patience}; 0: train the floor exactly)")
-    parser.add_argument("--max-epochs-factor", type=int, default=defaults.max_epochs_factor,
-                        help=f"early stopping's cap, in floors (default {defaults.max_epochs_factor})")
-    parser.add_argument("--replay-lambda", type=float, default=EWCConfig().replay_lambda,
-                        help=f"ewc_replay with --lambda auto: λ once the memory holds samples, no search "
-                        f"(default {EWCConfig().replay_lambda:g})")
-    parser.add_argument("--max-old-task-drop", type=float, default=EWCConfig().max_old_task_drop,
-                        help="λ search: candidates dropping an old task's validation accuracy by more rank last "
-                        f"(default {EWCConfig().max_old_task_drop}; 1 = plain mean)")
-    parser.add_argument("--memory-size", type=int, default=DEFAULT_MEMORY_SIZE,
-                        help=f"replay methods: samples kept in all (default {DEFAULT_MEMORY_SIZE})")
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=defaults.min_steps,
+        help=f"least optimizer steps per update, in whole epochs (default {defaults.min_steps}; 0: off)",
+    )
+    parser.add_argument(
+        "--replay-min-steps",
+        type=int,
+        default=defaults.replay_min_steps,
+        help=f"the same floor for a replaying update (default {defaults.replay_min_steps})",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=defaults.patience,
+        help=f"early stopping above the floor: epochs without a better validation score before it "
+        f"stops (default {defaults.patience}; 0: train the floor exactly)",
+    )
+    parser.add_argument(
+        "--max-epochs-factor",
+        type=int,
+        default=defaults.max_epochs_factor,
+        help=f"early stopping's cap, in floors (default {defaults.max_epochs_factor})",
+    )
+    parser.add_argument(
+        "--replay-lambda",
+        type=float,
+        default=EWCConfig().replay_lambda,
+        help=f"ewc_replay with --lambda auto: λ once the memory holds samples, no search "
+        f"(default {EWCConfig().replay_lambda:g})",
+    )
+    parser.add_argument(
+        "--max-old-task-drop",
+        type=float,
+        default=EWCConfig().max_old_task_drop,
+        help="λ search: candidates dropping an old task's validation accuracy by more rank last "
+        f"(default {EWCConfig().max_old_task_drop}; 1 = plain mean)",
+    )
+    parser.add_argument(
+        "--memory-size",
+        type=int,
+        default=DEFAULT_MEMORY_SIZE,
+        help=f"replay methods: samples kept in all (default {DEFAULT_MEMORY_SIZE})",
+    )
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default=defaults.optimizer)
     parser.add_argument("--lr", type=float, help="default: the library's for its optimizer, else sgd 0.05 / adam 1e-3")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--fisher", choices=("true", "empirical"), default=FisherConfig().label_mode,
-                        help="Fisher label mode")
-    parser.add_argument("--fisher-samples", type=int, default=FisherConfig().max_samples,
-                        help="most samples of a task its Fisher is estimated on")
+    parser.add_argument(
+        "--fisher", choices=("true", "empirical"), default=FisherConfig().label_mode, help="Fisher label mode"
+    )
+    parser.add_argument(
+        "--fisher-samples",
+        type=int,
+        default=FisherConfig().max_samples,
+        help="most samples of a task its Fisher is estimated on",
+    )
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--device", default="cpu", help="cpu (default, for comparable timings), cuda or auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -168,15 +241,30 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
         consolidation=EWC_METHODS.get(method, "separate"),
         fisher=FisherConfig(label_mode=args.fisher, max_samples=args.fisher_samples),
         **({"lambda_candidates": tuple(args.lambda_candidates)} if args.lambda_candidates else {}),
-        max_old_task_drop=args.max_old_task_drop, replay_lambda=args.replay_lambda,
+        max_old_task_drop=args.max_old_task_drop,
+        replay_lambda=args.replay_lambda,
     )
-    learner = ContinualLearner.create(args.arch, tasks[0].input_shape, family="ccll" if ccll else "ewc",
-                                      architecture_options=options, ewc=ewc,
-                                      input_scale=input_scale_for(tasks[0].train), seed=args.seed)
-    config = TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs, min_steps=args.min_steps,
-                         replay_min_steps=args.replay_min_steps,
-                         patience=args.patience, max_epochs_factor=args.max_epochs_factor,
-                         batch_size=args.batch_size, seed=args.seed, device=args.device)
+    learner = ContinualLearner.create(
+        args.arch,
+        tasks[0].input_shape,
+        family="ccll" if ccll else "ewc",
+        architecture_options=options,
+        ewc=ewc,
+        input_scale=input_scale_for(tasks[0].train),
+        seed=args.seed,
+    )
+    config = TrainConfig(
+        optimizer=args.optimizer,
+        lr=args.lr,
+        epochs=args.epochs,
+        min_steps=args.min_steps,
+        replay_min_steps=args.replay_min_steps,
+        patience=args.patience,
+        max_epochs_factor=args.max_epochs_factor,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+    )
     # joint keeps every task's data: one instance for all of this learner's tasks
     strategy = Joint() if method == "joint" else "ewc" if method in EWC_METHODS else method
     label = method if ewc_lambda is None else f"{method} λ={ewc_lambda}"
@@ -184,25 +272,40 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
     for i, task in enumerate(tasks):
         bar.update(bar_task, status=f"{label}: task {i + 1}/{len(tasks)}")
         result = learner.learn_task(
-            task.key, task.train, strategy=strategy, train_config=config,
+            task.key,
+            task.train,
+            strategy=strategy,
+            train_config=config,
             validation={t.key: t.validation for t in tasks[: i + 1]},
             ewc_lambda=ewc_lambda if method in LAMBDA_METHODS else None,
         )
         # CCLL needs the task at prediction time; the others predict over the whole vocabulary
         # unless the benchmark is task-aware (a split benchmark, or --task-aware).
-        matrix.append([learner.evaluate(t.test, task_key=t.key if task_aware else None).accuracy if j <= i else None
-                       for j, t in enumerate(tasks)])
-        updates.append({
-            "task": task.key, "ewc_lambda": result.ewc_lambda, "train_seconds": result.train_seconds,
-            "search_seconds": result.search_seconds, "lambda_search": result.lambda_search,
-            "validation_after": result.validation_after, "parameters_added": result.parameters_added,
-            "epochs_trained": result.train_config["epochs_trained"], "budget": result.train_config["budget"],
-            "capacity_warning": result.capacity_warning,
-        })
+        matrix.append(
+            [
+                learner.evaluate(t.test, task_key=t.key if task_aware else None).accuracy if j <= i else None
+                for j, t in enumerate(tasks)
+            ]
+        )
+        updates.append(
+            {
+                "task": task.key,
+                "ewc_lambda": result.ewc_lambda,
+                "train_seconds": result.train_seconds,
+                "search_seconds": result.search_seconds,
+                "lambda_search": result.lambda_search,
+                "validation_after": result.validation_after,
+                "parameters_added": result.parameters_added,
+                "epochs_trained": result.train_config["epochs_trained"],
+                "budget": result.train_config["budget"],
+                "capacity_warning": result.capacity_warning,
+            }
+        )
         bar.advance(bar_task)
     # scored as test is: what a λ sweep chooses by
-    validation_accuracy = [learner.evaluate(t.validation, task_key=t.key if task_aware else None).accuracy
-                           for t in tasks]
+    validation_accuracy = [
+        learner.evaluate(t.validation, task_key=t.key if task_aware else None).accuracy for t in tasks
+    ]
     metrics = accuracy_matrix_metrics(matrix)
     chosen = [u["ewc_lambda"] for u in updates if u["ewc_lambda"] is not None]
     outcome = {
@@ -234,10 +337,12 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
 def state_bytes(learner: ContinualLearner) -> dict:
     """What the last version stores: its two safetensors payloads, and the rehearsal memory's share."""
     memory = learner.memory.tensors() if learner.memory is not None else {}
-    return {"weights": len(to_safetensors_bytes(*learner.export_weights())),
-            "consolidation": len(to_safetensors_bytes(*learner.export_consolidation())),
-            "memory_tensors": sum(t.numel() * t.element_size() for t in memory.values()),
-            "memory_samples": len(learner.memory) if learner.memory is not None else 0}
+    return {
+        "weights": len(to_safetensors_bytes(*learner.export_weights())),
+        "consolidation": len(to_safetensors_bytes(*learner.export_consolidation())),
+        "memory_tensors": sum(t.numel() * t.element_size() for t in memory.values()),
+        "memory_samples": len(learner.memory) if learner.memory is not None else 0,
+    }
 
 
 def ccll_parameters(counts: dict) -> dict:
@@ -274,16 +379,26 @@ def search_overhead(results: dict) -> dict | None:
             continue
         floor_steps = {u["task"]: max(e["steps"] for e in u["lambda_search"]) for u in searched}
         step_ratios = [u["budget"]["steps_run"] / floor_steps[u["task"]] for u in searched]
-        overhead[method] = {"steps_ratio_per_update": step_ratios, "steps_ratio_mean": mean(step_ratios),
-                            "steps_ratio_max": max(step_ratios)}
+        overhead[method] = {
+            "steps_ratio_per_update": step_ratios,
+            "steps_ratio_mean": mean(step_ratios),
+            "steps_ratio_max": max(step_ratios),
+        }
         if plain is not None:
             by_task = {u["task"]: u for u in plain["updates"]}
-            plain_seconds = {u["task"]: by_task[u["task"]]["train_seconds"] / by_task[u["task"]]["budget"]["steps_run"]
-                             * floor_steps[u["task"]] for u in searched}
+            plain_seconds = {
+                u["task"]: by_task[u["task"]]["train_seconds"]
+                / by_task[u["task"]]["budget"]["steps_run"]
+                * floor_steps[u["task"]]
+                for u in searched
+            }
             seconds = [u["search_seconds"] / plain_seconds[u["task"]] for u in searched]
-            overhead[method] |= {"seconds_ratio_per_update": seconds, "seconds_ratio_mean": mean(seconds),
-                                 "search_seconds_total": sum(u["search_seconds"] for u in searched),
-                                 "plain_seconds_total": sum(plain_seconds.values())}
+            overhead[method] |= {
+                "seconds_ratio_per_update": seconds,
+                "seconds_ratio_mean": mean(seconds),
+                "search_seconds_total": sum(u["search_seconds"] for u in searched),
+                "plain_seconds_total": sum(plain_seconds.values()),
+            }
     return overhead or None
 
 
@@ -291,27 +406,41 @@ def last_update_cost(outcome: dict) -> dict:
     """What the last update trained: seconds, steps and per-sample gradients (steps x batch: a replay
     batch holds the same number of samples, half of them replayed)."""
     budget = outcome["updates"][-1]["budget"]
-    return {"seconds": outcome["updates"][-1]["train_seconds"], "steps": budget["steps_run"],
-            "gradients": budget["steps_run"] * budget["samples_per_step"], "epochs_trained": budget["epochs_trained"],
-            "epochs_run": budget["epochs_run"], "floor_epochs": budget["floor_epochs"]}
+    return {
+        "seconds": outcome["updates"][-1]["train_seconds"],
+        "steps": budget["steps_run"],
+        "gradients": budget["steps_run"] * budget["samples_per_step"],
+        "epochs_trained": budget["epochs_trained"],
+        "epochs_run": budget["epochs_run"],
+        "floor_epochs": budget["floor_epochs"],
+    }
 
 
 def print_table(results: dict, args) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{len(next(iter(results.values()))['matrix'])} tasks, {args.arch}, {args.optimizer} "
-                        f"lr={args.lr}, {args.epochs} epochs, λ={args.ewc_lambda}"
-                        + (", task-aware" if args.task_aware else ""))
+    table = Table(
+        title=f"{len(next(iter(results.values()))['matrix'])} tasks, {args.arch}, {args.optimizer} "
+        f"lr={args.lr}, {args.epochs} epochs, λ={args.ewc_lambda}" + (", task-aware" if args.task_aware else "")
+    )
     for column in ("method", "λ", "avg acc", "BWT", "task 0 initial → final", "kept", "train s"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for method, r in results.items():
         lam = r["lambda"]
-        lam_text = "auto: " + ",".join(f"{v:g}" for v in r["lambda_per_update"][1:] if v is not None) \
-            if args.auto and lam is not None \
+        lam_text = (
+            "auto: " + ",".join(f"{v:g}" for v in r["lambda_per_update"][1:] if v is not None)
+            if args.auto and lam is not None
             else ("–" if lam is None else f"{lam:g}")
-        table.add_row(method, lam_text, f"{r['avg_acc']:.3f}", "–" if r["bwt"] is None else f"{r['bwt']:+.3f}",
-                      f"{r['task0_initial']:.3f} → {r['task0_final']:.3f}",
-                      "–" if r["task0_kept"] is None else f"{r['task0_kept']:.3f}", f"{r['train_seconds']:.1f}")
+        )
+        table.add_row(
+            method,
+            lam_text,
+            f"{r['avg_acc']:.3f}",
+            "–" if r["bwt"] is None else f"{r['bwt']:+.3f}",
+            f"{r['task0_initial']:.3f} → {r['task0_final']:.3f}",
+            "–" if r["task0_kept"] is None else f"{r['task0_kept']:.3f}",
+            f"{r['train_seconds']:.1f}",
+        )
     console.print(table)
 
 
@@ -319,19 +448,26 @@ def print_matrices(results: dict, tasks) -> None:
     """R[i][j] of every method, and what CCLL adds per task."""
     width = max(6, *(len(t.key) for t in tasks)) + 1
     for method, r in results.items():
-        console.print(f"{method} ({r['evaluation']}): R[i][j] = test accuracy on task j (columns) "
-                      "after learning task i (rows)", markup=False)
+        console.print(
+            f"{method} ({r['evaluation']}): R[i][j] = test accuracy on task j (columns) after learning task i (rows)",
+            markup=False,
+        )
         console.print(" " * (width + 6) + "".join(f"{t.key:>{width}}" for t in tasks), highlight=False)
-        for task, row in zip(tasks, r["matrix"]):
+        for task, row in zip(tasks, r["matrix"], strict=True):
             cells = "".join(f"{'–' if a is None else f'{a:.3f}':>{width}}" for a in row)
             console.print(f"after {task.key:<{width}}{cells}", highlight=False)
     for method, r in results.items():
         if "parameters" in r:
             p = r["parameters"]
-            per_task = ", ".join(f"{key} {v['added']:,} ({v['percent_of_base']:.2f}%)"
-                                 for key, v in p["per_task"].items())
-            console.print(f"{method} parameters: shared base {p['base']:,}; "
-                          f"per task (calibration modules + classifier): {per_task}", highlight=False, markup=False)
+            per_task = ", ".join(
+                f"{key} {v['added']:,} ({v['percent_of_base']:.2f}%)" for key, v in p["per_task"].items()
+            )
+            console.print(
+                f"{method} parameters: shared base {p['base']:,}; "
+                f"per task (calibration modules + classifier): {per_task}",
+                highlight=False,
+                markup=False,
+            )
 
 
 def main() -> None:
@@ -339,16 +475,27 @@ def main() -> None:
     if args.digits_tasks:
         tasks = load_digits_tasks(args.digits_tasks, args.test_fraction, args.validation_fraction, args.seed)
     elif args.split_mnist:
-        tasks = load_split_tasks(args.split_mnist, args.classes_per_task, args.n_tasks, args.test_fraction,
-                                 args.validation_fraction, args.seed)
+        tasks = load_split_tasks(
+            args.split_mnist,
+            args.classes_per_task,
+            args.n_tasks,
+            args.test_fraction,
+            args.validation_fraction,
+            args.seed,
+        )
     else:
         tasks = load_tasks(args.tasks, args.n_tasks, args.validation_fraction, args.seed)
     source = "scikit-learn digits" if args.digits_tasks else args.split_mnist or args.tasks
-    console.print(f"{len(tasks)} tasks from {source}, input shape {tasks[0].input_shape}, "
-                  f"{len(tasks[0].train)} train / {len(tasks[0].validation)} validation / "
-                  f"{len(tasks[0].test)} test per task" + (", task-aware evaluation" if args.task_aware else ""))
-    runs = [(m, lam) for m in args.methods
-            for lam in (["auto"] if args.auto else args.lambdas if m in LAMBDA_METHODS else [None])]
+    console.print(
+        f"{len(tasks)} tasks from {source}, input shape {tasks[0].input_shape}, "
+        f"{len(tasks[0].train)} train / {len(tasks[0].validation)} validation / "
+        f"{len(tasks[0].test)} test per task" + (", task-aware evaluation" if args.task_aware else "")
+    )
+    runs = [
+        (m, lam)
+        for m in args.methods
+        for lam in (["auto"] if args.auto else args.lambdas if m in LAMBDA_METHODS else [None])
+    ]
     results, sweep = {}, {}
     started = time.perf_counter()
     with progress_bar() as bar:
@@ -357,8 +504,19 @@ def main() -> None:
             outcome = run_method(method, ewc_lambda, tasks, args, bar, bar_task)
             if method in LAMBDA_METHODS and not args.auto:
                 sweep.setdefault(method, []).append(
-                    {k: outcome[k] for k in ("lambda", "avg_acc", "bwt", "task0_final", "task0_kept",
-                                             "validation_avg_acc", "train_seconds")})
+                    {
+                        k: outcome[k]
+                        for k in (
+                            "lambda",
+                            "avg_acc",
+                            "bwt",
+                            "task0_final",
+                            "task0_kept",
+                            "validation_avg_acc",
+                            "train_seconds",
+                        )
+                    }
+                )
                 best = results.get(method)
                 # Chosen on validation, never test: the sweep must not be an oracle.
                 if best is None or outcome["validation_avg_acc"] > best["validation_avg_acc"]:
@@ -371,31 +529,56 @@ def main() -> None:
     for method, r in results.items():
         b, last = r["state_bytes"], r["last_update_cost"]
         warnings = sum(u["capacity_warning"] is not None for u in r["updates"])
-        console.print(f"{method}: last update trained {last['seconds']:.1f} s ({last['epochs_trained']} epochs kept of "
-                      f"{last['epochs_run']} run, floor {last['floor_epochs']}; {last['steps']} steps, "
-                      f"{last['gradients']:,} per-sample gradients); stored state {b['weights']:,} B weights + "
-                      f"{b['consolidation']:,} B consolidation" + (f", of which {b['memory_tensors']:,} B are "
-                      f"{b['memory_samples']} replay samples" if b["memory_samples"] else "")
-                      + (f"; capacity warnings on {warnings} update(s)" if warnings else ""), highlight=False)
+        console.print(
+            f"{method}: last update trained {last['seconds']:.1f} s ({last['epochs_trained']} epochs kept of "
+            f"{last['epochs_run']} run, floor {last['floor_epochs']}; {last['steps']} steps, "
+            f"{last['gradients']:,} per-sample gradients); stored state {b['weights']:,} B weights + "
+            f"{b['consolidation']:,} B consolidation"
+            + (
+                f", of which {b['memory_tensors']:,} B are {b['memory_samples']} replay samples"
+                if b["memory_samples"]
+                else ""
+            )
+            + (f"; capacity warnings on {warnings} update(s)" if warnings else ""),
+            highlight=False,
+        )
     overhead = search_overhead(results) if args.auto else None
     if overhead:
         for method, o in overhead.items():
-            line = (f"λ search + budget cost ({method}): {o['steps_ratio_mean']:.2f}× (at most "
-                    f"{o['steps_ratio_max']:.2f}×) a plain update's training steps")
+            line = (
+                f"λ search + budget cost ({method}): {o['steps_ratio_mean']:.2f}× (at most "
+                f"{o['steps_ratio_max']:.2f}×) a plain update's training steps"
+            )
             if "seconds_ratio_mean" in o:
-                line += (f"; {o['search_seconds_total']:.1f} s vs {o['plain_seconds_total']:.1f} s for plain updates "
-                         f"of the same tasks at fine-tuning's speed ({o['search_seconds_total'] / o['plain_seconds_total']:.2f}×)")
+                line += (
+                    f"; {o['search_seconds_total']:.1f} s vs {o['plain_seconds_total']:.1f} s for plain updates "
+                    f"of the same tasks at fine-tuning's speed ({o['search_seconds_total'] / o['plain_seconds_total']:.2f}×)"
+                )
             console.print(line)
     if args.json:
-        write_json(args.json, {
-            "benchmark": "digits" if args.digits_tasks else "split" if args.split_mnist else "task-files",
-            "tasks": [{"key": t.key, "labels": unique_in_order(t.train.y), "n_train": len(t.train),
-                       "n_validation": len(t.validation), "n_test": len(t.test)} for t in tasks],
-            "methods": results, "sweep": sweep, "lambda_search_cost": overhead,
-            "settings": {k: v for k, v in vars(args).items() if k not in ("lambdas",)},
-            "n_tasks": len(tasks), "input_shape": list(tasks[0].input_shape),
-            "wall_seconds": time.perf_counter() - started,
-        })
+        write_json(
+            args.json,
+            {
+                "benchmark": "digits" if args.digits_tasks else "split" if args.split_mnist else "task-files",
+                "tasks": [
+                    {
+                        "key": t.key,
+                        "labels": unique_in_order(t.train.y),
+                        "n_train": len(t.train),
+                        "n_validation": len(t.validation),
+                        "n_test": len(t.test),
+                    }
+                    for t in tasks
+                ],
+                "methods": results,
+                "sweep": sweep,
+                "lambda_search_cost": overhead,
+                "settings": {k: v for k, v in vars(args).items() if k not in ("lambdas",)},
+                "n_tasks": len(tasks),
+                "input_shape": list(tasks[0].input_shape),
+                "wall_seconds": time.perf_counter() - started,
+            },
+        )
 
 
 if __name__ == "__main__":

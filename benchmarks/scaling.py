@@ -30,11 +30,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
 from common import SHARED_DATA, console, write_json
 
-from app.db.session import session_factory as make_session_factory
 from app.db.migrate import upgrade
+from app.db.session import session_factory as make_session_factory
 from app.db.tables import Job, ModelVersion
 from app.settings import Settings
 from app.storage.artifacts import artifact_store
@@ -44,9 +43,19 @@ from app.updates import apply
 from app.updates.loop import run_worker
 
 PHASES = ("load", "train", "lambda_search", "fisher", "evaluate", "store")
-FORM = dict(name=None, architecture="mlp", architecture_options='{"hidden": [32]}', strategy="ewc",
-            ewc_lambda="auto", epochs=1, batch_size=None, lr=None, test_fraction=0.2,
-            validation_fraction=0.2, max_forgetting=1.0)  # always promoted: every update builds on the last
+FORM = dict(
+    name=None,
+    architecture="mlp",
+    architecture_options='{"hidden": [32]}',
+    strategy="ewc",
+    ewc_lambda="auto",
+    epochs=1,
+    batch_size=None,
+    lr=None,
+    test_fraction=0.2,
+    validation_fraction=0.2,
+    max_forgetting=1.0,
+)  # always promoted: every update builds on the last
 
 
 def task_bytes(k: int, n_train: int, n_test: int) -> bytes:
@@ -66,9 +75,16 @@ def stored_bytes(root: Path) -> int:
 
 
 def run(n_tasks: int, consolidation: str, n_train: int, n_test: int, directory: Path) -> list[dict]:
-    settings = Settings(database_url=f"sqlite:///{directory}/scaling.db", artifact_uri=str(directory / "artifacts"),
-                        embedded_worker=False, device="cpu", fisher_samples=n_train, lease_seconds=300.0,
-                        poll_interval=0.05, max_upload_samples=100_000)
+    settings = Settings(
+        database_url=f"sqlite:///{directory}/scaling.db",
+        artifact_uri=str(directory / "artifacts"),
+        embedded_worker=False,
+        device="cpu",
+        fisher_samples=n_train,
+        lease_seconds=300.0,
+        poll_interval=0.05,
+        max_upload_samples=100_000,
+    )
     upgrade(settings.database_url)
     sessions, store, root = make_session_factory(settings), artifact_store(settings), directory / "artifacts"
     if consolidation == "online":
@@ -87,8 +103,9 @@ def run(n_tasks: int, consolidation: str, n_train: int, n_test: int, directory: 
             request = TaskRequest.from_form(model="scaling", **FORM)
             start = stored_bytes(root)
             with sessions() as session:
-                job_id = submit_task(session, store, settings, request, f"task{k}.npz",
-                                     task_bytes(k, n_train, n_test)).job_id
+                job_id = submit_task(
+                    session, store, settings, request, f"task{k}.npz", task_bytes(k, n_train, n_test)
+                ).job_id
             uploaded = stored_bytes(root)
             assert run_worker(settings, threading.Event(), once=True, worker_id="scaling") == 1
             with sessions() as session:
@@ -96,13 +113,23 @@ def run(n_tasks: int, consolidation: str, n_train: int, n_test: int, directory: 
                 assert job.status == "succeeded", job.error
                 version = session.query(ModelVersion).order_by(ModelVersion.number.desc()).first()
                 seconds = {phase: float(job.progress.get("phase_seconds", {}).get(phase, 0.0)) for phase in PHASES}
-                rows.append({"k": k, "seconds": seconds, "total_seconds": sum(seconds.values()),
-                             "upload_bytes": uploaded - start, "update_bytes": stored_bytes(root) - uploaded,
-                             "weights_bytes": version.weights_size, "manifest_bytes": version.consolidation_size})
+                rows.append(
+                    {
+                        "k": k,
+                        "seconds": seconds,
+                        "total_seconds": sum(seconds.values()),
+                        "upload_bytes": uploaded - start,
+                        "update_bytes": stored_bytes(root) - uploaded,
+                        "weights_bytes": version.weights_size,
+                        "manifest_bytes": version.consolidation_size,
+                    }
+                )
             if k % 10 == 0 or k == 1:
                 row = rows[-1]
-                console.print(f"{consolidation} k={k}: {row['total_seconds']:.2f} s, update stored "
-                              f"{row['update_bytes']} B (manifest {row['manifest_bytes']} B)")
+                console.print(
+                    f"{consolidation} k={k}: {row['total_seconds']:.2f} s, update stored "
+                    f"{row['update_bytes']} B (manifest {row['manifest_bytes']} B)"
+                )
     finally:
         apply.new_learner = created if consolidation == "online" else apply.new_learner
     return rows
@@ -121,9 +148,16 @@ def plot(results: dict, path: Path) -> None:
     width, height, margin = 900, 360, 60
     image = Image.new("RGB", (width, 2 * height), "white")
     draw = ImageDraw.Draw(image)
-    colours = {"load": (31, 119, 180), "train": (255, 127, 14), "lambda_search": (44, 160, 44),
-               "fisher": (214, 39, 40), "evaluate": (148, 103, 189), "store": (140, 86, 75),
-               "separate": (31, 119, 180), "online": (255, 127, 14)}
+    colours = {
+        "load": (31, 119, 180),
+        "train": (255, 127, 14),
+        "lambda_search": (44, 160, 44),
+        "fisher": (214, 39, 40),
+        "evaluate": (148, 103, 189),
+        "store": (140, 86, 75),
+        "separate": (31, 119, 180),
+        "online": (255, 127, 14),
+    }
 
     def panel(top: int, title: str, series: dict[str, list[float]], ks: list[int], unit: str, stacked: bool):
         totals = [sum(values[i] for values in series.values()) if stacked else 0 for i in range(len(ks))]
@@ -142,7 +176,7 @@ def plot(results: dict, path: Path) -> None:
 
         below = [0.0] * len(ks)
         for row, (name, values) in enumerate(series.items()):
-            level = [b + v for b, v in zip(below, values)] if stacked else values
+            level = [b + v for b, v in zip(below, values, strict=True)] if stacked else values
             draw.line([xy(i, v) for i, v in enumerate(level)], fill=colours[name], width=2)
             if stacked:
                 below = level
@@ -151,12 +185,23 @@ def plot(results: dict, path: Path) -> None:
 
     separate = results["separate"]["updates"][1:]  # update 1 pays the process's one-time imports (torch.func)
     ks = [row["k"] for row in separate]
-    panel(0, "seconds per update by phase, separate consolidation (stacked; k >= 2)",
-          {phase: [row["seconds"][phase] for row in separate] for phase in PHASES}, ks, "seconds", stacked=True)
+    panel(
+        0,
+        "seconds per update by phase, separate consolidation (stacked; k >= 2)",
+        {phase: [row["seconds"][phase] for row in separate] for phase in PHASES},
+        ks,
+        "seconds",
+        stacked=True,
+    )
     ks = [row["k"] for row in results["separate"]["updates"]]
-    panel(height, "bytes the update stored (weights + task state + evaluation splits + manifest)",
-          {mode: [row["update_bytes"] for row in results[mode]["updates"]] for mode in results}, ks, "bytes",
-          stacked=False)
+    panel(
+        height,
+        "bytes the update stored (weights + task state + evaluation splits + manifest)",
+        {mode: [row["update_bytes"] for row in results[mode]["updates"]] for mode in results},
+        ks,
+        "bytes",
+        stacked=False,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     console.print(f"wrote {path}")
@@ -180,12 +225,19 @@ def main() -> None:
             updates = run(args.tasks, mode, args.n_train, args.n_test, Path(directory))
         ks = [row["k"] for row in updates]
         later = [row for row in updates if row["k"] > 1]  # the first update has no old task, no λ search
-        results[mode] = {"updates": updates, "fits_k>1": {
-            "update_bytes": fit([r["k"] for r in later], [r["update_bytes"] for r in later]),
-            "manifest_bytes": fit([r["k"] for r in later], [r["manifest_bytes"] for r in later]),
-            "total_seconds": fit([r["k"] for r in later], [r["total_seconds"] for r in later]),
-            **{f"{phase}_seconds": fit([r["k"] for r in later], [r["seconds"][phase] for r in later])
-               for phase in PHASES}}, "tasks": len(ks)}
+        results[mode] = {
+            "updates": updates,
+            "fits_k>1": {
+                "update_bytes": fit([r["k"] for r in later], [r["update_bytes"] for r in later]),
+                "manifest_bytes": fit([r["k"] for r in later], [r["manifest_bytes"] for r in later]),
+                "total_seconds": fit([r["k"] for r in later], [r["total_seconds"] for r in later]),
+                **{
+                    f"{phase}_seconds": fit([r["k"] for r in later], [r["seconds"][phase] for r in later])
+                    for phase in PHASES
+                },
+            },
+            "tasks": len(ks),
+        }
         console.print(mode, results[mode]["fits_k>1"])
     if args.json:
         write_json(args.json, {"n_train": args.n_train, "n_test": args.n_test, "results": results})

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import REPO_ROOT, console, write_json
 
 from app.client import RetainClient
@@ -61,9 +60,17 @@ def digits_file(directory: Path) -> tuple[Path, np.ndarray]:
 
 def teach(url: str, api_key: str, path: Path) -> None:
     with RetainClient(url, api_key=api_key) as client:
-        job = client.submit_task(path, {"model": MODEL, "architecture": "mlp", "strategy": "ewc",
-                                        "architecture_options": json.dumps({"hidden": [100, 100]}),
-                                        "epochs": "10", "ewc_lambda": "100"})
+        job = client.submit_task(
+            path,
+            {
+                "model": MODEL,
+                "architecture": "mlp",
+                "strategy": "ewc",
+                "architecture_options": json.dumps({"hidden": [100, 100]}),
+                "epochs": "10",
+                "ewc_lambda": "100",
+            },
+        )
         final = client.follow_job(job["job_id"], timeout=600)
         if final["status"] != "succeeded":
             raise SystemExit(f"teaching the digits task failed: {final}")
@@ -79,6 +86,7 @@ def comparison_app(data_dir: Path | None):
 
     app = FastAPI()
     if data_dir is None:
+
         @app.post("/predict")
         def no_model(body: dict) -> dict:
             return {"label": 0, "probability": 1.0}
@@ -94,8 +102,9 @@ def comparison_app(data_dir: Path | None):
     settings = Settings(database_url=f"sqlite:///{data_dir / 'retain.db'}", artifact_uri=str(data_dir / "artifacts"))
     with Session(get_engine(settings)) as session:
         model = session.query(Model).filter_by(name=MODEL).one()
-        learner = load_version(artifact_store(settings), session.get(ModelVersion, model.serving_version_id),
-                               with_consolidation=False)
+        learner = load_version(
+            artifact_store(settings), session.get(ModelVersion, model.serving_version_id), with_consolidation=False
+        )
     network, scale, labels = learner.network.eval(), learner.input_scale, learner.labels
 
     @app.post("/predict")
@@ -114,8 +123,13 @@ def serve_comparison(kind: str, port: int, data_dir: Path | None) -> None:
     import uvicorn
 
     torch.set_num_threads(1)
-    uvicorn.run(comparison_app(data_dir if kind == "hand-rolled" else None), host="127.0.0.1", port=port,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        comparison_app(data_dir if kind == "hand-rolled" else None),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 def free_port() -> int:
@@ -130,8 +144,11 @@ def start_comparison(kind: str, data_dir: Path, log: Path) -> tuple[subprocess.P
     import httpx
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port),
-                                "--data-dir", str(data_dir)], stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -149,8 +166,11 @@ def wrk_script(directory: Path, name: str, body: bytes, headers: dict[str, str])
     body_path = directory / f"{name}.body"
     body_path.write_bytes(body)
     script = directory / f"{name}.lua"
-    script.write_text(LUA.format(body=body_path, headers="\n".join(
-        f'wrk.headers["{key}"] = "{value}"' for key, value in headers.items())))
+    script.write_text(
+        LUA.format(
+            body=body_path, headers="\n".join(f'wrk.headers["{key}"] = "{value}"' for key, value in headers.items())
+        )
+    )
     return script
 
 
@@ -166,19 +186,27 @@ def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict:
     requests = int(re.search(r"(\d+) requests in", output).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    return {"connections": connections, "requests": requests,
-            "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-            "p50_ms": seconds(latency["50"]) * 1e3, "p99_ms": seconds(latency["99"]) * 1e3,
-            "errors": (int(non_2xx.group(1)) if non_2xx else 0)
-                      + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0)}
+    return {
+        "connections": connections,
+        "requests": requests,
+        "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50_ms": seconds(latency["50"]) * 1e3,
+        "p99_ms": seconds(latency["99"]) * 1e3,
+        "errors": (int(non_2xx.group(1)) if non_2xx else 0)
+        + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0),
+    }
 
 
 def median_run(rows: list[dict]) -> dict:
     """The median of each figure over the rounds (errors summed)."""
-    return {"connections": rows[0]["connections"], "rounds": len(rows),
-            "requests": sum(r["requests"] for r in rows), "errors": sum(r["errors"] for r in rows),
-            **{key: statistics.median(r[key] for r in rows) for key in ("req_per_s", "p50_ms", "p99_ms")},
-            "req_per_s_per_round": [r["req_per_s"] for r in rows]}
+    return {
+        "connections": rows[0]["connections"],
+        "rounds": len(rows),
+        "requests": sum(r["requests"] for r in rows),
+        "errors": sum(r["errors"] for r in rows),
+        **{key: statistics.median(r[key] for r in rows) for key in ("req_per_s", "p50_ms", "p99_ms")},
+        "req_per_s_per_round": [r["req_per_s"] for r in rows],
+    }
 
 
 def bodies(sample: np.ndarray, api_key: str) -> dict[str, tuple[str, bytes, dict[str, str]]]:
@@ -187,17 +215,22 @@ def bodies(sample: np.ndarray, api_key: str) -> dict[str, tuple[str, bytes, dict
     key = {"Authorization": f"Bearer {api_key}"}
     json_header = {"Content-Type": "application/json"}
     tensor = {"name": "input-0", "shape": [1, 64], "datatype": "FP32"}
-    oip_json = {"inputs": [{**tensor, "data": values}],
-                "outputs": [{"name": "label"}, {"name": "probability"}]}
-    header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": 256}}],
-                         "parameters": {"binary_data_output": True}}).encode()
+    oip_json = {"inputs": [{**tensor, "data": values}], "outputs": [{"name": "label"}, {"name": "probability"}]}
+    header = json.dumps(
+        {"inputs": [{**tensor, "parameters": {"binary_data_size": 256}}], "parameters": {"binary_data_output": True}}
+    ).encode()
     return {
-        "retain POST /predict": ("/predict", json.dumps({"model": MODEL, "inputs": [values]}).encode(),
-                                 {**json_header, **key}),
+        "retain POST /predict": (
+            "/predict",
+            json.dumps({"model": MODEL, "inputs": [values]}).encode(),
+            {**json_header, **key},
+        ),
         "retain OIP JSON": (f"/v2/models/{MODEL}/infer", json.dumps(oip_json).encode(), {**json_header, **key}),
-        "retain OIP binary": (f"/v2/models/{MODEL}/infer", header + sample.astype("<f4").tobytes(),
-                              {"Content-Type": "application/octet-stream",
-                               "Inference-Header-Content-Length": str(len(header)), **key}),
+        "retain OIP binary": (
+            f"/v2/models/{MODEL}/infer",
+            header + sample.astype("<f4").tobytes(),
+            {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header)), **key},
+        ),
         "hand-rolled FastAPI+torch": ("/predict", json.dumps({"inputs": [values]}).encode(), json_header),
         "ceiling (FastAPI, no model)": ("/predict", json.dumps({"inputs": [values]}).encode(), json_header),
     }
@@ -207,8 +240,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds of wrk per endpoint and concurrency")
     parser.add_argument("--repeats", type=int, default=3, help="rounds over all endpoints; medians are reported")
-    parser.add_argument("--ab-pairs", type=int, default=8,
-                        help="then /predict against OIP binary at 32 connections, in this many A/B pairs")
+    parser.add_argument(
+        "--ab-pairs",
+        type=int,
+        default=8,
+        help="then /predict against OIP binary at 32 connections, in this many A/B pairs",
+    )
     parser.add_argument("--ab-duration", type=int, default=3, help="seconds of wrk per run of an A/B pair")
     parser.add_argument("--json", help="write the results here (e.g. benchmarks/results/serving.json)")
     parser.add_argument("--serve", choices=["hand-rolled", "ceiling"], help=argparse.SUPPRESS)
@@ -234,8 +271,9 @@ def main() -> None:
                 processes.append(process)
             targets = {}
             for label, (route, body, headers) in bodies(sample, server.api_key).items():
-                base = urls["retain" if label.startswith("retain") else
-                            "hand-rolled" if label.startswith("hand") else "ceiling"]
+                base = urls[
+                    "retain" if label.startswith("retain") else "hand-rolled" if label.startswith("hand") else "ceiling"
+                ]
                 targets[label] = (base + route, wrk_script(work, re.sub(r"\W+", "_", label), body, headers))
                 run_wrk(*targets[label], 4, 1)  # warm-up: the learner load, first forwards
             runs = {label: {c: [] for c in CONNECTIONS} for label in targets}
@@ -249,12 +287,15 @@ def main() -> None:
                         url, script = targets[label]
                         row = run_wrk(url, script, c, args.duration)
                         runs[label][c].append(row)
-                        console.print(f"round {round_ + 1} {label:30} c={c:<3} p50 {row['p50_ms']:.2f} ms  "
-                                      f"p99 {row['p99_ms']:.2f} ms  {row['req_per_s']:.0f} req/s  "
-                                      f"errors {row['errors']}")
+                        console.print(
+                            f"round {round_ + 1} {label:30} c={c:<3} p50 {row['p50_ms']:.2f} ms  "
+                            f"p99 {row['p99_ms']:.2f} ms  {row['req_per_s']:.0f} req/s  "
+                            f"errors {row['errors']}"
+                        )
             results = {label: [median_run(runs[label][c]) for c in CONNECTIONS] for label in targets}
-            ab = ab_comparison(targets["retain POST /predict"], targets["retain OIP binary"], args.ab_pairs,
-                               args.ab_duration)
+            ab = ab_comparison(
+                targets["retain POST /predict"], targets["retain OIP binary"], args.ab_pairs, args.ab_duration
+            )
         finally:
             for process in processes:
                 process.terminate()
@@ -278,22 +319,32 @@ def ab_comparison(a: tuple[str, Path], b: tuple[str, Path], pairs: int, duration
             requests[kind] += rows[kind]["requests"]
         pair_ratios.append(rows["b"]["req_per_s"] / rows["a"]["req_per_s"])
         console.print(f"A/B pair {i + 1}: {rows['a']['req_per_s']:.0f} vs {rows['b']['req_per_s']:.0f} req/s")
-    return {"pairs": pairs, "duration_s": duration, "requests_a": requests["a"], "requests_b": requests["b"],
-            "ratio": requests["b"] / requests["a"], "pair_ratios": pair_ratios}
+    return {
+        "pairs": pairs,
+        "duration_s": duration,
+        "requests_a": requests["a"],
+        "requests_b": requests["b"],
+        "ratio": requests["b"] / requests["a"],
+        "pair_ratios": pair_ratios,
+    }
 
 
 def report(results: dict, ab: dict, args) -> None:
     hand, ceiling = results["hand-rolled FastAPI+torch"], results["ceiling (FastAPI, no model)"]
-    console.print("\n| endpoint | conns | p50 ms | p99 ms | req/s | errors | p50 / hand-rolled | req/s / hand-rolled "
-                  "| req/s / ceiling |\n|---|---|---|---|---|---|---|---|---|")
+    console.print(
+        "\n| endpoint | conns | p50 ms | p99 ms | req/s | errors | p50 / hand-rolled | req/s / hand-rolled "
+        "| req/s / ceiling |\n|---|---|---|---|---|---|---|---|---|"
+    )
     for label, rows in results.items():
         for i, row in enumerate(rows):
             row["p50_vs_hand_rolled"] = row["p50_ms"] / hand[i]["p50_ms"]
             row["req_per_s_vs_hand_rolled"] = row["req_per_s"] / hand[i]["req_per_s"]
             row["req_per_s_vs_ceiling"] = row["req_per_s"] / ceiling[i]["req_per_s"]
-            console.print(f"| {label} | {row['connections']} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
-                          f"{row['req_per_s']:.0f} | {row['errors']} | {row['p50_vs_hand_rolled']:.2f}x | "
-                          f"{row['req_per_s_vs_hand_rolled']:.2f}x | {row['req_per_s_vs_ceiling']:.2f}x |")
+            console.print(
+                f"| {label} | {row['connections']} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+                f"{row['req_per_s']:.0f} | {row['errors']} | {row['p50_vs_hand_rolled']:.2f}x | "
+                f"{row['req_per_s_vs_hand_rolled']:.2f}x | {row['req_per_s_vs_ceiling']:.2f}x |"
+            )
     predict, binary = results["retain POST /predict"], results["retain OIP binary"]
     targets = {
         "c1: /predict p50 <= 1.3x hand-rolled": predict[0]["p50_vs_hand_rolled"] <= 1.3,
@@ -302,15 +353,25 @@ def report(results: dict, ab: dict, args) -> None:
         "c32: zero errors": all(rows[1]["errors"] == 0 for rows in results.values()),
         "OIP binary at least as fast as /predict (c32 req/s, A/B)": ab["ratio"] >= 1.0,
     }
-    console.print(f"c32 OIP binary / /predict, on the rounds' medians: "
-                  f"{binary[1]['req_per_s'] / predict[1]['req_per_s']:.2f}x; A/B: {ab['ratio']:.2f}x "
-                  f"(pairs {', '.join(f'{r:.2f}' for r in ab['pair_ratios'])})")
+    console.print(
+        f"c32 OIP binary / /predict, on the rounds' medians: "
+        f"{binary[1]['req_per_s'] / predict[1]['req_per_s']:.2f}x; A/B: {ab['ratio']:.2f}x "
+        f"(pairs {', '.join(f'{r:.2f}' for r in ab['pair_ratios'])})"
+    )
     for target, met in targets.items():
         console.print(f"{'met    ' if met else 'NOT met'}  {target}")
     if args.json:
-        write_json(args.json, {"benchmark": "serving", "duration_s": args.duration, "repeats": args.repeats,
-                               "results": results, "oip_binary_vs_predict_c32_ab": ab,
-                               "targets": targets})
+        write_json(
+            args.json,
+            {
+                "benchmark": "serving",
+                "duration_s": args.duration,
+                "repeats": args.repeats,
+                "results": results,
+                "oip_binary_vs_predict_c32_ab": ab,
+                "targets": targets,
+            },
+        )
 
 
 if __name__ == "__main__":

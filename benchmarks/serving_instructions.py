@@ -42,7 +42,6 @@ import tempfile
 from pathlib import Path
 
 import httpx
-
 from common import console, write_json
 from serving import MODEL, bodies, digits_file, teach
 
@@ -59,9 +58,12 @@ def callgrind(pid: int, *arguments: str) -> None:
 
 def dumped_totals(out: Path, block: int) -> dict[str, int]:
     """Thread number ("01", "02", ...) -> its instruction count in one callgrind dump (--separate-threads)."""
-    return {path.name.rsplit("-", 1)[1]:
-            int(re.search(r"^totals: (\d+)", path.read_text(errors="replace"), re.MULTILINE).group(1))
-            for path in out.parent.glob(f"{out.name}.{block}-*")}
+    return {
+        path.name.rsplit("-", 1)[1]: int(
+            re.search(r"^totals: (\d+)", path.read_text(errors="replace"), re.MULTILINE).group(1)
+        )
+        for path in out.parent.glob(f"{out.name}.{block}-*")
+    }
 
 
 async def send_concurrently(url: str, request: tuple[str, bytes, dict[str, str]], total: int, connections: int) -> None:
@@ -70,6 +72,7 @@ async def send_concurrently(url: str, request: tuple[str, bytes, dict[str, str]]
     route, body, headers = request
     left = total
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=connections)) as client:
+
         async def connection() -> None:
             nonlocal left
             while left > 0:
@@ -98,11 +101,17 @@ def main() -> None:
         console.print(f"teaching {MODEL} through the API at {server.url}")
         teach(server.url, server.api_key, path)
     out = work / "callgrind.out"
-    prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
-              f"--callgrind-out-file={out}"]
+    prefix = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        "--separate-threads=yes",
+        f"--callgrind-out-file={out}",
+    ]
     console.print("restarting the service under callgrind (about a minute)")
-    with LocalServer(work / "service", embedded_worker=False, extra_env=env, startup_timeout=900,
-                     command_prefix=prefix) as server:
+    with LocalServer(
+        work / "service", embedded_worker=False, extra_env=env, startup_timeout=900, command_prefix=prefix
+    ) as server:
         requests = bodies(sample, server.api_key)
         pid = server.process.pid
 
@@ -127,30 +136,50 @@ def main() -> None:
             send(label, args.concurrent_requests, args.connections)
             callgrind(pid, f"--dump=block{block}")
             loaded[label].append(dumped_totals(out, block)[EVENT_LOOP_THREAD] / args.concurrent_requests)
-            console.print(f"block {block}: {label:22} c={args.connections}: {loaded[label][-1]:,.0f} "
-                          "event-loop instructions a request")
+            console.print(
+                f"block {block}: {label:22} c={args.connections}: {loaded[label][-1]:,.0f} "
+                "event-loop instructions a request"
+            )
     shutil.rmtree(work, ignore_errors=True)
 
     predict = statistics.mean(per_request["retain POST /predict"])
-    console.print("\n| request | instructions a request (mean of its blocks) | blocks | / POST /predict |\n|---|---|---|---|")
+    console.print(
+        "\n| request | instructions a request (mean of its blocks) | blocks | / POST /predict |\n|---|---|---|---|"
+    )
     results = {}
     for label, counts in per_request.items():
         mean = statistics.mean(counts)
         results[label] = {"instructions_per_request": mean, "blocks": counts, "vs_predict": mean / predict}
         console.print(f"| {label} | {mean:,.0f} | {' / '.join(f'{c:,.0f}' for c in counts)} | {mean / predict:.3f}x |")
     predict_loop = statistics.mean(loaded["retain POST /predict"])
-    console.print(f"\n| request, {args.connections} in flight | event loop's instructions a request (mean of its blocks) "
-                  "| blocks | / POST /predict |\n|---|---|---|---|")
+    console.print(
+        f"\n| request, {args.connections} in flight | event loop's instructions a request (mean of its blocks) "
+        "| blocks | / POST /predict |\n|---|---|---|---|"
+    )
     under_load = {}
     for label, counts in loaded.items():
         loop = statistics.mean(counts)
-        under_load[label] = {"event_loop_instructions_per_request": loop, "blocks": counts, "vs_predict": loop / predict_loop}
-        console.print(f"| {label} | {loop:,.0f} | {' / '.join(f'{c:,.0f}' for c in counts)} | {loop / predict_loop:.3f}x |")
+        under_load[label] = {
+            "event_loop_instructions_per_request": loop,
+            "blocks": counts,
+            "vs_predict": loop / predict_loop,
+        }
+        console.print(
+            f"| {label} | {loop:,.0f} | {' / '.join(f'{c:,.0f}' for c in counts)} | {loop / predict_loop:.3f}x |"
+        )
     if args.json:
-        write_json(args.json, {"benchmark": "serving_instructions", "requests_per_block": args.requests,
-                               "order": list(ORDER), "results": results, "connections": args.connections,
-                               "concurrent_requests_per_block": args.concurrent_requests,
-                               "under_load": under_load})
+        write_json(
+            args.json,
+            {
+                "benchmark": "serving_instructions",
+                "requests_per_block": args.requests,
+                "order": list(ORDER),
+                "results": results,
+                "connections": args.connections,
+                "concurrent_requests_per_block": args.concurrent_requests,
+                "under_load": under_load,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,8 @@ import statistics
 import time
 
 import torch
-
-from common import SHARED_DATA, console, input_scale_for, load_tasks, progress_bar, write_json
 from baselines import fisher_batch_mean_shortcut, fisher_per_sample_loop
+from common import SHARED_DATA, console, input_scale_for, load_tasks, progress_bar, write_json
 
 from app.learning import ContinualLearner, EWCConfig, FisherConfig, TrainConfig
 from app.learning.ewc import Consolidation
@@ -48,8 +47,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fisher-samples", type=int, default=256, help="samples per Fisher estimate (mlp)")
     parser.add_argument("--max-tasks", type=int, default=10, help="consolidation state measured after 1..N tasks")
     parser.add_argument("--search-repeats", type=int, default=3, help="timings of each kind of update in (d)")
-    parser.add_argument("--search-train-samples", type=int, default=None,
-                        help="train samples per task in (d) (default: all; fewer for a quick check)")
+    parser.add_argument(
+        "--search-train-samples",
+        type=int,
+        default=None,
+        help="train samples per task in (d) (default: all; fewer for a quick check)",
+    )
     return parser.parse_args()
 
 
@@ -75,19 +78,26 @@ def step_times(arch: str, x: torch.Tensor, y: torch.Tensor, optimizer: str, args
     Each block runs for at least ``--block-seconds`` (so a 1 ms MLP step is not timed over a
     few ms of a shared machine's noise); the ratio is the median of adjacent blocks' ratios.
     """
-    config = TrainConfig(optimizer=optimizer, lr=TrainConfig().lr if optimizer == "sgd" else 1e-3,
-                         epochs=1_000_000, batch_size=64, device="cpu")
+    config = TrainConfig(
+        optimizer=optimizer,
+        lr=TrainConfig().lr if optimizer == "sgd" else 1e-3,
+        epochs=1_000_000,
+        batch_size=64,
+        device="cpu",
+    )
     model = build_model(arch, tuple(x.shape[1:]), 10)
     consolidation = _consolidation_for(model, n_tasks=4)
     ewc_lambda = 100.0
     parameters = list(model.parameters())
     plain = Trainer(model, parameters, x, y, config)
     if optimizer == "sgd":  # exactly how the learner wires EWC into each optimizer
-        ewc = Trainer(model, parameters, x, y, config,
-                      after_step=consolidation.proximal_step(model, ewc_lambda, config.lr))
+        ewc = Trainer(
+            model, parameters, x, y, config, after_step=consolidation.proximal_step(model, ewc_lambda, config.lr)
+        )
     else:
-        ewc = Trainer(model, parameters, x, y, config,
-                      add_penalty_gradient=consolidation.penalty_gradient(model, ewc_lambda))
+        ewc = Trainer(
+            model, parameters, x, y, config, add_penalty_gradient=consolidation.penalty_gradient(model, ewc_lambda)
+        )
     plain.run(3)  # warm-up (allocator, kernels, the proximal step's cached coefficients)
     ewc.run(3)
     started = time.perf_counter()
@@ -100,11 +110,16 @@ def step_times(arch: str, x: torch.Tensor, y: torch.Tensor, optimizer: str, args
             trainer.run(steps)
             blocks[name].append((time.perf_counter() - started) / steps)
         bar.advance(bar_task)
-    ratios = [e / f for e, f in zip(blocks["ewc"], blocks["finetune"])]
-    return {"finetune_ms": 1e3 * statistics.median(blocks["finetune"]),
-            "ewc_ms": 1e3 * statistics.median(blocks["ewc"]),
-            "ratio": statistics.median(ratios), "steps_per_block": steps, "blocks": args.blocks,
-            "parameters": sum(p.numel() for p in parameters), "batch_size": config.batch_size}
+    ratios = [e / f for e, f in zip(blocks["ewc"], blocks["finetune"], strict=True)]
+    return {
+        "finetune_ms": 1e3 * statistics.median(blocks["finetune"]),
+        "ewc_ms": 1e3 * statistics.median(blocks["ewc"]),
+        "ratio": statistics.median(ratios),
+        "steps_per_block": steps,
+        "blocks": args.blocks,
+        "parameters": sum(p.numel() for p in parameters),
+        "batch_size": config.batch_size,
+    }
 
 
 def _timed(fn) -> tuple[float, object]:
@@ -135,14 +150,20 @@ def fisher_speeds(arch: str, x: torch.Tensor, y: torch.Tensor, n: int, label_mod
         for name, estimate in estimators.items():
             elapsed, fishers[name] = _timed(estimate)
             seconds[name] = min(seconds[name], elapsed)
-    max_error = max(float((fishers[estimator][k] - fishers["loop"][k]).abs().max())
-                    for estimator in ("vmap", "vmap_only") for k in fishers["loop"])
+    max_error = max(
+        float((fishers[estimator][k] - fishers["loop"][k]).abs().max())
+        for estimator in ("vmap", "vmap_only")
+        for k in fishers["loop"]
+    )
     # The shortcut estimates the empirical Fisher; compare its mass with the per-sample empirical one.
     empirical = fishers["vmap"] if label_mode == "empirical" else diagonal_fisher(model, x, y, label_mode="empirical")
     mass = lambda f: sum(float(t.sum()) for t in f.values())  # noqa: E731
     return {
-        "label_mode": label_mode, "n_samples": n, "repeats": repeats,
-        "vmap_samples_per_s": n / seconds["vmap"], "vmap_only_samples_per_s": n / seconds["vmap_only"],
+        "label_mode": label_mode,
+        "n_samples": n,
+        "repeats": repeats,
+        "vmap_samples_per_s": n / seconds["vmap"],
+        "vmap_only_samples_per_s": n / seconds["vmap_only"],
         "loop_samples_per_s": n / seconds["loop"],
         "shortcut_samples_per_s": n / seconds["shortcut"],
         "speedup_vs_loop": seconds["loop"] / seconds["vmap"],
@@ -160,8 +181,9 @@ def state_bytes(tasks, max_tasks: int, bar, bar_task) -> dict:
     config = TrainConfig(epochs=1, batch_size=32, device="cpu")
     for mode in ("separate", "online"):
         ewc = EWCConfig(consolidation=mode, fisher=FisherConfig(label_mode="empirical", max_samples=32))
-        learner = ContinualLearner.create("mlp", tasks[0].input_shape, ewc=ewc,
-                                          input_scale=input_scale_for(tasks[0].train))
+        learner = ContinualLearner.create(
+            "mlp", tasks[0].input_shape, ewc=ewc, input_scale=input_scale_for(tasks[0].train)
+        )
         sizes[mode] = {}
         for t in range(max_tasks):
             task = tasks[t % len(tasks)]
@@ -187,15 +209,25 @@ def search_overhead(directory: str, repeats: int, n_train: int | None, bar, bar_
     for _ in range(repeats):
         for kind, (strategy, ewc_lambda) in kinds.items():
             learner = copy.deepcopy(base)
-            result = learner.learn_task(second.key, second.train, strategy=strategy, validation=validation,
-                                        train_config=config, ewc_lambda=ewc_lambda)
+            result = learner.learn_task(
+                second.key,
+                second.train,
+                strategy=strategy,
+                validation=validation,
+                train_config=config,
+                ewc_lambda=ewc_lambda,
+            )
             seconds[kind].append(result.train_seconds)
         bar.advance(bar_task)
     median = {kind: statistics.median(values) for kind, values in seconds.items()}
-    return {"seconds": seconds, "median_seconds": median,
-            "auto_over_fixed": median["auto"] / median["fixed"],
-            "auto_over_finetune": median["auto"] / median["finetune"],
-            "candidates": list(EWCConfig().lambda_candidates), "fixed_lambda": EWCConfig().default_lambda}
+    return {
+        "seconds": seconds,
+        "median_seconds": median,
+        "auto_over_fixed": median["auto"] / median["fixed"],
+        "auto_over_finetune": median["auto"] / median["finetune"],
+        "candidates": list(EWCConfig().lambda_candidates),
+        "fixed_lambda": EWCConfig().default_lambda,
+    }
 
 
 def main() -> None:
@@ -204,14 +236,18 @@ def main() -> None:
     x, y = _inputs(tasks[0])
     results: dict = {"step": {}, "fisher": {}}
     with progress_bar() as bar:
-        bar_task = bar.add_task("throughput", total=4 * args.blocks + 3 + 2 * args.max_tasks + args.search_repeats,
-                                status="")
+        bar_task = bar.add_task(
+            "throughput", total=4 * args.blocks + 3 + 2 * args.max_tasks + args.search_repeats, status=""
+        )
         for arch in ("mlp", "cnn"):
             for optimizer in ("sgd", "adam"):
                 bar.update(bar_task, status=f"step time: {arch}, {optimizer}")
                 results["step"][f"{arch}_{optimizer}"] = step_times(arch, x, y, optimizer, args, bar, bar_task)
-        for arch, n, mode in (("mlp", args.fisher_samples, "true"), ("mlp", args.fisher_samples, "empirical"),
-                              ("cnn", max(16, args.fisher_samples // 8), "empirical")):
+        for arch, n, mode in (
+            ("mlp", args.fisher_samples, "true"),
+            ("mlp", args.fisher_samples, "empirical"),
+            ("cnn", max(16, args.fisher_samples // 8), "empirical"),
+        ):
             bar.update(bar_task, status=f"fisher: {arch}, {mode}")
             results["fisher"][f"{arch}_{mode}"] = fisher_speeds(arch, x, y, n, mode, args.repeats)
             bar.advance(bar_task)
@@ -229,30 +265,58 @@ def main() -> None:
         arch, optimizer = key.split("_")
         steps.add_row(arch, optimizer, f"{r['finetune_ms']:.2f}", f"{r['ewc_ms']:.2f}", f"{r['ratio']:.3f}")
     fisher = Table(title="(b) Fisher estimation, samples/s")
-    for column in ("model", "label mode", "n", "estimator", "vmap only", "loop", "batch-mean shortcut",
-                   "estimator / loop", "vmap only / loop", "max |· − loop|", "shortcut mass / per-sample"):
+    for column in (
+        "model",
+        "label mode",
+        "n",
+        "estimator",
+        "vmap only",
+        "loop",
+        "batch-mean shortcut",
+        "estimator / loop",
+        "vmap only / loop",
+        "max |· − loop|",
+        "shortcut mass / per-sample",
+    ):
         fisher.add_column(column, justify="right")
     for key, r in results["fisher"].items():
-        fisher.add_row(key.split("_")[0], r["label_mode"], str(r["n_samples"]), f"{r['vmap_samples_per_s']:.0f}",
-                       f"{r['vmap_only_samples_per_s']:.0f}", f"{r['loop_samples_per_s']:.0f}",
-                       f"{r['shortcut_samples_per_s']:.0f}", f"{r['speedup_vs_loop']:.1f}×",
-                       f"{r['vmap_only_speedup_vs_loop']:.1f}×", f"{r['max_abs_difference_vs_loop']:.1e}",
-                       f"{r['shortcut_mass_over_per_sample']:.4f}")
-    state = Table(title=f"(c) consolidation payload bytes ({results['state']['model']}; "
-                        f"weights payload {results['state']['weights_bytes']:,} B)")
+        fisher.add_row(
+            key.split("_")[0],
+            r["label_mode"],
+            str(r["n_samples"]),
+            f"{r['vmap_samples_per_s']:.0f}",
+            f"{r['vmap_only_samples_per_s']:.0f}",
+            f"{r['loop_samples_per_s']:.0f}",
+            f"{r['shortcut_samples_per_s']:.0f}",
+            f"{r['speedup_vs_loop']:.1f}×",
+            f"{r['vmap_only_speedup_vs_loop']:.1f}×",
+            f"{r['max_abs_difference_vs_loop']:.1e}",
+            f"{r['shortcut_mass_over_per_sample']:.4f}",
+        )
+    state = Table(
+        title=f"(c) consolidation payload bytes ({results['state']['model']}; "
+        f"weights payload {results['state']['weights_bytes']:,} B)"
+    )
     state.add_column("tasks", justify="right")
     state.add_column("separate", justify="right")
     state.add_column("online", justify="right")
     for n in results["state"]["separate"]:
         state.add_row(str(n), f"{results['state']['separate'][n]:,}", f"{results['state']['online'][n]:,}")
     search = results["search"]
-    cost = Table(title=f"(d) one update (pmnist-conflict task 1, mlp, defaults), training seconds, median of "
-                       f"{args.search_repeats}")
+    cost = Table(
+        title=f"(d) one update (pmnist-conflict task 1, mlp, defaults), training seconds, median of "
+        f"{args.search_repeats}"
+    )
     for column in ("fine-tune", f"EWC λ={search['fixed_lambda']:g}", "EWC λ=auto", "auto / fixed", "auto / fine-tune"):
         cost.add_column(column, justify="right")
     m = search["median_seconds"]
-    cost.add_row(f"{m['finetune']:.2f}", f"{m['fixed']:.2f}", f"{m['auto']:.2f}", f"{search['auto_over_fixed']:.2f}×",
-                 f"{search['auto_over_finetune']:.2f}×")
+    cost.add_row(
+        f"{m['finetune']:.2f}",
+        f"{m['fixed']:.2f}",
+        f"{m['auto']:.2f}",
+        f"{search['auto_over_fixed']:.2f}×",
+        f"{search['auto_over_finetune']:.2f}×",
+    )
     for table in (steps, fisher, state, cost):
         console.print(table)
 
@@ -264,10 +328,12 @@ def main() -> None:
         "state_bytes": {mode: results["state"][mode] for mode in ("separate", "online")},
         "lambda_search_over_plain_update": results["search"]["auto_over_fixed"],
     }
-    console.print(f"step ratio (default optimizer {default_optimizer}): mlp {summary['step_ratio_mlp']:.3f}, "
-                  f"cnn {summary['step_ratio_cnn']:.3f} (target ≤ 1.10); Fisher vmap vs loop "
-                  f"({FisherConfig().label_mode}): {summary['fisher_speedup_vs_loop']:.1f}× (target ≥ 5×); λ search "
-                  f"{summary['lambda_search_over_plain_update']:.2f}× a fixed-λ update (budget ≤ 3×)")
+    console.print(
+        f"step ratio (default optimizer {default_optimizer}): mlp {summary['step_ratio_mlp']:.3f}, "
+        f"cnn {summary['step_ratio_cnn']:.3f} (target ≤ 1.10); Fisher vmap vs loop "
+        f"({FisherConfig().label_mode}): {summary['fisher_speedup_vs_loop']:.1f}× (target ≥ 5×); λ search "
+        f"{summary['lambda_search_over_plain_update']:.2f}× a fixed-λ update (budget ≤ 3×)"
+    )
     if args.json:
         write_json(args.json, {**summary, "details": results})
 

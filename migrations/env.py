@@ -15,8 +15,9 @@ from app.db.tables import Base
 from app.settings import Settings, sqlalchemy_url
 
 config = context.config
-url = sqlalchemy_url(config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
-                     or Settings().database_url)
+url = sqlalchemy_url(
+    config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url") or Settings().database_url
+)
 
 
 def run_migrations_offline() -> None:

@@ -162,12 +162,31 @@ class PrivatePostgres:
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/retain"
 
     def pg_ctl(self, *argv: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(POSTGRES_BIN / "pg_ctl"), "-D",
-                        str(self.directory / "data"), *argv], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(POSTGRES_BIN / "pg_ctl"),
+                "-D",
+                str(self.directory / "data"),
+                *argv,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def start(self) -> None:
-        self.pg_ctl("-w", "-l", str(self.directory / "server.log"), "-o",
-                    f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        self.pg_ctl(
+            "-w",
+            "-l",
+            str(self.directory / "server.log"),
+            "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
 
     def stop(self) -> None:
         self.pg_ctl("-w", "-m", "fast", "stop")
@@ -190,9 +209,25 @@ def private_postgres():
     os.chown(directory, owner.pw_uid, owner.pw_gid)
     server = PrivatePostgres(directory, free_port())
     try:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(POSTGRES_BIN / "initdb"), "-D",
-                        str(directory / "data"), "-A", "trust", "-U", "postgres", "--no-sync"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(POSTGRES_BIN / "initdb"),
+                "-D",
+                str(directory / "data"),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         server.start()
         with psycopg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/postgres", autocommit=True) as admin:
             admin.execute("CREATE DATABASE retain")
@@ -222,10 +257,19 @@ def database_url(request, tmp_path):
 def settings(database_url, tmp_path):
     from app.settings import Settings
 
-    return Settings(database_url=database_url, artifact_uri=str(tmp_path / "artifacts"), embedded_worker=False,
-                    device="cpu", lease_seconds=5.0, heartbeat_seconds=0.5, poll_interval=0.05,
-                    progress_interval=0.2, max_upload_bytes=5_000_000, max_upload_samples=20_000,
-                    admin_key_file=str(tmp_path / "admin.key"))
+    return Settings(
+        database_url=database_url,
+        artifact_uri=str(tmp_path / "artifacts"),
+        embedded_worker=False,
+        device="cpu",
+        lease_seconds=5.0,
+        heartbeat_seconds=0.5,
+        poll_interval=0.05,
+        progress_interval=0.2,
+        max_upload_bytes=5_000_000,
+        max_upload_samples=20_000,
+        admin_key_file=str(tmp_path / "admin.key"),
+    )
 
 
 @pytest.fixture
@@ -252,9 +296,19 @@ def run_worker_once(settings):
     return run
 
 
-TINY_TASK_FORM = dict(name=None, architecture="mlp", architecture_options='{"hidden": [32]}', strategy="ewc",
-                      ewc_lambda="100", epochs=1, batch_size=None, lr=None, test_fraction=0.2,
-                      validation_fraction=0.1, max_forgetting=None)
+TINY_TASK_FORM = dict(
+    name=None,
+    architecture="mlp",
+    architecture_options='{"hidden": [32]}',
+    strategy="ewc",
+    ewc_lambda="100",
+    epochs=1,
+    batch_size=None,
+    lr=None,
+    test_fraction=0.2,
+    validation_fraction=0.1,
+    max_forgetting=None,
+)
 """POST /tasks form fields that train in about a second: mlp 1x32, one epoch, a fixed λ (no search)."""
 
 
@@ -266,8 +320,13 @@ def pmnist_slice(index: int, n_train: int, n_test: int) -> bytes:
 
     with np.load(shared_data_file("pmnist-conflict", f"task{index}.npz"), allow_pickle=False) as data:
         buffer = io.BytesIO()
-        np.savez(buffer, x=data["x"][:n_train], y=data["y"][:n_train], x_test=data["x_test"][:n_test],
-                 y_test=data["y_test"][:n_test])
+        np.savez(
+            buffer,
+            x=data["x"][:n_train],
+            y=data["y"][:n_train],
+            x_test=data["x_test"][:n_test],
+            y_test=data["y_test"][:n_test],
+        )
     return buffer.getvalue()
 
 
@@ -343,7 +402,8 @@ def worker_processes(settings, tmp_path):
 
     with ProcessGroup(tmp_path, environment_for(settings)) as group:  # kills what still runs at teardown
         yield lambda worker_id, *args, **env: group.start(
-            worker_id, sys.executable, "-m", "workers", "--worker-id", worker_id, *args, **env)
+            worker_id, sys.executable, "-m", "workers", "--worker-id", worker_id, *args, **env
+        )
 
 
 @contextmanager
@@ -388,8 +448,18 @@ def make_job(session_factory):
             if row is None:
                 row = Model(name=model, architecture="mlp", family="ewc", input_shape=[4], options={})
                 session.add(row)
-            dataset = Dataset(sha256="0" * 64, format="npz", n_train=8, n_validation=2, n_test=2, input_shape=[4],
-                              labels=[0, 1], artifact_uri="file:///nowhere", artifact_sha256="0" * 64, artifact_size=0)
+            dataset = Dataset(
+                sha256="0" * 64,
+                format="npz",
+                n_train=8,
+                n_validation=2,
+                n_test=2,
+                input_shape=[4],
+                labels=[0, 1],
+                artifact_uri="file:///nowhere",
+                artifact_sha256="0" * 64,
+                artifact_size=0,
+            )
             session.add(dataset)
             session.flush()
             task = Task(model_id=row.id, dataset_id=dataset.id, strategy="ewc", hyperparameters={}, status="queued")
@@ -418,8 +488,9 @@ def s3_endpoint(tmp_path_factory):
     pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'retain[s3]')")
     port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

@@ -19,8 +19,10 @@ from app.client import ClientError, RetainClient, StoppedFollowing
 ANSWERS = {
     "/plain-detail": (404, {"detail": "task 7 not found"}),
     "/domain-error": (409, {"error": {"code": "conflict", "message": "model m is busy"}}),
-    "/validation": (422, {"detail": [{"loc": ["body", "epochs"], "msg": "must be positive"},
-                                     {"loc": ["query"], "msg": "bad query"}]}),
+    "/validation": (
+        422,
+        {"detail": [{"loc": ["body", "epochs"], "msg": "must be positive"}, {"loc": ["query"], "msg": "bad query"}]},
+    ),
     "/not-json": (502, "upstream went away"),
 }
 
@@ -31,7 +33,7 @@ class ScriptedAPI(BaseHTTPRequestHandler):
     polls: dict[int, int] = {}
     finals = {1: "succeeded", 2: "rejected", 3: "running"}  # job 3 never ends
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         if self.path.startswith("/jobs/"):
             job_id = int(self.path.rsplit("/", 1)[1])
             seen = self.polls[job_id] = self.polls.get(job_id, 0) + 1
@@ -66,12 +68,15 @@ def api():
     server.server_close()
 
 
-@pytest.mark.parametrize(("path", "message"), [
-    ("/plain-detail", "GET /plain-detail failed (404): task 7 not found"),
-    ("/domain-error", "GET /domain-error failed (409): model m is busy"),
-    ("/validation", "GET /validation failed (422): epochs: must be positive; bad query"),
-    ("/not-json", "GET /not-json failed (502): upstream went away"),
-])
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/plain-detail", "GET /plain-detail failed (404): task 7 not found"),
+        ("/domain-error", "GET /domain-error failed (409): model m is busy"),
+        ("/validation", "GET /validation failed (422): epochs: must be positive; bad query"),
+        ("/not-json", "GET /not-json failed (502): upstream went away"),
+    ],
+)
 def test_an_error_answer_becomes_the_servers_own_message(api, path, message):
     with pytest.raises(ClientError) as raised:
         api.get(path)
@@ -92,8 +97,9 @@ def test_an_unreachable_server_says_how_to_start_one():
 
 def test_following_jobs_polls_each_until_its_status_is_terminal(api):
     seen: list[tuple[str, str]] = []
-    finished = api.follow_jobs({"a": 1, "b": 2}, on_poll=lambda label, job: seen.append((label, job["status"])),
-                               poll_seconds=0.01)
+    finished = api.follow_jobs(
+        {"a": 1, "b": 2}, on_poll=lambda label, job: seen.append((label, job["status"])), poll_seconds=0.01
+    )
     assert {label: job["status"] for label, job in finished.items()} == {"a": "succeeded", "b": "rejected"}
     assert [status for label, status in seen if label == "a"] == ["queued", "running", "succeeded"]
     assert ScriptedAPI.polls == {1: 3, 2: 3}  # no poll after a job ended

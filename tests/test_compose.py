@@ -28,8 +28,14 @@ ADMIN_KEY = "retain_compose-test-admin-key-0123456789"
 
 def test_compose_up_as_typed_needs_no_environment_at_all():
     """`docker compose up` in a fresh shell: no env file, no variables but PATH."""
-    result = subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), "config"], capture_output=True, text=True,
-                            env={"PATH": "/usr/local/bin:/usr/bin:/bin"}, cwd=REPO, timeout=60)
+    result = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+        cwd=REPO,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -37,7 +43,11 @@ def compose_config(*args: str, env: dict[str, str] | None = None) -> subprocess.
     environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "RETAIN_ADMIN_KEY": ADMIN_KEY, **(env or {})}
     return subprocess.run(
         ["docker-compose", "-f", str(COMPOSE_FILE), *args, "config"],
-        capture_output=True, text=True, env=environment, cwd=REPO, timeout=60,
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=REPO,
+        timeout=60,
     )
 
 
@@ -127,12 +137,17 @@ def test_api_and_workers_share_the_artifact_volume_and_database(config):
         assert environment["DATABASE_URL"].startswith("postgresql+psycopg://")
         assert "@db:5432/" in environment["DATABASE_URL"]
     mounts = {
-        name: {(v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2])
-               for v in services[name]["volumes"]}
+        name: {
+            (v["source"], v["target"]) if isinstance(v, dict) else tuple(v.split(":")[:2])
+            for v in services[name]["volumes"]
+        }
         for name in ("api", "worker")
     }
     assert mounts["api"] & mounts["worker"], "api and workers must mount the same artifact volume"
-    assert services["api"]["environment"]["RETAIN_ARTIFACT_URI"] == services["worker"]["environment"]["RETAIN_ARTIFACT_URI"]
+    assert (
+        services["api"]["environment"]["RETAIN_ARTIFACT_URI"]
+        == services["worker"]["environment"]["RETAIN_ARTIFACT_URI"]
+    )
 
 
 def test_cpu_profile_adds_a_worker_without_gpu_reservation():
@@ -148,7 +163,11 @@ def test_secrets_can_come_from_an_env_file(tmp_path):
     env_file.write_text(f"POSTGRES_PASSWORD=from-the-file\nRETAIN_ADMIN_KEY={ADMIN_KEY}-from-the-file\n")
     result = subprocess.run(
         ["docker-compose", "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config"],
-        capture_output=True, text=True, env={"PATH": "/usr/local/bin:/usr/bin:/bin"}, cwd=REPO, timeout=60,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+        cwd=REPO,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
@@ -161,7 +180,13 @@ def test_settings_come_from_the_environment_with_defaults():
     result = compose_config(env={"RETAIN_PORT": "9001", "RETAIN_WORKER_DEVICE": "auto"})
     assert result.returncode == 0, result.stderr
     assert "9001" in result.stdout
-    assert ["python", "-m", "workers", "--device", "auto"] == yaml.safe_load(result.stdout)["services"]["worker"]["command"]
+    assert yaml.safe_load(result.stdout)["services"]["worker"]["command"] == [
+        "python",
+        "-m",
+        "workers",
+        "--device",
+        "auto",
+    ]
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -183,7 +208,9 @@ def test_the_image_installs_the_package_not_the_checkout():
     """Non-editable, so the image runs what a wheel ships (migrations included); the packaged
     alembic.ini in the working directory lets compose's migrate run `alembic upgrade head`."""
     instructions = dockerfile_instructions()
-    installs = [arguments for keyword, arguments in instructions if keyword == "RUN" and "pip install --no-deps" in arguments]
+    installs = [
+        arguments for keyword, arguments in instructions if keyword == "RUN" and "pip install --no-deps" in arguments
+    ]
     assert installs and not any(" -e " in f" {arguments} " or "--editable" in arguments for arguments in installs)
     assert ("COPY", "migrations/alembic.ini ./alembic.ini") in instructions
 
@@ -215,5 +242,7 @@ def test_the_s3_profile_points_api_and_workers_at_one_bucket_and_adds_minio():
 
 def test_without_the_s3_settings_no_aws_variable_reaches_the_containers(config):
     for name in ("api", "worker"):
-        assert all(config["services"][name]["environment"][key] is None
-                   for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+        assert all(
+            config["services"][name]["environment"][key] is None
+            for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        )

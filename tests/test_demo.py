@@ -23,7 +23,7 @@ def test_offline_tasks_conflict_by_construction(tmp_path):
     # same images, pixels permuted: identical pixel histograms per sample
     assert (np.sort(a["x"], axis=1) == np.sort(b["x"], axis=1)).all()
     # every label maps to a different label, consistently
-    mapping = dict(zip(a["y"].tolist(), b["y"].tolist()))
+    mapping = dict(zip(a["y"].tolist(), b["y"].tolist(), strict=True))
     assert all(b_label != a_label for a_label, b_label in mapping.items())
     assert sorted(mapping.values()) == list(range(10))
     assert (np.vectorize(mapping.get)(a["y_test"]) == b["y_test"]).all()
@@ -58,8 +58,8 @@ def test_data_dir_reads_torchvision_mnist_and_fashion_mnist_files(tmp_path):
     # the training subset is drawn across the whole file: every class present, pairs kept
     assert set(a["y"].tolist()) == set(labels[:4000].tolist())
     flat = images[:4000].reshape(4000, -1)
-    index = {row.tobytes(): label for row, label in zip(flat, labels[:4000])}
-    assert all(index[row.tobytes()] == label for row, label in zip(a["x"], a["y"]))
+    index = {row.tobytes(): label for row, label in zip(flat, labels[:4000], strict=True)}
+    assert all(index[row.tobytes()] == label for row, label in zip(a["x"], a["y"], strict=True))
 
     images_dir = tmp_path / "images"
     images_dir.mkdir()
@@ -76,7 +76,11 @@ def test_data_dir_without_the_files_says_what_is_missing(tmp_path):
 def test_offline_demo_shows_ewc_keeping_task_a_where_finetune_forgets(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "app.cli", "demo", "--ewc-lambda", "1000", "--json"],
-        capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
     results = json.loads(result.stdout)

@@ -77,7 +77,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         on_path.add(node)
         for successor in sorted(graph[node]):
             if successor in on_path:
-                return path[path.index(successor):] + [successor]
+                return path[path.index(successor) :] + [successor]
             if successor not in done:
                 found = visit(successor)
                 if found:
@@ -135,11 +135,14 @@ def loaded_modules(module: str) -> set[str]:
     return set(json.loads(result.stdout.splitlines()[-1]))
 
 
-@pytest.mark.parametrize(("module", "forbidden"), [
-    ("app.learning", {"fastapi", "sqlalchemy"}),
-    ("app.client", {"fastapi", "sqlalchemy", "torch"}),
-    ("app.reports", {"fastapi", "sqlalchemy", "torch"}),  # `retain matrix --png` on a laptop without the server
-])
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("app.learning", {"fastapi", "sqlalchemy"}),
+        ("app.client", {"fastapi", "sqlalchemy", "torch"}),
+        ("app.reports", {"fastapi", "sqlalchemy", "torch"}),  # `retain matrix --png` on a laptop without the server
+    ],
+)
 def test_light_packages_load_no_server_code(module, forbidden):
     loaded = loaded_modules(module)
     assert not loaded & forbidden, f"importing {module} loaded {sorted(loaded & forbidden)}"

@@ -30,8 +30,19 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("app", "workers", "migrations")
 # Local state and everything the wheel does not need; the rest of the checkout is copied so the
 # build never writes build/ or egg-info into the shared tree.
-NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "data", "build", "*.egg-info", "__pycache__", "*.pyc",
-                                     ".pytest_cache", "tests", "benchmarks", "docs")
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "data",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    "*.pyc",
+    ".pytest_cache",
+    "tests",
+    "benchmarks",
+    "docs",
+)
 
 
 def run(*command: str | Path, **kwargs) -> subprocess.CompletedProcess:
@@ -47,8 +58,12 @@ def build_wheel(tmp_path: Path) -> Path:
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", tmp_path / "dist", source)
     (wheel,) = (tmp_path / "dist").glob("retain-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    expected = {path.relative_to(source).as_posix() for package in PACKAGES for path in (source / package).rglob("*")
-                if path.is_file() and "__pycache__" not in path.parts}
+    expected = {
+        path.relative_to(source).as_posix()
+        for package in PACKAGES
+        for path in (source / package).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
     assert expected - shipped == set(), "files of the packages missing from the wheel"
     return wheel
 
@@ -95,23 +110,40 @@ def test_the_installed_wheel_serves_learns_and_predicts(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
 
-    where = run(python, "-c", "import app, migrations, workers; print(app.__file__, migrations.__file__, workers.__file__)",
-                cwd=workdir, env=clean_env()).stdout.split()
+    where = run(
+        python,
+        "-c",
+        "import app, migrations, workers; print(app.__file__, migrations.__file__, workers.__file__)",
+        cwd=workdir,
+        env=clean_env(),
+    ).stdout.split()
     assert all(Path(path).is_relative_to(venv) for path in where), where
 
     # The image's migrate service: the packaged alembic.ini alone in the working directory.
     image_workdir = tmp_path / "image"
     image_workdir.mkdir()
     shutil.copy(REPO / "migrations" / "alembic.ini", image_workdir / "alembic.ini")
-    run(python, "-m", "alembic", "upgrade", "head", cwd=image_workdir,
-        env=clean_env(DATABASE_URL=f"sqlite:///{tmp_path / 'image.db'}"))
+    run(
+        python,
+        "-m",
+        "alembic",
+        "upgrade",
+        "head",
+        cwd=image_workdir,
+        env=clean_env(DATABASE_URL=f"sqlite:///{tmp_path / 'image.db'}"),
+    )
     with sqlite3.connect(tmp_path / "image.db") as db:
         assert db.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
 
     log = tmp_path / "serve.log"
     with log.open("w") as output:
-        server = subprocess.Popen([venv / "bin" / "retain", "serve", "--port", "0", "--no-access-log"],
-                                  cwd=workdir, env=clean_env(), stdout=output, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [venv / "bin" / "retain", "serve", "--port", "0", "--no-access-log"],
+            cwd=workdir,
+            env=clean_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     try:
         url = wait_ready(server, log)
         assert (workdir / "data" / "retain.db").is_file(), "the default SQLite database, under the working directory"
@@ -124,10 +156,13 @@ def test_the_installed_wheel_serves_learns_and_predicts(tmp_path):
         assert key_file.stat().st_mode & 0o777 == 0o600
         assert key_file.read_text().strip() in log.read_text(), "the key is printed once at first start"
         headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
-        with httpx.Client(base_url=url, timeout=30, headers=headers) as client, \
-                (tmp_path / "task.npz").open("rb") as upload:
-            submitted = client.post("/tasks", data={"model": "m", "epochs": "1", "ewc_lambda": "1"},
-                                    files={"file": ("task.npz", upload)})
+        with (
+            httpx.Client(base_url=url, timeout=30, headers=headers) as client,
+            (tmp_path / "task.npz").open("rb") as upload,
+        ):
+            submitted = client.post(
+                "/tasks", data={"model": "m", "epochs": "1", "ewc_lambda": "1"}, files={"file": ("task.npz", upload)}
+            )
             assert submitted.status_code == 202, submitted.text
             job_id = submitted.json()["job_id"]
             deadline = time.monotonic() + 60

@@ -34,7 +34,9 @@ HTTP_CHILD = textwrap.dedent("""
     print(f"Uvicorn running on http://127.0.0.1:{server.server_address[1]}", flush=True)
     server.serve_forever()
 """)
-STUBBORN_CHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+STUBBORN_CHILD = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+)
 
 
 def test_waits_for_the_url_read_from_the_log_then_stops_with_sigterm(tmp_path):
@@ -57,10 +59,13 @@ def test_one_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path):
 
 
 def test_a_child_that_exits_early_fails_the_wait_with_its_log(tmp_path):
-    with ManagedProcess([sys.executable, "-c", "print('bad config'); raise SystemExit(4)"],
-                        tmp_path / "short.log", name="short") as short:
-        with pytest.raises(ServiceStartError, match=r"(?s)short exited with 4:.*bad config"):
-            short.wait_until_answers("http://127.0.0.1:9", timeout=30)
+    with (
+        ManagedProcess(
+            [sys.executable, "-c", "print('bad config'); raise SystemExit(4)"], tmp_path / "short.log", name="short"
+        ) as short,
+        pytest.raises(ServiceStartError, match=r"(?s)short exited with 4:.*bad config"),
+    ):
+        short.wait_until_answers("http://127.0.0.1:9", timeout=30)
 
 
 @pytest.mark.slow

@@ -14,10 +14,10 @@ compose `s3` profile), and a second API that only serves, from the same bucket.
 
 import os
 import signal
-import uuid
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -26,7 +26,6 @@ import pytest
 
 from app.jobs.status import TERMINAL_STATUSES
 from app.processes import UVICORN_URL, ProcessGroup
-
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,32 +55,44 @@ def wait_for_jobs(client: httpx.Client, job_ids: list[int], processes: ProcessGr
 
 def migrate(env: dict) -> None:
     """The one-shot `migrate` service."""
-    done = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def teach(client: httpx.Client, path: Path, model: str, name: str) -> dict:
     with path.open("rb") as upload:
-        answer = client.post("/tasks", data={"model": model, "name": name, "epochs": "2", "ewc_lambda": "100"},
-                             files={"file": (path.name, upload)})
+        answer = client.post(
+            "/tasks",
+            data={"model": model, "name": name, "epochs": "2", "ewc_lambda": "100"},
+            files={"file": (path.name, upload)},
+        )
     assert answer.status_code == 202, answer.text
     return answer.json()
 
 
 def start_api(processes: ProcessGroup, name: str, **extra) -> str:
     """uvicorn on port 0 (it binds a free port and logs which: no race with other test runs); its URL."""
-    processes.start(name, sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "0",
-                    **extra)
-    return processes[name].wait_until_answers(lambda: processes[name].search_log(UVICORN_URL), path="/readyz",
-                                              timeout=60)
+    processes.start(
+        name, sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "0", **extra
+    )
+    return processes[name].wait_until_answers(
+        lambda: processes[name].search_log(UVICORN_URL), path="/readyz", timeout=60
+    )
 
 
 def start_worker(processes: ProcessGroup, name: str, **extra) -> None:
     # Two CPU workers on a small machine: one math thread each, or their thread pools
     # fight over the cores and every step slows down many times over.
-    processes.start(name, sys.executable, "-m", "workers", "--device", "cpu", "--poll-interval", "0.2",
-                    OMP_NUM_THREADS="1", **extra)
+    processes.start(
+        name, sys.executable, "-m", "workers", "--device", "cpu", "--poll-interval", "0.2", OMP_NUM_THREADS="1", **extra
+    )
 
 
 def test_compose_topology_as_processes(empty_postgres_url, small_tasks, tmp_path):
@@ -139,8 +150,9 @@ def test_compose_topology_as_processes(empty_postgres_url, small_tasks, tmp_path
         assert "stopped after" in processes.log(f"worker{index}")
 
 
-def test_api_and_workers_on_separate_machines_share_only_postgres_and_a_bucket(empty_postgres_url, small_tasks,
-                                                                               s3, tmp_path):
+def test_api_and_workers_on_separate_machines_share_only_postgres_and_a_bucket(
+    empty_postgres_url, small_tasks, s3, tmp_path
+):
     prefix = f"retain-data/artifacts-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,  # the AWS_* variables the `s3` fixture set: endpoint and credentials, as on every machine
@@ -179,8 +191,9 @@ def test_api_and_workers_on_separate_machines_share_only_postgres_and_a_bucket(e
             assert served_there.json()["predictions"] == served_here["predictions"]
     finally:
         codes = processes.stop_all()
-    assert codes == {"api": -signal.SIGTERM, "worker1": 0, "worker2": 0, "serving": -signal.SIGTERM}, \
+    assert codes == {"api": -signal.SIGTERM, "worker1": 0, "worker2": 0, "serving": -signal.SIGTERM}, (
         f"{codes}\n{processes.logs()}"
+    )
 
     # Every artifact is in the bucket: datasets, weights, consolidation; no process wrote any to its own disk.
     objects = s3.find(prefix)

@@ -29,11 +29,19 @@ def device_name(value: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", type=device_name, metavar="auto|cpu|cuda|cuda:K",
-                        help="where to train (default: RETAIN_DEVICE, else auto = cuda when present); cuda:K "
-                             "is GPU K: start one worker per GPU")
-    parser.add_argument("--poll-interval", type=float, metavar="SECONDS",
-                        help="wait between polls of an empty queue (default: RETAIN_POLL_INTERVAL, else 0.5)")
+    parser.add_argument(
+        "--device",
+        type=device_name,
+        metavar="auto|cpu|cuda|cuda:K",
+        help="where to train (default: RETAIN_DEVICE, else auto = cuda when present); cuda:K "
+        "is GPU K: start one worker per GPU",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        metavar="SECONDS",
+        help="wait between polls of an empty queue (default: RETAIN_POLL_INTERVAL, else 0.5)",
+    )
     parser.add_argument("--once", action="store_true", help="run at most one job, then exit")
     parser.add_argument("--worker-id", default=None, help="name in job leases (default: HOSTNAME-PID)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -52,14 +60,20 @@ def main(argv: list[str] | None = None) -> int:
         if stop_event.is_set():
             logging.getLogger("workers").warning("second %s: exiting now", signal.Signals(signum).name)
             os._exit(128 + signum)
-        logging.getLogger("workers").info("%s: finishing gracefully (a running job goes back to the queue)",
-                                          signal.Signals(signum).name)
+        logging.getLogger("workers").info(
+            "%s: finishing gracefully (a running job goes back to the queue)", signal.Signals(signum).name
+        )
         stop_event.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    logging.getLogger("workers").info("worker %s on %s, device %s, database %s", worker_id, settings.artifact_uri,
-                                      settings.device, settings.database_url.split("@")[-1])
+    logging.getLogger("workers").info(
+        "worker %s on %s, device %s, database %s",
+        worker_id,
+        settings.artifact_uri,
+        settings.device,
+        settings.database_url.split("@")[-1],
+    )
     jobs_run = run_worker(settings, stop_event, once=args.once, worker_id=worker_id)
     logging.getLogger("workers").info("worker %s stopped after %d job(s)", worker_id, jobs_run)
     return 0

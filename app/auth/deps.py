@@ -43,8 +43,9 @@ class ScopedKey(HTTPBearer):
     """
 
     def __init__(self, needed: Scope):
-        super().__init__(auto_error=False, scheme_name="HTTPBearer",
-                         description="an API key: `Authorization: Bearer <key>`")
+        super().__init__(
+            auto_error=False, scheme_name="HTTPBearer", description="an API key: `Authorization: Bearer <key>`"
+        )
         self.needed = needed
 
     async def __call__(self, request: Request) -> ApiKey:  # type: ignore[override]
@@ -53,8 +54,10 @@ class ScopedKey(HTTPBearer):
             return ANONYMOUS_ADMIN
         scheme, _, secret = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not secret:
-            raise Unauthorized("this route needs an API key: send `Authorization: Bearer <key>` (the first admin "
-                               "key is in the data directory's admin.key; `retain keys create` makes more)")
+            raise Unauthorized(
+                "this route needs an API key: send `Authorization: Bearer <key>` (the first admin "
+                "key is in the data directory's admin.key; `retain keys create` makes more)"
+            )
         verified: VerifiedKeys = state.verified_keys
         key = verified.cached(secret)
         if key is None:
@@ -62,8 +65,10 @@ class ScopedKey(HTTPBearer):
         if key is None:
             raise Unauthorized("the API key is not valid (unknown or revoked)")
         if not Scope(key.scope).covers(self.needed):
-            raise Forbidden(f"this route needs a key with scope {self.needed.value!r} or above; "
-                            f"key {key.id} ({key.name!r}) has scope {key.scope!r}")
+            raise Forbidden(
+                f"this route needs a key with scope {self.needed.value!r} or above; "
+                f"key {key.id} ({key.name!r}) has scope {key.scope!r}"
+            )
         return key
 
 
@@ -72,10 +77,19 @@ TrainKey = Annotated[ApiKey, Depends(ScopedKey(Scope.TRAIN))]
 AdminKey = Annotated[ApiKey, Depends(ScopedKey(Scope.ADMIN))]
 
 AUTH_RESPONSES = {
-    401: {"description": "no API key, or an unknown or revoked one", "headers": {
-        "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
-        "content": {"application/json": {"example": {"detail": "the API key is not valid (unknown or revoked)"}}}},
-    403: {"description": "the key's scope does not cover this route",
-          "content": {"application/json": {"example": {
-              "detail": "this route needs a key with scope 'admin' or above; key 2 ('ci') has scope 'train'"}}}},
+    401: {
+        "description": "no API key, or an unknown or revoked one",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
+        "content": {"application/json": {"example": {"detail": "the API key is not valid (unknown or revoked)"}}},
+    },
+    403: {
+        "description": "the key's scope does not cover this route",
+        "content": {
+            "application/json": {
+                "example": {
+                    "detail": "this route needs a key with scope 'admin' or above; key 2 ('ci') has scope 'train'"
+                }
+            }
+        },
+    },
 }

@@ -130,9 +130,13 @@ def bootstrap_admin_key(engine: Engine, *, admin_key: str | None, key_file: Path
         created = create_key(session, scope=Scope.ADMIN, name=BOOTSTRAP_NAME)
         session.commit()
     where = write_key_file(key_file, created.secret)
-    print(f"retain: created the first admin API key (shown once): {created.secret}\n"
-          f"retain: {where}; the CLI on this machine reads it there, others pass it as RETAIN_API_KEY or "
-          f"`Authorization: Bearer <key>`", file=sys.stderr, flush=True)
+    print(
+        f"retain: created the first admin API key (shown once): {created.secret}\n"
+        f"retain: {where}; the CLI on this machine reads it there, others pass it as RETAIN_API_KEY or "
+        f"`Authorization: Bearer <key>`",
+        file=sys.stderr,
+        flush=True,
+    )
     return created.row
 
 

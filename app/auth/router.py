@@ -24,9 +24,27 @@ def list_keys(session: WriteSessionDep, caller: AdminKey) -> list[KeyOut]:
     return keys.list_keys(session)
 
 
-@router.delete("/{key_id}", response_model=KeyOut, summary="Revoke a key (at once here; within RETAIN_AUTH_CACHE_SECONDS on other replicas)",
-               responses={404: {"description": "unknown key", "content": {"application/json": {"example": {"detail": "API key 9 does not exist"}}}},
-                          409: {"description": "the last active admin key", "content": {"application/json": {"example": {"detail": "API key 1 is the last active admin key; create another admin key before revoking it"}}}}})
+@router.delete(
+    "/{key_id}",
+    response_model=KeyOut,
+    summary="Revoke a key (at once here; within RETAIN_AUTH_CACHE_SECONDS on other replicas)",
+    responses={
+        404: {
+            "description": "unknown key",
+            "content": {"application/json": {"example": {"detail": "API key 9 does not exist"}}},
+        },
+        409: {
+            "description": "the last active admin key",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "detail": "API key 1 is the last active admin key; create another admin key before revoking it"
+                    }
+                }
+            },
+        },
+    },
+)
 def revoke_key(key_id: RowId, session: WriteSessionDep, verified: VerifiedKeysDep, caller: AdminKey) -> KeyOut:
     revoked = keys.revoke_key(session, key_id)
     verified.forget(key_id)

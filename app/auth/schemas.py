@@ -13,8 +13,12 @@ class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"scope": "train", "name": "ci"}]})
 
     scope: Scope
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$",
-                      description="what the key is for (printable characters)")
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\x00-\x1f]+$",
+        description="what the key is for (printable characters)",
+    )
 
 
 class KeyOut(BaseModel):

@@ -19,10 +19,13 @@ EXIT_OK, EXIT_ERROR, EXIT_REJECTED = 0, 1, 3
 # --url (and --api-key) are accepted before or after the command: `retain --url U jobs` and `retain jobs --url U`.
 URL_OPTION = argparse.ArgumentParser(add_help=False)
 URL_OPTION.add_argument(
-    "--url", default=argparse.SUPPRESS, help=f"the retain API (default: $RETAIN_URL or {DEFAULT_URL})",
+    "--url",
+    default=argparse.SUPPRESS,
+    help=f"the retain API (default: $RETAIN_URL or {DEFAULT_URL})",
 )
 URL_OPTION.add_argument(
-    "--api-key", default=argparse.SUPPRESS,
+    "--api-key",
+    default=argparse.SUPPRESS,
     help=f"API key (default: $RETAIN_API_KEY, else the admin key in {DEFAULT_KEY_FILE} that the server here wrote)",
 )
 JSON_OPTION = argparse.ArgumentParser(add_help=False)
@@ -31,8 +34,9 @@ JSON_OPTION.add_argument("--json", action="store_true", help="print the server's
 Subcommands = argparse._SubParsersAction  # what `add_subparsers()` returns
 
 
-def add_command(commands: Subcommands, name: str, help_text: str, *, json_output: bool = False,
-                description: str | None = None) -> argparse.ArgumentParser:
+def add_command(
+    commands: Subcommands, name: str, help_text: str, *, json_output: bool = False, description: str | None = None
+) -> argparse.ArgumentParser:
     """A subcommand taking --url (and --json when json_output), its help also its description."""
     parents = [URL_OPTION, JSON_OPTION] if json_output else [URL_OPTION]
     return commands.add_parser(name, help=help_text, description=description or help_text, parents=parents)

@@ -21,7 +21,8 @@ COMMAND_MODULES = (serve, teach, reports, predict, registry, keys, demo)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="retain", parents=[URL_OPTION],
+        prog="retain",
+        parents=[URL_OPTION],
         description="Teach a model new tasks without forgetting the old ones.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -10,13 +10,20 @@ from app.client import RetainClient
 
 
 def register(commands: Subcommands) -> None:
-    keys = commands.add_parser("keys", help="API keys: create, list, revoke (needs an admin key)",
-                               description="API keys: create, list, revoke (needs an admin key)")
+    keys = commands.add_parser(
+        "keys",
+        help="API keys: create, list, revoke (needs an admin key)",
+        description="API keys: create, list, revoke (needs an admin key)",
+    )
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
 
     create = add_command(actions, "create", "create a key; its secret is printed once", json_output=True)
-    create.add_argument("--scope", choices=("predict", "train", "admin"), required=True,
-                        help="predict: inference and reads; train: + teach, cancel; admin: everything")
+    create.add_argument(
+        "--scope",
+        choices=("predict", "train", "admin"),
+        required=True,
+        help="predict: inference and reads; train: + teach, cancel; admin: everything",
+    )
     create.add_argument("--name", required=True, help="what the key is for")
     create.set_defaults(handler=run_create)
 
@@ -30,9 +37,15 @@ def register(commands: Subcommands) -> None:
 
 def run_create(client: RetainClient, args: argparse.Namespace) -> int:
     created = client.request("POST", "/keys", json={"scope": args.scope, "name": args.name})
-    return print_answer(args, created, lambda key: render.console.print(
-        f"Key {key['id']} ({key['name']!r}, scope {key['scope']}) — shown once, store it now:\n{key['key']}",
-        highlight=False, soft_wrap=True))
+    return print_answer(
+        args,
+        created,
+        lambda key: render.console.print(
+            f"Key {key['id']} ({key['name']!r}, scope {key['scope']}) — shown once, store it now:\n{key['key']}",
+            highlight=False,
+            soft_wrap=True,
+        ),
+    )
 
 
 def run_list(client: RetainClient, args: argparse.Namespace) -> int:
@@ -41,5 +54,4 @@ def run_list(client: RetainClient, args: argparse.Namespace) -> int:
 
 def run_revoke(client: RetainClient, args: argparse.Namespace) -> int:
     revoked = client.request("DELETE", f"/keys/{args.key_id}")
-    return print_answer(args, revoked, lambda key: render.console.print(
-        f"Key {key['id']} ({key['name']!r}) revoked"))
+    return print_answer(args, revoked, lambda key: render.console.print(f"Key {key['id']} ({key['name']!r}) revoked"))

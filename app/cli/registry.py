@@ -18,8 +18,9 @@ def register(commands: Subcommands) -> None:
     versions.add_argument("model")
     versions.set_defaults(handler=run_versions)
 
-    rollback = add_command(commands, "rollback", "serve another version of a model (roll back or forward)",
-                           json_output=True)
+    rollback = add_command(
+        commands, "rollback", "serve another version of a model (roll back or forward)", json_output=True
+    )
     rollback.add_argument("model")
     rollback.add_argument("version", type=int)
     rollback.add_argument("--reason", default="rollback from the CLI")
@@ -29,15 +30,22 @@ def register(commands: Subcommands) -> None:
     promote.add_argument("task_id", type=int)
     promote.set_defaults(handler=run_promote)
 
-    remove = add_command(commands, "delete", "delete a model, or one of its versions, and the artifacts nothing "
-                                             "else refers to (admin)", json_output=True)
+    remove = add_command(
+        commands,
+        "delete",
+        "delete a model, or one of its versions, and the artifacts nothing else refers to (admin)",
+        json_output=True,
+    )
     remove.add_argument("model")
-    remove.add_argument("version", type=int, nargs="?", help="only this version (not serving, no version learnt from it)")
+    remove.add_argument(
+        "version", type=int, nargs="?", help="only this version (not serving, no version learnt from it)"
+    )
     remove.add_argument("--yes", action="store_true", help="really delete (there is no undo)")
     remove.set_defaults(handler=run_delete)
 
-    collect = add_command(commands, "gc", "remove artifacts no row refers to, older than the grace period (admin)",
-                          json_output=True)
+    collect = add_command(
+        commands, "gc", "remove artifacts no row refers to, older than the grace period (admin)", json_output=True
+    )
     collect.add_argument("--dry-run", action="store_true", help="count what would be removed; remove nothing")
     collect.set_defaults(handler=run_gc)
 
@@ -54,15 +62,25 @@ def run_versions(client: RetainClient, args: argparse.Namespace) -> int:
 def run_rollback(client: RetainClient, args: argparse.Namespace) -> int:
     body = {"version": args.version, "reason": args.reason}
     answer = client.request("PUT", f"/models/{args.model}/serving-version", json=body)
-    return print_answer(args, answer, lambda answer: render.console.print(
-        f"Model [bold]{args.model}[/] now serves version {answer['serving_version']}{render.was(answer)}"))
+    return print_answer(
+        args,
+        answer,
+        lambda answer: render.console.print(
+            f"Model [bold]{args.model}[/] now serves version {answer['serving_version']}{render.was(answer)}"
+        ),
+    )
 
 
 def run_promote(client: RetainClient, args: argparse.Namespace) -> int:
     answer = client.request("POST", f"/tasks/{args.task_id}/promote")
-    return print_answer(args, answer, lambda answer: render.console.print(
-        f"Task {args.task_id}: version {answer['model_version']} of {answer['model']} is promoted and serving"
-        f"{render.was(answer)}"))
+    return print_answer(
+        args,
+        answer,
+        lambda answer: render.console.print(
+            f"Task {args.task_id}: version {answer['model_version']} of {answer['model']} is promoted and serving"
+            f"{render.was(answer)}"
+        ),
+    )
 
 
 def run_delete(client: RetainClient, args: argparse.Namespace) -> int:

@@ -13,7 +13,13 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import (
-    BarColumn, DownloadColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TransferSpeedColumn,
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TransferSpeedColumn,
 )
 from rich.table import Table
 
@@ -111,8 +117,9 @@ def follow_jobs(client: RetainClient, jobs: Mapping[str, int], show: bool = True
     )
     with Progress(*columns, console=console, disable=not show) as bar:
         rows = {
-            label: bar.add_task(label, total=1.0, status=JobStatus.QUEUED.value, epoch="–", loss="–", speed="–",
-                                eta="–")
+            label: bar.add_task(
+                label, total=1.0, status=JobStatus.QUEUED.value, epoch="–", loss="–", speed="–", eta="–"
+            )
             for label in jobs
         }
         try:
@@ -164,8 +171,9 @@ def show_update_effect(matrix: dict, version: dict) -> None:
         if task["task_id"] not in after:
             continue
         old, new = before.get(task["task_id"]), after[task["task_id"]]
-        table.add_row(task_label(task), fmt_accuracy(old), fmt_accuracy(new),
-                      "new task" if old is None else f"{new - old:+.3f}")
+        table.add_row(
+            task_label(task), fmt_accuracy(old), fmt_accuracy(new), "new task" if old is None else f"{new - old:+.3f}"
+        )
     console.print(table)
 
 
@@ -175,8 +183,11 @@ def show_jobs(jobs: list[dict], full_errors: bool) -> None:
     with_errors = any(job.get("error") for job in jobs)
     columns = ["job", "task", "model", "status", "attempt", "progress", "epoch", "loss", "version", "created"]
     for column in columns + (["error"] if with_errors else []):
-        table.add_column(column, justify="right" if column in ("job", "task", "progress", "loss", "version") else "left",
-                         no_wrap=column != "error")
+        table.add_column(
+            column,
+            justify="right" if column in ("job", "task", "progress", "loss", "version") else "left",
+            no_wrap=column != "error",
+        )
     for job in jobs:
         progress = job_progress(job)
         fraction = 1.0 if job["status"] == JobStatus.SUCCEEDED else progress.get("fraction")
@@ -205,9 +216,15 @@ def show_tasks(tasks: list[dict]) -> None:
     for task in tasks:
         dataset = task["dataset"]
         table.add_row(
-            str(task["id"]), task["model"], task.get("name") or "–", task["strategy"], task["status"],
-            fmt_optional(task.get("job_id")), fmt_optional(task.get("model_version")),
-            f"{dataset['n_train']}/{dataset['n_validation']}/{dataset['n_test']}", fmt_time(task.get("created_at")),
+            str(task["id"]),
+            task["model"],
+            task.get("name") or "–",
+            task["strategy"],
+            task["status"],
+            fmt_optional(task.get("job_id")),
+            fmt_optional(task.get("model_version")),
+            f"{dataset['n_train']}/{dataset['n_validation']}/{dataset['n_test']}",
+            fmt_time(task.get("created_at")),
         )
     console.print(table)
 
@@ -220,8 +237,10 @@ def show_task_accuracy(report: dict) -> None:
     for entry in report["history"]:
         table.add_row(
             str(entry["model_version"]) + ("" if entry.get("promoted", True) else " (rejected)"),
-            str(entry["after_task_id"]), fmt_accuracy(entry["accuracy"]),
-            str(entry["n_test"]), fmt_time(entry.get("created_at")),
+            str(entry["after_task_id"]),
+            fmt_accuracy(entry["accuracy"]),
+            str(entry["n_test"]),
+            fmt_time(entry.get("created_at")),
         )
     console.print(table)
     console.print(
@@ -242,7 +261,9 @@ def show_matrix(report: dict, title: str) -> None:
     for row in report["rows"]:
         by_task = {cell["task_id"]: cell["accuracy"] for cell in row["accuracy"]}
         after = row.get("task_name") or str(row["task_id"])
-        marks = "".join(mark for flag, mark in ((row.get("serving"), " *"), (row.get("promoted") is False, " (rejected)")) if flag)
+        marks = "".join(
+            mark for flag, mark in ((row.get("serving"), " *"), (row.get("promoted") is False, " (rejected)")) if flag
+        )
         table.add_row(
             str(row["model_version"]), after + marks, *(fmt_accuracy(by_task.get(task["task_id"])) for task in tasks)
         )
@@ -274,7 +295,7 @@ def show_predictions(answer: dict, title: str, top_k: int, expected: list | None
         table.add_row(*cells)
     console.print(table)
     if expected is not None:
-        hits = sum(str(p["label"]) == str(y) for p, y in zip(answer["predictions"], expected))
+        hits = sum(str(p["label"]) == str(y) for p, y in zip(answer["predictions"], expected, strict=True))
         console.print(f"{hits}/{len(expected)} match the labels in the file")
 
 
@@ -284,9 +305,14 @@ def show_models(models: list[dict]) -> None:
         table.add_column(column, justify="right" if column in ("tasks", "versions", "serving") else "left")
     for model in models:
         table.add_row(
-            model["name"], model["architecture"], model_family(model),
-            "×".join(str(d) for d in model["input_shape"]), str(model["n_tasks"]), str(model["n_versions"]),
-            fmt_optional(model.get("serving_version")), fmt_time(model.get("created_at")),
+            model["name"],
+            model["architecture"],
+            model_family(model),
+            "×".join(str(d) for d in model["input_shape"]),
+            str(model["n_tasks"]),
+            str(model["n_versions"]),
+            fmt_optional(model.get("serving_version")),
+            fmt_time(model.get("created_at")),
         )
     console.print(table)
 
@@ -296,8 +322,14 @@ def show_keys(keys: list[dict]) -> None:
     for column in ("id", "name", "scope", "prefix", "created", "revoked"):
         table.add_column(column, justify="right" if column == "id" else "left")
     for key in keys:
-        table.add_row(str(key["id"]), key["name"], key["scope"], key["prefix"] + "…", fmt_time(key["created_at"]),
-                      fmt_time(key.get("revoked_at")) if key.get("revoked_at") else "")
+        table.add_row(
+            str(key["id"]),
+            key["name"],
+            key["scope"],
+            key["prefix"] + "…",
+            fmt_time(key["created_at"]),
+            fmt_time(key.get("revoked_at")) if key.get("revoked_at") else "",
+        )
     console.print(table)
 
 
@@ -333,9 +365,13 @@ def show_demo_results(results: dict, reference: str, to: Console) -> None:
     rejected = False
     for strategy, result in results["models"].items():
         for index, update in enumerate(result["updates"]):
-            cells = [f"{update['accuracy'].get(name):.3f}" if update["accuracy"].get(name) is not None else "–"
-                     for name in (task_a, task_b)]
-            note = {JobStatus.SUCCEEDED: "", JobStatus.REJECTED: "not promoted*"}.get(update["status"], update["status"])
+            cells = [
+                f"{update['accuracy'].get(name):.3f}" if update["accuracy"].get(name) is not None else "–"
+                for name in (task_a, task_b)
+            ]
+            note = {JobStatus.SUCCEEDED: "", JobStatus.REJECTED: "not promoted*"}.get(
+                update["status"], update["status"]
+            )
             rejected |= update["status"] == JobStatus.REJECTED
             table.add_row(strategy if index == 0 else "", "A" if index == 0 else "A → B", *cells, note)
         table.add_section()
@@ -353,15 +389,19 @@ def show_collection(collection: dict | None) -> None:
         console.print("Artifacts: not collected now (see the server's log); the next collection removes them")
         return
     verb = "would remove" if collection["dry_run"] else "removed"
-    console.print(f"Artifacts: {collection['stored']} stored, {collection['referenced']} referenced; {verb} "
-                  f"{collection['removed']} ({collection['bytes_freed']:,} bytes); {collection['kept_recent']} "
-                  f"unreferenced kept, younger than {collection['grace_seconds']:g} s")
+    console.print(
+        f"Artifacts: {collection['stored']} stored, {collection['referenced']} referenced; {verb} "
+        f"{collection['removed']} ({collection['bytes_freed']:,} bytes); {collection['kept_recent']} "
+        f"unreferenced kept, younger than {collection['grace_seconds']:g} s"
+    )
 
 
 def show_deleted(answer: dict) -> None:
     versions = ", ".join(map(str, answer["versions"])) or "none"
-    console.print(f"Model [bold]{answer['model']}[/]: deleted version(s) {versions}, {answer['tasks']} task(s), "
-                  f"{answer['jobs']} job(s)")
+    console.print(
+        f"Model [bold]{answer['model']}[/]: deleted version(s) {versions}, {answer['tasks']} task(s), "
+        f"{answer['jobs']} job(s)"
+    )
     show_collection(answer["artifacts"])
 
 

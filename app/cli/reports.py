@@ -14,13 +14,15 @@ def register(commands: Subcommands) -> None:
     tasks.add_argument("--model")
     tasks.set_defaults(handler=run_tasks)
 
-    accuracy = add_command(commands, "accuracy", "a task's accuracy after every update since it was learnt",
-                           json_output=True)
+    accuracy = add_command(
+        commands, "accuracy", "a task's accuracy after every update since it was learnt", json_output=True
+    )
     accuracy.add_argument("task_id", type=int)
     accuracy.set_defaults(handler=run_accuracy)
 
-    matrix = add_command(commands, "matrix", "a model's accuracy matrix with average accuracy, BWT and forgetting",
-                         json_output=True)
+    matrix = add_command(
+        commands, "matrix", "a model's accuracy matrix with average accuracy, BWT and forgetting", json_output=True
+    )
     matrix.add_argument("model")
     matrix.add_argument("--png", metavar="FILE", help="also write the matrix as a heatmap image (for reports)")
     matrix.set_defaults(handler=run_matrix)
@@ -41,4 +43,6 @@ def run_matrix(client: RetainClient, args: argparse.Namespace) -> int:
 
         accuracy_heatmap_png(report, args.png)
         render.error_console.print(f"heatmap written to {args.png}")
-    return print_answer(args, report, lambda report: render.show_matrix(report, title=f"Accuracy matrix of {args.model}"))
+    return print_answer(
+        args, report, lambda report: render.show_matrix(report, title=f"Accuracy matrix of {args.model}")
+    )

@@ -17,15 +17,22 @@ from app.cli.command import EXIT_ERROR, EXIT_OK, Subcommands
 
 
 def register(commands: Subcommands) -> None:
-    serve = commands.add_parser("serve", help="run the API here (embedded worker on by default)",
-                                description="Run the API in this process. On the embedded default "
-                                "(SQLite under ./data, artifacts under ./data/artifacts) it also trains, in a worker thread.")
+    serve = commands.add_parser(
+        "serve",
+        help="run the API here (embedded worker on by default)",
+        description="Run the API in this process. On the embedded default "
+        "(SQLite under ./data, artifacts under ./data/artifacts) it also trains, in a worker thread.",
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port (uvicorn logs which)")
-    serve.add_argument("--no-embedded-worker", action="store_true",
-                       help="serve only; train in separate `retain worker` processes")
-    serve.add_argument("--no-migrate", action="store_true",
-                       help="do not bring the database schema to the migration head before serving")
+    serve.add_argument(
+        "--no-embedded-worker", action="store_true", help="serve only; train in separate `retain worker` processes"
+    )
+    serve.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not bring the database schema to the migration head before serving",
+    )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--no-access-log", action="store_true", help="do not log every request")
     serve.set_defaults(handler=run_serve, local=True)
@@ -48,8 +55,9 @@ def run_serve(args: argparse.Namespace) -> int:
         upgrade_schema()
     where = f"http://{args.host}:{args.port}" if args.port else f"a free port of {args.host}"
     render.console.print(f"retain serving on {where}  (API docs at /docs, Ctrl-C to stop)")
-    uvicorn.run("app.main:app", host=args.host, port=args.port, log_level=args.log_level,
-                access_log=not args.no_access_log)
+    uvicorn.run(
+        "app.main:app", host=args.host, port=args.port, log_level=args.log_level, access_log=not args.no_access_log
+    )
     return EXIT_OK
 
 

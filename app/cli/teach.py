@@ -24,28 +24,43 @@ STRATEGIES = ("ewc", "finetune", "replay", "ewc_replay", "ccll")
 
 def register(commands: Subcommands) -> None:
     teach = add_command(commands, "teach", "upload a dataset as a new task of a model", json_output=True)
-    teach.add_argument("file", help=".npz (x, y, optional x_test, y_test), .csv or .parquet with a label column, "
-                                    "a .zip or folder of image folders (class_name/*.png), or s3://… / file://… "
-                                    "for data the server reads itself")
+    teach.add_argument(
+        "file",
+        help=".npz (x, y, optional x_test, y_test), .csv or .parquet with a label column, "
+        "a .zip or folder of image folders (class_name/*.png), or s3://… / file://… "
+        "for data the server reads itself",
+    )
     teach.add_argument("--model", required=True, help="model name (created on first use)")
     teach.add_argument("--name", required=True, help="task name")
     teach.add_argument("--architecture", help="mlp | cnn | resnet18 (fixed on the model's first task)")
-    teach.add_argument("--option", action="append", metavar="KEY=VALUE",
-                       help="architecture option, e.g. hidden=[256,256], alpha=2 or memory_size=1000 (replay's "
-                       "memory, in samples) (repeatable)")
-    teach.add_argument("--strategy", choices=STRATEGIES,
-                       help="ewc (default) | finetune | replay | ewc_replay (EWC + rehearsal) | ccll")
-    teach.add_argument("--epochs", type=int,
-                       help="train exactly this many epochs (default: the service chooses: 4, or more on a small task, "
-                            "then early stopping on validation)")
+    teach.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="architecture option, e.g. hidden=[256,256], alpha=2 or memory_size=1000 (replay's "
+        "memory, in samples) (repeatable)",
+    )
+    teach.add_argument(
+        "--strategy", choices=STRATEGIES, help="ewc (default) | finetune | replay | ewc_replay (EWC + rehearsal) | ccll"
+    )
+    teach.add_argument(
+        "--epochs",
+        type=int,
+        help="train exactly this many epochs (default: the service chooses: 4, or more on a small task, "
+        "then early stopping on validation)",
+    )
     teach.add_argument("--batch-size", type=int)
     teach.add_argument("--lr", type=float)
     teach.add_argument("--ewc-lambda", help="a number, or auto (the default: the service searches)")
     teach.add_argument("--test-fraction", type=float, help="test split when the file has no x_test")
-    teach.add_argument("--max-forgetting", type=float,
-                       help="the model's forgetting gate: largest allowed drop of an old task's validation accuracy")
-    teach.add_argument("--nproc", type=int, help="processes the update runs on (data-parallel; at most the "
-                                                  "server's RETAIN_MAX_NPROC)")
+    teach.add_argument(
+        "--max-forgetting",
+        type=float,
+        help="the model's forgetting gate: largest allowed drop of an old task's validation accuracy",
+    )
+    teach.add_argument(
+        "--nproc", type=int, help="processes the update runs on (data-parallel; at most the server's RETAIN_MAX_NPROC)"
+    )
     teach.add_argument("--follow", "-f", action="store_true", help="show a live progress bar until the update ends")
     teach.set_defaults(handler=run_teach)
 
@@ -127,9 +142,7 @@ def report_finished_job(client: RetainClient, submitted: dict, job: dict) -> Non
         if version.get("capacity_warning"):
             render.console.print(f"[yellow]Capacity warning: {version['capacity_warning']}[/]", highlight=False)
         if status == JobStatus.REJECTED:
-            render.console.print(
-                f"[yellow]{job.get('error') or 'forgetting gate: an earlier task dropped too far'}[/]"
-            )
+            render.console.print(f"[yellow]{job.get('error') or 'forgetting gate: an earlier task dropped too far'}[/]")
             render.console.print(
                 f"The serving version is unchanged. Serve this one anyway with `retain promote {task_id}`."
             )

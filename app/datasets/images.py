@@ -61,8 +61,10 @@ class ImageDecoder:
         if input_shape is not None:
             input_shape = tuple(int(d) for d in input_shape)
             if len(input_shape) != 3 or input_shape[0] not in (1, 3):
-                raise InvalidInput(f"the model takes samples of shape {list(input_shape)}; images give samples of "
-                                   "shape [C, H, W] with C = 1 (grey) or 3 (RGB), so they cannot teach it")
+                raise InvalidInput(
+                    f"the model takes samples of shape {list(input_shape)}; images give samples of "
+                    "shape [C, H, W] with C = 1 (grey) or 3 (RGB), so they cannot teach it"
+                )
         self.shape = input_shape
         self.first: str | None = None  # the image that fixed the shape, when no model did
 
@@ -76,18 +78,22 @@ class ImageDecoder:
         try:
             image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
         except UnidentifiedImageError:
-            raise InvalidInput(f"image {name!r} cannot be read: it is corrupt or not in an accepted format ("
-                               f"{', '.join(f.lower() for f in PILLOW_FORMATS)})") from None
+            raise InvalidInput(
+                f"image {name!r} cannot be read: it is corrupt or not in an accepted format ("
+                f"{', '.join(f.lower() for f in PILLOW_FORMATS)})"
+            ) from None
         except Image.DecompressionBombError:
-            raise PayloadTooLarge(f"image {name!r} declares too many pixels; the limit is {MAX_PIXELS} "
-                                  "pixels per image") from None
+            raise PayloadTooLarge(
+                f"image {name!r} declares too many pixels; the limit is {MAX_PIXELS} pixels per image"
+            ) from None
         except Exception as error:  # Pillow raises many kinds on malformed headers
             raise InvalidInput(f"image {name!r} is corrupt: {error}") from None
         with image:
             width, height = image.size
             if width * height > MAX_PIXELS:  # from the header, before any pixel is decoded
-                raise PayloadTooLarge(f"image {name!r} is {width}x{height} pixels; the limit is {MAX_PIXELS} "
-                                      "pixels per image")
+                raise PayloadTooLarge(
+                    f"image {name!r} is {width}x{height} pixels; the limit is {MAX_PIXELS} pixels per image"
+                )
             if self.shape is None:
                 self.shape = (1 if image.mode in GREY_MODES else 3, height, width)
                 self.first = name
@@ -105,10 +111,14 @@ class ImageDecoder:
     def _size_message(self, name: str, width: int, height: int) -> str:
         want = f"{self.shape[2]}x{self.shape[1]}"
         if self.first is None:
-            return (f"image {name!r} is {width}x{height} pixels (width x height); the model takes {want} images "
-                    f"(input shape {list(self.shape)}). Images are not resized here: resize them to {want} first")
-        return (f"image {name!r} is {width}x{height} pixels (width x height) but the first image {self.first!r} is "
-                f"{want}; all images of a task must have one size (resize them first)")
+            return (
+                f"image {name!r} is {width}x{height} pixels (width x height); the model takes {want} images "
+                f"(input shape {list(self.shape)}). Images are not resized here: resize them to {want} first"
+            )
+        return (
+            f"image {name!r} is {width}x{height} pixels (width x height) but the first image {self.first!r} is "
+            f"{want}; all images of a task must have one size (resize them first)"
+        )
 
 
 # ------------------------------------------------------------------------ zip archives
@@ -134,14 +144,18 @@ def parse_image_zip(content: bytes, limits, input_shape: tuple[int, ...] | None 
         members = archive.infolist()
         max_members = limits.max_samples + EXTRA_MEMBERS
         if len(members) > max_members:
-            raise PayloadTooLarge(f"the zip has {len(members)} members; the limit is {max_members} "
-                                  f"({limits.max_samples} images plus {EXTRA_MEMBERS} folders and other files)")
+            raise PayloadTooLarge(
+                f"the zip has {len(members)} members; the limit is {max_members} "
+                f"({limits.max_samples} images plus {EXTRA_MEMBERS} folders and other files)"
+            )
         for info in members:
             check_member_name(info.filename)
         images = [info for info in members if is_image_member(info)]
         if not images:
-            raise UnsupportedFormat("the zip holds neither .npy arrays (an .npz) nor images in class folders "
-                                    f"(class_name/image.png, with {', '.join(IMAGE_EXTENSIONS)})")
+            raise UnsupportedFormat(
+                "the zip holds neither .npy arrays (an .npz) nor images in class folders "
+                f"(class_name/image.png, with {', '.join(IMAGE_EXTENSIONS)})"
+            )
         encrypted = next((info.filename for info in images if info.flag_bits & 0x1), None)
         if encrypted:
             raise InvalidInput(f"zip member {encrypted!r} is encrypted; send an unencrypted zip")
@@ -150,14 +164,17 @@ def parse_image_zip(content: bytes, limits, input_shape: tuple[int, ...] | None 
         max_unpacked = MAX_EXPANSION * limits.max_bytes
         unpacked = sum(info.file_size for info in images)
         if unpacked > max_unpacked:
-            raise PayloadTooLarge(f"the images in the zip unpack to {unpacked} bytes; the limit is {max_unpacked} "
-                                  f"bytes ({MAX_EXPANSION} x the {limits.max_bytes}-byte upload limit)")
+            raise PayloadTooLarge(
+                f"the images in the zip unpack to {unpacked} bytes; the limit is {max_unpacked} "
+                f"bytes ({MAX_EXPANSION} x the {limits.max_bytes}-byte upload limit)"
+            )
         splits = layout(sorted(info.filename for info in images))
         by_name = {info.filename: info for info in images}
         decoder = ImageDecoder(input_shape)
-        decoded = {split: read_images(archive, [by_name[name] for name in entries], labels, decoder,
-                                      limits, total=len(images))
-                   for split, (entries, labels) in splits.items()}
+        decoded = {
+            split: read_images(archive, [by_name[name] for name in entries], labels, decoder, limits, total=len(images))
+            for split, (entries, labels) in splits.items()
+        }
     train = decoded["train"]
     test = decoded.get("test")
     y_all = np.concatenate([train[1]] + ([test[1]] if test else []))
@@ -171,8 +188,10 @@ def check_member_name(name: str) -> None:
     """Refuse names that would escape a folder if anyone ever extracted the zip."""
     parts = re.split(r"[/\\]", name)
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-        raise InvalidInput(f"zip member {name!r} has an absolute path or a '..' part; member names must be "
-                           "relative paths inside the archive (class_name/image.png)")
+        raise InvalidInput(
+            f"zip member {name!r} has an absolute path or a '..' part; member names must be "
+            "relative paths inside the archive (class_name/image.png)"
+        )
 
 
 def is_image_member(info: zipfile.ZipInfo) -> bool:
@@ -185,34 +204,49 @@ def layout(names: list[str]) -> dict[str, tuple[list[str], list[str]]]:
     """Member names -> {"train": (names, labels), optionally "test": ...} by the ImageFolder layout."""
     parts = [PurePosixPath(name).parts for name in names]
     depth = 0  # leading folders shared by every image (a wrapping folder), looked through
-    while (all(len(p) > depth + 2 for p in parts) and len({p[depth] for p in parts}) == 1
-           and parts[0][depth].lower() not in SPLIT_FOLDERS):
+    while (
+        all(len(p) > depth + 2 for p in parts)
+        and len({p[depth] for p in parts}) == 1
+        and parts[0][depth].lower() not in SPLIT_FOLDERS
+    ):
         depth += 1
     tops = {p[depth].lower() for p in parts if len(p) > depth + 1}
     if tops & set(SPLIT_FOLDERS):
-        outside = next((name for name, p in zip(names, parts) if p[depth].lower() not in SPLIT_FOLDERS
-                        or len(p) < depth + 3), None)
+        outside = next(
+            (
+                name
+                for name, p in zip(names, parts, strict=True)
+                if p[depth].lower() not in SPLIT_FOLDERS or len(p) < depth + 3
+            ),
+            None,
+        )
         if outside:
-            raise InvalidInput(f"the zip has train/ or test/ folders, so every image must lie in "
-                               f"train/<class>/ or test/<class>/; {outside!r} does not")
+            raise InvalidInput(
+                f"the zip has train/ or test/ folders, so every image must lie in "
+                f"train/<class>/ or test/<class>/; {outside!r} does not"
+            )
         if "train" not in tops:
-            raise InvalidInput("the zip has a test/ folder but no train/ folder: the images to learn from go in "
-                               "train/<class>/")
+            raise InvalidInput(
+                "the zip has a test/ folder but no train/ folder: the images to learn from go in train/<class>/"
+            )
         splits: dict[str, tuple[list[str], list[str]]] = {}
-        for name, p in zip(names, parts):
+        for name, p in zip(names, parts, strict=True):
             entries, labels = splits.setdefault(p[depth].lower(), ([], []))
             entries.append(name)
             labels.append(p[depth + 1])
         return splits
-    loose = next((name for name, p in zip(names, parts) if len(p) < depth + 2), None)
+    loose = next((name for name, p in zip(names, parts, strict=True) if len(p) < depth + 2), None)
     if loose:
-        raise InvalidInput(f"image {loose!r} is not inside a class folder; the zip needs class_name/image.png "
-                           "(the folder name is the label)")
+        raise InvalidInput(
+            f"image {loose!r} is not inside a class folder; the zip needs class_name/image.png "
+            "(the folder name is the label)"
+        )
     return {"train": (names, [p[depth] for p in parts])}
 
 
-def read_images(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], labels: list[str], decoder: ImageDecoder,
-                limits, total: int) -> tuple[np.ndarray, np.ndarray]:
+def read_images(
+    archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], labels: list[str], decoder: ImageDecoder, limits, total: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode ``infos`` in order; ``total`` images of the whole upload count against the decoded-size limit."""
     x = None
     for i, info in enumerate(infos):
@@ -233,5 +267,7 @@ def check_decoded_size(n: int, sample_shape: tuple[int, ...], limits) -> None:
     """N uint8 images of ``sample_shape`` must fit the decoded-size limit before they are allocated."""
     size = n * int(np.prod(sample_shape))
     if size > limits.max_array_bytes:
-        raise PayloadTooLarge(f"{n} images of shape {list(sample_shape)} decode to {size} bytes; the limit is "
-                              f"{limits.max_array_bytes} bytes")
+        raise PayloadTooLarge(
+            f"{n} images of shape {list(sample_shape)} decode to {size} bytes; the limit is "
+            f"{limits.max_array_bytes} bytes"
+        )

@@ -65,9 +65,11 @@ def parse_parquet(content: bytes, limits, input_shape: tuple[int, ...] | None = 
     images = [name for name in features if is_image_type(schema.field(name).type)]
     if images:
         if len(features) > 1:
-            raise InvalidInput(f"the Parquet file has the image column {images[0]!r} and other feature columns "
-                               f"{[name for name in features if name != images[0]][:10]}; send the image column "
-                               f"and {LABEL!r} only")
+            raise InvalidInput(
+                f"the Parquet file has the image column {images[0]!r} and other feature columns "
+                f"{[name for name in features if name != images[0]][:10]}; send the image column "
+                f"and {LABEL!r} only"
+            )
         x = read_image_column(file, images[0], n, limits, input_shape)
     else:
         x = read_numeric_columns(file, schema, features, n, limits)
@@ -76,11 +78,15 @@ def parse_parquet(content: bytes, limits, input_shape: tuple[int, ...] | None = 
 
 def check_uncompressed_size(file, limits) -> None:
     metadata = file.metadata
-    size = sum(metadata.row_group(g).column(c).total_uncompressed_size
-               for g in range(metadata.num_row_groups) for c in range(metadata.num_columns))
+    size = sum(
+        metadata.row_group(g).column(c).total_uncompressed_size
+        for g in range(metadata.num_row_groups)
+        for c in range(metadata.num_columns)
+    )
     if size > limits.max_array_bytes:
-        raise PayloadTooLarge(f"the Parquet columns decompress to {size} bytes; the limit is "
-                              f"{limits.max_array_bytes} bytes")
+        raise PayloadTooLarge(
+            f"the Parquet columns decompress to {size} bytes; the limit is {limits.max_array_bytes} bytes"
+        )
 
 
 def is_image_type(type_) -> bool:
@@ -123,8 +129,9 @@ def read_variable_column(file, name: str, budget: int):
         for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=[name]):
             size += batch.nbytes
             if size > budget:
-                raise PayloadTooLarge(f"the Parquet column {name!r} decodes to more than {budget} bytes; "
-                                      f"the limit is {budget} bytes")
+                raise PayloadTooLarge(
+                    f"the Parquet column {name!r} decodes to more than {budget} bytes; the limit is {budget} bytes"
+                )
             chunks.append(batch.column(0))
         return pa.chunked_array(chunks, type=file.schema_arrow.field(name).type)
     except (pa.ArrowException, OSError, ValueError) as error:
@@ -135,20 +142,24 @@ def read_numeric_columns(file, schema, features: list[str], n: int, limits) -> n
     for name in features:
         type_ = schema.field(name).type
         if not _is_number(type_):
-            raise InvalidInput(f"the Parquet column {name!r} holds {type_} values; feature columns must be numbers "
-                               f"(integers, floats, booleans), or the file must have one image column and {LABEL!r}")
+            raise InvalidInput(
+                f"the Parquet column {name!r} holds {type_} values; feature columns must be numbers "
+                f"(integers, floats, booleans), or the file must have one image column and {LABEL!r}"
+            )
     pixels = all(str(schema.field(name).type) == "uint8" for name in features)
     dtype = np.uint8 if pixels else np.float32
     size = n * len(features) * np.dtype(dtype).itemsize
     if size > limits.max_array_bytes:
-        raise PayloadTooLarge(f"{n} rows of {len(features)} features take {size} bytes; the limit is "
-                              f"{limits.max_array_bytes} bytes")
+        raise PayloadTooLarge(
+            f"{n} rows of {len(features)} features take {size} bytes; the limit is {limits.max_array_bytes} bytes"
+        )
     x = np.empty((n, len(features)), dtype=dtype)
     for j, name in enumerate(features):  # one column in memory at a time, besides x
         column = read_column(file, name)
         if column.null_count:
-            raise InvalidInput(f"the Parquet column {name!r} has {column.null_count} missing values; "
-                               "every feature needs a value")
+            raise InvalidInput(
+                f"the Parquet column {name!r} has {column.null_count} missing values; every feature needs a value"
+            )
         values = column.to_numpy()
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             raise InvalidInput(f"the Parquet column {name!r} contains NaN or infinite values")
@@ -172,9 +183,15 @@ def read_image_column(file, name: str, n: int, limits, input_shape) -> np.ndarra
         where = f"row {i} of column {name!r}"
         if not encoded:
             path = paths[i].as_py() if paths is not None else None
-            raise InvalidInput(f"{where} has no image bytes" + (f" (only the path {path!r}, which is never opened: "
-                                                                "embed the bytes, e.g. datasets' embed_external_files)"
-                                                                if path else ""))
+            raise InvalidInput(
+                f"{where} has no image bytes"
+                + (
+                    f" (only the path {path!r}, which is never opened: "
+                    "embed the bytes, e.g. datasets' embed_external_files)"
+                    if path
+                    else ""
+                )
+            )
         pixels = decoder.decode(encoded, where)
         if x is None:
             check_decoded_size(n, pixels.shape, limits)
@@ -198,7 +215,7 @@ def read_labels(file, schema, limits) -> np.ndarray:
         raise InvalidInput(f"the Parquet column {LABEL!r} holds {type_} values; labels must be integers or strings")
     y = column.to_numpy()
     names = class_label_names(schema)
-    if names is not None and y.dtype.kind in "iu" and len(y) and 0 <= y.min() and y.max() < len(names):
+    if names is not None and y.dtype.kind in "iu" and len(y) and y.min() >= 0 and y.max() < len(names):
         return np.asarray(names, dtype=str)[y]
     return y
 

@@ -26,8 +26,10 @@ from app.errors import InvalidInput, PayloadTooLarge, UnsupportedFormat
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 NPY_MAGIC = b"\x93NUMPY"
 PICKLE_EXTENSIONS = (".pkl", ".pickle", ".pt", ".pth", ".joblib")
-ACCEPTED = ("an .npz (arrays x, y and optionally x_test, y_test), a .csv or Parquet file with a 'label' "
-            "column, or a .zip of image folders (class_name/image.png)")
+ACCEPTED = (
+    "an .npz (arrays x, y and optionally x_test, y_test), a .csv or Parquet file with a 'label' "
+    "column, or a .zip of image folders (class_name/image.png)"
+)
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,9 @@ def sorted_labels(y: np.ndarray) -> list:
 # ---------------------------------------------------------------------------- parsing
 
 
-def parse_upload(filename: str | None, content: bytes, limits: Limits,
-                 input_shape: tuple[int, ...] | None = None) -> ParsedUpload:
+def parse_upload(
+    filename: str | None, content: bytes, limits: Limits, input_shape: tuple[int, ...] | None = None
+) -> ParsedUpload:
     """Detect the format from the bytes (the file name only breaks ties) and parse it. ``input_shape``
     is the model's, when it has one: images are converted to its channels."""
     if len(content) > limits.max_bytes:
@@ -109,8 +112,9 @@ def parse_upload(filename: str | None, content: bytes, limits: Limits,
         test = _labelled(*test, "test images", "test labels") if test else None
         return ParsedUpload("images", digest, _labelled(x, y, "images", "labels"), test)
     if is_parquet(content):
-        return ParsedUpload("parquet", digest, _labelled(*parse_parquet(content, limits, input_shape), "features",
-                                                         "label"), None)
+        return ParsedUpload(
+            "parquet", digest, _labelled(*parse_parquet(content, limits, input_shape), "features", "label"), None
+        )
     if content.startswith(ZIP_MAGIC):
         samples, test = _parse_npz(content, limits)
         return ParsedUpload("npz", digest, samples, test)
@@ -121,8 +125,10 @@ def parse_upload(filename: str | None, content: bytes, limits: Limits,
     if name.endswith((".npz", ".zip")):
         raise UnsupportedFormat(f"{filename!r} is named {name[-4:]} but is not a zip archive; send {ACCEPTED}")
     if name.endswith(".parquet"):
-        raise UnsupportedFormat(f"{filename!r} is named .parquet but is not a whole Parquet file (it needs the PAR1 "
-                                f"marks at both ends); send {ACCEPTED}")
+        raise UnsupportedFormat(
+            f"{filename!r} is named .parquet but is not a whole Parquet file (it needs the PAR1 "
+            f"marks at both ends); send {ACCEPTED}"
+        )
     if name.endswith(".csv") or not name.rpartition(".")[1] or name.endswith(".txt"):
         samples = _parse_csv(content, limits)
         return ParsedUpload("csv", digest, samples, None)
@@ -138,8 +144,10 @@ def _parse_npz(content: bytes, limits: Limits) -> tuple[LabelledArrays, Labelled
         members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
         missing = [key for key in ("x", "y") if key not in members]
         if missing:
-            raise InvalidInput(f"the .npz has no array {' or '.join(repr(k) for k in missing)} "
-                               f"(it has {sorted(members) or 'nothing'}); it needs x and y")
+            raise InvalidInput(
+                f"the .npz has no array {' or '.join(repr(k) for k in missing)} "
+                f"(it has {sorted(members) or 'nothing'}); it needs x and y"
+            )
         if ("x_test" in members) != ("y_test" in members):
             raise InvalidInput("the .npz has only one of x_test and y_test; give both or neither")
         keys = [key for key in ("x", "y", "x_test", "y_test") if key in members]
@@ -150,8 +158,9 @@ def _parse_npz(content: bytes, limits: Limits) -> tuple[LabelledArrays, Labelled
                 raise PayloadTooLarge(f"array {key!r} holds {shape[0]} samples; the limit is {limits.max_samples}")
             declared_bytes += math.prod(shape) * dtype.itemsize
         if declared_bytes > limits.max_array_bytes:
-            raise PayloadTooLarge(f"the arrays decompress to {declared_bytes} bytes; "
-                                  f"the limit is {limits.max_array_bytes} bytes")
+            raise PayloadTooLarge(
+                f"the arrays decompress to {declared_bytes} bytes; the limit is {limits.max_array_bytes} bytes"
+            )
         arrays = {key: _read_array(archive, members[key], key) for key in keys}
     samples = _labelled(arrays["x"], arrays["y"], "x", "y")
     test = _labelled(arrays["x_test"], arrays["y_test"], "x_test", "y_test") if "x_test" in arrays else None
@@ -166,7 +175,9 @@ def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> tu
     try:
         with archive.open(info) as stream:
             version = np.lib.format.read_magic(stream)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, _, dtype = read_header(stream, max_header_size=10_000)
     except ValueError as error:
         if "pickle" in str(error).lower() or "object" in str(error).lower():
@@ -192,16 +203,19 @@ def _read_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> np
 
 
 def _pickled_message(key: str) -> str:
-    return (f"array {key!r} holds Python objects, which only load by unpickling; pickled data is never "
-            "loaded. Save numeric x and integer or string y (e.g. np.savez with plain arrays)")
+    return (
+        f"array {key!r} holds Python objects, which only load by unpickling; pickled data is never "
+        "loaded. Save numeric x and integer or string y (e.g. np.savez with plain arrays)"
+    )
 
 
 def _parse_csv(content: bytes, limits: Limits) -> LabelledArrays:
     try:
         return _read_csv(content, limits)
     except csv.Error as error:  # e.g. a field over csv.field_size_limit() (131,072 characters)
-        raise InvalidInput(f"the .csv cannot be read: {error} (fields are at most {csv.field_size_limit()} "
-                           "characters)") from None
+        raise InvalidInput(
+            f"the .csv cannot be read: {error} (fields are at most {csv.field_size_limit()} characters)"
+        ) from None
 
 
 def _read_csv(content: bytes, limits: Limits) -> LabelledArrays:
@@ -234,8 +248,9 @@ def _read_csv(content: bytes, limits: Limits) -> LabelledArrays:
             features.append([float(row[i]) for i in feature_columns])
         except ValueError:
             bad = next(i for i in feature_columns if not _is_float(row[i]))
-            raise InvalidInput(f"the .csv line {line_number}, column {header[bad]!r}: "
-                               f"{row[bad]!r} is not a number") from None
+            raise InvalidInput(
+                f"the .csv line {line_number}, column {header[bad]!r}: {row[bad]!r} is not a number"
+            ) from None
         label = row[label_column].strip()
         if not label:
             raise InvalidInput(f"the .csv line {line_number} has an empty label")
@@ -272,8 +287,9 @@ def _labelled(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str) -> Labelle
     if x.dtype.kind not in "biuf":
         raise InvalidInput(f"{x_name} must hold numbers; it has dtype {x.dtype}")
     if x.ndim < 2:
-        raise InvalidInput(f"{x_name} has shape {x.shape}; it needs one row per sample: "
-                           "N x features, N x H x W or N x C x H x W")
+        raise InvalidInput(
+            f"{x_name} has shape {x.shape}; it needs one row per sample: N x features, N x H x W or N x C x H x W"
+        )
     if x.ndim == 3:  # N x H x W grey images: one channel
         x = x[:, None, :, :]
     if x.ndim > 4:
@@ -306,8 +322,10 @@ def _label_array(y: np.ndarray, name: str) -> np.ndarray:
             raise InvalidInput(f"{name} contains NaN or infinite values; labels must be class ids")
         if not (y == np.round(y)).all():
             example = y[y != np.round(y)][0]
-            raise InvalidInput(f"{name} holds non-integer values such as {example}; labels must be class ids "
-                               "(integers or strings), not regression targets")
+            raise InvalidInput(
+                f"{name} holds non-integer values such as {example}; labels must be class ids "
+                "(integers or strings), not regression targets"
+            )
         return y.astype(np.int64)
     if y.dtype.kind == "U":
         return y
@@ -324,21 +342,24 @@ def check_compatible(upload: ParsedUpload, input_shape: tuple[int, ...] | None =
     if upload.test is None:
         return
     if upload.test.x.shape[1:] != upload.samples.x.shape[1:]:
-        raise InvalidInput(f"x_test samples have shape {upload.test.x.shape[1:]} "
-                           f"but x samples have {upload.samples.x.shape[1:]}")
+        raise InvalidInput(
+            f"x_test samples have shape {upload.test.x.shape[1:]} but x samples have {upload.samples.x.shape[1:]}"
+        )
     if (upload.test.y.dtype.kind == "U") != (upload.samples.y.dtype.kind == "U"):
         raise InvalidInput("y and y_test must both hold integers or both strings")
     unseen = np.setdiff1d(upload.test.y, upload.samples.y)
     if len(unseen):
-        raise InvalidInput(f"y_test has labels that y never shows, so they cannot be learnt: "
-                           f"{sorted_labels(unseen)[:10]}")
+        raise InvalidInput(
+            f"y_test has labels that y never shows, so they cannot be learnt: {sorted_labels(unseen)[:10]}"
+        )
 
 
 # ----------------------------------------------------------------------------- split
 
 
-def split_dataset(upload: ParsedUpload, *, test_fraction: float, validation_fraction: float,
-                  seed: int) -> DatasetSplits:
+def split_dataset(
+    upload: ParsedUpload, *, test_fraction: float, validation_fraction: float, seed: int
+) -> DatasetSplits:
     """Seeded, stratified split into train / validation / test.
 
     With its own x_test the upload keeps it as test and only validation is drawn from x.
@@ -347,8 +368,11 @@ def split_dataset(upload: ParsedUpload, *, test_fraction: float, validation_frac
     check_compatible(upload)
     samples = upload.samples
     rng = np.random.default_rng(seed)
-    fractions = {"validation": validation_fraction} if upload.test is not None else {
-        "test": test_fraction, "validation": validation_fraction}
+    fractions = (
+        {"validation": validation_fraction}
+        if upload.test is not None
+        else {"test": test_fraction, "validation": validation_fraction}
+    )
     parts = {"train": [], "validation": [], "test": []}
     for label in np.unique(samples.y):
         indices = rng.permutation(np.flatnonzero(samples.y == label))
@@ -359,16 +383,20 @@ def split_dataset(upload: ParsedUpload, *, test_fraction: float, validation_frac
             parts[part].append(indices[start : start + max(count, 0)])
             start += max(count, 0)
         parts["train"].append(indices[start:])
-    chosen = {part: np.sort(np.concatenate(chunks)) if chunks else np.array([], dtype=np.int64)
-              for part, chunks in parts.items()}
+    chosen = {
+        part: np.sort(np.concatenate(chunks)) if chunks else np.array([], dtype=np.int64)
+        for part, chunks in parts.items()
+    }
     splits = {part: LabelledArrays(samples.x[index], samples.y[index]) for part, index in chosen.items()}
     if upload.test is not None:
         splits["test"] = upload.test
     empty = [part for part, data in splits.items() if len(data) == 0]
     if empty:
         asked = ", ".join(f"{part}_fraction={value}" for part, value in fractions.items())
-        raise InvalidInput(f"{len(samples)} samples are too few to split into train, validation and test "
-                           f"({asked}): the {' and '.join(empty)} split would be empty")
+        raise InvalidInput(
+            f"{len(samples)} samples are too few to split into train, validation and test "
+            f"({asked}): the {' and '.join(empty)} split would be empty"
+        )
     return DatasetSplits(**splits)
 
 
@@ -415,10 +443,20 @@ class ParsedDataset:
         return [self.labels[i] for i in self.splits[split].label_index.tolist()]
 
 
-def parse_dataset(filename: str | None, data: bytes, *, max_bytes: int, max_samples: int,
-                  test_fraction: float, validation_fraction: float, seed: int,
-                  input_shape: tuple[int, ...] | None = None, max_decoded_bytes: int | None = None,
-                  max_abs_value: float = math.inf, max_labels: int | None = None) -> ParsedDataset:
+def parse_dataset(
+    filename: str | None,
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_samples: int,
+    test_fraction: float,
+    validation_fraction: float,
+    seed: int,
+    input_shape: tuple[int, ...] | None = None,
+    max_decoded_bytes: int | None = None,
+    max_abs_value: float = math.inf,
+    max_labels: int | None = None,
+) -> ParsedDataset:
     """Parse, check and split an upload; every failure is a domain error naming the problem.
 
     ``max_decoded_bytes`` caps what the arrays may decode to (default 4 x max_bytes, at least 1 MiB);
@@ -427,19 +465,29 @@ def parse_dataset(filename: str | None, data: bytes, *, max_bytes: int, max_samp
     for name, value in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
         if not (math.isfinite(value) and 0.0 < value < 1.0):
             raise InvalidInput(f"{name} must be between 0 and 1 (exclusive), got {value}")
-    upload = parse_upload(filename, data, Limits(max_bytes=max_bytes, max_samples=max_samples,
-                                                 max_array_bytes=max_decoded_bytes or max(4 * max_bytes, 1 << 20)),
-                          input_shape)
+    upload = parse_upload(
+        filename,
+        data,
+        Limits(
+            max_bytes=max_bytes,
+            max_samples=max_samples,
+            max_array_bytes=max_decoded_bytes or max(4 * max_bytes, 1 << 20),
+        ),
+        input_shape,
+    )
     for part, name in ((upload.samples, "x"), (upload.test, "x_test")):
         peak = max(abs(float(part.x.max())), abs(float(part.x.min()))) if part is not None else 0.0
         if peak > max_abs_value:
-            raise InvalidInput(f"{name} holds values as large as {peak:.3g}; the limit is "
-                               f"{max_abs_value:g} in absolute value (max_abs_value): scale the features")
+            raise InvalidInput(
+                f"{name} holds values as large as {peak:.3g}; the limit is "
+                f"{max_abs_value:g} in absolute value (max_abs_value): scale the features"
+            )
     if max_labels is not None:
         distinct = len(np.unique(np.concatenate([upload.samples.y] + ([upload.test.y] if upload.test else []))))
         if distinct > max_labels:
-            raise InvalidInput(f"the upload has {distinct} distinct labels; the limit is {max_labels} "
-                               "(max_labels_per_task)")
+            raise InvalidInput(
+                f"the upload has {distinct} distinct labels; the limit is {max_labels} (max_labels_per_task)"
+            )
     splits = split_dataset(upload, test_fraction=test_fraction, validation_fraction=validation_fraction, seed=seed)
     labels = splits.labels
     index = {label: i for i, label in enumerate(labels)}
@@ -448,5 +496,10 @@ def parse_dataset(filename: str | None, data: bytes, *, max_bytes: int, max_samp
         y = [value.item() if isinstance(value, np.generic) else value for value in part.y]
         return Split(np.ascontiguousarray(part.x), np.asarray([index[v] for v in y], dtype=np.int64))
 
-    return ParsedDataset(format=upload.format, sha256=upload.sha256, input_shape=splits.sample_shape, labels=labels,
-                         splits={name: stored(getattr(splits, name)) for name in SPLITS})
+    return ParsedDataset(
+        format=upload.format,
+        sha256=upload.sha256,
+        input_shape=splits.sample_shape,
+        labels=labels,
+        splits={name: stored(getattr(splits, name)) for name in SPLITS},
+    )

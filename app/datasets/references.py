@@ -50,9 +50,12 @@ class ReferencePolicy:
     max_bytes: int
 
     @classmethod
-    def of(cls, settings) -> "ReferencePolicy":
-        return cls(roots=tuple(settings.data_roots), allow_http=settings.allow_http_data,
-                   max_bytes=settings.max_reference_bytes or settings.max_upload_bytes)
+    def of(cls, settings) -> ReferencePolicy:
+        return cls(
+            roots=tuple(settings.data_roots),
+            allow_http=settings.allow_http_data,
+            max_bytes=settings.max_reference_bytes or settings.max_upload_bytes,
+        )
 
 
 def check_reference(uri: str, policy: ReferencePolicy) -> DataReference:
@@ -68,12 +71,15 @@ def check_reference(uri: str, policy: ReferencePolicy) -> DataReference:
     except Exception as error:  # network, credentials, endpoint: say which, without a traceback
         raise InvalidInput(f"the data {uri} cannot be reached: {type(error).__name__}: {error}") from None
     if info.get("type") == "directory":
-        raise InvalidInput(f"the data {uri} is a folder; reference one file (zip an image folder: "
-                           "`retain teach FOLDER` does that for uploads)")
+        raise InvalidInput(
+            f"the data {uri} is a folder; reference one file (zip an image folder: "
+            "`retain teach FOLDER` does that for uploads)"
+        )
     size = int(info.get("size") or 0)
     if size > policy.max_bytes:
-        raise PayloadTooLarge(f"the data {uri} is {size} bytes; the limit for data by reference is "
-                              f"{policy.max_bytes} bytes")
+        raise PayloadTooLarge(
+            f"the data {uri} is {size} bytes; the limit for data by reference is {policy.max_bytes} bytes"
+        )
     if size == 0:
         raise InvalidInput(f"the data {uri} is empty")
     return DataReference(uri=uri, name=posixpath.basename(path.rstrip("/")), size=size)
@@ -96,17 +102,23 @@ def allowed_uri(uri: str, policy: ReferencePolicy) -> str:
     if not uri:
         raise InvalidInput("uri is empty; give s3://bucket/key or an absolute path under a data root")
     if not policy.roots:
-        raise InvalidInput("data by reference is off on this server: it reads only under RETAIN_DATA_ROOTS, "
-                           "which is empty; upload the file instead")
+        raise InvalidInput(
+            "data by reference is off on this server: it reads only under RETAIN_DATA_ROOTS, "
+            "which is empty; upload the file instead"
+        )
     scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
     if scheme in ("", "file"):
         return _local(uri.removeprefix("file://") if scheme else uri, policy)
     if scheme not in REMOTE_SCHEMES:
-        raise InvalidInput(f"uri scheme {scheme!r} is not accepted; use s3://bucket/key or an absolute path "
-                           f"under one of RETAIN_DATA_ROOTS")
+        raise InvalidInput(
+            f"uri scheme {scheme!r} is not accepted; use s3://bucket/key or an absolute path "
+            f"under one of RETAIN_DATA_ROOTS"
+        )
     if scheme in ("http", "https") and not policy.allow_http:
-        raise InvalidInput(f"http(s) data is off on this server (RETAIN_ALLOW_HTTP_DATA); use s3:// or a path "
-                           f"under one of RETAIN_DATA_ROOTS")
+        raise InvalidInput(
+            "http(s) data is off on this server (RETAIN_ALLOW_HTTP_DATA); use s3:// or a path "
+            "under one of RETAIN_DATA_ROOTS"
+        )
     rest = uri.split("://", 1)[1]
     if ".." in rest.split("/") or "\\" in rest or "?" in rest or "#" in rest:
         raise InvalidInput(f"uri {uri!r} may not hold '..' parts, backslashes, queries or fragments")
@@ -131,8 +143,9 @@ def _local(path: str, policy: ReferencePolicy) -> str:
         root_real = os.path.realpath(root.removeprefix("file://"))
         if real != root_real and os.path.commonpath([real, root_real]) == root_real:
             return real
-    raise InvalidInput(f"the path {path} is outside the allowed data roots (RETAIN_DATA_ROOTS: "
-                       f"{', '.join(policy.roots)})")
+    raise InvalidInput(
+        f"the path {path} is outside the allowed data roots (RETAIN_DATA_ROOTS: {', '.join(policy.roots)})"
+    )
 
 
 def filesystem(uri: str):
@@ -146,5 +159,6 @@ def filesystem(uri: str):
     try:
         return fsspec.core.url_to_fs(uri, **options)
     except ImportError as error:
-        raise InvalidInput(f"{scheme}:// data needs an optional package on the server "
-                           f"(pip install 'retain[s3]' for s3): {error}") from None
+        raise InvalidInput(
+            f"{scheme}:// data needs an optional package on the server (pip install 'retain[s3]' for s3): {error}"
+        ) from None

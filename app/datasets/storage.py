@@ -31,10 +31,15 @@ def dataset_to_bytes(dataset: ParsedDataset) -> bytes:
         tensors[f"{name}.x"] = torch.from_numpy(np.ascontiguousarray(split.x))
         tensors[f"{name}.label_index"] = torch.from_numpy(np.ascontiguousarray(split.label_index, dtype=np.int64))
     metadata = {
-        "retain": json.dumps({
-            "format": FORMAT, "source_format": dataset.format, "source_sha256": dataset.sha256,
-            "input_shape": list(dataset.input_shape), "labels": dataset.labels,
-        })
+        "retain": json.dumps(
+            {
+                "format": FORMAT,
+                "source_format": dataset.format,
+                "source_sha256": dataset.sha256,
+                "input_shape": list(dataset.input_shape),
+                "labels": dataset.labels,
+            }
+        )
     }
     return to_safetensors_bytes(tensors, metadata)
 

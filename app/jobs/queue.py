@@ -47,8 +47,15 @@ class Heartbeat:
 
 def enqueue(session: Session, task: Task, max_attempts: int = 3) -> Job:
     """Queue the update that learns ``task``; the caller commits (with the task, atomically)."""
-    job = Job(task_id=task.id, model_id=task.model_id, status=JobStatus.QUEUED, attempt=1, max_attempts=max_attempts,
-              progress={"fraction": 0.0}, cancel_requested=False)
+    job = Job(
+        task_id=task.id,
+        model_id=task.model_id,
+        status=JobStatus.QUEUED,
+        attempt=1,
+        max_attempts=max_attempts,
+        progress={"fraction": 0.0},
+        cancel_requested=False,
+    )
     session.add(job)
     session.flush()
     return job
@@ -80,9 +87,11 @@ def claim(session: Session, worker_id: str, lease_seconds: float, now: datetime 
         return None  # idle polls never take the write lock
     begin_write(session)
     earlier = aliased(Job)
-    unfinished_before = (select(earlier.id)
-                         .where(earlier.model_id == Job.model_id, earlier.id < Job.id, earlier.status.in_(UNFINISHED))
-                         .exists())
+    unfinished_before = (
+        select(earlier.id)
+        .where(earlier.model_id == Job.model_id, earlier.id < Job.id, earlier.status.in_(UNFINISHED))
+        .exists()
+    )
     query = select(Job).where(Job.status == JobStatus.QUEUED, ~unfinished_before).order_by(Job.id).limit(1)
     if _is_postgres(session):
         query = query.with_for_update(skip_locked=True, of=Job)
@@ -92,8 +101,9 @@ def claim(session: Session, worker_id: str, lease_seconds: float, now: datetime 
         return None
     lease_owner = f"{worker_id}/{uuid.uuid4().hex[:8]}"  # unique per claim: a retried job gets a new token
     state_machine.start(session, job, lease_owner, lease_seconds, now or database_now(session))
-    held = Claim(job_id=job.id, task_id=job.task_id, model_id=job.model_id, lease_owner=lease_owner,
-                 attempt=job.attempt)
+    held = Claim(
+        job_id=job.id, task_id=job.task_id, model_id=job.model_id, lease_owner=lease_owner, attempt=job.attempt
+    )
     session.commit()
     return held
 
@@ -109,8 +119,9 @@ def lock_owned_job(session: Session, held: Claim) -> Job | None:
     return job
 
 
-def heartbeat(session: Session, held: Claim, lease_seconds: float, progress: dict | None = None,
-              now: datetime | None = None) -> Heartbeat:
+def heartbeat(
+    session: Session, held: Claim, lease_seconds: float, progress: dict | None = None, now: datetime | None = None
+) -> Heartbeat:
     """Renew the lease (and record progress, when given); tells whether the job is still ours and
     whether a user asked to cancel it. Commits."""
     begin_write(session)
@@ -176,6 +187,8 @@ def finish(session: Session, held: Claim, outcome: str, reason: str) -> bool:
     if job is None:
         session.rollback()
         return False
-    {JobStatus.FAILED: state_machine.fail, JobStatus.CANCELLED: state_machine.cancel}[JobStatus(outcome)](session, job, reason)
+    {JobStatus.FAILED: state_machine.fail, JobStatus.CANCELLED: state_machine.cancel}[JobStatus(outcome)](
+        session, job, reason
+    )
     session.commit()
     return True

@@ -17,10 +17,19 @@ def job_out(session: Session, job: Job) -> JobOut:
     version_number = session.scalar(select(ModelVersion.number).where(ModelVersion.task_id == job.task_id))
     progress = dict(job.progress or {})
     return JobOut(
-        id=job.id, task_id=job.task_id, model=model.name, status=job.status, attempt=job.attempt,
-        max_attempts=job.max_attempts, progress=JobProgress(**{k: v for k, v in progress.items() if k in JobProgress.model_fields}),
-        error=job.error, cancel_requested=job.cancel_requested, model_version=version_number,
-        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        id=job.id,
+        task_id=job.task_id,
+        model=model.name,
+        status=job.status,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        progress=JobProgress(**{k: v for k, v in progress.items() if k in JobProgress.model_fields}),
+        error=job.error,
+        cancel_requested=job.cancel_requested,
+        model_version=version_number,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
     )
 
 
@@ -36,7 +45,9 @@ def get_job(session: Session, job_id: int) -> JobOut:
     return job_out(session, get_job_row(session, job_id))
 
 
-def list_jobs(session: Session, *, model: str | None = None, status: JobStatus | None = None, limit: int = 200) -> list[JobOut]:
+def list_jobs(
+    session: Session, *, model: str | None = None, status: JobStatus | None = None, limit: int = 200
+) -> list[JobOut]:
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if model is not None:
         query = query.join(Model, Job.model_id == Model.id).where(Model.name == model)

@@ -13,7 +13,21 @@ from app.learning.strategies import Strategy, register, strategy_class, strategy
 from app.learning.training import Progress, TrainingStopped
 
 __all__ = [
-    "ContinualLearner", "TaskData", "TrainConfig", "FisherConfig", "EWCConfig", "UpdateResult",
-    "Progress", "TrainingStopped", "Prediction", "Evaluation", "accuracy_matrix_metrics",
-    "as_samples", "ARCHITECTURES", "Strategy", "register", "strategy_class", "strategy_names",
+    "ContinualLearner",
+    "TaskData",
+    "TrainConfig",
+    "FisherConfig",
+    "EWCConfig",
+    "UpdateResult",
+    "Progress",
+    "TrainingStopped",
+    "Prediction",
+    "Evaluation",
+    "accuracy_matrix_metrics",
+    "as_samples",
+    "ARCHITECTURES",
+    "Strategy",
+    "register",
+    "strategy_class",
+    "strategy_names",
 ]

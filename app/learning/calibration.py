@@ -96,8 +96,16 @@ class ChannelCalibration(nn.Module):
         pooled = self.conv(F.adaptive_avg_pool2d(activation, 1))  # N x C x 1 x 1
         if self.training and pooled.shape[0] == 1:
             # One value per channel cannot be batch-normalised: use the running statistics.
-            normed = F.batch_norm(pooled, self.norm.running_mean, self.norm.running_var,
-                                  self.norm.weight, self.norm.bias, False, 0.0, self.norm.eps)
+            normed = F.batch_norm(
+                pooled,
+                self.norm.running_mean,
+                self.norm.running_var,
+                self.norm.weight,
+                self.norm.bias,
+                False,
+                0.0,
+                self.norm.eps,
+            )
         else:
             normed = self.norm(pooled)
         return activation * torch.sigmoid(normed)
@@ -213,7 +221,7 @@ class CalibratedNetwork(nn.Module):
             p.requires_grad_(False)
         self.blocks.eval()
 
-    def train(self, mode: bool = True) -> "CalibratedNetwork":
+    def train(self, mode: bool = True) -> CalibratedNetwork:
         """Like ``nn.Module.train``, but a frozen base stays in eval mode (its BN stats must not move)."""
         super().train(mode)
         if self.is_base_frozen:
@@ -242,8 +250,10 @@ class CalibratedNetwork(nn.Module):
         """
         self._check_task(task_key)
         if task_key != self.task_keys[-1]:
-            raise ValueError(f"only the newest task ({self.task_keys[-1]!r}) can refresh its statistics; "
-                             f"changing task {task_key!r}'s would change its outputs")
+            raise ValueError(
+                f"only the newest task ({self.task_keys[-1]!r}) can refresh its statistics; "
+                f"changing task {task_key!r}'s would change its outputs"
+            )
         batches = [b for b in batches if len(b) > 1]  # one sample has no batch statistics
         if not batches:
             raise ValueError("refreshing statistics needs at least one batch of two or more samples")
@@ -257,7 +267,7 @@ class CalibratedNetwork(nn.Module):
         self.train()  # a frozen base stays in eval mode
         for batch in batches:
             self.features(batch, task_key)
-        for norm, momentum in zip(norms, momenta):
+        for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
         self.train(was_training)
 
@@ -265,7 +275,7 @@ class CalibratedNetwork(nn.Module):
     def features(self, x: torch.Tensor, task_key: str) -> torch.Tensor:
         """Blocks, each followed by this task's calibration; then global average pool."""
         self._check_task(task_key)
-        for block, calibration in zip(self.blocks, self.calibrations[task_key]):
+        for block, calibration in zip(self.blocks, self.calibrations[task_key], strict=True):
             x = calibration(block(x))
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 

@@ -118,7 +118,7 @@ class FisherConfig:
             raise ValueError("fisher max_samples and chunk_size must be at least 1")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "FisherConfig":
+    def from_dict(cls, values: dict) -> FisherConfig:
         """Inverse of ``asdict``; reads versions stored when the cap was called ``n_samples`` too."""
         values = dict(values)
         if "n_samples" in values:

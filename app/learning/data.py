@@ -87,8 +87,9 @@ def as_samples(x, input_shape: Sequence[int]) -> torch.Tensor:
         elif x.ndim >= 2 and math.prod(x.shape[1:]) == math.prod(input_shape):
             x = x.reshape(len(x), *input_shape)
         else:
-            raise ValueError(f"each sample must have shape {list(input_shape)}; "
-                             f"got samples of shape {list(x.shape[1:])}")
+            raise ValueError(
+                f"each sample must have shape {list(input_shape)}; got samples of shape {list(x.shape[1:])}"
+            )
     if isinstance(x, np.ndarray):
         # checked and converted in numpy: on the small batches of serving, torch's per-op dispatch
         # cost several times the work itself

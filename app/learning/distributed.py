@@ -72,7 +72,7 @@ def _all_reduce_flat(tensors: Sequence[torch.Tensor], kind: str) -> list[torch.T
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     out, offset = [], 0
     for t in tensors:
-        out.append(flat[offset: offset + t.numel()].view_as(t).to(t.dtype))
+        out.append(flat[offset : offset + t.numel()].view_as(t).to(t.dtype))
         offset += t.numel()
     return out
 
@@ -84,9 +84,10 @@ def all_reduce_sums(sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str
         return sums, count
     names = list(sums)
     device = next(iter(sums.values())).device
-    *reduced, total = _all_reduce_flat([*(sums[n] for n in names), torch.tensor([float(count)], device=device)],
-                                       "fisher")
-    return dict(zip(names, reduced)), int(round(float(total.item())))
+    *reduced, total = _all_reduce_flat(
+        [*(sums[n] for n in names), torch.tensor([float(count)], device=device)], "fisher"
+    )
+    return dict(zip(names, reduced, strict=True)), int(round(float(total.item())))
 
 
 def average_gradients(parameters: Sequence[nn.Parameter], n_local: int, n_global: int) -> None:
@@ -97,7 +98,7 @@ def average_gradients(parameters: Sequence[nn.Parameter], n_local: int, n_global
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     weight = n_local / n_global
     reduced = _all_reduce_flat([g * weight for g in grads], "gradients")
-    for p, g in zip(params, reduced):
+    for p, g in zip(params, reduced, strict=True):
         p.grad = g
 
 
@@ -121,16 +122,26 @@ def init(rank_: int, world: int, device: str, address: str, port: int, timeout_s
     ``timeout_seconds``, so the update fails as a whole, never half)."""
     from datetime import timedelta
 
-    dist.init_process_group(backend_for(device), init_method=f"tcp://{address}:{port}", rank=rank_,
-                            world_size=world, timeout=timedelta(seconds=timeout_seconds))
+    dist.init_process_group(
+        backend_for(device),
+        init_method=f"tcp://{address}:{port}",
+        rank=rank_,
+        world_size=world,
+        timeout=timedelta(seconds=timeout_seconds),
+    )
     if str(device).startswith("cuda"):
         torch.cuda.set_device(device_of_rank(device, rank_))
 
 
 def init_from_env(device: str) -> None:
     """Join the group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
-    init(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), device, os.environ["MASTER_ADDR"],
-         int(os.environ["MASTER_PORT"]))
+    init(
+        int(os.environ["RANK"]),
+        int(os.environ["WORLD_SIZE"]),
+        device,
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+    )
 
 
 def _run_rank(rank_: int, fn: Callable, world: int, device: str, port: int, args: tuple) -> None:

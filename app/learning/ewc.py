@@ -104,7 +104,7 @@ class Consolidation:
                 pull[name] = pull[name] + f * a if name in pull else f * a
         self._importance, self._pull = importance, pull
 
-    def to(self, device: torch.device | str) -> "Consolidation":
+    def to(self, device: torch.device | str) -> Consolidation:
         for entry in self.entries.values():
             for part in entry.values():
                 for name in part:
@@ -165,7 +165,10 @@ class Consolidation:
             return _nothing
         scale = lr * ewc_lambda
         weight = [scale * s / (1.0 + scale * s) for s in importance]
-        target = [torch.where(s > 0, b / s.clamp_min(torch.finfo(s.dtype).tiny), 0.0) for s, b in zip(importance, pull)]
+        target = [
+            torch.where(s > 0, b / s.clamp_min(torch.finfo(s.dtype).tiny), 0.0)
+            for s, b in zip(importance, pull, strict=True)
+        ]
         weights = [p.detach() for p in params]
 
         @torch.no_grad()
@@ -185,7 +188,7 @@ class Consolidation:
         }
 
     @classmethod
-    def from_tensors(cls, tensors: Tensors, mode: str, gamma: float, order: list[str]) -> "Consolidation":
+    def from_tensors(cls, tensors: Tensors, mode: str, gamma: float, order: list[str]) -> Consolidation:
         """Inverse of ``tensors``; ``order`` lists the entry keys in consolidation order."""
         consolidation = cls(mode, gamma)
         for key in order:

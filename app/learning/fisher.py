@@ -64,8 +64,10 @@ def _factorable_linears(model: nn.Module, params: dict[str, torch.Tensor], probe
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and f"{name}.weight" in params:
+
             def record(_module, inputs, _output, name=name):
                 calls.setdefault(name, []).append(inputs[0].dim())
+
             hooks.append(module.register_forward_hook(record))
     try:
         with torch.no_grad():
@@ -137,8 +139,10 @@ def diagonal_fisher(
                 classes = [(y[start : start + chunk_size], torch.ones(len(xb), device=x.device))]
             else:
                 probs = F.softmax(logits, dim=-1)
-                classes = [(torch.full((len(xb),), c, dtype=torch.long, device=x.device), probs[:, c])
-                           for c in range(probs.shape[1])]
+                classes = [
+                    (torch.full((len(xb),), c, dtype=torch.long, device=x.device), probs[:, c])
+                    for c in range(probs.shape[1])
+                ]
             if vmapped:
                 for labels, weight in classes:
                     for name, g in per_sample_grad(vmapped, xb, labels).items():
@@ -157,9 +161,12 @@ class _LinearTrace:
 
     def __init__(self, model: nn.Module, linears: dict[str, nn.Linear], xb: torch.Tensor):
         seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        hooks = [module.register_forward_hook(
-                     lambda _m, inputs, output, name=name: seen.__setitem__(name, (inputs[0], output)))
-                 for name, module in linears.items()]
+        hooks = [
+            module.register_forward_hook(
+                lambda _m, inputs, output, name=name: seen.__setitem__(name, (inputs[0], output))
+            )
+            for name, module in linears.items()
+        ]
         try:
             with torch.enable_grad():
                 self.logits = model(xb).float()
@@ -176,9 +183,8 @@ class _LinearTrace:
         for index, (labels, weight) in enumerate(classes):
             chosen = self.log_probs.gather(1, labels.unsqueeze(1)).sum()
             deltas = torch.autograd.grad(chosen, self.outputs, retain_graph=index < len(classes) - 1)
-            for name, delta, a2 in zip(self.names, deltas, self.squared_inputs):
+            for name, delta, a2 in zip(self.names, deltas, self.squared_inputs, strict=True):
                 d2 = delta.float().pow(2) * weight.unsqueeze(1)
                 fisher[f"{name}.weight"] += (d2.T @ a2).to(fisher[f"{name}.weight"].dtype)
                 if f"{name}.bias" in fisher:
                     fisher[f"{name}.bias"] += d2.sum(0).to(fisher[f"{name}.bias"].dtype)
-

@@ -39,13 +39,19 @@ from app.learning.config import EWCConfig, TrainConfig
 from app.learning.data import Label, TaskData, as_samples, plain_label, plain_labels, unique_in_order
 from app.learning.evaluation import Evaluation, evaluate_logits
 from app.learning.ewc import Consolidation
-from app.learning.memory import RehearsalMemory
 from app.learning.lambda_search import constrained_score, search_cost, successive_halving
+from app.learning.memory import RehearsalMemory
 from app.learning.models import build_model
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
 from app.learning.strategies import Strategy, family_strategy, options_of_other_families, strategy_class
-from app.learning.training import (Progress, ThroughputMeter, Trainer, TrainingStopped, resolve_device,
-                                   train_with_early_stopping)
+from app.learning.training import (
+    Progress,
+    ThroughputMeter,
+    Trainer,
+    TrainingStopped,
+    resolve_device,
+    train_with_early_stopping,
+)
 
 FORMAT = "retain.learner/1"
 WEIGHTS_FILE, CONSOLIDATION_FILE = "weights.safetensors", "consolidation.safetensors"
@@ -83,11 +89,25 @@ class UpdateResult:
 class ContinualLearner:
     """See the module docstring; ``create`` or ``from_exports``/``load`` one, never call ``__init__`` directly."""
 
-    def __init__(self, *, architecture: str, input_shape: tuple[int, ...], family: str,
-                 architecture_options: dict, ewc: EWCConfig, input_scale: float, seed: int):
+    def __init__(
+        self,
+        *,
+        architecture: str,
+        input_shape: tuple[int, ...],
+        family: str,
+        architecture_options: dict,
+        ewc: EWCConfig,
+        input_scale: float,
+        seed: int,
+    ):
         self._family = family_strategy(family)  # defines the network, logits and stored state
         self.architecture, self.input_shape, self.family = architecture, tuple(int(s) for s in input_shape), family
-        self.architecture_options, self.ewc, self.input_scale, self.seed = dict(architecture_options), ewc, float(input_scale), seed
+        self.architecture_options, self.ewc, self.input_scale, self.seed = (
+            dict(architecture_options),
+            ewc,
+            float(input_scale),
+            seed,
+        )
         self.labels: list[Label] = []
         self.task_keys: list[str] = []
         self.task_labels: dict[str, list[Label]] = {}
@@ -100,12 +120,25 @@ class ContinualLearner:
 
     # ------------------------------------------------------------------------- building
     @classmethod
-    def create(cls, architecture: str, input_shape: tuple[int, ...], family: str = "ewc",
-               architecture_options: dict | None = None, ewc: EWCConfig | None = None,
-               input_scale: float = 1.0, seed: int = 0) -> "ContinualLearner":
-        learner = cls(architecture=architecture, input_shape=input_shape, family=family,
-                      architecture_options=architecture_options or {}, ewc=ewc or EWCConfig(),
-                      input_scale=input_scale, seed=seed)
+    def create(
+        cls,
+        architecture: str,
+        input_shape: tuple[int, ...],
+        family: str = "ewc",
+        architecture_options: dict | None = None,
+        ewc: EWCConfig | None = None,
+        input_scale: float = 1.0,
+        seed: int = 0,
+    ) -> ContinualLearner:
+        learner = cls(
+            architecture=architecture,
+            input_shape=input_shape,
+            family=family,
+            architecture_options=architecture_options or {},
+            ewc=ewc or EWCConfig(),
+            input_scale=input_scale,
+            seed=seed,
+        )
         learner._family.check_architecture(architecture)
         learner.build_network(n_classes=1)  # fails now, not at the first task, on bad options or shapes
         learner.network = None
@@ -123,8 +156,9 @@ class ContinualLearner:
         elsewhere = options_of_other_families(self.family)
         misplaced = [key for key in options if key in elsewhere]
         if misplaced:
-            raise ValueError(f"{' and '.join(misplaced)} are {elsewhere[misplaced[0]]} options; "
-                             f"this model's family is {self.family}")
+            raise ValueError(
+                f"{' and '.join(misplaced)} are {elsewhere[misplaced[0]]} options; this model's family is {self.family}"
+            )
         return options, own
 
     def build_network(self, n_classes: int) -> None:
@@ -134,7 +168,7 @@ class ContinualLearner:
         model = build_model(self.architecture, self.input_shape, n_classes, **base_options)
         self.network = self._family.network_from(model, family_options).to(self.device)
 
-    def to(self, device: str | torch.device) -> "ContinualLearner":
+    def to(self, device: str | torch.device) -> ContinualLearner:
         self.device = resolve_device(device)
         if self.network is not None:
             self.network.to(self.device)
@@ -174,11 +208,18 @@ class ContinualLearner:
         return self._family.logits(self, self.network, x, task_key)
 
     # ------------------------------------------------------------------------- learning
-    def learn_task(self, task_key: str, train: TaskData, *, strategy: str | Strategy | None = None,
-                   validation: dict[str, TaskData] | None = None, train_config: TrainConfig | None = None,
-                   ewc_lambda: float | Literal["auto"] | None = None,
-                   progress: Callable[[Progress], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> UpdateResult:
+    def learn_task(
+        self,
+        task_key: str,
+        train: TaskData,
+        *,
+        strategy: str | Strategy | None = None,
+        validation: dict[str, TaskData] | None = None,
+        train_config: TrainConfig | None = None,
+        ewc_lambda: float | Literal["auto"] | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> UpdateResult:
         """One update, the four steps of the module docstring: 1. prepare, 2. train on ``train``,
         3. consolidate, 4. report every task's validation accuracy before and after.
 
@@ -195,30 +236,49 @@ class ContinualLearner:
         x, labels = self._inputs(train.x), plain_labels(train.y)
         given = validation or {}
         validation = {key: given[key] for key in [*self.task_keys, task_key] if key in given}  # learnt tasks, this one
-        before = {key: self._validation_accuracy(self.network, key, data) for key, data in validation.items()
-                  if key != task_key}
+        before = {
+            key: self._validation_accuracy(self.network, key, data)
+            for key, data in validation.items()
+            if key != task_key
+        }
         ewc_lambda = method.resolve_lambda(self, ewc_lambda)
         reporter = _Reporter(progress, total_steps=1, epochs=config.epochs_for(len(x)))
 
         # From here on the learner is mid-update: if this raises (stopped, bad input), discard it and reload.
         parameters_added, x, y = self._prepare(method, task_key, x, labels)  # 1.
-        trained = self._train(method, task_key, x, y, config, ewc_lambda, validation, before, reporter,
-                              should_stop)  # 2.
+        trained = self._train(
+            method, task_key, x, y, config, ewc_lambda, validation, before, reporter, should_stop
+        )  # 2.
         fisher_recipe = self._consolidate(method, task_key, x, y, config, reporter)  # 3.
         after = {key: self._validation_accuracy(self.network, key, data) for key, data in validation.items()}  # 4.
 
         result = UpdateResult(
-            task_key=task_key, strategy=method.name,
+            task_key=task_key,
+            strategy=method.name,
             ewc_lambda=float(trained.ewc_lambda) if method.uses_lambda and len(self.task_keys) > 1 else None,
-            lambda_search=trained.search, fisher_recipe=fisher_recipe,
-            train_config={**config.as_dict(), "epochs_trained": trained.budget["epochs_trained"],
-                          "budget": trained.budget},
-            train_seconds=trained.seconds, search_seconds=trained.search_seconds, final_loss=trained.final_loss,
-            validation_before=before, validation_after=after, parameters_added=parameters_added,
+            lambda_search=trained.search,
+            fisher_recipe=fisher_recipe,
+            train_config={
+                **config.as_dict(),
+                "epochs_trained": trained.budget["epochs_trained"],
+                "budget": trained.budget,
+            },
+            train_seconds=trained.seconds,
+            search_seconds=trained.search_seconds,
+            final_loss=trained.final_loss,
+            validation_before=before,
+            validation_after=after,
+            parameters_added=parameters_added,
             capacity_warning=capacity_warning(trained.search, self.ewc.capacity_warning_drop),
         )
-        self.updates.append({"task_key": task_key, "strategy": method.name, "ewc_lambda": result.ewc_lambda,
-                             "fisher_recipe": result.fisher_recipe})
+        self.updates.append(
+            {
+                "task_key": task_key,
+                "strategy": method.name,
+                "ewc_lambda": result.ewc_lambda,
+                "fisher_recipe": result.fisher_recipe,
+            }
+        )
         reporter.phase_fraction("evaluate", 1.0)
         return result
 
@@ -235,24 +295,36 @@ class ContinualLearner:
             raise ValueError("task keys must be non-empty and contain no '.'")
         return task_key
 
-    def _prepare(self, method: Strategy, task_key: str, x: torch.Tensor,
-                 labels: list[Label]) -> tuple[int, torch.Tensor, torch.Tensor]:
+    def _prepare(
+        self, method: Strategy, task_key: str, x: torch.Tensor, labels: list[Label]
+    ) -> tuple[int, torch.Tensor, torch.Tensor]:
         """Step 1: the strategy makes room for the task; returns the parameters added and what to train on."""
         task_labels = unique_in_order(labels)
         parameters_added = method.prepare(self, task_key, task_labels)
         self.task_labels[task_key] = task_labels
         return (parameters_added, *method.training_set(self, task_key, x, labels))
 
-    def _train(self, method: Strategy, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-               ewc_lambda: float | str, validation: dict[str, TaskData], before: dict[str, float],
-               reporter: "_Reporter", should_stop: Callable[[], bool] | None) -> "_Training":
+    def _train(
+        self,
+        method: Strategy,
+        task_key: str,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        config: TrainConfig,
+        ewc_lambda: float | str,
+        validation: dict[str, TaskData],
+        before: dict[str, float],
+        reporter: _Reporter,
+        should_stop: Callable[[], bool] | None,
+    ) -> _Training:
         """Step 2: train ``self.network`` at ``ewc_lambda``, or search λ on validation data if it is "auto"."""
         started = time.perf_counter()
         if ewc_lambda == "auto" and not validation:
             ewc_lambda = self.ewc.default_lambda  # nothing to choose with: documented fallback
         if ewc_lambda == "auto":  # every candidate trains the floor; the winner goes on below
-            trainer, ewc_lambda, search = self._search_lambda(method, task_key, x, y, config, validation, before,
-                                                              reporter, should_stop)
+            trainer, ewc_lambda, search = self._search_lambda(
+                method, task_key, x, y, config, validation, before, reporter, should_stop
+            )
             steps_run, phase = sum(entry["steps"] for entry in search), "lambda_search"
         else:
             trainer = self._trainer(method, self.network, task_key, x, y, config, ewc_lambda)
@@ -262,27 +334,41 @@ class ContinualLearner:
         # constrained mean the λ search ranks by), up to the cap; no validation data, the floor only.
         max_drop = self.ewc.max_old_task_drop
         score = lambda network: constrained_score(  # noqa: E731
-            {key: self._validation_accuracy(network, key, data) for key, data in validation.items()}, before, max_drop)
+            {key: self._validation_accuracy(network, key, data) for key, data in validation.items()}, before, max_drop
+        )
 
         def on_step(loss: float, n: int) -> None:
             reporter.epochs = trainer.epochs  # early stopping adds epochs above the floor
             reporter.step(phase, loss, n, trainer.epoch)
 
-        epochs = train_with_early_stopping(trainer, self.network, score, config.patience if validation else 0,
-                                           on_step=on_step, should_stop=should_stop)
+        epochs = train_with_early_stopping(
+            trainer, self.network, score, config.patience if validation else 0, on_step=on_step, should_stop=should_stop
+        )
         seconds = time.perf_counter() - started
-        budget = {"floor_epochs": config.epochs_for(len(x), trainer.replay_batch is not None),
-                  "max_epochs": trainer.max_epochs, "epochs_run": trainer.epochs, "epochs_trained": epochs,
-                  "steps_run": steps_run + trainer.steps_done - floor_steps, "samples_per_step": config.batch_size}
+        budget = {
+            "floor_epochs": config.epochs_for(len(x), trainer.replay_batch is not None),
+            "max_epochs": trainer.max_epochs,
+            "epochs_run": trainer.epochs,
+            "epochs_trained": epochs,
+            "steps_run": steps_run + trainer.steps_done - floor_steps,
+            "samples_per_step": config.batch_size,
+        }
         return _Training(trainer.last_loss, ewc_lambda, search, seconds if search else 0.0, seconds, budget)
 
-    def _trainer(self, method: Strategy, network: nn.Module, task_key: str, x, y, config: TrainConfig,
-                 ewc_lambda: float) -> Trainer:
+    def _trainer(
+        self, method: Strategy, network: nn.Module, task_key: str, x, y, config: TrainConfig, ewc_lambda: float
+    ) -> Trainer:
         """The fixed training loop on ``network``, with the strategy's parameters, forward pass and step hooks."""
         network.train()
         parameters = method.trainable_parameters(self, network, task_key)
-        return Trainer(method.train_forward(network, task_key), parameters, x, y, config,
-                       **method.step_hooks(self, network, ewc_lambda, config))
+        return Trainer(
+            method.train_forward(network, task_key),
+            parameters,
+            x,
+            y,
+            config,
+            **method.step_hooks(self, network, ewc_lambda, config),
+        )
 
     def _search_lambda(self, method, task_key, x, y, config, validation, before, reporter, should_stop):
         """Successive halving over the candidate λs, each training a copy of the network for the budget's
@@ -299,8 +385,11 @@ class ContinualLearner:
 
         def advance(network: nn.Module, n_steps: int) -> None:
             trainer = trainers[id(network)]
-            trainer.run(n_steps, on_step=lambda loss, n: reporter.step("lambda_search", loss, n, trainer.epoch),
-                        should_stop=should_stop)
+            trainer.run(
+                n_steps,
+                on_step=lambda loss, n: reporter.step("lambda_search", loss, n, trainer.epoch),
+                should_stop=should_stop,
+            )
 
         def score(network: nn.Module) -> dict[str, float]:
             return {key: self._validation_accuracy(network, key, data) for key, data in validation.items()}
@@ -308,21 +397,44 @@ class ContinualLearner:
         probe = self._trainer(method, self.network, task_key, x, y, config, candidates[0])  # the floor's steps
         total_steps, steps_per_epoch = probe.total_steps, probe.steps_per_epoch
         reporter.total_steps = int(total_steps * search_cost(len(candidates)))
-        winner, entries = successive_halving(candidates, start, advance, score, total_steps, before=before,
-                                             max_drop=self.ewc.max_old_task_drop)
+        winner, entries = successive_halving(
+            candidates, start, advance, score, total_steps, before=before, max_drop=self.ewc.max_old_task_drop
+        )
         self.network = winner.state
-        search = [{"lambda": e.value, "validation_accuracy": e.score, "per_task": e.per_task, "steps": e.steps,
-                   "epochs": e.steps / steps_per_epoch, "worst_old_task_drop": e.worst_drop,
-                   "keeps_old_tasks": e.keeps_old_tasks(self.ewc.max_old_task_drop)} for e in entries]
+        search = [
+            {
+                "lambda": e.value,
+                "validation_accuracy": e.score,
+                "per_task": e.per_task,
+                "steps": e.steps,
+                "epochs": e.steps / steps_per_epoch,
+                "worst_old_task_drop": e.worst_drop,
+                "keeps_old_tasks": e.keeps_old_tasks(self.ewc.max_old_task_drop),
+            }
+            for e in entries
+        ]
         return trainers[id(winner.state)], winner.value, search
 
-    def _consolidate(self, method: Strategy, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-                     reporter: "_Reporter") -> dict:
+    def _consolidate(
+        self,
+        method: Strategy,
+        task_key: str,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        config: TrainConfig,
+        reporter: _Reporter,
+    ) -> dict:
         """Step 3: the strategy keeps what later updates need (returns the Fisher recipe); from
         here on the task counts as learnt."""
         reporter.phase_fraction("fisher", TRAIN_SHARE)
-        fisher_recipe = method.consolidate(self, task_key, x, y, config, on_chunk=lambda done, total: (
-            reporter.phase_fraction("fisher", TRAIN_SHARE + FISHER_SHARE * done / total)))
+        fisher_recipe = method.consolidate(
+            self,
+            task_key,
+            x,
+            y,
+            config,
+            on_chunk=lambda done, total: reporter.phase_fraction("fisher", TRAIN_SHARE + FISHER_SHARE * done / total),
+        )
         self.task_keys.append(task_key)
         reporter.phase_fraction("evaluate", TRAIN_SHARE + FISHER_SHARE)
         return fisher_recipe
@@ -367,8 +479,8 @@ class ContinualLearner:
         k = min(top_k, probs.shape[1])
         values, indices = probs.topk(k, dim=-1)
         predictions = []
-        for row_values, row_indices in zip(values.tolist(), indices.tolist()):
-            ranked = [(vocabulary[i], p) for i, p in zip(row_indices, row_values)]
+        for row_values, row_indices in zip(values.tolist(), indices.tolist(), strict=True):
+            ranked = [(vocabulary[i], p) for i, p in zip(row_indices, row_values, strict=True)]
             predictions.append(Prediction(label=ranked[0][0], probability=ranked[0][1], top_k=ranked))
         return predictions
 
@@ -384,10 +496,17 @@ class ContinualLearner:
     # --------------------------------------------------------------------------- state
     def _metadata(self) -> dict:
         return {
-            "format": FORMAT, "architecture": self.architecture, "input_shape": list(self.input_shape),
-            "family": self.family, "architecture_options": self.architecture_options,
-            "ewc": self.ewc.as_dict(), "input_scale": self.input_scale, "seed": self.seed,
-            "labels": self.labels, "task_keys": self.task_keys, "task_labels": self.task_labels,
+            "format": FORMAT,
+            "architecture": self.architecture,
+            "input_shape": list(self.input_shape),
+            "family": self.family,
+            "architecture_options": self.architecture_options,
+            "ewc": self.ewc.as_dict(),
+            "input_scale": self.input_scale,
+            "seed": self.seed,
+            "labels": self.labels,
+            "task_keys": self.task_keys,
+            "task_labels": self.task_labels,
             "updates": self.updates,
         }
 
@@ -404,16 +523,23 @@ class ContinualLearner:
         return tensors, {"retain": json.dumps({"format": FORMAT, **metadata})}
 
     @classmethod
-    def from_exports(cls, weights: tuple[dict, dict], consolidation: tuple[dict, dict] | None = None) -> "ContinualLearner":
+    def from_exports(
+        cls, weights: tuple[dict, dict], consolidation: tuple[dict, dict] | None = None
+    ) -> ContinualLearner:
         """Inverse of the exports; without ``consolidation`` the learner can predict but not learn."""
         tensors, metadata = weights
         meta = json.loads(metadata["retain"])
         if meta.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} weights payload")
-        learner = cls(architecture=meta["architecture"], input_shape=tuple(meta["input_shape"]),
-                      family=meta["family"] if "family" in meta else meta["strategy"],  # older exports: "strategy"
-                      architecture_options=meta["architecture_options"], ewc=EWCConfig(**meta["ewc"]),
-                      input_scale=meta["input_scale"], seed=meta["seed"])
+        learner = cls(
+            architecture=meta["architecture"],
+            input_shape=tuple(meta["input_shape"]),
+            family=meta["family"] if "family" in meta else meta["strategy"],  # older exports: "strategy"
+            architecture_options=meta["architecture_options"],
+            ewc=EWCConfig(**meta["ewc"]),
+            input_scale=meta["input_scale"],
+            seed=meta["seed"],
+        )
         learner.labels = [plain_label(label) for label in meta["labels"]]
         learner.task_keys = list(meta["task_keys"])
         learner.task_labels = {k: [plain_label(label) for label in v] for k, v in meta["task_labels"].items()}
@@ -434,10 +560,12 @@ class ContinualLearner:
         (directory / CONSOLIDATION_FILE).write_bytes(to_safetensors_bytes(*self.export_consolidation()))
 
     @classmethod
-    def load(cls, directory: str | Path, with_consolidation: bool = True) -> "ContinualLearner":
+    def load(cls, directory: str | Path, with_consolidation: bool = True) -> ContinualLearner:
         directory = Path(directory)
         weights = from_safetensors_bytes((directory / WEIGHTS_FILE).read_bytes())
-        consolidation = from_safetensors_bytes((directory / CONSOLIDATION_FILE).read_bytes()) if with_consolidation else None
+        consolidation = (
+            from_safetensors_bytes((directory / CONSOLIDATION_FILE).read_bytes()) if with_consolidation else None
+        )
         return cls.from_exports(weights, consolidation)
 
 
@@ -461,10 +589,12 @@ def capacity_warning(search: list[dict] | None, threshold: float) -> str | None:
         return None
     least = min(search, key=lambda entry: entry["worst_old_task_drop"])
     tried = ", ".join(f"{entry['lambda']:g}" for entry in search)
-    return (f"every λ tried ({tried}) lost more than "
-            f"{threshold:.0%} of an old task's validation accuracy (the least: {least['worst_old_task_drop']:.1%} "
-            f"at λ = {least['lambda']:g}); the model may lack the capacity for its tasks: try a wider model "
-            f"(architecture option hidden) or rehearsal (strategy ewc_replay)")
+    return (
+        f"every λ tried ({tried}) lost more than "
+        f"{threshold:.0%} of an old task's validation accuracy (the least: {least['worst_old_task_drop']:.1%} "
+        f"at λ = {least['lambda']:g}); the model may lack the capacity for its tasks: try a wider model "
+        f"(architecture option hidden) or rehearsal (strategy ewc_replay)"
+    )
 
 
 class _Reporter:

@@ -45,7 +45,7 @@ class RehearsalMemory:
         if task_key in self.tasks:
             raise ValueError(f"task {task_key!r} is already in the rehearsal memory")
         shares = self.shares(len(self.tasks) + 1)
-        for (key, (old_x, old_y)), share in zip(list(self.tasks.items()), shares):
+        for (key, (old_x, old_y)), share in zip(list(self.tasks.items()), shares, strict=True):
             self.tasks[key] = (old_x[:share], old_y[:share])
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[: shares[-1]].to(x.device)
         self.tasks[task_key] = (x[order].detach().clone(), y[order].detach().clone())
@@ -62,7 +62,7 @@ class RehearsalMemory:
 
         return batch
 
-    def to(self, device: torch.device) -> "RehearsalMemory":
+    def to(self, device: torch.device) -> RehearsalMemory:
         self.tasks = {key: (x.to(device), y.to(device)) for key, (x, y) in self.tasks.items()}
         return self
 
@@ -77,7 +77,7 @@ class RehearsalMemory:
         return {"capacity": self.capacity, "order": list(self.tasks)}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict) -> "RehearsalMemory":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict) -> RehearsalMemory:
         memory = cls(metadata["capacity"])
         for key in metadata["order"]:
             memory.tasks[key] = (tensors[f"{PREFIX}{key}.x"], tensors[f"{PREFIX}{key}.y"])

@@ -90,7 +90,9 @@ class Trainer:
         replaying = replay_batch is not None
         self.batch_size = config.new_batch_size(replaying)  # new-task samples per batch
         self.steps_per_epoch = config.steps_per_epoch(len(x), replaying)
-        self.epochs = config.epochs_for(len(x), replaying)  # the floor: at least config.epochs; more when the task is small
+        self.epochs = config.epochs_for(
+            len(x), replaying
+        )  # the floor: at least config.epochs; more when the task is small
         self.max_epochs = config.max_epochs_for(len(x), replaying)  # the cap early stopping may reach
         self.total_steps = self.steps_per_epoch * self.epochs
         self.steps_done = 0

@@ -30,8 +30,9 @@ UPDATE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 HEARTBEAT_HORIZON = timedelta(days=1)  # workers unseen for longer drop out of the heartbeat gauge
 
 
-def histogram(name: str, documentation: str, labels: list[str],
-              observations: dict[tuple, list[float]]) -> HistogramMetricFamily:
+def histogram(
+    name: str, documentation: str, labels: list[str], observations: dict[tuple, list[float]]
+) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, documentation, labels=labels)
     for label_values, values in sorted(observations.items()):
         buckets = [(repr(bound), float(sum(value <= bound for value in values))) for bound in UPDATE_BUCKETS]
@@ -51,8 +52,10 @@ class DatabaseCollector:
         self.engine = engine
 
     def collect(self):
-        up = GaugeMetricFamily("retain_metrics_database_up",
-                               "1 when this scrape could read the database, else 0 (the figures below are then missing)")
+        up = GaugeMetricFamily(
+            "retain_metrics_database_up",
+            "1 when this scrape could read the database, else 0 (the figures below are then missing)",
+        )
         try:
             with Session(self.engine) as session:
                 families = list(self._queue(session)) + list(self._learning(session))
@@ -71,29 +74,49 @@ class DatabaseCollector:
         models = {model_id: name for model_id, name in session.execute(select(Model.id, Model.name))}
 
         jobs = GaugeMetricFamily("retain_jobs", "Jobs by model and status", labels=["model", "status"])
-        counts = {(model_id, status): n for model_id, status, n in session.execute(
-            select(Job.model_id, Job.status, func.count()).group_by(Job.model_id, Job.status))}
+        counts = {
+            (model_id, status): n
+            for model_id, status, n in session.execute(
+                select(Job.model_id, Job.status, func.count()).group_by(Job.model_id, Job.status)
+            )
+        }
         for model_id, name in sorted(models.items(), key=lambda item: item[1]):
             for status in JobStatus:
                 jobs.add_metric([name, status], float(counts.get((model_id, status), 0)))
         yield jobs
 
-        oldest = GaugeMetricFamily("retain_queue_oldest_job_age_seconds",
-                                   "Age of the oldest queued job of each model (0 when none is queued)",
-                                   labels=["model"])
-        created = dict(session.execute(select(Job.model_id, func.min(Job.created_at))
-                                       .where(Job.status == JobStatus.QUEUED).group_by(Job.model_id)).all())
+        oldest = GaugeMetricFamily(
+            "retain_queue_oldest_job_age_seconds",
+            "Age of the oldest queued job of each model (0 when none is queued)",
+            labels=["model"],
+        )
+        created = dict(
+            session.execute(
+                select(Job.model_id, func.min(Job.created_at))
+                .where(Job.status == JobStatus.QUEUED)
+                .group_by(Job.model_id)
+            ).all()
+        )
         for model_id, name in sorted(models.items(), key=lambda item: item[1]):
             since = created.get(model_id)
             oldest.add_metric([name], max(0.0, (now - since).total_seconds()) if since is not None else 0.0)
         yield oldest
 
-        expiries = CounterMetricFamily("retain_job_lease_expiries", "Leases that expired because their worker "
-                                       "stopped heartbeating, by model", labels=["model"])
-        requeues = CounterMetricFamily("retain_job_requeues", "Running jobs put back in the queue (lease expired, "
-                                       "or their worker shut down), by model", labels=["model"])
-        rejections = CounterMetricFamily("retain_forgetting_gate_rejections", "Updates stored but not promoted "
-                                         "because the forgetting gate tripped, by model", labels=["model"])
+        expiries = CounterMetricFamily(
+            "retain_job_lease_expiries",
+            "Leases that expired because their worker stopped heartbeating, by model",
+            labels=["model"],
+        )
+        requeues = CounterMetricFamily(
+            "retain_job_requeues",
+            "Running jobs put back in the queue (lease expired, or their worker shut down), by model",
+            labels=["model"],
+        )
+        rejections = CounterMetricFamily(
+            "retain_forgetting_gate_rejections",
+            "Updates stored but not promoted because the forgetting gate tripped, by model",
+            labels=["model"],
+        )
         lost, back, rejected = defaultdict(int), defaultdict(int), defaultdict(int)
         durations, phases = defaultdict(list), defaultdict(list)
         rows = session.execute(select(Job.model_id, Job.status, Job.progress, Job.started_at, Job.finished_at))
@@ -113,21 +136,33 @@ class DatabaseCollector:
             requeues.add_metric([name], float(back[model_id]))
             rejections.add_metric([name], float(rejected[model_id]))
         yield from (expiries, requeues, rejections)
-        yield histogram("retain_update_duration_seconds", "Wall time of finished updates, from the start of their "
-                        "last attempt to the end, by outcome", ["outcome"], durations)
-        yield histogram("retain_update_phase_seconds", "Time finished updates spent in each phase of their last "
-                        "attempt (load, train or lambda_search, fisher, evaluate, store), by phase and outcome",
-                        ["phase", "outcome"], phases)
+        yield histogram(
+            "retain_update_duration_seconds",
+            "Wall time of finished updates, from the start of their last attempt to the end, by outcome",
+            ["outcome"],
+            durations,
+        )
+        yield histogram(
+            "retain_update_phase_seconds",
+            "Time finished updates spent in each phase of their last "
+            "attempt (load, train or lambda_search, fisher, evaluate, store), by phase and outcome",
+            ["phase", "outcome"],
+            phases,
+        )
 
-        heartbeats = GaugeMetricFamily("retain_worker_last_heartbeat_timestamp_seconds",
-                                       "Unix time of each worker's last lease heartbeat on a job it holds or "
-                                       "finished (workers seen in the last day; a worker heartbeats only while it runs "
-                                       "a job)", labels=["worker"])
+        heartbeats = GaugeMetricFamily(
+            "retain_worker_last_heartbeat_timestamp_seconds",
+            "Unix time of each worker's last lease heartbeat on a job it holds or "
+            "finished (workers seen in the last day; a worker heartbeats only while it runs "
+            "a job)",
+            labels=["worker"],
+        )
         latest: dict[str, float] = {}
         for owner, beat in session.execute(
-                select(Job.lease_owner, func.max(Job.heartbeat_at))
-                .where(Job.lease_owner.is_not(None), Job.heartbeat_at >= now - HEARTBEAT_HORIZON)
-                .group_by(Job.lease_owner)):
+            select(Job.lease_owner, func.max(Job.heartbeat_at))
+            .where(Job.lease_owner.is_not(None), Job.heartbeat_at >= now - HEARTBEAT_HORIZON)
+            .group_by(Job.lease_owner)
+        ):
             if beat is not None:
                 worker = worker_of(owner)
                 latest[worker] = max(latest.get(worker, 0.0), beat.timestamp())
@@ -137,25 +172,40 @@ class DatabaseCollector:
 
     # ------------------------------------------------------------------ learning
     def _learning(self, session: Session):
-        serving = GaugeMetricFamily("retain_model_serving_version", "Number of the version each model serves",
-                                    labels=["model"])
-        average = GaugeMetricFamily("retain_model_average_accuracy", "Mean test accuracy of the serving version "
-                                    "over the tasks learnt up to it", labels=["model"])
-        bwt = GaugeMetricFamily("retain_model_backward_transfer", "Backward transfer (BWT, Lopez-Paz & Ranzato "
-                                "2017) of the serving version: mean change of earlier tasks' test accuracy since "
-                                "each was learnt (negative = forgetting)", labels=["model"])
-        worst = GaugeMetricFamily("retain_model_max_forgetting", "Largest forgetting of any earlier task under the "
-                                  "serving version: best earlier test accuracy minus current (Chaudhry et al. 2018)",
-                                  labels=["model"])
-        per_task = GaugeMetricFamily("retain_model_task_accuracy", "Test accuracy of the serving version on each "
-                                     "task it has learnt, by model and task id", labels=["model", "task"])
+        serving = GaugeMetricFamily(
+            "retain_model_serving_version", "Number of the version each model serves", labels=["model"]
+        )
+        average = GaugeMetricFamily(
+            "retain_model_average_accuracy",
+            "Mean test accuracy of the serving version over the tasks learnt up to it",
+            labels=["model"],
+        )
+        bwt = GaugeMetricFamily(
+            "retain_model_backward_transfer",
+            "Backward transfer (BWT, Lopez-Paz & Ranzato "
+            "2017) of the serving version: mean change of earlier tasks' test accuracy since "
+            "each was learnt (negative = forgetting)",
+            labels=["model"],
+        )
+        worst = GaugeMetricFamily(
+            "retain_model_max_forgetting",
+            "Largest forgetting of any earlier task under the "
+            "serving version: best earlier test accuracy minus current (Chaudhry et al. 2018)",
+            labels=["model"],
+        )
+        per_task = GaugeMetricFamily(
+            "retain_model_task_accuracy",
+            "Test accuracy of the serving version on each task it has learnt, by model and task id",
+            labels=["model", "task"],
+        )
 
         versions: dict[int, list[ModelVersion]] = defaultdict(list)
         for version in session.scalars(select(ModelVersion).order_by(ModelVersion.model_id, ModelVersion.number)):
             versions[version.model_id].append(version)
         cells: dict[int, dict[int, float]] = defaultdict(dict)
         for version_id, task_id, accuracy in session.execute(
-                select(Accuracy.model_version_id, Accuracy.task_id, Accuracy.accuracy)):
+            select(Accuracy.model_version_id, Accuracy.task_id, Accuracy.accuracy)
+        ):
             cells[version_id][task_id] = accuracy
 
         for model in session.scalars(select(Model).where(Model.serving_version_id.is_not(None)).order_by(Model.name)):

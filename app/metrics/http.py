@@ -12,12 +12,19 @@ from app.metrics.registry import PROCESS
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"  # the route label of requests no route answered (404s of unknown paths)
 
-REQUESTS = Counter("retain_http_requests", "HTTP requests answered, by method, route template and status",
-                   ["method", "route", "status"], registry=PROCESS)
-LATENCY = Histogram("retain_http_request_duration_seconds",
-                    "Time from a request's arrival to the end of its answer, by method, route template and status",
-                    ["method", "route", "status"], registry=PROCESS,
-                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+REQUESTS = Counter(
+    "retain_http_requests",
+    "HTTP requests answered, by method, route template and status",
+    ["method", "route", "status"],
+    registry=PROCESS,
+)
+LATENCY = Histogram(
+    "retain_http_request_duration_seconds",
+    "Time from a request's arrival to the end of its answer, by method, route template and status",
+    ["method", "route", "status"],
+    registry=PROCESS,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 
 def route_template(scope) -> str:

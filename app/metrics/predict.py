@@ -12,22 +12,39 @@ from prometheus_client import Counter, Histogram
 
 from app.metrics.registry import PROCESS
 
-INFERENCE = Histogram("retain_predict_inference_seconds", "Time of one forward pass over a batch, by model",
-                      ["model"], registry=PROCESS,
-                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
-BATCH_SIZE = Histogram("retain_predict_batch_size", "Samples in one inference batch, by model", ["model"],
-                       registry=PROCESS, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 10000))
-QUEUE = Histogram("retain_predict_queue_seconds",
-                  "Time a prediction request waited before its batch ran, by model (0 while requests run inline)",
-                  ["model"], registry=PROCESS,
-                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
-CACHE_HITS = Counter("retain_predict_learner_cache_hits", "Predictions whose model version was already loaded",
-                     registry=PROCESS)
-CACHE_MISSES = Counter("retain_predict_learner_cache_misses", "Predictions that had to load their model version",
-                       registry=PROCESS)
-LOADS = Histogram("retain_predict_learner_load_seconds",
-                  "Time to load a model version's weights for serving (the _count is the number of loads)",
-                  registry=PROCESS, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+INFERENCE = Histogram(
+    "retain_predict_inference_seconds",
+    "Time of one forward pass over a batch, by model",
+    ["model"],
+    registry=PROCESS,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+BATCH_SIZE = Histogram(
+    "retain_predict_batch_size",
+    "Samples in one inference batch, by model",
+    ["model"],
+    registry=PROCESS,
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 10000),
+)
+QUEUE = Histogram(
+    "retain_predict_queue_seconds",
+    "Time a prediction request waited before its batch ran, by model (0 while requests run inline)",
+    ["model"],
+    registry=PROCESS,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+CACHE_HITS = Counter(
+    "retain_predict_learner_cache_hits", "Predictions whose model version was already loaded", registry=PROCESS
+)
+CACHE_MISSES = Counter(
+    "retain_predict_learner_cache_misses", "Predictions that had to load their model version", registry=PROCESS
+)
+LOADS = Histogram(
+    "retain_predict_learner_load_seconds",
+    "Time to load a model version's weights for serving (the _count is the number of loads)",
+    registry=PROCESS,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 
 @contextmanager

@@ -4,8 +4,13 @@ with an app's database collector."""
 from __future__ import annotations
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST, GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry,
-    disable_created_metrics, generate_latest,
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    disable_created_metrics,
+    generate_latest,
 )
 
 disable_created_metrics()  # no `_created` series beside every counter and histogram: half the text, no use here

@@ -44,8 +44,15 @@ class DynamicBatcher:
         self._executor: ThreadPoolExecutor | None = None  # made on first use, again after a shutdown
         self._queues: dict[Hashable, deque[Pending]] = {}
 
-    async def predict(self, key: Hashable, learner: ContinualLearner, model_name: str, task_key: str | None,
-                      samples: torch.Tensor, top_k: int) -> list[Prediction]:
+    async def predict(
+        self,
+        key: Hashable,
+        learner: ContinualLearner,
+        model_name: str,
+        task_key: str | None,
+        samples: torch.Tensor,
+        top_k: int,
+    ) -> list[Prediction]:
         """Predictions for ``samples``, computed in one batch with the other requests of ``key``
         waiting at the same time (``key`` names the version and the task: what one forward serves)."""
         loop = asyncio.get_running_loop()
@@ -71,11 +78,12 @@ class DynamicBatcher:
                     size += len(queue[0].samples)
                     batch.append(queue.popleft())
                 try:
-                    results = await loop.run_in_executor(self.executor(), run_batch, learner, model_name,
-                                                         task_key, batch)
-                except BaseException as error:  # noqa: BLE001 - cancelled loop or executor shut down
+                    results = await loop.run_in_executor(
+                        self.executor(), run_batch, learner, model_name, task_key, batch
+                    )
+                except BaseException as error:
                     results = [error] * len(batch)
-                for item, result in zip(batch, results):
+                for item, result in zip(batch, results, strict=True):
                     if item.future.done():
                         continue  # its client went away
                     if isinstance(result, BaseException):
@@ -100,8 +108,9 @@ class DynamicBatcher:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-def run_batch(learner: ContinualLearner, model_name: str, task_key: str | None,
-              batch: list[Pending]) -> list[list[Prediction] | Exception]:
+def run_batch(
+    learner: ContinualLearner, model_name: str, task_key: str | None, batch: list[Pending]
+) -> list[list[Prediction] | Exception]:
     """One forward over the whole batch, split back per request; on failure, each request alone."""
     queued = time.perf_counter() - batch[0].enqueued_at
     samples = batch[0].samples if len(batch) == 1 else torch.cat([p.samples for p in batch])
@@ -115,8 +124,9 @@ def run_batch(learner: ContinualLearner, model_name: str, task_key: str | None,
         return [run_batch(learner, model_name, task_key, [item])[0] for item in batch]
     results, start = [], 0
     for item in batch:
-        mine = predictions[start:start + len(item.samples)]
+        mine = predictions[start : start + len(item.samples)]
         start += len(item.samples)
-        results.append(mine if item.top_k == top_k else
-                       [dataclasses.replace(p, top_k=p.top_k[:item.top_k]) for p in mine])
+        results.append(
+            mine if item.top_k == top_k else [dataclasses.replace(p, top_k=p.top_k[: item.top_k]) for p in mine]
+        )
     return results

@@ -20,17 +20,17 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import repeat
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
 import numpy as np
 import pydantic_core
-from fastapi import Request, Response
+from fastapi import Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import Field, TypeAdapter, ValidationError
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from app.errors import DomainError, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from app.learning import Prediction
@@ -39,16 +39,28 @@ from app.predict.routing import ServingRoute
 HEADER_LENGTH = "Inference-Header-Content-Length"
 HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()  # as ASGI carries header names
 DATATYPES: dict[str, type] = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
 }
 STRUCT_FORMATS = {"INT64": "q", "FP32": "f"}  # the datatypes of the outputs
 OUTPUTS = ("label", "probability", "top_k_labels", "top_k_probabilities")
 OUTPUTS_BY_TOP_K = {False: OUTPUTS[:2], True: OUTPUTS}  # the outputs a request can have, by top_k > 1
 # what a request that names no outputs is answered: by (top_k > 1, binary_data_output)
-EVERY_OUTPUT = {(many, binary): tuple((name, binary) for name in names)
-                for many, names in OUTPUTS_BY_TOP_K.items() for binary in (False, True)}
+EVERY_OUTPUT = {
+    (many, binary): tuple((name, binary) for name in names)
+    for many, names in OUTPUTS_BY_TOP_K.items()
+    for binary in (False, True)
+}
 INTEGER_PARAMETERS = frozenset({"task_id", "top_k", "version"})
 
 
@@ -102,8 +114,7 @@ def protocol_error(error: DomainError) -> InferenceServerError:
 
 
 def error_response(error: InferenceServerError) -> JSONResponse:
-    return JSONResponse(status_code=error.status_code, content={"error": error.message},
-                        headers=error.headers)
+    return JSONResponse(status_code=error.status_code, content={"error": error.message}, headers=error.headers)
 
 
 class OIPRoute(ServingRoute):
@@ -125,7 +136,9 @@ class TensorIn(TypedDict):
     name: str
     shape: list[int]
     datatype: str
-    data: NotRequired[Annotated[list[Any] | None, Field(description="row-major values; absent when sent as binary data")]]
+    data: NotRequired[
+        Annotated[list[Any] | None, Field(description="row-major values; absent when sent as binary data")]
+    ]
     parameters: NotRequired[dict[str, Any] | None]
 
 
@@ -140,8 +153,9 @@ class InferRequest(TypedDict):
     id: NotRequired[str | None]
     inputs: Annotated[list[TensorIn], Field(min_length=1)]
     outputs: NotRequired[list[RequestedOutput] | None]
-    parameters: NotRequired[Annotated[dict[str, Any] | None,
-                                      Field(description="optional task_id, top_k, version, binary_data_output")]]
+    parameters: NotRequired[
+        Annotated[dict[str, Any] | None, Field(description="optional task_id, top_k, version, binary_data_output")]
+    ]
 
 
 INFER_REQUEST = TypeAdapter(InferRequest)
@@ -167,8 +181,9 @@ def read_request(body: bytes, raw_headers: Iterable[tuple[bytes, bytes]]) -> tup
         try:
             length = int(header_length)
         except ValueError:
-            raise InvalidRequest(f"{HEADER_LENGTH} must be an integer; got "
-                                 f"{header_length.decode('latin-1')!r}") from None
+            raise InvalidRequest(
+                f"{HEADER_LENGTH} must be an integer; got {header_length.decode('latin-1')!r}"
+            ) from None
         if not 0 <= length <= len(body):
             raise InvalidRequest(f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes")
         header, binary = body[:length], body[length:]
@@ -186,15 +201,17 @@ def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray:
     name, datatype, shape = tensor["name"], tensor["datatype"], tensor["shape"]
     dtype = DATATYPES.get(datatype) or DATATYPES.get(datatype.upper())
     if dtype is None:
-        raise InvalidRequest(f"input {name!r}: datatype {datatype!r} is not supported; "
-                             f"use one of {', '.join(DATATYPES)}")
+        raise InvalidRequest(
+            f"input {name!r}: datatype {datatype!r} is not supported; use one of {', '.join(DATATYPES)}"
+        )
     parameters = tensor.get("parameters")
     size = parameters.get("binary_data_size") if parameters else None
     try:
         if size is not None:
             if int(size) != len(binary):
-                raise InvalidRequest(f"input {name!r}: binary_data_size is {size}, but {len(binary)} bytes "
-                                     "follow the JSON header")
+                raise InvalidRequest(
+                    f"input {name!r}: binary_data_size is {size}, but {len(binary)} bytes follow the JSON header"
+                )
             values = np.frombuffer(bytearray(binary), dtype=dtype)  # writable: torch warns on read-only arrays
         elif tensor.get("data") is None:
             raise InvalidRequest(f"input {name!r} has neither data nor parameters.binary_data_size")
@@ -202,8 +219,9 @@ def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray:
             values = np.asarray(tensor["data"], dtype=dtype).reshape(-1)
         return values.reshape(shape)
     except (ValueError, TypeError) as error:
-        raise InvalidRequest(f"input {name!r}: data does not fit shape {shape} "
-                             f"and datatype {datatype}: {error}") from error
+        raise InvalidRequest(
+            f"input {name!r}: data does not fit shape {shape} and datatype {datatype}: {error}"
+        ) from error
 
 
 def request_options(request: InferRequest) -> dict[str, Any]:
@@ -220,8 +238,11 @@ def integer_options(options: dict[str, Any]) -> tuple[int | None, int, int | Non
     names none of them (most) costs one set operation."""
     if options.keys().isdisjoint(INTEGER_PARAMETERS):
         return None, 1, None
-    version, top_k, task_id = (integer_option(options, "version"), integer_option(options, "top_k", 1),
-                               integer_option(options, "task_id"))
+    version, top_k, task_id = (
+        integer_option(options, "version"),
+        integer_option(options, "top_k", 1),
+        integer_option(options, "task_id"),
+    )
     if not 1 <= top_k <= 1000:
         raise InvalidRequest(f"parameter 'top_k' must be between 1 and 1000; got {top_k}")
     return version, top_k, task_id
@@ -263,8 +284,7 @@ def output_tensors(predictions: list[Prediction], top_k: int) -> dict[str, tuple
     n = len(predictions)
     labels = [p.label for p in predictions]
     label_type = label_datatype(labels)
-    tensors = {"label": (label_type, [n], labels),
-               "probability": ("FP32", [n], [p.probability for p in predictions])}
+    tensors = {"label": (label_type, [n], labels), "probability": ("FP32", [n], [p.probability for p in predictions])}
     if top_k > 1:
         k = len(predictions[0].top_k) if predictions else 0  # one k for the whole batch
         tensors["top_k_labels"] = (label_type, [n, k], [label for p in predictions for label, _ in p.top_k])
@@ -288,8 +308,9 @@ def encode_bytes(values: list) -> bytes:
     return b"".join(parts)
 
 
-def wanted_outputs(requested: list[RequestedOutput] | None, top_k: int,
-                   binary_default: bool) -> Sequence[tuple[str, bool]]:
+def wanted_outputs(
+    requested: list[RequestedOutput] | None, top_k: int, binary_default: bool
+) -> Sequence[tuple[str, bool]]:
     """(name, as binary data?) of each output to answer: the request's ``outputs``, else all it can have."""
     if requested is None:
         return EVERY_OUTPUT[top_k > 1, binary_default]
@@ -303,8 +324,14 @@ def wanted_outputs(requested: list[RequestedOutput] | None, top_k: int,
     return wanted
 
 
-def infer_response(request: InferRequest, model_name: str, model_version: int, predictions: list[Prediction],
-                   top_k: int, options: dict[str, Any] | None = None) -> Response:
+def infer_response(
+    request: InferRequest,
+    model_name: str,
+    model_version: int,
+    predictions: list[Prediction],
+    top_k: int,
+    options: dict[str, Any] | None = None,
+) -> Response:
     """The response body: JSON, or a JSON header followed by the binary outputs. Built from plain
     dicts and lists and serialised by pydantic-core: on a one-sample answer, model objects, numpy
     arrays and ``json.dumps`` cost more than the forward pass they report. ``options``: the
@@ -317,8 +344,9 @@ def infer_response(request: InferRequest, model_name: str, model_version: int, p
         datatype, shape, values = tensors[name]
         if binary:
             blob = tensor_bytes(datatype, values)
-            outputs.append({"name": name, "datatype": datatype, "shape": shape,
-                            "parameters": {"binary_data_size": len(blob)}})
+            outputs.append(
+                {"name": name, "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": len(blob)}}
+            )
             blobs.append(blob)
         else:
             if datatype == "FP32":  # the values a binary answer would hold, rounded to float32

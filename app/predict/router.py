@@ -23,13 +23,27 @@ OIP_TAGS = ["open inference protocol"]
 oip_router = APIRouter(prefix="/v2", tags=OIP_TAGS, route_class=oip.OIPRoute)
 
 ERRORS = {
-    404: {"description": "unknown model or version", "content": {"application/json": {"example": {"detail": "model 'nope' does not exist"}}}},
+    404: {
+        "description": "unknown model or version",
+        "content": {"application/json": {"example": {"detail": "model 'nope' does not exist"}}},
+    },
     413: {"description": "more samples than max_predict_samples"},
-    422: {"description": "inputs that do not fit the model", "content": {"application/json": {"example": {"detail": "each sample must have shape [784]; got samples of shape [3]"}}}},
+    422: {
+        "description": "inputs that do not fit the model",
+        "content": {
+            "application/json": {"example": {"detail": "each sample must have shape [784]; got samples of shape [3]"}}
+        },
+    },
 }
 OIP_ERRORS = {
-    400: {"description": "a request the model cannot serve", "content": {"application/json": {"example": {"error": "input 'input-0': data does not fit shape [1, 64]"}}}},
-    404: {"description": "unknown model or version", "content": {"application/json": {"example": {"error": "model 'nope' does not exist"}}}},
+    400: {
+        "description": "a request the model cannot serve",
+        "content": {"application/json": {"example": {"error": "input 'input-0': data does not fit shape [1, 64]"}}},
+    },
+    404: {
+        "description": "unknown model or version",
+        "content": {"application/json": {"example": {"error": "model 'nope' does not exist"}}},
+    },
 }
 # A model version in a path or query: 1 … 2^63−1 as digits (tritonclient sends versions as strings).
 VersionText = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,17}$")]
@@ -57,13 +71,22 @@ def inlined(schema: dict) -> dict:
 # OpenAPI media type without every random byte string looking valid to a schema-driven client.
 INFER_BODY = {
     "description": "A JSON inference request, whatever Content-Type it is sent with; or, with the header "
-                   f"`{oip.HEADER_LENGTH}: N`, the binary tensor data extension: N bytes of that JSON, then "
-                   "the tensors' bytes (as tritonclient sends with binary_data=True).",
-    "requestBody": {"required": True, "content": {
-        "application/json": {"schema": inlined(oip.INFER_REQUEST.json_schema()),
-                             "example": {"id": "req-1", "parameters": {"top_k": 1},
-                                         "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32",
-                                                     "data": [0.0, 0.5, 1.0, 0.25]}]}}}}}
+    f"`{oip.HEADER_LENGTH}: N`, the binary tensor data extension: N bytes of that JSON, then "
+    "the tensors' bytes (as tritonclient sends with binary_data=True).",
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": inlined(oip.INFER_REQUEST.json_schema()),
+                "example": {
+                    "id": "req-1",
+                    "parameters": {"top_k": 1},
+                    "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [0.0, 0.5, 1.0, 0.25]}],
+                },
+            }
+        },
+    },
+}
 
 
 async def predict(body: PredictIn, serving: ServingDep, caller: PredictKey) -> Response:
@@ -76,13 +99,20 @@ async def infer(name: str, request: Request, serving: ServingDep, caller: Predic
     return await service.infer(serving, name, None, await request.body(), request.scope["headers"])
 
 
-async def infer_version(name: str, version: VersionText, request: Request, serving: ServingDep,
-                        caller: PredictKey) -> Response:
+async def infer_version(
+    name: str, version: VersionText, request: Request, serving: ServingDep, caller: PredictKey
+) -> Response:
     return await service.infer(serving, name, version, await request.body(), request.scope["headers"])
 
 
-PROTOCOL_INFERENCE = {"methods": ["POST"], "route_class_override": oip.OIPRoute, "tags": OIP_TAGS,
-                      "response_model": InferOut, "responses": OIP_ERRORS, "openapi_extra": INFER_BODY}
+PROTOCOL_INFERENCE = {
+    "methods": ["POST"],
+    "route_class_override": oip.OIPRoute,
+    "tags": OIP_TAGS,
+    "response_model": InferOut,
+    "responses": OIP_ERRORS,
+    "openapi_extra": INFER_BODY,
+}
 
 
 def add_prediction_routes(app_router: APIRouter) -> None:
@@ -98,13 +128,28 @@ def add_prediction_routes(app_router: APIRouter) -> None:
     went through their four refusals first, about 200 opcodes.
     """
     before = len(app_router.routes)
-    app_router.add_api_route("/predict", predict, methods=["POST"], route_class_override=ServingRoute,
-                             response_model=PredictOut, responses=ERRORS, tags=["predict"],
-                             summary="Predict labels with a model version")
-    app_router.add_api_route("/v2/models/{name}/infer", infer, **PROTOCOL_INFERENCE,
-                             summary="Inference with the serving version (JSON or binary tensor data)")
-    app_router.add_api_route("/v2/models/{name}/versions/{version}/infer", infer_version, **PROTOCOL_INFERENCE,
-                             summary="Inference with one version (JSON or binary tensor data)")
+    app_router.add_api_route(
+        "/predict",
+        predict,
+        methods=["POST"],
+        route_class_override=ServingRoute,
+        response_model=PredictOut,
+        responses=ERRORS,
+        tags=["predict"],
+        summary="Predict labels with a model version",
+    )
+    app_router.add_api_route(
+        "/v2/models/{name}/infer",
+        infer,
+        **PROTOCOL_INFERENCE,
+        summary="Inference with the serving version (JSON or binary tensor data)",
+    )
+    app_router.add_api_route(
+        "/v2/models/{name}/versions/{version}/infer",
+        infer_version,
+        **PROTOCOL_INFERENCE,
+        summary="Inference with one version (JSON or binary tensor data)",
+    )
     prediction_routes = app_router.routes[before:]
     del app_router.routes[before:]
     app_router.routes[:0] = prediction_routes
@@ -120,8 +165,11 @@ async def server_live() -> dict:
     return {"live": True}
 
 
-@oip_router.get("/health/ready", summary="The server is ready (its database is reachable and migrated)",
-                responses={503: {"description": "not ready"}})
+@oip_router.get(
+    "/health/ready",
+    summary="The server is ready (its database is reachable and migrated)",
+    responses={503: {"description": "not ready"}},
+)
 def server_ready(engine: EngineDep) -> dict:
     problem = health.database_problem(engine)
     if problem is not None:
@@ -139,13 +187,21 @@ def version_ready(name: str, version: VersionText, serving: ServingDep, caller: 
     return service.model_ready(serving, name, version)
 
 
-@oip_router.get("/models/{name}", response_model=ModelMetadataOut, responses=OIP_ERRORS,
-                summary="Model metadata: its versions, input and outputs")
+@oip_router.get(
+    "/models/{name}",
+    response_model=ModelMetadataOut,
+    responses=OIP_ERRORS,
+    summary="Model metadata: its versions, input and outputs",
+)
 def model_metadata(name: str, session: SessionDep, caller: PredictKey) -> ModelMetadataOut:
     return service.model_metadata_v2(session, name, None)
 
 
-@oip_router.get("/models/{name}/versions/{version}", response_model=ModelMetadataOut, responses=OIP_ERRORS,
-                summary="Model version metadata")
+@oip_router.get(
+    "/models/{name}/versions/{version}",
+    response_model=ModelMetadataOut,
+    responses=OIP_ERRORS,
+    summary="Model version metadata",
+)
 def version_metadata(name: str, version: VersionText, session: SessionDep, caller: PredictKey) -> ModelMetadataOut:
     return service.model_metadata_v2(session, name, version)

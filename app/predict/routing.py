@@ -118,7 +118,9 @@ class ServingRoute(APIRoute):
     def _fillers(route) -> list[Filler] | None:
         """One filler per parameter of the endpoint, or None if any is not one of the lean kinds."""
         signature = inspect.signature(route.endpoint, eval_str=True)
-        answers_itself = isinstance(signature.return_annotation, type) and issubclass(signature.return_annotation, Response)
+        answers_itself = isinstance(signature.return_annotation, type) and issubclass(
+            signature.return_annotation, Response
+        )
         if not (inspect.iscoroutinefunction(route.endpoint) and answers_itself):
             return None  # a sync endpoint needs the thread pool, a returned model FastAPI's serialisation
         path_names = set(route.param_convertors)
@@ -128,7 +130,9 @@ class ServingRoute(APIRoute):
             if annotation is Request:
                 fillers.append(request_filler(parameter.name))
             elif isinstance(marker, Depends) and takes_request_only(marker.dependency):
-                fillers.append(dependency_filler(parameter.name, marker.dependency, route.dependency_overrides_provider))
+                fillers.append(
+                    dependency_filler(parameter.name, marker.dependency, route.dependency_overrides_provider)
+                )
             elif parameter.name in path_names and marker is None:
                 fillers.append(path_filler(parameter.name, parameter.annotation))
             elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and marker is None:

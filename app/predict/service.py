@@ -46,22 +46,26 @@ async def resolve(serving: Serving, name: str, number: int | None) -> tuple[Serv
     return serving.directory.cached(name, number) or await run_in_threadpool(serving.directory.resolve, name, number)
 
 
-async def run_predictions(serving: Serving, resolved: tuple[ServedModel, ModelVersion], inputs,
-                          task_id: int | None, top_k: int) -> tuple[int, list[Prediction]]:
+async def run_predictions(
+    serving: Serving, resolved: tuple[ServedModel, ModelVersion], inputs, task_id: int | None, top_k: int
+) -> tuple[int, list[Prediction]]:
     """The version number that answered and one prediction per sample of ``inputs``."""
     model, version = resolved
     samples = checked_samples(model, inputs, serving.max_samples)
+
     def load() -> ContinualLearner:
         return load_version(serving.store, version, with_consolidation=False)
 
     # a loaded learner is taken inline; a load (artifact reads) runs in the thread pool
     key = version_key(version)
-    learner = (serving.learners.get(key, load) if key in serving.learners else
-               await run_in_threadpool(serving.learners.get, key, load))
+    learner = (
+        serving.learners.get(key, load)
+        if key in serving.learners
+        else await run_in_threadpool(serving.learners.get, key, load)
+    )
     task_key = task_key_for(learner, task_id)
     try:
-        predictions = await serving.batcher.predict((key, task_key), learner, model.name, task_key,
-                                                    samples, top_k)
+        predictions = await serving.batcher.predict((key, task_key), learner, model.name, task_key, samples, top_k)
     except ValueError as error:
         raise InvalidInput(str(error)) from error
     return version.number, predictions
@@ -87,17 +91,24 @@ def task_key_for(learner: ContinualLearner, task_id: int | None) -> str | None:
             )
         return None
     if str(task_id) not in learner.task_keys:
-        raise InvalidInput(f"task {task_id} was not learnt by this version; it knows tasks {', '.join(learner.task_keys)}")
+        raise InvalidInput(
+            f"task {task_id} was not learnt by this version; it knows tasks {', '.join(learner.task_keys)}"
+        )
     return str(task_id)
 
 
 async def predict(serving: Serving, request: PredictIn) -> PredictOut:
-    number, predictions = await run_predictions(serving, await resolve(serving, request.model, request.version),
-                                                request.inputs, request.task_id, request.top_k)
+    number, predictions = await run_predictions(
+        serving, await resolve(serving, request.model, request.version), request.inputs, request.task_id, request.top_k
+    )
     return PredictOut(
-        model=request.model, model_version=number, task_id=request.task_id,
-        predictions=[PredictionOut(label=p.label, probability=p.probability,
-                                   top_k=p.top_k if request.top_k > 1 else None) for p in predictions],
+        model=request.model,
+        model_version=number,
+        task_id=request.task_id,
+        predictions=[
+            PredictionOut(label=p.label, probability=p.probability, top_k=p.top_k if request.top_k > 1 else None)
+            for p in predictions
+        ],
     )
 
 
@@ -128,11 +139,14 @@ def model_metadata_v2(session: Session, name: str, version: str | None = None) -
         resolve_version(session, model, number)
     versions = [str(v.number) for v in list_versions(session, model.name)] if number is None else [str(number)]
     return ModelMetadataOut(
-        name=model.name, versions=versions, platform="pytorch",
+        name=model.name,
+        versions=versions,
+        platform="pytorch",
         inputs=[{"name": "input-0", "datatype": "FP32", "shape": [-1, *model.input_shape]}],
-        outputs=[{"name": "label", "datatype": "INT64", "shape": [-1]},
-                 {"name": "probability", "datatype": "FP32", "shape": [-1]},
-                 {"name": "top_k_labels", "datatype": "INT64", "shape": [-1, -1]},
-                 {"name": "top_k_probabilities", "datatype": "FP32", "shape": [-1, -1]}],
+        outputs=[
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+            {"name": "probability", "datatype": "FP32", "shape": [-1]},
+            {"name": "top_k_labels", "datatype": "INT64", "shape": [-1, -1]},
+            {"name": "top_k_probabilities", "datatype": "FP32", "shape": [-1, -1]},
+        ],
     )
-

@@ -38,9 +38,7 @@ from app.db.tables import AliasChange, Model, ModelVersion
 from app.errors import NotFound
 from app.registry.service import committed_alias_changes, get_model_by_name, resolve_version
 
-
-STAMP_QUERY = (f"SELECT (SELECT max(id) FROM {AliasChange.__tablename__}), "
-               f"(SELECT count(*) FROM {Model.__tablename__})")
+STAMP_QUERY = f"SELECT (SELECT max(id) FROM {AliasChange.__tablename__}), (SELECT count(*) FROM {Model.__tablename__})"
 
 
 @dataclass(frozen=True)
@@ -108,8 +106,10 @@ class ServingDirectory:
             if version is not None:
                 self._versions[(name, version.number)] = version
         if version is None:
-            raise NotFound(f"model {name!r} has no serving version yet (its first task is still training, "
-                           "or no update was promoted)")
+            raise NotFound(
+                f"model {name!r} has no serving version yet (its first task is still training, "
+                "or no update was promoted)"
+            )
         return model, version
 
     def close(self) -> None:
@@ -125,7 +125,7 @@ class ServingDirectory:
     def _refresh(self) -> None:
         try:
             self._check_stamp()
-        except Exception:  # noqa: BLE001 - the next request's resolve reports an unreachable database
+        except Exception:
             self._checked_at = float("-inf")
         finally:
             self._refreshing = False
@@ -148,8 +148,10 @@ class ServingDirectory:
             raise
 
     def _stale(self) -> bool:
-        return (time.monotonic() - self._checked_at > self.check_interval
-                or committed_alias_changes() != self._local_changes)
+        return (
+            time.monotonic() - self._checked_at > self.check_interval
+            or committed_alias_changes() != self._local_changes
+        )
 
     def _check_stamp(self) -> None:
         if not self._stale():

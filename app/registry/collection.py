@@ -61,9 +61,15 @@ def referenced_artifacts(session: Session, store: ArtifactStore) -> set[str]:
     """The sha256 of every artifact a row refers to, directly or through a version's manifest."""
     referenced = set(session.scalars(select(Dataset.artifact_sha256).where(Dataset.artifact_sha256 != "")))
     manifests = set()
-    rows = session.execute(select(ModelVersion.number, Model.name, ModelVersion.weights_sha256,
-                                  ModelVersion.consolidation_uri, ModelVersion.consolidation_sha256)
-                           .join(Model, ModelVersion.model_id == Model.id)).all()
+    rows = session.execute(
+        select(
+            ModelVersion.number,
+            Model.name,
+            ModelVersion.weights_sha256,
+            ModelVersion.consolidation_uri,
+            ModelVersion.consolidation_sha256,
+        ).join(Model, ModelVersion.model_id == Model.id)
+    ).all()
     for number, model, weights, consolidation_uri, consolidation in rows:
         referenced.add(weights)
         if consolidation_uri is None or consolidation in manifests:
@@ -100,6 +106,12 @@ def collect_garbage(session: Session, store: ArtifactStore, grace_seconds: float
             continue
         removed += 1
         freed += size
-    return Collection(dry_run=dry_run, grace_seconds=grace_seconds, stored=len(listed),
-                      referenced=sum(artifact.sha256 in referenced for artifact in listed), kept_recent=kept_recent,
-                      removed=removed, bytes_freed=freed)
+    return Collection(
+        dry_run=dry_run,
+        grace_seconds=grace_seconds,
+        stored=len(listed),
+        referenced=sum(artifact.sha256 in referenced for artifact in listed),
+        kept_recent=kept_recent,
+        removed=removed,
+        bytes_freed=freed,
+    )

@@ -53,25 +53,31 @@ class Manifest:
     memory: ArtifactRef | None = None  # the rehearsal memory (replay strategies): bounded, rewritten per update
 
     def to_json(self) -> str:
-        return json.dumps({
-            "format": MANIFEST_FORMAT, "family_state": self.family_state,
-            "task_state": {key: asdict(ref) for key, ref in self.task_state.items()},
-            "state": asdict(self.state) if self.state else None,
-            "evaluation": {key: asdict(ref) for key, ref in self.evaluation.items()},
-            "memory": asdict(self.memory) if self.memory else None,
-        })
+        return json.dumps(
+            {
+                "format": MANIFEST_FORMAT,
+                "family_state": self.family_state,
+                "task_state": {key: asdict(ref) for key, ref in self.task_state.items()},
+                "state": asdict(self.state) if self.state else None,
+                "evaluation": {key: asdict(ref) for key, ref in self.evaluation.items()},
+                "memory": asdict(self.memory) if self.memory else None,
+            }
+        )
 
     @classmethod
-    def from_json(cls, meta: dict) -> "Manifest":
-        return cls(family_state=meta["family_state"],
-                   task_state={key: ArtifactRef(**ref) for key, ref in meta["task_state"].items()},
-                   state=ArtifactRef(**meta["state"]) if meta["state"] else None,
-                   evaluation={key: ArtifactRef(**ref) for key, ref in meta["evaluation"].items()},
-                   memory=ArtifactRef(**meta["memory"]) if meta.get("memory") else None)
+    def from_json(cls, meta: dict) -> Manifest:
+        return cls(
+            family_state=meta["family_state"],
+            task_state={key: ArtifactRef(**ref) for key, ref in meta["task_state"].items()},
+            state=ArtifactRef(**meta["state"]) if meta["state"] else None,
+            evaluation={key: ArtifactRef(**ref) for key, ref in meta["evaluation"].items()},
+            memory=ArtifactRef(**meta["memory"]) if meta.get("memory") else None,
+        )
 
 
-def write_consolidation(store: ArtifactStore, learner, parent: Manifest | None,
-                        evaluation: dict[str, ArtifactRef]) -> ArtifactRef:
+def write_consolidation(
+    store: ArtifactStore, learner, parent: Manifest | None, evaluation: dict[str, ArtifactRef]
+) -> ArtifactRef:
     """Store ``learner``'s consolidation as a manifest: the parent's task states are referenced,
     only tasks it does not list (this update's, or all of an old-format parent's) are written."""
     tensors, metadata = learner.export_consolidation()
@@ -85,14 +91,16 @@ def write_consolidation(store: ArtifactStore, learner, parent: Manifest | None,
         for key in family_state["order"]:
             manifest.task_state[key] = known.get(key) or store.put_tensors(
                 {name.removeprefix(f"{key}."): t for name, t in tensors.items() if name.startswith(f"{key}.")},
-                {"retain": json.dumps({"format": TASK_STATE_FORMAT, "task_key": key})})
+                {"retain": json.dumps({"format": TASK_STATE_FORMAT, "task_key": key})},
+            )
     else:
         manifest.state = store.put_tensors(tensors, metadata)
     return store.put_tensors({}, {"retain": manifest.to_json()})
 
 
-def read_consolidation(store: ArtifactStore, uri: str, sha256: str | None,
-                       shapes: dict[str, torch.Size]) -> tuple[Payload, Manifest | None]:
+def read_consolidation(
+    store: ArtifactStore, uri: str, sha256: str | None, shapes: dict[str, torch.Size]
+) -> tuple[Payload, Manifest | None]:
     """The consolidation payload ``ContinualLearner.from_exports`` takes, every task's tensors
     padded to ``shapes`` (the network's), and the manifest it came from (None: an old version)."""
     tensors, metadata = store.get_tensors(uri, sha256)
@@ -119,5 +127,8 @@ def manifest_references(store: ArtifactStore, uri: str, sha256: str | None) -> l
     if meta.get("format") != MANIFEST_FORMAT:
         return []
     manifest = Manifest.from_json(meta)
-    return [*manifest.task_state.values(), *manifest.evaluation.values(),
-            *(ref for ref in (manifest.state, manifest.memory) if ref is not None)]
+    return [
+        *manifest.task_state.values(),
+        *manifest.evaluation.values(),
+        *(ref for ref in (manifest.state, manifest.memory) if ref is not None),
+    ]

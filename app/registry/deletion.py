@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 
 
 def busy_job(session: Session, model: Model, statuses) -> Job | None:
-    return session.scalar(select(Job).where(Job.model_id == model.id, Job.status.in_(statuses)).order_by(Job.id)
-                          .limit(1))
+    return session.scalar(
+        select(Job).where(Job.model_id == model.id, Job.status.in_(statuses)).order_by(Job.id).limit(1)
+    )
 
 
 def delete_version(session: Session, store: ArtifactStore, grace_seconds: float, name: str, number: int) -> DeletedOut:
@@ -54,29 +55,46 @@ def delete_version(session: Session, store: ArtifactStore, grace_seconds: float,
     model = locked_model(session, name)
     version = resolve_version(session, model, number)
     if model.serving_version_id == version.id:
-        raise Conflict(f"version {number} of model {name!r} is serving; serve another version first "
-                       f"(PUT /models/{name}/serving-version), then delete it")
-    child = session.scalar(select(ModelVersion.number).where(ModelVersion.parent_id == version.id)
-                           .order_by(ModelVersion.number).limit(1))
+        raise Conflict(
+            f"version {number} of model {name!r} is serving; serve another version first "
+            f"(PUT /models/{name}/serving-version), then delete it"
+        )
+    child = session.scalar(
+        select(ModelVersion.number).where(ModelVersion.parent_id == version.id).order_by(ModelVersion.number).limit(1)
+    )
     if child is not None:
-        raise Conflict(f"version {child} of model {name!r} was learnt from version {number} (its parent); a kept "
-                       f"version's lineage stays whole: delete version {child} first")
+        raise Conflict(
+            f"version {child} of model {name!r} was learnt from version {number} (its parent); a kept "
+            f"version's lineage stays whole: delete version {child} first"
+        )
     running = busy_job(session, model, (JobStatus.RUNNING,))
     if running is not None:
-        raise Conflict(f"job {running.id} of model {name!r} is running and may have started from version {number}; "
-                       "delete it once the job has finished")
+        raise Conflict(
+            f"job {running.id} of model {name!r} is running and may have started from version {number}; "
+            "delete it once the job has finished"
+        )
     session.execute(delete(Accuracy).where(Accuracy.model_version_id == version.id))
-    session.execute(delete(AliasChange).where(or_(AliasChange.from_version_id == version.id,
-                                                  AliasChange.to_version_id == version.id)))
+    session.execute(
+        delete(AliasChange).where(
+            or_(AliasChange.from_version_id == version.id, AliasChange.to_version_id == version.id)
+        )
+    )
     if model.serving_version_id is not None:  # the record of the delete, and the stamp replicas watch
-        session.add(AliasChange(model_id=model.id, from_version_id=model.serving_version_id,
-                                to_version_id=model.serving_version_id, reason=f"version {number} deleted"))
+        session.add(
+            AliasChange(
+                model_id=model.id,
+                from_version_id=model.serving_version_id,
+                to_version_id=model.serving_version_id,
+                reason=f"version {number} deleted",
+            )
+        )
         session.flush()
     session.execute(delete(ModelVersion).where(ModelVersion.id == version.id))
     session.info["alias_changed"] = True  # this process's serving directory looks again at once
     session.commit()
-    return DeletedOut(model=name, versions=[number], tasks=0, jobs=0,
-                      artifacts=collect_after_delete(session, store, grace_seconds))
+    return DeletedOut(
+        model=name, versions=[number], tasks=0, jobs=0, artifacts=collect_after_delete(session, store, grace_seconds)
+    )
 
 
 def delete_model(session: Session, store: ArtifactStore, grace_seconds: float, name: str) -> DeletedOut:
@@ -86,27 +104,45 @@ def delete_model(session: Session, store: ArtifactStore, grace_seconds: float, n
     model = locked_model(session, name)
     unfinished = busy_job(session, model, UNFINISHED)
     if unfinished is not None:
-        raise Conflict(f"job {unfinished.id} of model {name!r} is {unfinished.status}; cancel it "
-                       f"(POST /jobs/{unfinished.id}/cancel) or let it finish, then delete the model")
-    numbers = list(session.scalars(select(ModelVersion.number).where(ModelVersion.model_id == model.id)
-                                   .order_by(ModelVersion.number)))
+        raise Conflict(
+            f"job {unfinished.id} of model {name!r} is {unfinished.status}; cancel it "
+            f"(POST /jobs/{unfinished.id}/cancel) or let it finish, then delete the model"
+        )
+    numbers = list(
+        session.scalars(
+            select(ModelVersion.number).where(ModelVersion.model_id == model.id).order_by(ModelVersion.number)
+        )
+    )
     task_ids = select(Task.id).where(Task.model_id == model.id)
     dataset_ids = list(session.scalars(select(Task.dataset_id).where(Task.model_id == model.id)))
     session.execute(update(Model).where(Model.id == model.id).values(serving_version_id=None))
     session.execute(delete(AliasChange).where(AliasChange.model_id == model.id))
-    session.execute(delete(Accuracy).where(or_(
-        Accuracy.task_id.in_(task_ids),
-        Accuracy.model_version_id.in_(select(ModelVersion.id).where(ModelVersion.model_id == model.id)))))
+    session.execute(
+        delete(Accuracy).where(
+            or_(
+                Accuracy.task_id.in_(task_ids),
+                Accuracy.model_version_id.in_(select(ModelVersion.id).where(ModelVersion.model_id == model.id)),
+            )
+        )
+    )
     session.execute(delete(ModelVersion).where(ModelVersion.model_id == model.id))
     jobs = session.execute(delete(Job).where(Job.model_id == model.id)).rowcount
     tasks = session.execute(delete(Task).where(Task.model_id == model.id)).rowcount
-    session.execute(delete(Dataset).where(Dataset.id.in_(dataset_ids),
-                                          ~select(Task.id).where(Task.dataset_id == Dataset.id).exists()))
+    session.execute(
+        delete(Dataset).where(
+            Dataset.id.in_(dataset_ids), ~select(Task.id).where(Task.dataset_id == Dataset.id).exists()
+        )
+    )
     session.execute(delete(Model).where(Model.id == model.id))
     session.info["alias_changed"] = True  # this process's serving directory looks again at once
     session.commit()
-    return DeletedOut(model=name, versions=numbers, tasks=tasks, jobs=jobs,
-                      artifacts=collect_after_delete(session, store, grace_seconds))
+    return DeletedOut(
+        model=name,
+        versions=numbers,
+        tasks=tasks,
+        jobs=jobs,
+        artifacts=collect_after_delete(session, store, grace_seconds),
+    )
 
 
 def collect_after_delete(session: Session, store: ArtifactStore, grace_seconds: float) -> CollectionOut | None:
@@ -114,6 +150,6 @@ def collect_after_delete(session: Session, store: ArtifactStore, grace_seconds: 
     either way, and the next collection removes what they referred to."""
     try:
         return CollectionOut.model_validate(collect_garbage(session, store, grace_seconds))
-    except Exception:  # noqa: BLE001 - a store or manifest that cannot be read must not undo an answered delete
+    except Exception:
         log.exception("the artifacts freed by a delete were not collected; the next collection will")
         return None

@@ -16,9 +16,15 @@ from app.db.tables import Accuracy, AliasChange, Model, ModelVersion, Task
 from app.errors import InvalidInput, NotFound
 from app.learning import accuracy_matrix_metrics
 from app.registry.schemas import (
-    AccuracyMatrixOut, MatrixCell, MatrixRow, MatrixTask, ModelOut, ParameterCounts, ServingVersionOut, VersionOut,
+    AccuracyMatrixOut,
+    MatrixCell,
+    MatrixRow,
+    MatrixTask,
+    ModelOut,
+    ParameterCounts,
+    ServingVersionOut,
+    VersionOut,
 )
-
 
 _alias_commits = itertools.count(1)
 _committed_alias_changes = 0
@@ -59,7 +65,9 @@ def locked_model(session: Session, name: str) -> Model:
 
 
 def versions_of(session: Session, model: Model) -> list[ModelVersion]:
-    return list(session.scalars(select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.number)))
+    return list(
+        session.scalars(select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.number))
+    )
 
 
 def list_versions(session: Session, name: str) -> list[ModelVersion]:
@@ -76,10 +84,14 @@ def resolve_version(session: Session, model: Model, number: int | None) -> Model
     """The version asked for, or the serving one; NotFound when there is none."""
     if number is None:
         if model.serving_version_id is None:
-            raise NotFound(f"model {model.name!r} has no serving version yet (its first task is still training, "
-                           "or no update was promoted)")
+            raise NotFound(
+                f"model {model.name!r} has no serving version yet (its first task is still training, "
+                "or no update was promoted)"
+            )
         return session.get(ModelVersion, model.serving_version_id)
-    version = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.number == number))
+    version = session.scalar(
+        select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.number == number)
+    )
     if version is None:
         raise NotFound(f"model {model.name!r} has no version {number}")
     return version
@@ -93,13 +105,23 @@ def model_out(session: Session, model: Model, parameter_counts: dict | None = No
         base = parameter_counts.get("base") or 0
         per_task = {str(k): int(v) for k, v in (parameter_counts.get("per_task") or {}).items()}
         counts = ParameterCounts(
-            base=base, per_task=per_task, total=parameter_counts.get("total", base + sum(per_task.values())),
+            base=base,
+            per_task=per_task,
+            total=parameter_counts.get("total", base + sum(per_task.values())),
             per_task_percent_of_base={k: round(100.0 * v / base, 3) for k, v in per_task.items()} if base else {},
         )
     return ModelOut(
-        name=model.name, architecture=model.architecture, family=model.family, input_shape=list(model.input_shape),
-        options=model.options or {}, serving_version=serving_number(session, model), max_forgetting=model.max_forgetting,
-        n_versions=n_versions, n_tasks=n_tasks, parameter_counts=counts, created_at=model.created_at,
+        name=model.name,
+        architecture=model.architecture,
+        family=model.family,
+        input_shape=list(model.input_shape),
+        options=model.options or {},
+        serving_version=serving_number(session, model),
+        max_forgetting=model.max_forgetting,
+        n_versions=n_versions,
+        n_tasks=n_tasks,
+        parameter_counts=counts,
+        created_at=model.created_at,
     )
 
 
@@ -116,18 +138,33 @@ def get_model(session: Session, name: str, load_learner=None) -> ModelOut:
     return model_out(session, model, counts)
 
 
-def version_out(version: ModelVersion, numbers: dict[int, int], tasks: dict[int, Task], serving_id: int | None) -> VersionOut:
+def version_out(
+    version: ModelVersion, numbers: dict[int, int], tasks: dict[int, Task], serving_id: int | None
+) -> VersionOut:
     task = tasks.get(version.task_id)
     return VersionOut(
-        id=version.id, number=version.number, parent_number=numbers.get(version.parent_id),
-        task_id=version.task_id, task_name=task.name if task else None, strategy=task.strategy if task else None,
-        ewc_lambda=version.ewc_lambda, lambda_search=version.lambda_search, fisher_recipe=version.fisher_recipe,
-        train_config=version.train_config, validation=version.validation,
-        capacity_warning=(version.validation or {}).get("capacity_warning"), train_seconds=version.train_seconds,
-        search_seconds=version.search_seconds, promoted=version.promoted,
-        serving=version.id == serving_id, weights_uri=version.weights_uri, weights_sha256=version.weights_sha256,
-        weights_size=version.weights_size, consolidation_sha256=version.consolidation_sha256,
-        consolidation_size=version.consolidation_size, created_at=version.created_at,
+        id=version.id,
+        number=version.number,
+        parent_number=numbers.get(version.parent_id),
+        task_id=version.task_id,
+        task_name=task.name if task else None,
+        strategy=task.strategy if task else None,
+        ewc_lambda=version.ewc_lambda,
+        lambda_search=version.lambda_search,
+        fisher_recipe=version.fisher_recipe,
+        train_config=version.train_config,
+        validation=version.validation,
+        capacity_warning=(version.validation or {}).get("capacity_warning"),
+        train_seconds=version.train_seconds,
+        search_seconds=version.search_seconds,
+        promoted=version.promoted,
+        serving=version.id == serving_id,
+        weights_uri=version.weights_uri,
+        weights_sha256=version.weights_sha256,
+        weights_size=version.weights_size,
+        consolidation_sha256=version.consolidation_sha256,
+        consolidation_size=version.consolidation_size,
+        created_at=version.created_at,
     )
 
 
@@ -146,16 +183,25 @@ def accuracy_matrix(session: Session, name: str) -> AccuracyMatrixOut:
     tasks = {t.id: t for t in session.scalars(select(Task).where(Task.model_id == model.id))}
     cells: dict[int, list[Accuracy]] = {v.id: [] for v in versions}
     rows_of_accuracy = session.scalars(
-        select(Accuracy).join(ModelVersion, Accuracy.model_version_id == ModelVersion.id)
-        .where(ModelVersion.model_id == model.id).order_by(Accuracy.task_id))
+        select(Accuracy)
+        .join(ModelVersion, Accuracy.model_version_id == ModelVersion.id)
+        .where(ModelVersion.model_id == model.id)
+        .order_by(Accuracy.task_id)
+    )
     for row in rows_of_accuracy:
         cells[row.model_version_id].append(row)
     learnt_order = [v.task_id for v in versions if v.promoted and v.task_id is not None]
     rows = [
-        MatrixRow(model_version=v.number, task_id=v.task_id, task_name=tasks[v.task_id].name if v.task_id in tasks else None,
-                  promoted=v.promoted, serving=v.id == model.serving_version_id,
-                  accuracy=[MatrixCell(task_id=c.task_id, accuracy=c.accuracy, loss=c.loss, n_test=c.n_test)
-                            for c in cells[v.id]])
+        MatrixRow(
+            model_version=v.number,
+            task_id=v.task_id,
+            task_name=tasks[v.task_id].name if v.task_id in tasks else None,
+            promoted=v.promoted,
+            serving=v.id == model.serving_version_id,
+            accuracy=[
+                MatrixCell(task_id=c.task_id, accuracy=c.accuracy, loss=c.loss, n_test=c.n_test) for c in cells[v.id]
+            ],
+        )
         for v in versions
     ]
     matrix = []
@@ -169,7 +215,10 @@ def accuracy_matrix(session: Session, name: str) -> AccuracyMatrixOut:
     return AccuracyMatrixOut(
         model=model.name,
         tasks=[MatrixTask(task_id=t, name=tasks[t].name if t in tasks else None) for t in task_ids],
-        rows=rows, matrix=matrix, average_accuracy=metrics["average_accuracy"], bwt=metrics["bwt"],
+        rows=rows,
+        matrix=matrix,
+        average_accuracy=metrics["average_accuracy"],
+        bwt=metrics["bwt"],
         forgetting=metrics["forgetting"],
     )
 
@@ -179,8 +228,11 @@ def set_serving_version(session: Session, model: Model, version: ModelVersion, r
     previous = serving_number(session, model)
     if version.model_id != model.id:
         raise InvalidInput(f"version {version.number} does not belong to model {model.name!r}")
-    session.add(AliasChange(model_id=model.id, from_version_id=model.serving_version_id, to_version_id=version.id,
-                            reason=reason))
+    session.add(
+        AliasChange(
+            model_id=model.id, from_version_id=model.serving_version_id, to_version_id=version.id, reason=reason
+        )
+    )
     model.serving_version_id = version.id
     session.info["alias_changed"] = True
     return previous

@@ -30,8 +30,9 @@ def load_for_update(store: ArtifactStore, version: ModelVersion) -> tuple[Contin
     consolidation, manifest = None, None
     if version.consolidation_uri:
         shapes = {name.removeprefix("model."): tensor.shape for name, tensor in weights[0].items()}
-        consolidation, manifest = read_consolidation(store, version.consolidation_uri, version.consolidation_sha256,
-                                                     shapes)
+        consolidation, manifest = read_consolidation(
+            store, version.consolidation_uri, version.consolidation_sha256, shapes
+        )
     learner = ContinualLearner.from_exports(weights, consolidation)
     learner.network.eval()
     return learner, manifest

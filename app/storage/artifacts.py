@@ -165,8 +165,9 @@ class ArtifactStore:
         data = fs.cat_file(path)
         actual = sha256_of(data)
         if actual != expected:
-            raise ArtifactCorrupt(f"artifact {uri} is damaged: its sha256 is {actual}, expected {expected}; "
-                                  "it will not be used")
+            raise ArtifactCorrupt(
+                f"artifact {uri} is damaged: its sha256 is {actual}, expected {expected}; it will not be used"
+            )
         return data
 
     def put_tensors(self, tensors: dict, metadata: dict[str, str]) -> ArtifactRef:

@@ -51,8 +51,19 @@ def submit_reference(session: Session, settings, request: TaskRequest, uri: str)
         return request
 
     def dataset() -> Dataset:
-        return Dataset(sha256="", format=REFERENCE_FORMAT, n_train=0, n_validation=0, n_test=0, input_shape=[],
-                       labels=[], artifact_uri=reference.uri, artifact_sha256="", artifact_size=reference.size)
+        return Dataset(
+            sha256="",
+            format=REFERENCE_FORMAT,
+            n_train=0,
+            n_validation=0,
+            n_test=0,
+            input_shape=[],
+            labels=[],
+            artifact_uri=reference.uri,
+            artifact_sha256="",
+            artifact_size=reference.size,
+        )
 
-    return add_task_rows(session, settings, request, dataset, recheck, input_shape=None,
-                         extra_hyperparameters={DATA_URI: reference.uri})
+    return add_task_rows(
+        session, settings, request, dataset, recheck, input_shape=None, extra_hyperparameters={DATA_URI: reference.uri}
+    )

@@ -39,9 +39,13 @@ QUOTA_RETRY_SECONDS = 30  # a queued update takes seconds to minutes; half a min
 
 def parse_limits(settings) -> dict:
     """The limits of parse_dataset from the settings, the same for uploads and data read by reference."""
-    return dict(max_samples=settings.max_upload_samples, seed=settings.split_seed,
-                max_decoded_bytes=settings.decoded_bytes_limit, max_abs_value=settings.max_abs_value,
-                max_labels=settings.max_labels_per_task)
+    return dict(
+        max_samples=settings.max_upload_samples,
+        seed=settings.split_seed,
+        max_decoded_bytes=settings.decoded_bytes_limit,
+        max_abs_value=settings.max_abs_value,
+        max_labels=settings.max_labels_per_task,
+    )
 
 
 def check_admission(session: Session, settings, request: TaskRequest, model: Model | None) -> None:
@@ -49,12 +53,13 @@ def check_admission(session: Session, settings, request: TaskRequest, model: Mod
     request.check_limits(settings)
     if model is None:
         return
-    unfinished = session.scalar(select(func.count(Job.id)).where(Job.model_id == model.id,
-                                                                 Job.status.in_(UNFINISHED)))
+    unfinished = session.scalar(select(func.count(Job.id)).where(Job.model_id == model.id, Job.status.in_(UNFINISHED)))
     if unfinished >= settings.max_queued_per_model:
-        raise QuotaExceeded(f"model {model.name!r} has {unfinished} unfinished jobs; the limit is "
-                            f"{settings.max_queued_per_model} (max_queued_per_model): retry once some have run",
-                            retry_after=QUOTA_RETRY_SECONDS)
+        raise QuotaExceeded(
+            f"model {model.name!r} has {unfinished} unfinished jobs; the limit is "
+            f"{settings.max_queued_per_model} (max_queued_per_model): retry once some have run",
+            retry_after=QUOTA_RETRY_SECONDS,
+        )
 
 
 def check_labels(session: Session, settings, model: Model | None, parsed: ParsedDataset) -> None:
@@ -62,13 +67,19 @@ def check_labels(session: Session, settings, model: Model | None, parsed: Parsed
     backward pass per class) and every prediction grow with them."""
     if model is None or model.id is None:
         return
-    known = {json_label for labels in session.scalars(
-        select(Dataset.labels).join(Task, Task.dataset_id == Dataset.id).where(Task.model_id == model.id))
-        for json_label in map(str, labels or [])}
+    known = {
+        json_label
+        for labels in session.scalars(
+            select(Dataset.labels).join(Task, Task.dataset_id == Dataset.id).where(Task.model_id == model.id)
+        )
+        for json_label in map(str, labels or [])
+    }
     together = len(known | {str(label) for label in parsed.labels})
     if together > settings.max_labels_per_model:
-        raise InvalidInput(f"model {model.name!r} would hold {together} distinct labels with this task; the limit is "
-                           f"{settings.max_labels_per_model} (max_labels_per_model)")
+        raise InvalidInput(
+            f"model {model.name!r} would hold {together} distinct labels with this task; the limit is "
+            f"{settings.max_labels_per_model} (max_labels_per_model)"
+        )
 
 
 def submit_task(session: Session, store, settings, request: TaskRequest, filename: str, data: bytes) -> TaskOut:
@@ -81,8 +92,13 @@ def submit_task(session: Session, store, settings, request: TaskRequest, filenam
     input_shape = tuple(model.input_shape) if model is not None and not shapeless else None
     session.rollback()  # no transaction stays open while the upload is parsed ...
     parsed = parse_dataset(
-        filename, data, max_bytes=settings.max_upload_bytes, test_fraction=request.test_fraction,
-        validation_fraction=request.validation_fraction, input_shape=input_shape, **parse_limits(settings),
+        filename,
+        data,
+        max_bytes=settings.max_upload_bytes,
+        test_fraction=request.test_fraction,
+        validation_fraction=request.validation_fraction,
+        input_shape=input_shape,
+        **parse_limits(settings),
     )
     model = session.scalar(select(Model).where(Model.name == request.model))
     checked_new = check_upload_fits(session, settings, request, model, parsed)
@@ -99,16 +115,24 @@ def submit_task(session: Session, store, settings, request: TaskRequest, filenam
 
     def dataset() -> Dataset:
         return Dataset(
-            sha256=parsed.sha256, format=parsed.format, n_train=parsed.n_train, n_validation=parsed.n_validation,
-            n_test=parsed.n_test, input_shape=list(parsed.input_shape), labels=parsed.labels,
-            artifact_uri=reference.uri, artifact_sha256=reference.sha256, artifact_size=reference.size,
+            sha256=parsed.sha256,
+            format=parsed.format,
+            n_train=parsed.n_train,
+            n_validation=parsed.n_validation,
+            n_test=parsed.n_test,
+            input_shape=list(parsed.input_shape),
+            labels=parsed.labels,
+            artifact_uri=reference.uri,
+            artifact_sha256=reference.sha256,
+            artifact_size=reference.size,
         )
 
     return add_task_rows(session, settings, request, dataset, recheck, input_shape=list(parsed.input_shape))
 
 
-def check_upload_fits(session: Session, settings, request: TaskRequest, model: Model | None,
-                      parsed: ParsedDataset) -> bool:
+def check_upload_fits(
+    session: Session, settings, request: TaskRequest, model: Model | None, parsed: ParsedDataset
+) -> bool:
     """The parsed upload against its model (or as a new model's first task); True when it was checked as new."""
     check_labels(session, settings, model, parsed)
     if model is None or not model.input_shape:
@@ -118,9 +142,15 @@ def check_upload_fits(session: Session, settings, request: TaskRequest, model: M
     return False
 
 
-def add_task_rows(session: Session, settings, request: TaskRequest, dataset: Callable[[], Dataset],
-                  recheck: Callable[[Model | None, TaskRequest], TaskRequest],
-                  input_shape: list | None, extra_hyperparameters: dict | None = None) -> TaskOut:
+def add_task_rows(
+    session: Session,
+    settings,
+    request: TaskRequest,
+    dataset: Callable[[], Dataset],
+    recheck: Callable[[Model | None, TaskRequest], TaskRequest],
+    input_shape: list | None,
+    extra_hyperparameters: dict | None = None,
+) -> TaskOut:
     """The model (created on first use), dataset, task and job rows in one transaction that holds the
     write lock (SQLite) and the model's row (Postgres) from its first statement: the queue quota and
     ``recheck(model, request)`` (what was checked before, against the model as it is now) are judged
@@ -136,9 +166,14 @@ def add_task_rows(session: Session, settings, request: TaskRequest, dataset: Cal
             row = dataset()
             session.add(row)
             session.flush()
-            task = Task(model_id=model.id, name=checked.name, dataset_id=row.id, strategy=checked.strategy,
-                        hyperparameters={**checked.hyperparameters(), **(extra_hyperparameters or {})},
-                        status=JobStatus.QUEUED)
+            task = Task(
+                model_id=model.id,
+                name=checked.name,
+                dataset_id=row.id,
+                strategy=checked.strategy,
+                hyperparameters={**checked.hyperparameters(), **(extra_hyperparameters or {})},
+                status=JobStatus.QUEUED,
+            )
             session.add(task)
             session.flush()
             job = enqueue(session, task, max_attempts=settings.max_attempts)
@@ -154,16 +189,21 @@ def add_task_rows(session: Session, settings, request: TaskRequest, dataset: Cal
     raise AssertionError("unreachable")
 
 
-def model_for_task(session: Session, settings, request: TaskRequest, model: Model | None,
-                   input_shape: list | None) -> Model:
+def model_for_task(
+    session: Session, settings, request: TaskRequest, model: Model | None, input_shape: list | None
+) -> Model:
     """The task's model: created on first use (``input_shape`` empty for data by reference, set by the
     worker that reads it), else given the request's forgetting gate and a shapeless model its shape."""
     if model is None:
         model = Model(
-            name=request.model, architecture=new_model_architecture(request),
-            family=strategy_class(request.strategy).family, input_shape=input_shape or [],
+            name=request.model,
+            architecture=new_model_architecture(request),
+            family=strategy_class(request.strategy).family,
+            input_shape=input_shape or [],
             options=request.architecture_options or {},
-            max_forgetting=request.max_forgetting if request.max_forgetting is not None else settings.default_max_forgetting,
+            max_forgetting=request.max_forgetting
+            if request.max_forgetting is not None
+            else settings.default_max_forgetting,
         )
         session.add(model)
         session.flush()
@@ -178,16 +218,21 @@ def model_for_task(session: Session, settings, request: TaskRequest, model: Mode
 def check_new_model(request: TaskRequest, parsed: ParsedDataset) -> None:
     """The first task fixes the model: its architecture must build for these inputs."""
     if len(parsed.labels) < 2 or len(set(parsed.splits["train"].label_index.tolist())) < 2:
-        raise InvalidInput(f"the first task of a model needs at least two classes; the training data has only "
-                           f"{parsed.labels_of('train')[0]!r}")
+        raise InvalidInput(
+            f"the first task of a model needs at least two classes; the training data has only "
+            f"{parsed.labels_of('train')[0]!r}"
+        )
     architecture = new_model_architecture(request)
     strategy = strategy_class(request.strategy)
     try:  # the library's own checks: options, and the input shape the architecture needs (images for convs)
-        ContinualLearner.create(architecture, parsed.input_shape, family=strategy.family,
-                                architecture_options=request.architecture_options)
+        ContinualLearner.create(
+            architecture, parsed.input_shape, family=strategy.family, architecture_options=request.architecture_options
+        )
     except (ValueError, TypeError) as error:
-        raise InvalidInput(f"cannot build a {architecture} model for samples of shape {list(parsed.input_shape)} "
-                           f"with options {request.architecture_options or {}}: {error}") from error
+        raise InvalidInput(
+            f"cannot build a {architecture} model for samples of shape {list(parsed.input_shape)} "
+            f"with options {request.architecture_options or {}}: {error}"
+        ) from error
 
 
 def new_model_architecture(request: TaskRequest) -> str:
@@ -203,8 +248,10 @@ def new_model_architecture(request: TaskRequest) -> str:
 
 def check_fits_model(model: Model, request: TaskRequest, parsed: ParsedDataset) -> None:
     if tuple(parsed.input_shape) != tuple(model.input_shape):
-        raise InvalidInput(f"model {model.name!r} takes samples of shape {list(model.input_shape)}; "
-                           f"this file has samples of shape {list(parsed.input_shape)}")
+        raise InvalidInput(
+            f"model {model.name!r} takes samples of shape {list(model.input_shape)}; "
+            f"this file has samples of shape {list(parsed.input_shape)}"
+        )
     check_request_fits_model(model, request)
     if strategy_class(model.family).predicts_per_task and len(set(parsed.splits["train"].label_index.tolist())) < 2:
         raise InvalidInput(f"a {model.family} task needs at least two classes (each task has its own classifier)")
@@ -213,13 +260,17 @@ def check_fits_model(model: Model, request: TaskRequest, parsed: ParsedDataset) 
 def check_request_fits_model(model: Model, request: TaskRequest) -> None:
     """What a task must share with its model, known before its data is read: architecture, options, family."""
     if request.architecture is not None and request.architecture != model.architecture:
-        raise InvalidInput(f"model {model.name!r} is a {model.architecture}; the architecture is fixed when a model is "
-                           f"created (asked for {request.architecture})")
+        raise InvalidInput(
+            f"model {model.name!r} is a {model.architecture}; the architecture is fixed when a model is "
+            f"created (asked for {request.architecture})"
+        )
     if request.architecture_options and request.architecture_options != (model.options or {}):
         raise InvalidInput(f"model {model.name!r} was created with options {model.options or {}}; they cannot change")
     if strategy_class(request.strategy).family != model.family:
-        raise InvalidInput(f"model {model.name!r} is a {model.family} model; strategy {request.strategy} cannot update "
-                           f"it ({model.family} models take {' or '.join(strategy_names(model.family))} tasks only)")
+        raise InvalidInput(
+            f"model {model.name!r} is a {model.family} model; strategy {request.strategy} cannot update "
+            f"it ({model.family} models take {' or '.join(strategy_names(model.family))} tasks only)"
+        )
 
 
 def settle_shapeless_model(session: Session, model: Model, request: TaskRequest) -> TaskRequest:
@@ -230,12 +281,15 @@ def settle_shapeless_model(session: Session, model: Model, request: TaskRequest)
     ``input_shape`` is empty until then, see app/updates/reference.py): an upload cannot be checked
     against a shape that does not exist. Once every such task has failed, the next task is the
     model's first again, under the architecture, options and family it was created with."""
-    pending = session.scalar(select(Job.id).where(Job.model_id == model.id, Job.status.in_(UNFINISHED))
-                             .order_by(Job.id).limit(1))
+    pending = session.scalar(
+        select(Job.id).where(Job.model_id == model.id, Job.status.in_(UNFINISHED)).order_by(Job.id).limit(1)
+    )
     if pending is not None:
-        raise Conflict(f"model {model.name!r} takes its input shape from its first task, whose data is read by "
-                       f"job {pending} (still queued or running); submit this task once that job has finished, "
-                       "or send it by reference too")
+        raise Conflict(
+            f"model {model.name!r} takes its input shape from its first task, whose data is read by "
+            f"job {pending} (still queued or running); submit this task once that job has finished, "
+            "or send it by reference too"
+        )
     check_request_fits_model(model, request)
     return replace(request, architecture=model.architecture, architecture_options=model.options or None)
 
@@ -251,19 +305,33 @@ def latest_job(session: Session, task: Task) -> Job | None:
     return session.scalar(select(Job).where(Job.task_id == task.id).order_by(Job.id.desc()).limit(1))
 
 
-def task_out(session: Session, task: Task, job: Job | None = None, model: Model | None = None,
-             dataset: Dataset | None = None) -> TaskOut:
+def task_out(
+    session: Session, task: Task, job: Job | None = None, model: Model | None = None, dataset: Dataset | None = None
+) -> TaskOut:
     job = job or latest_job(session, task)
     model = model or session.get(Model, task.model_id)
     dataset = dataset or session.get(Dataset, task.dataset_id)
     version_number = session.scalar(select(ModelVersion.number).where(ModelVersion.task_id == task.id))
     return TaskOut(
-        id=task.id, job_id=job.id if job else None, status=job.status if job else task.status, model=model.name,
-        name=task.name, strategy=task.strategy, hyperparameters=task.hyperparameters or {},
-        dataset=DatasetOut(id=dataset.id, sha256=dataset.sha256, format=dataset.format, n_train=dataset.n_train,
-                           n_validation=dataset.n_validation, n_test=dataset.n_test,
-                           input_shape=list(dataset.input_shape), labels=list(dataset.labels)),
-        model_version=version_number, created_at=task.created_at,
+        id=task.id,
+        job_id=job.id if job else None,
+        status=job.status if job else task.status,
+        model=model.name,
+        name=task.name,
+        strategy=task.strategy,
+        hyperparameters=task.hyperparameters or {},
+        dataset=DatasetOut(
+            id=dataset.id,
+            sha256=dataset.sha256,
+            format=dataset.format,
+            n_train=dataset.n_train,
+            n_validation=dataset.n_validation,
+            n_test=dataset.n_test,
+            input_shape=list(dataset.input_shape),
+            labels=list(dataset.labels),
+        ),
+        model_version=version_number,
+        created_at=task.created_at,
     )
 
 
@@ -283,21 +351,39 @@ def task_accuracy(session: Session, task_id: int) -> TaskAccuracyOut:
     task = get_task_row(session, task_id)
     model = session.get(Model, task.model_id)
     rows = session.execute(
-        select(Accuracy, ModelVersion).join(ModelVersion, Accuracy.model_version_id == ModelVersion.id)
-        .where(Accuracy.task_id == task.id).order_by(ModelVersion.number)
+        select(Accuracy, ModelVersion)
+        .join(ModelVersion, Accuracy.model_version_id == ModelVersion.id)
+        .where(Accuracy.task_id == task.id)
+        .order_by(ModelVersion.number)
     ).all()
     history = [
-        AccuracyEntry(model_version=version.number, after_task_id=version.task_id, accuracy=row.accuracy, loss=row.loss,
-                      n_test=row.n_test, promoted=version.promoted, created_at=row.created_at)
+        AccuracyEntry(
+            model_version=version.number,
+            after_task_id=version.task_id,
+            accuracy=row.accuracy,
+            loss=row.loss,
+            n_test=row.n_test,
+            promoted=version.promoted,
+            created_at=row.created_at,
+        )
         for row, version in rows
     ]
     if not history:
         return TaskAccuracyOut(task_id=task.id, history=[], initial=None, current=None, best=None, forgetting=None)
-    serving = next((entry for entry, (_, version) in zip(history, rows) if version.id == model.serving_version_id), None)
+    serving = next(
+        (entry for entry, (_, version) in zip(history, rows, strict=True) if version.id == model.serving_version_id),
+        None,
+    )
     current = (serving or history[-1]).accuracy
     best = max(entry.accuracy for entry in history)
-    return TaskAccuracyOut(task_id=task.id, history=history, initial=history[0].accuracy, current=current, best=best,
-                           forgetting=best - current)
+    return TaskAccuracyOut(
+        task_id=task.id,
+        history=history,
+        initial=history[0].accuracy,
+        current=current,
+        best=best,
+        forgetting=best - current,
+    )
 
 
 def promote_task(session: Session, task_id: int) -> PromoteOut:
@@ -311,13 +397,20 @@ def promote_task(session: Session, task_id: int) -> PromoteOut:
     version = session.scalar(select(ModelVersion).where(ModelVersion.task_id == task.id))
     if version is None:
         job = latest_job(session, task)
-        raise Conflict(f"task {task_id} has no stored version to promote (its job is "
-                       f"{job.status if job else 'missing'}); only a trained task can be promoted")
+        raise Conflict(
+            f"task {task_id} has no stored version to promote (its job is "
+            f"{job.status if job else 'missing'}); only a trained task can be promoted"
+        )
     previous = serving_number(session, model)
     if model.serving_version_id != version.id:  # promoting what already serves changes nothing
         version.promoted = True
         set_serving_version(session, model, version, f"task {task_id} promoted through the API")
         session.commit()
     job = latest_job(session, task)
-    return PromoteOut(task_id=task.id, model=model.name, model_version=version.number, previous_version=previous,
-                      status=job.status if job else task.status)
+    return PromoteOut(
+        task_id=task.id,
+        model=model.name,
+        model_version=version.number,
+        previous_version=previous,
+        status=job.status if job else task.status,
+    )

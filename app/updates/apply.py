@@ -41,8 +41,8 @@ from app.jobs.status import JobStatus
 from app.learning import ContinualLearner, Evaluation, TaskData, TrainingStopped, UpdateResult
 from app.learning.strategies import strategy_class
 from app.learning.training import resolve_device
-from app.registry.service import set_serving_version
 from app.registry.consolidation import write_consolidation
+from app.registry.service import set_serving_version
 from app.registry.versions import load_for_update
 from app.storage.artifacts import ArtifactRef, ArtifactStore
 from app.updates.gate import GateDecision, forgetting_gate
@@ -53,6 +53,7 @@ from app.updates.reference import is_unread_reference, read_referenced_dataset
 from app.updates.retry import with_retries
 
 log = logging.getLogger(__name__)
+
 
 class LeaseLost(Exception):
     """The job's lease expired while we worked on it: another worker owns it now."""
@@ -73,19 +74,30 @@ def read_plan(session: Session, held: Claim, default_max_forgetting: float) -> U
     task = session.get(Task, held.task_id)
     model = session.get(Model, held.model_id)
     parent = session.get(ModelVersion, model.serving_version_id) if model.serving_version_id else None
-    rows = session.execute(select(Task.id, Dataset).join(Dataset, Task.dataset_id == Dataset.id)
-                           .where(Task.model_id == model.id)).all()
+    rows = session.execute(
+        select(Task.id, Dataset).join(Dataset, Task.dataset_id == Dataset.id).where(Task.model_id == model.id)
+    ).all()
     max_forgetting = model.max_forgetting if model.max_forgetting is not None else default_max_forgetting
-    return UpdatePlan(model=model, task=task, parent=parent, datasets={task_id: ds for task_id, ds in rows},
-                      max_forgetting=max_forgetting)
+    return UpdatePlan(
+        model=model,
+        task=task,
+        parent=parent,
+        datasets={task_id: ds for task_id, ds in rows},
+        max_forgetting=max_forgetting,
+    )
 
 
 def new_learner(model: Model, first_task: TaskData) -> ContinualLearner:
     """The model's first task fixes the input scale: samples sent as uint8 (images) are scaled by
     1/255, now and in every later update and prediction."""
     input_scale = 1 / 255 if np.asarray(first_task.x).dtype == np.uint8 else 1.0
-    return ContinualLearner.create(model.architecture, tuple(model.input_shape), family=model.family,
-                                   architecture_options=model.options or {}, input_scale=input_scale)
+    return ContinualLearner.create(
+        model.architecture,
+        tuple(model.input_shape),
+        family=model.family,
+        architecture_options=model.options or {},
+        input_scale=input_scale,
+    )
 
 
 def run_update(session_factory, store: ArtifactStore, settings, held: Claim, keeper: LeaseKeeper) -> JobStatus:
@@ -113,24 +125,42 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
     refs_of = {task.id: (plan.datasets[task.id].artifact_uri, plan.datasets[task.id].artifact_sha256)}
     written_early: list[bytes] = []  # evaluation payloads stored before training, referenced by no row until the commit
     for key in learner.task_keys:
-        splits_of[int(key)], evaluation[key] = learnt_task_splits(store, plan.datasets[int(key)],
-                                                                  evaluation.get(key), whole, written_early)
+        splits_of[int(key)], evaluation[key] = learnt_task_splits(
+            store, plan.datasets[int(key)], evaluation.get(key), whole, written_early
+        )
         dataset = plan.datasets[int(key)]
-        refs_of[int(key)] = ((dataset.artifact_uri, dataset.artifact_sha256) if whole
-                             else (evaluation[key].uri, evaluation[key].sha256))
+        refs_of[int(key)] = (
+            (dataset.artifact_uri, dataset.artifact_sha256) if whole else (evaluation[key].uri, evaluation[key].sha256)
+        )
     learner.to(device)
     learner.ewc.fisher = replace(learner.ewc.fisher, max_samples=settings.fisher_samples)  # this worker's budget
 
     nproc = int((task.hyperparameters or {}).get("nproc") or 1)
     if nproc > 1:  # N processes on this machine (app/updates/ranks.py); they read the splits themselves
         keeper.set_phase("train", 0.0)
-        learner, result, accuracy = learn_across_processes(learner, nproc, device, store, refs_of, task.id,
-                                                           task.strategy, task.hyperparameters or {},
-                                                           settings.fisher_samples)
+        learner, result, accuracy = learn_across_processes(
+            learner,
+            nproc,
+            device,
+            store,
+            refs_of,
+            task.id,
+            task.strategy,
+            task.hyperparameters or {},
+            settings.fisher_samples,
+        )
     else:
-        result, accuracy = learn_and_evaluate(learner, task.id, task.strategy, task.hyperparameters, splits_of,
-                                              device, progress=keeper.report, should_stop=keeper.should_stop,
-                                              on_evaluate=lambda: keeper.set_phase("evaluate"))
+        result, accuracy = learn_and_evaluate(
+            learner,
+            task.id,
+            task.strategy,
+            task.hyperparameters,
+            splits_of,
+            device,
+            progress=keeper.report,
+            should_stop=keeper.should_stop,
+            on_evaluate=lambda: keeper.set_phase("evaluate"),
+        )
     if keeper.lease_lost:
         raise LeaseLost()
     keeper.set_phase("store")
@@ -143,15 +173,24 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
 
     def commit() -> JobStatus:
         with session_factory() as session:
-            return commit_update(session, held=held, plan=plan, result=result, weights=weights,
-                                 consolidation=consolidation, accuracy=accuracy, gate=gate,
-                                 last_progress=keeper.latest_progress())
+            return commit_update(
+                session,
+                held=held,
+                plan=plan,
+                result=result,
+                weights=weights,
+                consolidation=consolidation,
+                accuracy=accuracy,
+                gate=gate,
+                last_progress=keeper.latest_progress(),
+            )
 
     return with_retries(commit, f"job {held.job_id}: storing its version")
 
 
-def learnt_task_splits(store: ArtifactStore, dataset: Dataset, evaluation: ArtifactRef | None,
-                       whole: bool, written: list[bytes]) -> tuple[dict[str, TaskData], ArtifactRef]:
+def learnt_task_splits(
+    store: ArtifactStore, dataset: Dataset, evaluation: ArtifactRef | None, whole: bool, written: list[bytes]
+) -> tuple[dict[str, TaskData], ArtifactRef]:
     """An old task's splits for this update, and the reference of its evaluation payload: that
     payload alone when the parent's manifest lists it, else (a version stored before manifests,
     or a strategy that replays old training data) the whole dataset, its evaluation payload
@@ -166,9 +205,18 @@ def learnt_task_splits(store: ArtifactStore, dataset: Dataset, evaluation: Artif
     return splits_from_bytes(data), evaluation
 
 
-def commit_update(session: Session, *, held: Claim, plan: UpdatePlan, result: UpdateResult, weights: ArtifactRef,
-                  consolidation: ArtifactRef, accuracy: dict[int, Evaluation], gate: GateDecision,
-                  last_progress: dict | None = None) -> JobStatus:
+def commit_update(
+    session: Session,
+    *,
+    held: Claim,
+    plan: UpdatePlan,
+    result: UpdateResult,
+    weights: ArtifactRef,
+    consolidation: ArtifactRef,
+    accuracy: dict[int, Evaluation],
+    gate: GateDecision,
+    last_progress: dict | None = None,
+) -> JobStatus:
     """Step 5: everything the update produced becomes visible at once, or not at all."""
     begin_write(session)
     job = queue.lock_owned_job(session, held)
@@ -182,36 +230,66 @@ def commit_update(session: Session, *, held: Claim, plan: UpdatePlan, result: Up
     model = session.get(Model, plan.model.id)
     number = (session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.model_id == model.id)) or 0) + 1
     version = ModelVersion(
-        model_id=model.id, number=number, parent_id=plan.parent.id if plan.parent else None, task_id=plan.task.id,
-        weights_uri=weights.uri, weights_sha256=weights.sha256, weights_size=weights.size,
-        consolidation_uri=consolidation.uri, consolidation_sha256=consolidation.sha256,
-        consolidation_size=consolidation.size, ewc_lambda=result.ewc_lambda, lambda_search=result.lambda_search,
-        fisher_recipe=result.fisher_recipe, train_config=result.train_config, validation=gate.as_dict(),
-        train_seconds=result.train_seconds, search_seconds=result.search_seconds, promoted=gate.passed,
+        model_id=model.id,
+        number=number,
+        parent_id=plan.parent.id if plan.parent else None,
+        task_id=plan.task.id,
+        weights_uri=weights.uri,
+        weights_sha256=weights.sha256,
+        weights_size=weights.size,
+        consolidation_uri=consolidation.uri,
+        consolidation_sha256=consolidation.sha256,
+        consolidation_size=consolidation.size,
+        ewc_lambda=result.ewc_lambda,
+        lambda_search=result.lambda_search,
+        fisher_recipe=result.fisher_recipe,
+        train_config=result.train_config,
+        validation=gate.as_dict(),
+        train_seconds=result.train_seconds,
+        search_seconds=result.search_seconds,
+        promoted=gate.passed,
     )
     session.add(version)
     session.flush()
     for task_id, evaluation in accuracy.items():
-        session.add(Accuracy(model_version_id=version.id, task_id=task_id, accuracy=evaluation.accuracy,
-                             loss=evaluation.loss, n_test=evaluation.n))
+        session.add(
+            Accuracy(
+                model_version_id=version.id,
+                task_id=task_id,
+                accuracy=evaluation.accuracy,
+                loss=evaluation.loss,
+                n_test=evaluation.n,
+            )
+        )
     parent_id = plan.parent.id if plan.parent else None
     if gate.passed and model.serving_version_id != parent_id:
         # Someone served another version (a rollback, a promote) while this update trained on the
         # old one: promoting it now would silently undo their choice. Stored, not promoted, and why.
         version.promoted = False
         serving = session.get(ModelVersion, model.serving_version_id) if model.serving_version_id else None
-        state_machine.reject(session, job, (
-            f"version {number} was learnt on version {plan.parent.number if plan.parent else 'none'}, but version "
-            f"{serving.number if serving else 'none'} was put in service while it trained: stored, not promoted "
-            f"(promote it with POST /tasks/{plan.task.id}/promote)"), last_progress)
+        state_machine.reject(
+            session,
+            job,
+            (
+                f"version {number} was learnt on version {plan.parent.number if plan.parent else 'none'}, but version "
+                f"{serving.number if serving else 'none'} was put in service while it trained: stored, not promoted "
+                f"(promote it with POST /tasks/{plan.task.id}/promote)"
+            ),
+            last_progress,
+        )
     elif gate.passed:
         set_serving_version(session, model, version, f"task {plan.task.id} learnt")
         state_machine.succeed(session, job, last_progress)
     else:
         state_machine.reject(session, job, gate.reason(number, plan.task.id), last_progress)
     session.commit()
-    log.info("job %s: version %s of model %s %s", held.job_id, number, model.name,
-             "promoted" if gate.passed else f"stored, not promoted ({gate.tripped_by} forgot)")
+    log.info(
+        "job %s: version %s of model %s %s",
+        held.job_id,
+        number,
+        model.name,
+        "promoted" if gate.passed else f"stored, not promoted ({gate.tripped_by} forgot)",
+    )
     return JobStatus(job.status)
 
 
@@ -234,22 +312,32 @@ def run_job(session_factory, store: ArtifactStore, settings, held: Claim, shutdo
                 log.warning("job %s: lease lost; another worker will finish it", held.job_id)
                 return None
             if keeper.cancel_requested:
-                record(session_factory, held, "cancel", lambda session: queue.finish(
-                    session, held, JobStatus.CANCELLED, "cancelled while running"))
+                record(
+                    session_factory,
+                    held,
+                    "cancel",
+                    lambda session: queue.finish(session, held, JobStatus.CANCELLED, "cancelled while running"),
+                )
                 return JobStatus.CANCELLED
-            record(session_factory, held, "requeue", lambda session: queue.release(
-                session, held, "worker shut down; requeued"))
+            record(
+                session_factory,
+                held,
+                "requeue",
+                lambda session: queue.release(session, held, "worker shut down; requeued"),
+            )
             return JobStatus.QUEUED
         except Exception as error:  # an update that cannot be applied must not kill the worker
             log.exception("job %s failed", held.job_id)
             reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
-            record(session_factory, held, "failure", lambda session: queue.finish(
-                session, held, JobStatus.FAILED, reason))
+            record(
+                session_factory, held, "failure", lambda session: queue.finish(session, held, JobStatus.FAILED, reason)
+            )
             return JobStatus.FAILED
 
 
 def record(session_factory, held: Claim, what: str, write) -> None:
     """``write(session)`` in a fresh session, retried while the database is unreachable."""
+
     def attempt():
         with session_factory() as session:
             return write(session)

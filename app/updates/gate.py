@@ -30,11 +30,15 @@ class GateDecision:
         return not self.tripped_by
 
     def reason(self, version_number: int, task_id: int) -> str:
-        falls = "; ".join(f"task {key}: {self.before[key]:.3f} -> {self.after[key]:.3f} (-{self.drops[key]:.3f})"
-                          for key in self.tripped_by)
-        return (f"forgetting gate: validation accuracy of earlier tasks dropped by more than max_forgetting "
-                f"{self.max_forgetting:.3f} ({falls}); stored as version {version_number}, not promoted; "
-                f"POST /tasks/{task_id}/promote accepts it anyway")
+        falls = "; ".join(
+            f"task {key}: {self.before[key]:.3f} -> {self.after[key]:.3f} (-{self.drops[key]:.3f})"
+            for key in self.tripped_by
+        )
+        return (
+            f"forgetting gate: validation accuracy of earlier tasks dropped by more than max_forgetting "
+            f"{self.max_forgetting:.3f} ({falls}); stored as version {version_number}, not promoted; "
+            f"POST /tasks/{task_id}/promote accepts it anyway"
+        )
 
     def as_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
@@ -46,5 +50,11 @@ def forgetting_gate(result: UpdateResult, max_forgetting: float) -> GateDecision
     after = dict(result.validation_after)
     drops = {key: before[key] - after[key] for key in before if key in after}
     tripped = [key for key, drop in drops.items() if drop > max_forgetting]
-    return GateDecision(max_forgetting=max_forgetting, before=before, after=after, drops=drops, tripped_by=tripped,
-                        capacity_warning=result.capacity_warning)
+    return GateDecision(
+        max_forgetting=max_forgetting,
+        before=before,
+        after=after,
+        drops=drops,
+        tripped_by=tripped,
+        capacity_warning=result.capacity_warning,
+    )

@@ -22,22 +22,37 @@ def train_config_of(hyperparameters: dict | None, device: str) -> TrainConfig:
     return TrainConfig(device=device, **given, **exact)
 
 
-def learn_and_evaluate(learner: ContinualLearner, task_id: int, strategy: str | None, hyperparameters: dict | None,
-                       splits_of: dict[int, dict[str, TaskData]], device: str,
-                       progress: Callable | None = None, should_stop: Callable[[], bool] | None = None,
-                       on_evaluate: Callable[[], None] | None = None) -> tuple[UpdateResult, dict[int, Evaluation]]:
+def learn_and_evaluate(
+    learner: ContinualLearner,
+    task_id: int,
+    strategy: str | None,
+    hyperparameters: dict | None,
+    splits_of: dict[int, dict[str, TaskData]],
+    device: str,
+    progress: Callable | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_evaluate: Callable[[], None] | None = None,
+) -> tuple[UpdateResult, dict[int, Evaluation]]:
     """Learn task ``task_id`` (its train split; λ search and the gate on every learnt task's
     validation split), then the accuracy table row: every learnt task on its test split."""
     result = learner.learn_task(
-        str(task_id), splits_of[task_id]["train"], strategy=strategy,
-        validation={str(key): splits["validation"] for key, splits in splits_of.items()
-                    if len(splits["validation"].y) > 0},
-        train_config=train_config_of(hyperparameters, device), ewc_lambda=(hyperparameters or {}).get("ewc_lambda"),
-        progress=progress, should_stop=should_stop,
+        str(task_id),
+        splits_of[task_id]["train"],
+        strategy=strategy,
+        validation={
+            str(key): splits["validation"] for key, splits in splits_of.items() if len(splits["validation"].y) > 0
+        },
+        train_config=train_config_of(hyperparameters, device),
+        ewc_lambda=(hyperparameters or {}).get("ewc_lambda"),
+        progress=progress,
+        should_stop=should_stop,
     )
     if on_evaluate is not None:
         on_evaluate()
     per_task = learner.predicts_per_task  # scored as the model answers: per task (ccll) or over every label
-    accuracy = {key: learner.evaluate(splits["test"], task_key=str(key) if per_task else None)
-                for key, splits in splits_of.items() if len(splits["test"].y) > 0}
+    accuracy = {
+        key: learner.evaluate(splits["test"], task_key=str(key) if per_task else None)
+        for key, splits in splits_of.items()
+        if len(splits["test"].y) > 0
+    }
     return result, accuracy

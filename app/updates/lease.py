@@ -43,7 +43,7 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"lease-job-{held.job_id}", daemon=True)
 
-    def __enter__(self) -> "LeaseKeeper":
+    def __enter__(self) -> LeaseKeeper:
         self._thread.start()
         return self
 
@@ -60,9 +60,15 @@ class LeaseKeeper:
         with self._lock:
             self._clock.enter(progress.phase)
             self._progress = {
-                "phase_seconds": self._clock.seconds(), "phase": progress.phase, "fraction": round(float(progress.fraction), 4), "epoch": progress.epoch,
-                "epochs": progress.epochs, "loss": progress.loss, "samples_per_second": progress.samples_per_second,
-                "eta_seconds": None if eta is None else round(eta, 1), "elapsed_seconds": round(elapsed, 1),
+                "phase_seconds": self._clock.seconds(),
+                "phase": progress.phase,
+                "fraction": round(float(progress.fraction), 4),
+                "epoch": progress.epoch,
+                "epochs": progress.epochs,
+                "loss": progress.loss,
+                "samples_per_second": progress.samples_per_second,
+                "eta_seconds": None if eta is None else round(eta, 1),
+                "elapsed_seconds": round(elapsed, 1),
             }
         self._wake.set()
 

@@ -28,8 +28,9 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def run_worker(settings, stop_event: threading.Event | None = None, once: bool = False,
-               worker_id: str | None = None) -> int:
+def run_worker(
+    settings, stop_event: threading.Event | None = None, once: bool = False, worker_id: str | None = None
+) -> int:
     """Work until ``stop_event`` is set; with ``once``, run at most one job and return.
     Returns the number of jobs this worker ran (whatever their outcome)."""
     stop_event = stop_event or threading.Event()
@@ -51,14 +52,19 @@ def run_worker(settings, stop_event: threading.Event | None = None, once: bool =
         except Exception:  # database unreachable or busy: a worker keeps polling rather than dying
             log.exception("worker %s could not poll the queue", worker_id)
         if held is not None:
-            log.info("job %s (task %s, model %s, attempt %s): claimed by %s", held.job_id, held.task_id,
-                     held.model_id, held.attempt, held.lease_owner)
+            log.info(
+                "job %s (task %s, model %s, attempt %s): claimed by %s",
+                held.job_id,
+                held.task_id,
+                held.model_id,
+                held.attempt,
+                held.lease_owner,
+            )
             try:
                 outcome = run_job(factory, store, settings, held, stop_event)
             except Exception:  # even its outcome could not be recorded (database gone for good): the
                 # lease expires and the reaper requeues the job; this worker lives on and polls again
-                log.exception("job %s: outcome not recorded; its lease will expire and it will be retried",
-                              held.job_id)
+                log.exception("job %s: outcome not recorded; its lease will expire and it will be retried", held.job_id)
                 outcome = None
             log.info("job %s: %s", held.job_id, outcome or "left to the worker that now holds its lease")
             jobs_run += 1
@@ -104,8 +110,12 @@ class EmbeddedWorker:
 
 def start_embedded_worker(settings) -> EmbeddedWorker:
     stop_event = threading.Event()
-    thread = threading.Thread(target=run_worker, args=(settings, stop_event),
-                              kwargs={"worker_id": f"{default_worker_id()}-embedded"},
-                              name="retain-embedded-worker", daemon=True)
+    thread = threading.Thread(
+        target=run_worker,
+        args=(settings, stop_event),
+        kwargs={"worker_id": f"{default_worker_id()}-embedded"},
+        name="retain-embedded-worker",
+        daemon=True,
+    )
     thread.start()
     return EmbeddedWorker(thread=thread, stop_event=stop_event)

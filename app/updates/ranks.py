@@ -26,7 +26,7 @@ from pathlib import Path
 import torch.multiprocessing as mp
 
 from app.datasets.storage import load_dataset_splits
-from app.learning import ContinualLearner, EWCConfig, Evaluation, UpdateResult, distributed
+from app.learning import ContinualLearner, Evaluation, EWCConfig, UpdateResult, distributed
 from app.storage.artifacts import ArtifactStore
 from app.updates.learn import learn_and_evaluate
 
@@ -41,14 +41,30 @@ def _creation(learner: ContinualLearner) -> dict | None:
     """How to build ``learner`` afresh when it has learnt nothing yet (there is nothing to save)."""
     if learner.task_keys:
         return None
-    return {"architecture": learner.architecture, "input_shape": learner.input_shape, "family": learner.family,
-            "architecture_options": learner.architecture_options, "ewc": learner.ewc.as_dict(),
-            "input_scale": learner.input_scale, "seed": learner.seed}
+    return {
+        "architecture": learner.architecture,
+        "input_shape": learner.input_shape,
+        "family": learner.family,
+        "architecture_options": learner.architecture_options,
+        "ewc": learner.ewc.as_dict(),
+        "input_scale": learner.input_scale,
+        "seed": learner.seed,
+    }
 
 
-def _rank(rank: int, world: int, device: str, directory: str, creation: dict | None, store_uri: str,
-          refs_of: dict[int, tuple[str, str]], task_id: int, strategy: str | None, hyperparameters: dict,
-          fisher_samples: int) -> None:
+def _rank(
+    rank: int,
+    world: int,
+    device: str,
+    directory: str,
+    creation: dict | None,
+    store_uri: str,
+    refs_of: dict[int, tuple[str, str]],
+    task_id: int,
+    strategy: str | None,
+    hyperparameters: dict,
+    fisher_samples: int,
+) -> None:
     store = ArtifactStore(store_uri)
     if creation is not None:
         learner = ContinualLearner.create(**{**creation, "ewc": EWCConfig(**creation["ewc"])})
@@ -60,14 +76,22 @@ def _rank(rank: int, world: int, device: str, directory: str, creation: dict | N
     result, accuracy = learn_and_evaluate(learner, task_id, strategy, hyperparameters, splits_of, device)
     if rank == 0:
         learner.save(Path(directory) / "out")
-        (Path(directory) / RESULT_FILE).write_text(json.dumps({
-            "result": result.as_dict(), "accuracy": {str(key): asdict(e) for key, e in accuracy.items()}}))
+        (Path(directory) / RESULT_FILE).write_text(
+            json.dumps({"result": result.as_dict(), "accuracy": {str(key): asdict(e) for key, e in accuracy.items()}})
+        )
 
 
-def learn_across_processes(learner: ContinualLearner, nproc: int, device: str, store: ArtifactStore,
-                           refs_of: dict[int, tuple[str, str]], task_id: int, strategy: str | None,
-                           hyperparameters: dict, fisher_samples: int
-                           ) -> tuple[ContinualLearner, UpdateResult, dict[int, Evaluation]]:
+def learn_across_processes(
+    learner: ContinualLearner,
+    nproc: int,
+    device: str,
+    store: ArtifactStore,
+    refs_of: dict[int, tuple[str, str]],
+    task_id: int,
+    strategy: str | None,
+    hyperparameters: dict,
+    fisher_samples: int,
+) -> tuple[ContinualLearner, UpdateResult, dict[int, Evaluation]]:
     """``learn_and_evaluate`` on ``nproc`` ranks; ``refs_of`` names each task's splits in the store
     (uri, sha256). Returns rank 0's learner and numbers."""
     with tempfile.TemporaryDirectory(prefix="retain-ranks-") as directory:
@@ -75,13 +99,23 @@ def learn_across_processes(learner: ContinualLearner, nproc: int, device: str, s
         if creation is None:
             learner.save(Path(directory) / "in")
         try:
-            distributed.spawn(_rank, nproc, device, directory, creation, store.uri_root, refs_of, task_id, strategy,
-                              hyperparameters, fisher_samples)
+            distributed.spawn(
+                _rank,
+                nproc,
+                device,
+                directory,
+                creation,
+                store.uri_root,
+                refs_of,
+                task_id,
+                strategy,
+                hyperparameters,
+                fisher_samples,
+            )
         except mp.ProcessExitedException as lost:
             raise RankLost(f"a process of this {nproc}-process update was lost: {lost}") from lost
         except mp.ProcessRaisedException as error:  # the rank's own error, e.g. a ValueError on bad data
             raise RuntimeError(str(error).strip().splitlines()[-1]) from error
         out = json.loads((Path(directory) / RESULT_FILE).read_text())
         learnt = ContinualLearner.load(Path(directory) / "out")
-    return (learnt, UpdateResult(**out["result"]),
-            {int(key): Evaluation(**e) for key, e in out["accuracy"].items()})
+    return (learnt, UpdateResult(**out["result"]), {int(key): Evaluation(**e) for key, e in out["accuracy"].items()})

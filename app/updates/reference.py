@@ -48,15 +48,27 @@ def read_referenced_dataset(session_factory, store, settings, held, plan) -> boo
     except Exception as error:  # missing since submit, credentials, network
         raise ReferenceUnusable(f"the data {uri} cannot be read: {type(error).__name__}: {error}") from None
     request = TaskRequest(
-        model=model.name, name=task.name, architecture=model.architecture, architecture_options=model.options or None,
-        strategy=task.strategy, ewc_lambda=hyperparameters.get("ewc_lambda", "auto"), epochs=None, batch_size=None,
-        lr=None, test_fraction=hyperparameters.get("test_fraction", 0.2),
-        validation_fraction=hyperparameters.get("validation_fraction", 0.1), max_forgetting=None,
+        model=model.name,
+        name=task.name,
+        architecture=model.architecture,
+        architecture_options=model.options or None,
+        strategy=task.strategy,
+        ewc_lambda=hyperparameters.get("ewc_lambda", "auto"),
+        epochs=None,
+        batch_size=None,
+        lr=None,
+        test_fraction=hyperparameters.get("test_fraction", 0.2),
+        validation_fraction=hyperparameters.get("validation_fraction", 0.1),
+        max_forgetting=None,
     )
     try:
         parsed = parse_dataset(
-            posixpath.basename(uri), data, max_bytes=policy.max_bytes, test_fraction=request.test_fraction,
-            validation_fraction=request.validation_fraction, input_shape=tuple(model.input_shape) or None,
+            posixpath.basename(uri),
+            data,
+            max_bytes=policy.max_bytes,
+            test_fraction=request.test_fraction,
+            validation_fraction=request.validation_fraction,
+            input_shape=tuple(model.input_shape) or None,
             **parse_limits(settings),
         )
         if model.input_shape:

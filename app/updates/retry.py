@@ -29,8 +29,14 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = 6, first_de
         except TRANSIENT as error:
             if attempt == attempts:
                 raise
-            log.warning("%s failed (attempt %d of %d: %s); retrying in %.2f s", what, attempt, attempts,
-                        type(error.orig).__name__ if getattr(error, "orig", None) else type(error).__name__, delay)
+            log.warning(
+                "%s failed (attempt %d of %d: %s); retrying in %.2f s",
+                what,
+                attempt,
+                attempts,
+                type(error.orig).__name__ if getattr(error, "orig", None) else type(error).__name__,
+                delay,
+            )
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")

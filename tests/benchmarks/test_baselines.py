@@ -12,7 +12,7 @@ import torch
 from app.learning import ContinualLearner, TaskData, TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # scripts' folder, not a package
-from baselines import Joint  # noqa: E402
+from baselines import Joint
 
 
 def _tasks() -> tuple[TaskData, TaskData]:
@@ -33,7 +33,7 @@ def test_joint_trains_from_scratch_on_every_task_seen_so_far():
         result = learner.learn_task("b", task_b, strategy=joint, train_config=TrainConfig(epochs=5))
         learners.append(learner)
     assert result.strategy == "joint" and result.ewc_lambda is None
-    for (name, first), (_, second) in zip(*(learner.network.state_dict().items() for learner in learners)):
+    for (name, first), (_, second) in zip(*(learner.network.state_dict().items() for learner in learners), strict=True):
         assert torch.equal(first, second), name
     assert learners[0].evaluate(task_a, task_key="a").accuracy > 0.9
     assert learners[0].evaluate(task_b, task_key="b").accuracy > 0.9

@@ -20,12 +20,14 @@ def _write_tasks(directory: Path, n_tasks: int, shape: tuple[int, ...]) -> None:
     width = int(np.prod(shape))
     for k in range(n_tasks):
         permutation = rng.permutation(width)
+
         def sample(n):
             y = rng.integers(0, 3, n)
             x = rng.normal(0, 0.1, (n, width)).astype(np.float32)
             for c in range(3):
-                x[y == c, c * (width // 3):(c + 1) * (width // 3)] += 1.0
+                x[y == c, c * (width // 3) : (c + 1) * (width // 3)] += 1.0
             return x[:, permutation].reshape(n, *shape), y
+
         x, y = sample(120)
         x_test, y_test = sample(40)
         np.savez(directory / f"task{k}.npz", x=x, y=y, x_test=x_test, y_test=y_test)
@@ -33,9 +35,29 @@ def _write_tasks(directory: Path, n_tasks: int, shape: tuple[int, ...]) -> None:
 
 def _run(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "out.json"
-    subprocess.run([sys.executable, str(SCRIPT), "--tasks", str(tmp_path), "--json", str(out), "--epochs", "1",
-                    "--fisher-samples", "32", "--batch-size", "16", "--min-steps", "0", *args], check=True, cwd=REPO,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--tasks",
+            str(tmp_path),
+            "--json",
+            str(out),
+            "--epochs",
+            "1",
+            "--fisher-samples",
+            "32",
+            "--batch-size",
+            "16",
+            "--min-steps",
+            "0",
+            *args,
+        ],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        timeout=300,
+    )
     return json.loads(out.read_text())
 
 
@@ -69,8 +91,13 @@ def test_auto_lambda_records_the_search_and_its_cost(tmp_path):
 
 def test_ccll_needs_a_conv_architecture(tmp_path):
     _write_tasks(tmp_path, 2, (12,))
-    completed = subprocess.run([sys.executable, str(SCRIPT), "--tasks", str(tmp_path), "--methods", "ccll"],
-                               cwd=REPO, capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tasks", str(tmp_path), "--methods", "ccll"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode != 0
     assert "ccll" in completed.stderr and "cnn" in completed.stderr
 
@@ -103,7 +130,7 @@ def test_split_tasks_are_label_pairs_with_a_deterministic_stratified_split(tmp_p
     again = load_split_tasks(tmp_path / "digits.npz", test_fraction=0.2, validation_fraction=0.1, seed=0)
 
     assert [t.key for t in tasks] == ["digits_0_1", "digits_2_3", "digits_4_5", "digits_6_7", "digits_8_9"]
-    for k, (task, same) in enumerate(zip(tasks, again)):
+    for k, (task, same) in enumerate(zip(tasks, again, strict=True)):
         for part in ("train", "validation", "test"):
             assert sorted(set(getattr(task, part).y)) == [2 * k, 2 * k + 1]
             assert np.array_equal(getattr(task, part).x, getattr(same, part).x)  # same samples every run
@@ -116,15 +143,44 @@ def test_split_tasks_are_label_pairs_with_a_deterministic_stratified_split(tmp_p
 def test_split_mnist_runs_ccll_and_every_method_task_aware(tmp_path):
     _write_labelled(tmp_path / "digits.npz")
     out = tmp_path / "out.json"
-    subprocess.run([sys.executable, str(SCRIPT), "--split-mnist", str(tmp_path / "digits.npz"), "--n-tasks", "3",
-                    "--arch", "cnn", "--methods", "finetune,ccll", "--optimizer", "adam", "--epochs", "2",
-                    "--batch-size", "8", "--fisher-samples", "16", "--patience", "0", "--json", str(out)],
-                   check=True, cwd=REPO, capture_output=True, timeout=300)  # the floor only: this is about ccll
+    subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--split-mnist",
+            str(tmp_path / "digits.npz"),
+            "--n-tasks",
+            "3",
+            "--arch",
+            "cnn",
+            "--methods",
+            "finetune,ccll",
+            "--optimizer",
+            "adam",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--fisher-samples",
+            "16",
+            "--patience",
+            "0",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        timeout=300,
+    )  # the floor only: this is about ccll
     result = json.loads(out.read_text())
 
     assert result["benchmark"] == "split"
     assert [(t["key"], t["labels"], t["n_test"]) for t in result["tasks"]] == [
-        ("digits_0_1", [0, 1], 12), ("digits_2_3", [2, 3], 12), ("digits_4_5", [4, 5], 12)]
+        ("digits_0_1", [0, 1], 12),
+        ("digits_2_3", [2, 3], 12),
+        ("digits_4_5", [4, 5], 12),
+    ]
     assert set(result["methods"]) == {"finetune", "ccll"}
     for method, r in result["methods"].items():
         assert r["evaluation"] == "task-aware", method
@@ -146,9 +202,22 @@ def test_split_mnist_runs_ccll_and_every_method_task_aware(tmp_path):
 
 def test_split_mnist_with_ccll_refuses_the_mlp(tmp_path):
     _write_labelled(tmp_path / "digits.npz")
-    completed = subprocess.run([sys.executable, str(SCRIPT), "--split-mnist", str(tmp_path / "digits.npz"),
-                                "--arch", "mlp", "--methods", "finetune,ccll"],
-                               cwd=REPO, capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--split-mnist",
+            str(tmp_path / "digits.npz"),
+            "--arch",
+            "mlp",
+            "--methods",
+            "finetune,ccll",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode != 0
     assert "ccll" in completed.stderr and "--arch cnn" in completed.stderr
 
@@ -162,7 +231,9 @@ def test_digits_tasks_permute_pixels_and_labels_of_the_same_digits():
     assert first.input_shape == (1, 8, 8) and 1200 < len(first.train) < 1400
     x0 = np.concatenate([first.train.x, first.validation.x, first.test.x]).reshape(-1, 64)
     x1 = np.concatenate([second.train.x, second.validation.x, second.test.x]).reshape(-1, 64)
-    assert sorted(map(tuple, np.sort(x0, axis=1))) == sorted(map(tuple, np.sort(x1, axis=1)))  # same digits, pixels moved
+    assert sorted(map(tuple, np.sort(x0, axis=1))) == sorted(
+        map(tuple, np.sort(x1, axis=1))
+    )  # same digits, pixels moved
     assert set(first.train.y) == set(second.train.y) == set(range(10))
     assert load_digits_tasks(2, seed=0)[1].train.y == second.train.y  # seeded
 
@@ -177,8 +248,9 @@ def test_replay_methods_record_their_memory_and_its_bytes(tmp_path):
         assert stored["consolidation"] > stored["memory_tensors"]
     rehearsed = result["methods"]["ewc_replay"]["updates"][1]  # a memory to replay: replay_lambda, no search
     assert rehearsed["lambda_search"] is None and rehearsed["ewc_lambda"] == 10.0
-    given = _run(tmp_path, "--lambda", "auto", "--methods", "ewc_replay", "--memory-size", "40",
-                 "--replay-lambda", "100")["methods"]["ewc_replay"]
+    given = _run(
+        tmp_path, "--lambda", "auto", "--methods", "ewc_replay", "--memory-size", "40", "--replay-lambda", "100"
+    )["methods"]["ewc_replay"]
     assert given["lambda_per_update"] == [None, 100.0]
     assert result["methods"]["replay"]["lambda_per_update"] is None
 
@@ -201,5 +273,7 @@ def test_the_budget_rule_and_the_last_updates_cost_are_recorded(tmp_path):
     for r in stopped["methods"].values():
         for update in r["updates"]:
             budget = update["budget"]
-            assert budget["floor_epochs"] <= budget["epochs_trained"] <= budget["epochs_run"] <= budget["max_epochs"] == 2
+            assert (
+                budget["floor_epochs"] <= budget["epochs_trained"] <= budget["epochs_run"] <= budget["max_epochs"] == 2
+            )
     assert stopped["lambda_search_cost"]["ewc_separate"]["steps_ratio_max"] <= 3

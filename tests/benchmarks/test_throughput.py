@@ -16,10 +16,32 @@ PMNIST = REPO.parent / "shared" / "data" / "pmnist-conflict"
 @pytest.mark.skipif(not PMNIST.exists(), reason="needs ../shared/data/pmnist-conflict")
 def test_tiny_run_writes_ratios_and_state_sizes(tmp_path):
     out = tmp_path / "throughput.json"
-    subprocess.run([sys.executable, "benchmarks/throughput.py", "--json", str(out), "--blocks", "1",
-                    "--block-seconds", "0.01", "--repeats", "1", "--fisher-samples", "16", "--max-tasks", "3",
-                    "--search-repeats", "1", "--search-train-samples", "300"],
-                   check=True, cwd=REPO, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/throughput.py",
+            "--json",
+            str(out),
+            "--blocks",
+            "1",
+            "--block-seconds",
+            "0.01",
+            "--repeats",
+            "1",
+            "--fisher-samples",
+            "16",
+            "--max-tasks",
+            "3",
+            "--search-repeats",
+            "1",
+            "--search-train-samples",
+            "300",
+        ],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        timeout=600,
+    )
     result = json.loads(out.read_text())
 
     for key in ("step_ratio_mlp", "step_ratio_cnn", "fisher_speedup_vs_loop", "lambda_search_over_plain_update"):

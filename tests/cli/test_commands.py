@@ -50,7 +50,11 @@ def run_script(*argv: str, url: str, api_key: str | None = None, cwd: Path = REP
     """The CLI as its own process, as a user's shell runs it (the key from RETAIN_API_KEY when given)."""
     env = {key: value for key, value in os.environ.items() if key != "RETAIN_API_KEY"}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *argv], capture_output=True, text=True, cwd=cwd, timeout=120,
+        [sys.executable, "-m", "app.cli", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
         env={**env, "RETAIN_URL": url, "COLUMNS": "200", **({"RETAIN_API_KEY": api_key} if api_key else {})},
     )
 
@@ -61,8 +65,17 @@ def taught(server, task_files):
     jobs = []
     for task in task_files:
         result = run_script(
-            "teach", str(task.path), "--model", "cli-m", "--name", task.name, "--follow", "--json", *FAST,
-            url=server.url, api_key=server.api_key,
+            "teach",
+            str(task.path),
+            "--model",
+            "cli-m",
+            "--name",
+            task.name,
+            "--follow",
+            "--json",
+            *FAST,
+            url=server.url,
+            api_key=server.api_key,
         )
         assert result.returncode in (0, 3), result.stderr  # 3 = stored, not promoted (forgetting gate)
         jobs.append(json.loads(result.stdout))
@@ -80,8 +93,21 @@ def test_teach_follow_draws_progress_and_reports_the_new_version(capsys, server,
 
     # a later update shows every learnt task's accuracy before and after it
     code, out, err = run_cli(
-        capsys, server, "teach", str(task_files[1].path), "--model", "cli-follow", "--name", "b", "--follow",
-        "--strategy", "finetune", "--epochs", "1", "--max-forgetting", "1.0",
+        capsys,
+        server,
+        "teach",
+        str(task_files[1].path),
+        "--model",
+        "cli-follow",
+        "--name",
+        "b",
+        "--follow",
+        "--strategy",
+        "finetune",
+        "--epochs",
+        "1",
+        "--max-forgetting",
+        "1.0",
     )
     assert code == 0, err
     assert "learnt: model cli-follow version 2" in out
@@ -124,15 +150,27 @@ def test_matrix_shows_every_task_after_every_update(capsys, server, taught, task
 
 def test_predict_from_npz_with_top_k(capsys, server, taught, task_files):
     code, out, err = run_cli(
-        capsys, server, "predict", "cli-m", str(task_files[1].path), "--key", "x_test", "--limit", "5",
-        "--top-k", "3", "--json",
+        capsys,
+        server,
+        "predict",
+        "cli-m",
+        str(task_files[1].path),
+        "--key",
+        "x_test",
+        "--limit",
+        "5",
+        "--top-k",
+        "3",
+        "--json",
     )
     assert code == 0, err
     answer = json.loads(out)
     assert len(answer["predictions"]) == 5
     assert all(len(p["top_k"]) == 3 for p in answer["predictions"])
 
-    code, out, err = run_cli(capsys, server, "predict", "cli-m", str(task_files[1].path), "--key", "x_test", "--limit", "5")
+    code, out, err = run_cli(
+        capsys, server, "predict", "cli-m", str(task_files[1].path), "--key", "x_test", "--limit", "5"
+    )
     assert code == 0, err
     assert "match the labels in the file" in out  # y_test shown beside the predictions
 
@@ -207,8 +245,9 @@ def test_a_4xx_prints_the_servers_message(server, taught):
 def test_teach_a_file_of_the_wrong_shape_is_refused_with_the_reason(server, taught, tmp_path):
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, x=np.zeros((20, 3), dtype=np.float32), y=np.arange(20) % 2)
-    result = run_script("teach", str(wrong), "--model", "cli-m", "--name", "wrong", url=server.url,
-                        api_key=server.api_key)
+    result = run_script(
+        "teach", str(wrong), "--model", "cli-m", "--name", "wrong", url=server.url, api_key=server.api_key
+    )
     assert result.returncode == 1
     assert "shape" in result.stderr.lower()
 
@@ -217,11 +256,33 @@ def test_ccll_predict_needs_task_and_works_with_it(capsys, server, task_files, t
     """A ccll model keeps per-task modules: predict without --task is refused with the server's reason."""
     data = dict(np.load(task_files[0].path))
     images = tmp_path / "digit-images.npz"  # ccll calibrates conv blocks: image-shaped samples
-    np.savez(images, x=data["x"][:200].reshape(-1, 1, 8, 8), y=data["y"][:200],
-             x_test=data["x_test"][:100].reshape(-1, 1, 8, 8), y_test=data["y_test"][:100])
-    code, out, err = run_cli(capsys, server, "teach", str(images), "--model", "cli-ccll", "--name", "a",
-                             "--strategy", "ccll", "--architecture", "cnn", "--option", "alpha=2",
-                             "--epochs", "1", "--follow", "--json")
+    np.savez(
+        images,
+        x=data["x"][:200].reshape(-1, 1, 8, 8),
+        y=data["y"][:200],
+        x_test=data["x_test"][:100].reshape(-1, 1, 8, 8),
+        y_test=data["y_test"][:100],
+    )
+    code, out, err = run_cli(
+        capsys,
+        server,
+        "teach",
+        str(images),
+        "--model",
+        "cli-ccll",
+        "--name",
+        "a",
+        "--strategy",
+        "ccll",
+        "--architecture",
+        "cnn",
+        "--option",
+        "alpha=2",
+        "--epochs",
+        "1",
+        "--follow",
+        "--json",
+    )
     assert code == 0, err
     task_id = json.loads(out)["task_id"]
 
@@ -229,8 +290,9 @@ def test_ccll_predict_needs_task_and_works_with_it(capsys, server, task_files, t
     assert code == 1
     assert "task_id" in err and "422" in err
 
-    code, out, err = run_cli(capsys, server, "predict", "cli-ccll", str(images), "--limit", "3",
-                             "--task", str(task_id), "--json")
+    code, out, err = run_cli(
+        capsys, server, "predict", "cli-ccll", str(images), "--limit", "3", "--task", str(task_id), "--json"
+    )
     assert code == 0, err
     answer = json.loads(out)
     assert answer["task_id"] == task_id and len(answer["predictions"]) == 3
@@ -252,8 +314,18 @@ def test_teach_a_folder_of_image_folders_then_matrix_png(capsys, server, tmp_pat
         folder.mkdir(parents=True)
         for i in np.flatnonzero(digits.target == label)[:40]:
             Image.fromarray((digits.images[i] * 16).astype(np.uint8), "L").save(folder / f"{i}.png")
-    code, out, err = run_cli(capsys, server, "teach", str(tmp_path / "shapes"), "--model", "cli-images",
-                             "--name", "folders", "--follow", *FAST)
+    code, out, err = run_cli(
+        capsys,
+        server,
+        "teach",
+        str(tmp_path / "shapes"),
+        "--model",
+        "cli-images",
+        "--name",
+        "folders",
+        "--follow",
+        *FAST,
+    )
     assert code == 0, err
     assert "model cli-images version 1" in out
     model = json.loads(run_script("models", "--json", url=server.url, api_key=server.api_key).stdout)
@@ -274,8 +346,19 @@ def test_teach_a_missing_path_says_what_it_expected(capsys, server, tmp_path):
 def test_delete_and_gc(capsys, server, task_files):
     """`retain delete` asks for --yes, passes the server's refusal on (the serving version), deletes a model;
     `retain gc --dry-run` counts and removes nothing."""
-    taught = run_script("teach", str(task_files[0].path), "--model", "cli-doomed", "--name", "doomed", "--follow",
-                        "--json", *FAST, url=server.url, api_key=server.api_key)
+    taught = run_script(
+        "teach",
+        str(task_files[0].path),
+        "--model",
+        "cli-doomed",
+        "--name",
+        "doomed",
+        "--follow",
+        "--json",
+        *FAST,
+        url=server.url,
+        api_key=server.api_key,
+    )
     assert taught.returncode == 0, taught.stderr
     code, out, err = run_cli(capsys, server, "delete", "cli-doomed")
     assert code == 1 and "--yes" in err
@@ -294,8 +377,9 @@ def test_delete_and_gc(capsys, server, task_files):
 def test_keys_create_list_revoke_and_the_key_file_beside_the_server(server, tmp_path):
     """A predict key made with `retain keys create` reads and is refused admin work (403); the CLI
     started in the server's working directory finds ./data/admin.key without being told; revoke is at once."""
-    created = run_script("keys", "create", "--scope", "predict", "--name", "reader", "--json", url=server.url,
-                         api_key=server.api_key)
+    created = run_script(
+        "keys", "create", "--scope", "predict", "--name", "reader", "--json", url=server.url, api_key=server.api_key
+    )
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)
     assert key["scope"] == "predict" and key["key"].startswith("retain_")

@@ -6,8 +6,15 @@ import pytest
 
 from app.cli import render
 
-MODEL = {"name": "m", "architecture": "cnn", "input_shape": [1, 8, 8], "n_tasks": 2, "n_versions": 3,
-         "serving_version": 2, "created_at": "2026-01-02T03:04:05.678Z"}
+MODEL = {
+    "name": "m",
+    "architecture": "cnn",
+    "input_shape": [1, 8, 8],
+    "n_tasks": 2,
+    "n_versions": 3,
+    "serving_version": 2,
+    "created_at": "2026-01-02T03:04:05.678Z",
+}
 
 
 @pytest.mark.parametrize("field", ["family", "strategy"])
@@ -30,11 +37,16 @@ def test_teach_follow_prints_the_capacity_warning_of_the_new_version(capsys):
 
     warning = "every λ tried (10, 100) lost more than 5% …; try a wider model or rehearsal (strategy ewc_replay)"
     answers = {
-        "/models/m/versions": [{"number": 2, "parent_number": 1, "ewc_lambda": 100.0, "lambda_search": [{}],
-                                "capacity_warning": warning}],
-        "/models/m/accuracy": {"tasks": [{"task_id": 1, "name": "a"}, {"task_id": 2, "name": "b"}], "rows": [
-            {"model_version": 1, "accuracy": [{"task_id": 1, "accuracy": 0.9}]},
-            {"model_version": 2, "accuracy": [{"task_id": 1, "accuracy": 0.6}, {"task_id": 2, "accuracy": 0.9}]}]},
+        "/models/m/versions": [
+            {"number": 2, "parent_number": 1, "ewc_lambda": 100.0, "lambda_search": [{}], "capacity_warning": warning}
+        ],
+        "/models/m/accuracy": {
+            "tasks": [{"task_id": 1, "name": "a"}, {"task_id": 2, "name": "b"}],
+            "rows": [
+                {"model_version": 1, "accuracy": [{"task_id": 1, "accuracy": 0.9}]},
+                {"model_version": 2, "accuracy": [{"task_id": 1, "accuracy": 0.6}, {"task_id": 2, "accuracy": 0.9}]},
+            ],
+        },
     }
 
     class Answers:

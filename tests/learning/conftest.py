@@ -6,6 +6,7 @@ import torch
 
 from app.learning import TaskData
 
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
@@ -25,5 +26,7 @@ def pmnist_tasks(shared_file):
     for k in range(2):
         with np.load(shared_file("pmnist-conflict", f"task{k}.npz"), allow_pickle=False) as z:
             x, y, x_test, y_test = z["x"], z["y"], z["x_test"], z["y_test"]
-        tasks.append((TaskData(x[:1500], y[:1500]), TaskData(x[1500:1800], y[1500:1800]), TaskData(x_test[:500], y_test[:500])))
+        tasks.append(
+            (TaskData(x[:1500], y[:1500]), TaskData(x[1500:1800], y[1500:1800]), TaskData(x_test[:500], y_test[:500]))
+        )
     return tasks

@@ -28,8 +28,14 @@ def test_a_replaying_update_has_its_own_floor():
     assert TrainConfig(epochs=4, replay_min_steps=320, batch_size=64).epochs_for(1295, replaying=True) == 8
     layer = torch.nn.Linear(2, 2)
     replay = lambda: (torch.zeros(32, 2), torch.zeros(32, dtype=torch.long))  # noqa: E731
-    trainer = Trainer(layer, list(layer.parameters()), torch.zeros(1295, 2), torch.zeros(1295, dtype=torch.long),
-                      config, replay_batch=replay)
+    trainer = Trainer(
+        layer,
+        list(layer.parameters()),
+        torch.zeros(1295, 2),
+        torch.zeros(1295, dtype=torch.long),
+        config,
+        replay_batch=replay,
+    )
     assert (trainer.steps_per_epoch, trainer.epochs, trainer.max_epochs) == (41, 4, 8)
 
 
@@ -75,10 +81,12 @@ def test_an_update_records_its_budget_and_each_candidates_old_task_drop():
 
 def _scripted(scores: list[float], network: torch.nn.Module, seen: list[dict]):
     """A validation score that reads ``scores`` one epoch at a time and remembers the weights it scored."""
+
     def score(net) -> tuple[bool, float]:
         assert net is network
         seen.append({k: v.clone() for k, v in network.state_dict().items()})
         return True, scores[len(seen) - 1]
+
     return score
 
 
@@ -116,8 +124,9 @@ def test_without_validation_an_update_trains_the_floor():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(160, 4)).astype(np.float32)
     learner = ContinualLearner.create("mlp", (4,), architecture_options={"hidden": [8]})
-    result = learner.learn_task("t0", TaskData(x, (x[:, 0] > 0).astype(int)),
-                                train_config=TrainConfig(epochs=1, min_steps=20, batch_size=32))
+    result = learner.learn_task(
+        "t0", TaskData(x, (x[:, 0] > 0).astype(int)), train_config=TrainConfig(epochs=1, min_steps=20, batch_size=32)
+    )
     assert result.train_config["budget"]["epochs_run"] == result.train_config["epochs_trained"] == 4
 
 
@@ -127,9 +136,13 @@ def test_progress_counts_the_epochs_early_stopping_adds():
     y = (x[:, 0] > 0).astype(int)
     learner = ContinualLearner.create("mlp", (4,), architecture_options={"hidden": [8]})
     reports = []
-    result = learner.learn_task("t0", TaskData(x[:160], y[:160]), validation={"t0": TaskData(x[160:], y[160:])},
-                                train_config=TrainConfig(epochs=2, min_steps=0, batch_size=32, patience=2),
-                                progress=reports.append)
+    result = learner.learn_task(
+        "t0",
+        TaskData(x[:160], y[:160]),
+        validation={"t0": TaskData(x[160:], y[160:])},
+        train_config=TrainConfig(epochs=2, min_steps=0, batch_size=32, patience=2),
+        progress=reports.append,
+    )
     train = [r for r in reports if r.phase == "train"]
     assert len(train) == 5 * result.train_config["budget"]["epochs_run"]  # 5 steps an epoch, floor and above
     assert all(r.epoch <= r.epochs for r in train) and train[-1].epochs == result.train_config["budget"]["epochs_run"]

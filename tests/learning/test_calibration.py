@@ -1,6 +1,5 @@
 """CCLL network (app/learning/calibration.py): shapes, growth, validation, and no forgetting at all."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -8,6 +7,7 @@ from torch import nn
 
 from app.learning.calibration import CalibratedNetwork, ChannelCalibration, SpatialCalibration
 from app.learning.models import build_model
+
 
 def _base(architecture: str, input_shape: tuple[int, ...], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
@@ -17,7 +17,7 @@ def _base(architecture: str, input_shape: tuple[int, ...], seed: int = 0) -> nn.
 def _digits(mnist, pair: tuple[int, int], n: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """n real MNIST images of two digits (from the ``mnist_5k`` fixture), labels 0/1 within the task."""
     x, y = mnist
-    index = np.flatnonzero(np.isin(y, pair))[offset:offset + n]
+    index = np.flatnonzero(np.isin(y, pair))[offset : offset + n]
     images = torch.from_numpy(x[index]).float() / 255.0
     return images, torch.from_numpy((y[index] == pair[1]).astype(np.int64))
 
@@ -79,7 +79,10 @@ def test_old_task_logits_are_bit_identical_after_a_new_task_is_trained(architect
     for key, value in net.blocks.state_dict().items():
         assert torch.equal(value, base_state[key]), key
     # ... while task b really learnt: its calibration left the copy it started from.
-    moved = [not torch.equal(p, start) for p, start in zip(net.calibrations["b"].parameters(), calibration_b_start)]
+    moved = [
+        not torch.equal(p, start)
+        for p, start in zip(net.calibrations["b"].parameters(), calibration_b_start, strict=True)
+    ]
     assert any(moved)
 
 
@@ -129,12 +132,15 @@ def test_capacity_grows_with_alpha():
     assert large - small == 9 * 3 * sum(base_channels)
 
 
-@pytest.mark.parametrize(("alpha", "beta", "message"), [
-    (3, 1, "alpha=3 does not divide"),
-    (1, 7, "beta=7 does not divide"),
-    (0, 1, "alpha must be a positive integer"),
-    (1, 1.5, "beta must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    ("alpha", "beta", "message"),
+    [
+        (3, 1, "alpha=3 does not divide"),
+        (1, 7, "beta=7 does not divide"),
+        (0, 1, "alpha must be a positive integer"),
+        (1, 1.5, "beta must be a positive integer"),
+    ],
+)
 def test_alpha_or_beta_that_do_not_fit_a_block_are_refused_clearly(alpha, beta, message):
     with pytest.raises(ValueError, match=message) as error:
         CalibratedNetwork(_base("cnn", (1, 28, 28)), alpha=alpha, beta=beta)
@@ -204,8 +210,9 @@ def test_refreshed_statistics_are_the_exact_statistics_of_the_final_network(mnis
     _train(net, "a", [p for p in net.parameters() if p.requires_grad], x, y, steps=4)
     pooled = {}  # what each CCM's BatchNorm normalises, recorded from a training-mode pass
     norms = [m.norm for m in net.calibrations["a"].modules() if isinstance(m, ChannelCalibration)]
-    hooks = [norm.register_forward_hook(lambda m, inputs, _: pooled.__setitem__(m, inputs[0].detach()))
-             for norm in norms]
+    hooks = [
+        norm.register_forward_hook(lambda m, inputs, _: pooled.__setitem__(m, inputs[0].detach())) for norm in norms
+    ]
     net.train()
     with torch.no_grad():
         net.features(x, "a")

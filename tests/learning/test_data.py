@@ -21,14 +21,17 @@ def test_one_sample_and_flat_layouts_are_reshaped_by_their_number_of_values():
     assert as_samples(np.zeros((3, 2, 2)), (3, 2, 2)).shape == (1, 3, 2, 2)  # one multi-channel image
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    (np.zeros((2, 5)), "shape"),
-    ([[1.0, 2.0], [3.0]], "nested lists of numbers"),
-    (np.array([["a", "b"]]), "numeric"),
-    ([], "no samples"),
-    ([[np.nan, 0.0]], "NaN"),
-    ([[1e300, 0.0]], "NaN"),  # finite as float64, infinite as the float32 the model computes in
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (np.zeros((2, 5)), "shape"),
+        ([[1.0, 2.0], [3.0]], "nested lists of numbers"),
+        (np.array([["a", "b"]]), "numeric"),
+        ([], "no samples"),
+        ([[np.nan, 0.0]], "NaN"),
+        ([[1e300, 0.0]], "NaN"),  # finite as float64, infinite as the float32 the model computes in
+    ],
+)
 def test_what_a_model_cannot_read_is_refused_saying_why(raw, message):
     with pytest.raises(ValueError, match=message):
         as_samples(raw, (2,))

@@ -16,8 +16,9 @@ LABEL_MODES = ("true", "empirical")
 def conv_and_dense() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A small net with a convolution (the vmap path) and a wide dense layer (the factored path)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 40), nn.ReLU(),
-                          nn.Linear(40, 4))
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 40), nn.ReLU(), nn.Linear(40, 4)
+    )
     x = torch.randn(N_SAMPLES, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     y = torch.randint(0, 4, (N_SAMPLES,), generator=torch.Generator().manual_seed(2))
     return model, x, y

@@ -19,5 +19,7 @@ def test_single_task_has_no_transfer():
 
 def test_evaluate_logits_counts_correct_predictions():
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
-    result = evaluate_logits(lambda x: logits[x.long().flatten()], torch.arange(3.0).view(3, 1), torch.tensor([0, 1, 1]), batch_size=2)
+    result = evaluate_logits(
+        lambda x: logits[x.long().flatten()], torch.arange(3.0).view(3, 1), torch.tensor([0, 1, 1]), batch_size=2
+    )
     assert result.accuracy == pytest.approx(2 / 3) and result.n == 3

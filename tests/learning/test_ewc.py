@@ -37,9 +37,9 @@ def test_penalty_gradient_is_lambda_fisher_times_displacement(mode):
         p.grad = torch.zeros_like(p)
     consolidation.penalty_gradient(model, lam)()
     autograd = torch.autograd.grad(consolidation.penalty(model, lam), list(model.parameters()))
-    for (name, p), g in zip(model.named_parameters(), autograd):
+    for (name, p), g in zip(model.named_parameters(), autograd, strict=True):
         if mode == "separate":
-            expected = sum(lam * f[name] * (p.detach() - a[name]) for f, a in zip(fishers, anchors))
+            expected = sum(lam * f[name] * (p.detach() - a[name]) for f, a in zip(fishers, anchors, strict=True))
         else:  # one pair: F = gamma * F_a + F_b, anchor = theta_b
             expected = lam * (0.7 * fishers[0][name] + fishers[1][name]) * (p.detach() - anchors[1][name])
         torch.testing.assert_close(p.grad, expected, atol=1e-5, rtol=1e-4)

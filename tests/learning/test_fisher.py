@@ -8,7 +8,7 @@ from app.learning.fisher import diagonal_fisher
 from app.learning.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the reference estimators live there
-from baselines import fisher_batch_mean_shortcut, fisher_per_sample_loop  # noqa: E402
+from baselines import fisher_batch_mean_shortcut, fisher_per_sample_loop
 
 
 @pytest.mark.parametrize("factor_linear", [True, False], ids=["factored-linear", "vmap-only"])
@@ -18,8 +18,14 @@ def test_vmapped_fisher_equals_the_per_sample_loop(label_mode, architecture, sha
     options = {"hidden": [10]} if architecture == "mlp" else {"channels": [4, 4]}
     model = build_model(architecture, shape, 4, **options)
     x, y = torch.randn(23, *shape), torch.randint(0, 4, (23,))
-    fast = diagonal_fisher(model, x, y, label_mode=label_mode, chunk_size=5,  # chunks of uneven size
-                           factor_linear=factor_linear)
+    fast = diagonal_fisher(
+        model,
+        x,
+        y,
+        label_mode=label_mode,
+        chunk_size=5,  # chunks of uneven size
+        factor_linear=factor_linear,
+    )
     slow = fisher_per_sample_loop(model, x, y, label_mode=label_mode)
     assert fast.keys() == slow.keys()
     for name in fast:
@@ -97,5 +103,7 @@ def test_mixed_vmap_and_factored_layers_equal_the_per_sample_loop(label_mode):
 def test_progress_is_reported_after_every_chunk():
     model = build_model("mlp", (12,), 3, hidden=[8])
     reports = []
-    diagonal_fisher(model, torch.randn(25, 12), chunk_size=10, on_chunk=lambda done, total: reports.append((done, total)))
+    diagonal_fisher(
+        model, torch.randn(25, 12), chunk_size=10, on_chunk=lambda done, total: reports.append((done, total))
+    )
     assert reports == [(10, 25), (20, 25), (25, 25)]

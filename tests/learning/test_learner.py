@@ -65,7 +65,9 @@ def test_save_and_load_round_trip_is_exact(tmp_path, pmnist_tasks):
     learner.learn_task("0", TaskData(train0.x[:300], train0.y[:300]), train_config=TrainConfig(epochs=1))
     learner.save(tmp_path)
     loaded = ContinualLearner.load(tmp_path)
-    for (name, a), (_, b) in zip(learner.network.state_dict().items(), loaded.network.state_dict().items()):
+    for (name, a), (_, b) in zip(
+        learner.network.state_dict().items(), loaded.network.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert loaded.consolidation.tensors().keys() == learner.consolidation.tensors().keys()
     for name, tensor in learner.consolidation.tensors().items():
@@ -109,7 +111,12 @@ def test_progress_is_reported_and_the_stop_check_stops_training(pmnist_tasks):
     (train0, _, _), _ = pmnist_tasks
     reports = []
     learner = _learner()
-    learner.learn_task("0", TaskData(train0.x[:256], train0.y[:256]), progress=reports.append, train_config=TrainConfig(epochs=2, min_steps=0, batch_size=64))
+    learner.learn_task(
+        "0",
+        TaskData(train0.x[:256], train0.y[:256]),
+        progress=reports.append,
+        train_config=TrainConfig(epochs=2, min_steps=0, batch_size=64),
+    )
     train_reports = [r for r in reports if r.phase == "train"]
     assert len(train_reports) == 8  # one per batch: 256 / 64 * 2 epochs
     assert reports[-1].fraction == 1.0
@@ -139,7 +146,7 @@ def _digit_tasks(mnist, n_train: int = 96, n_test: int = 64) -> dict[str, tuple[
     tasks = {}
     for pair in ((0, 1), (2, 3), (4, 5)):
         index = np.flatnonzero(np.isin(y, pair))
-        train, test = index[:n_train], index[n_train:n_train + n_test]
+        train, test = index[:n_train], index[n_train : n_train + n_test]
         tasks[f"{pair[0]}_{pair[1]}"] = (TaskData(x[train], y[train]), TaskData(x[test], y[test]))
     return tasks
 
@@ -147,8 +154,9 @@ def _digit_tasks(mnist, n_train: int = 96, n_test: int = 64) -> dict[str, tuple[
 def test_ccll_task_logits_are_bit_identical_after_learning_two_later_tasks(mnist_5k):
     tasks = _digit_tasks(mnist_5k)
     (first, (train0, test0)), *later = tasks.items()
-    learner = ContinualLearner.create("cnn", (1, 28, 28), family="ccll", input_scale=1 / 255,
-                                      architecture_options={"channels": [8, 16], "alpha": 2})
+    learner = ContinualLearner.create(
+        "cnn", (1, 28, 28), family="ccll", input_scale=1 / 255, architecture_options={"channels": [8, 16], "alpha": 2}
+    )
     config = TrainConfig(optimizer="adam", lr=1e-3, epochs=2, batch_size=32, device="cpu")
     learner.learn_task(first, train0, train_config=config)
     learner.network.eval()

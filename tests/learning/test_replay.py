@@ -90,8 +90,14 @@ def test_a_replay_batch_is_half_new_half_memory_so_a_step_costs_a_plain_steps_gr
         return layer(xb)
 
     new_x, new_y = torch.zeros(100, 3), torch.zeros(100, dtype=torch.long)
-    trainer = Trainer(forward, list(layer.parameters()), new_x, new_y, config,
-                      replay_batch=memory.sampler(config.replay_batch_size, seed=0))
+    trainer = Trainer(
+        forward,
+        list(layer.parameters()),
+        new_x,
+        new_y,
+        config,
+        replay_batch=memory.sampler(config.replay_batch_size, seed=0),
+    )
     trainer.run()
     assert trainer.steps_per_epoch == 7 and len(batches) == 7  # 100 new samples, 16 a step
     assert batches[:6] == [(16, 16)] * 6 and batches[6] == (4, 16)
@@ -101,10 +107,11 @@ def test_a_replay_batch_is_half_new_half_memory_so_a_step_costs_a_plain_steps_gr
 
 def test_ewc_replay_auto_takes_replay_lambda_once_the_memory_holds_samples_and_searches_before():
     first, second, third = _conflicting_tasks(3)
-    validation = {key: task for key, task in zip(("a", "b", "c"), (first, second, third))}
+    validation = {key: task for key, task in zip(("a", "b", "c"), (first, second, third), strict=True)}
     config = TrainConfig(epochs=1, min_steps=0)
-    learner = ContinualLearner.create("mlp", (6,), architecture_options={"hidden": [8], "memory_size": 30},
-                                      ewc=EWCConfig(replay_lambda=7.0))
+    learner = ContinualLearner.create(
+        "mlp", (6,), architecture_options={"hidden": [8], "memory_size": 30}, ewc=EWCConfig(replay_lambda=7.0)
+    )
     learner.learn_task("a", first, strategy="ewc", train_config=config, validation=validation)
     searched = learner.learn_task("b", second, strategy="ewc_replay", train_config=config, validation=validation)
     assert searched.lambda_search is not None  # nothing in the memory yet (an ewc update came first): searched

@@ -12,7 +12,12 @@ from app.learning.strategies import Finetune, base, family_names
 def test_every_strategy_declares_its_family_and_default_architecture():
     assert strategy_names() == ("ewc", "finetune", "replay", "ewc_replay", "ccll")
     assert {name: strategy_class(name).family for name in strategy_names()} == {
-        "ewc": "ewc", "finetune": "ewc", "replay": "ewc", "ewc_replay": "ewc", "ccll": "ccll"}
+        "ewc": "ewc",
+        "finetune": "ewc",
+        "replay": "ewc",
+        "ewc_replay": "ewc",
+        "ccll": "ccll",
+    }
     assert family_names() == ("ewc", "ccll")
     assert strategy_names("ewc") == ("ewc", "finetune", "replay", "ewc_replay")
     assert strategy_class("ewc").default_architecture() == "mlp"
@@ -52,8 +57,9 @@ def test_a_new_strategy_is_one_registered_class(monkeypatch):
     learner.learn_task("a", TaskData(x, (x[:, 0] > 0).astype(int)), train_config=TrainConfig(epochs=1))
     body = {name: p.clone() for name, p in learner.network.body.named_parameters()}
     head = learner.network.head.weight.clone()
-    result = learner.learn_task("b", TaskData(x, (x[:, 1] > 0).astype(int)), strategy="head_only",
-                                train_config=TrainConfig(epochs=1))
+    result = learner.learn_task(
+        "b", TaskData(x, (x[:, 1] > 0).astype(int)), strategy="head_only", train_config=TrainConfig(epochs=1)
+    )
     assert result.strategy == "head_only" and result.ewc_lambda is None
     assert all(torch.equal(p, body[name]) for name, p in learner.network.body.named_parameters())
     assert not torch.equal(learner.network.head.weight, head)

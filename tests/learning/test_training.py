@@ -17,7 +17,7 @@ def test_trainer_resumes_by_steps_exactly_as_one_run():
     for n in (5, 1, 7, 100):
         resumable.run(n)
     assert resumable.steps_done == resumable.total_steps == 21
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
 def test_training_lowers_the_loss():

@@ -27,8 +27,11 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 def digits(classes=(0, 1), per_class: int = 30, offset: int = 0) -> list[tuple[int, np.ndarray]]:
     """``per_class`` (label, 8x8 uint8 image) pairs of each class, the ``offset``-th onwards."""
     images, labels = _digits()
-    return [(int(label), images[i]) for label in classes
-            for i in np.flatnonzero(labels == label)[offset: offset + per_class]]
+    return [
+        (int(label), images[i])
+        for label in classes
+        for i in np.flatnonzero(labels == label)[offset : offset + per_class]
+    ]
 
 
 def encode(image: np.ndarray, format: str = "PNG", mode: str = "L") -> bytes:

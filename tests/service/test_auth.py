@@ -26,7 +26,16 @@ ROUTES = [
     ("DELETE", "/keys/424242", None, "admin"),
 ]
 ORDER = ["predict", "train", "admin"]
-OPEN = ["/livez", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ui", "/ui/static/dashboard.js", "/openapi.json"]
+OPEN = [
+    "/livez",
+    "/readyz",
+    "/metrics",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/ui",
+    "/ui/static/dashboard.js",
+    "/openapi.json",
+]
 
 
 def new_key(client, scope: str, name: str = "test") -> dict:
@@ -84,7 +93,8 @@ def test_a_key_is_shown_once_stored_hashed_and_revoked_at_once(client, session_f
     listed = client.get("/keys").json()
     assert all("key" not in key for key in listed)
     assert {"id": created["id"], "name": "ci", "scope": "train"}.items() <= next(
-        key for key in listed if key["id"] == created["id"]).items()
+        key for key in listed if key["id"] == created["id"]
+    ).items()
     with session_factory() as session:
         row = session.scalar(select(ApiKey).where(ApiKey.id == created["id"]))
         assert row.key_sha256 == hashlib.sha256(secret.encode()).hexdigest()
@@ -136,8 +146,15 @@ def test_auth_off_warns_and_needs_no_key(settings, capfd):
     assert not Path(settings.admin_key_file).exists()
 
 
-@pytest.mark.parametrize("body", [{"scope": "root", "name": "x"}, {"scope": "train", "name": ""},
-                                  {"scope": "train", "name": "a\x00b"}, {"scope": "train"}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"scope": "root", "name": "x"},
+        {"scope": "train", "name": ""},
+        {"scope": "train", "name": "a\x00b"},
+        {"scope": "train"},
+    ],
+)
 def test_a_bad_key_request_is_refused(client, body):
     assert client.post("/keys", json=body).status_code == 422
 

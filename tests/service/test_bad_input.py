@@ -59,8 +59,15 @@ def test_wrong_shape_for_an_existing_model(client, database_url):
 
 
 def test_unknown_ids_are_404(client):
-    for path in ("/tasks/12345", "/tasks/12345/accuracy", "/jobs/12345", "/models/nope", "/models/nope/versions",
-                 "/models/nope/accuracy", "/v2/models/nope"):
+    for path in (
+        "/tasks/12345",
+        "/tasks/12345/accuracy",
+        "/jobs/12345",
+        "/models/nope",
+        "/models/nope/versions",
+        "/models/nope/accuracy",
+        "/v2/models/nope",
+    ):
         assert client.get(path).status_code == 404, path
     assert client.post("/predict", json={"model": "nope", "inputs": [[0.0]]}).status_code == 404
 
@@ -78,10 +85,18 @@ MANY_LABELS = (np.random.default_rng(1).random((1002, 2)).astype(np.float32), np
 # each over a limit of the settings fixture's (5 MB uploads) or the defaults; the answer names the limit
 LIMIT_CASES = {
     "labels per task": (npz(x=MANY_LABELS[0], y=MANY_LABELS[1]), {}, 422, "max_labels_per_task"),
-    "layer width": (npz(x=GOOD_X, y=GOOD_Y), {"architecture_options": '{"hidden": [30000, 30000]}'}, 422,
-                    "max_layer_width"),
-    "layer count": (npz(x=GOOD_X, y=GOOD_Y), {"architecture_options": '{"hidden": [' + "8, " * 40 + '8]}'}, 422,
-                    "max_layers"),
+    "layer width": (
+        npz(x=GOOD_X, y=GOOD_Y),
+        {"architecture_options": '{"hidden": [30000, 30000]}'},
+        422,
+        "max_layer_width",
+    ),
+    "layer count": (
+        npz(x=GOOD_X, y=GOOD_Y),
+        {"architecture_options": '{"hidden": [' + "8, " * 40 + "8]}"},
+        422,
+        "max_layers",
+    ),
     "nested options": (npz(x=GOOD_X, y=GOOD_Y), {"architecture_options": "[" * 2000 + "]" * 2000}, 422, "nested"),
     "long options": (npz(x=GOOD_X, y=GOOD_Y), {"architecture_options": " " * 5000 + "{}"}, 422, "the limit is 4096"),
     "epochs": (npz(x=GOOD_X, y=GOOD_Y), {"epochs": str(10**12)}, 422, "max_epochs"),
@@ -114,8 +129,14 @@ def test_over_a_limit_is_refused_naming_it_and_nothing_is_stored(client, databas
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(client, settings, database_url):
     before = counts(database_url)
-    declared = client.post("/tasks", content=b"x", headers={"Content-Length": str(settings.max_upload_bytes * 2),
-                                                              "Content-Type": "multipart/form-data; boundary=b"})
+    declared = client.post(
+        "/tasks",
+        content=b"x",
+        headers={
+            "Content-Length": str(settings.max_upload_bytes * 2),
+            "Content-Type": "multipart/form-data; boundary=b",
+        },
+    )
     assert declared.status_code == 413 and "max_upload_bytes" in declared.json()["detail"]
 
     def chunks():  # no Content-Length: counted as it streams, refused once past the limit
@@ -124,8 +145,9 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(client, settings, da
 
     streamed = client.post("/tasks", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b"})
     assert streamed.status_code == 413 and "max_upload_bytes" in streamed.json()["detail"]
-    big_predict = client.post("/predict", content=b" " * (settings.max_request_bytes + 1),
-                              headers={"Content-Type": "application/json"})
+    big_predict = client.post(
+        "/predict", content=b" " * (settings.max_request_bytes + 1), headers={"Content-Type": "application/json"}
+    )
     assert big_predict.status_code == 413 and "max_request_bytes" in big_predict.json()["detail"]
     assert counts(database_url) == before
 
@@ -141,8 +163,15 @@ def test_the_queue_quota_of_a_model_answers_429_with_retry_after(settings, api_c
         assert counts(database_url) == before
 
 
-@pytest.mark.parametrize("path", ["/jobs/1735115829204124434432", "/tasks/1735115829204124434432",
-                                  "/jobs?limit=-35159948992443288911872", "/tasks?after_id=99999999999999999999999"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/jobs/1735115829204124434432",
+        "/tasks/1735115829204124434432",
+        "/jobs?limit=-35159948992443288911872",
+        "/tasks?after_id=99999999999999999999999",
+    ],
+)
 def test_integers_past_64_bits_are_422(client, path):
     assert client.get(path).status_code == 422
     if path.startswith("/jobs/"):

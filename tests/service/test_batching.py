@@ -44,8 +44,10 @@ def requests(count: int) -> list[torch.Tensor]:
 
 def run_concurrently(batcher, model, inputs, top_ks):
     async def all_at_once():
-        return await asyncio.gather(*(batcher.predict(("v1", None), model, "m", None, x, k)
-                                      for x, k in zip(inputs, top_ks)), return_exceptions=True)
+        return await asyncio.gather(
+            *(batcher.predict(("v1", None), model, "m", None, x, k) for x, k in zip(inputs, top_ks, strict=True)),
+            return_exceptions=True,
+        )
 
     return asyncio.run(all_at_once())
 
@@ -56,7 +58,7 @@ def test_concurrent_requests_run_as_one_forward_with_unbatched_answers(learner):
     inputs, top_ks = requests(12), [1, 3] * 6
     batched = run_concurrently(batcher, counting, inputs, top_ks)
     assert counting.batch_sizes == [sum(len(x) for x in inputs)]  # one forward for all twelve
-    for x, k, answer in zip(inputs, top_ks, batched):
+    for x, k, answer in zip(inputs, top_ks, batched, strict=True):
         alone = learner.predict(x, top_k=k)
         assert [p.label for p in answer] == [p.label for p in alone]
         assert [[label for label, _ in p.top_k] for p in answer] == [[label for label, _ in p.top_k] for p in alone]

@@ -7,8 +7,14 @@ import numpy as np
 def test_ccll_tasks_predict_per_task_and_report_growth(client, settings, digit_pair_files, teach, run_worker_once):
     ids = []
     for path in digit_pair_files:
-        answer = teach(path, model="cal", strategy="ccll", architecture="cnn",
-                       architecture_options='{"alpha": 2, "beta": 1}', epochs="1")
+        answer = teach(
+            path,
+            model="cal",
+            strategy="ccll",
+            architecture="cnn",
+            architecture_options='{"alpha": 2, "beta": 1}',
+            epochs="1",
+        )
         assert answer.status_code == 202, answer.text
         ids.append(answer.json()["id"])
         assert run_worker_once() == 1
@@ -32,7 +38,7 @@ def test_ccll_tasks_predict_per_task_and_report_growth(client, settings, digit_p
     refused = client.post("/predict", json={"model": "cal", "inputs": x})
     assert refused.status_code == 422
     assert "task_id" in refused.json()["detail"] and str(ids[0]) in refused.json()["detail"]
-    for task_id, digits in zip(ids, ((0, 1), (2, 3))):
+    for task_id, digits in zip(ids, ((0, 1), (2, 3)), strict=True):
         answer = client.post("/predict", json={"model": "cal", "inputs": x, "task_id": task_id, "top_k": 2})
         assert answer.status_code == 200, answer.text
         for prediction in answer.json()["predictions"]:
@@ -41,9 +47,20 @@ def test_ccll_tasks_predict_per_task_and_report_growth(client, settings, digit_p
     unknown = client.post("/predict", json={"model": "cal", "inputs": x, "task_id": 999})
     assert unknown.status_code == 422 and "not learnt" in unknown.json()["detail"]
 
-    infer = client.post("/v2/models/cal/infer", json={
-        "inputs": [{"name": "input-0", "shape": [4, 1, 28, 28], "datatype": "UINT8",
-                    "data": np.asarray(x).reshape(-1).tolist()}], "parameters": {"task_id": ids[1]}})
+    infer = client.post(
+        "/v2/models/cal/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [4, 1, 28, 28],
+                    "datatype": "UINT8",
+                    "data": np.asarray(x).reshape(-1).tolist(),
+                }
+            ],
+            "parameters": {"task_id": ids[1]},
+        },
+    )
     assert infer.status_code == 200 and set(infer.json()["outputs"][0]["data"]) <= {2, 3}
 
 

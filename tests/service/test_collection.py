@@ -31,8 +31,9 @@ def local_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
-def test_referenced_artifacts_are_kept_however_old_and_old_garbage_goes(client, settings, session_factory, store,
-                                                                        pmnist_file, teach, run_worker_once):
+def test_referenced_artifacts_are_kept_however_old_and_old_garbage_goes(
+    client, settings, session_factory, store, pmnist_file, teach, run_worker_once
+):
     for index in (0, 1):
         assert teach(pmnist_file(index), max_forgetting="1").status_code == 202
         assert run_worker_once() == 1
@@ -44,8 +45,15 @@ def test_referenced_artifacts_are_kept_however_old_and_old_garbage_goes(client, 
 
     preview = client.post("/artifacts/gc", params={"dry_run": "true"})
     assert preview.status_code == 200, preview.text
-    assert preview.json() == {"dry_run": True, "grace_seconds": 3600.0, "stored": stored, "referenced": stored - 2,
-                              "kept_recent": 1, "removed": 1, "bytes_freed": old.size}
+    assert preview.json() == {
+        "dry_run": True,
+        "grace_seconds": 3600.0,
+        "stored": stored,
+        "referenced": stored - 2,
+        "kept_recent": 1,
+        "removed": 1,
+        "bytes_freed": old.size,
+    }
     assert local_path(old.uri).exists()
 
     collected = client.post("/artifacts/gc").json()
@@ -80,8 +88,9 @@ def test_a_starting_worker_collects_old_garbage(store, run_worker_once):
     assert not local_path(old.uri).exists()
 
 
-def test_a_consolidation_that_cannot_be_read_stops_the_collection(client, settings, session_factory, store,
-                                                                  pmnist_file, teach, run_worker_once):
+def test_a_consolidation_that_cannot_be_read_stops_the_collection(
+    client, settings, session_factory, store, pmnist_file, teach, run_worker_once
+):
     assert teach(pmnist_file(0)).status_code == 202
     assert run_worker_once() == 1
     with session_factory() as session:
@@ -99,8 +108,20 @@ def test_on_s3_only_unreferenced_objects_past_the_grace_period_go(s3, session_fa
     store = ArtifactStore(root)
     kept, dropped = store.put(garbage(6)), store.put(garbage(7))
     with session_factory() as session:
-        session.add(Dataset(sha256="1" * 64, format="npz", n_train=1, n_validation=1, n_test=1, input_shape=[4],
-                            labels=[0, 1], artifact_uri=kept.uri, artifact_sha256=kept.sha256, artifact_size=kept.size))
+        session.add(
+            Dataset(
+                sha256="1" * 64,
+                format="npz",
+                n_train=1,
+                n_validation=1,
+                n_test=1,
+                input_shape=[4],
+                labels=[0, 1],
+                artifact_uri=kept.uri,
+                artifact_sha256=kept.sha256,
+                artifact_size=kept.size,
+            )
+        )
         session.commit()
         young = collect_garbage(session, store, grace_seconds=3600)
         assert (young.stored, young.referenced, young.kept_recent, young.removed) == (2, 1, 1, 0)

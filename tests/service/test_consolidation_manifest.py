@@ -37,8 +37,9 @@ def learn(submit_task, run_worker_once, session_factory, index: int) -> None:
         assert job.status == "succeeded", job.error
 
 
-def test_each_update_stores_one_tasks_state_and_reads_no_old_training_data(settings, session_factory, store,
-                                                                          submit_task, run_worker_once):
+def test_each_update_stores_one_tasks_state_and_reads_no_old_training_data(
+    settings, session_factory, store, submit_task, run_worker_once
+):
     learn(submit_task, run_worker_once, session_factory, 0)
     with session_factory() as session:  # task 1's dataset (training data included) is gone after its update
         first_dataset = session.scalar(select(Dataset).join(Task, Task.dataset_id == Dataset.id))
@@ -54,8 +55,11 @@ def test_each_update_stores_one_tasks_state_and_reads_no_old_training_data(setti
 
     v1, v2, v3 = versions_of(session_factory)
     m2, m3 = manifest_of(store, v2), manifest_of(store, v3)
-    assert m3["format"] == MANIFEST_FORMAT and list(m3["task_state"]) == [str(v1.task_id), str(v2.task_id),
-                                                                          str(v3.task_id)]
+    assert m3["format"] == MANIFEST_FORMAT and list(m3["task_state"]) == [
+        str(v1.task_id),
+        str(v2.task_id),
+        str(v3.task_id),
+    ]
     for key in m2["task_state"]:  # referenced, not rewritten
         assert m3["task_state"][key] == m2["task_state"][key] and m3["evaluation"][key] == m2["evaluation"][key]
     assert v3.consolidation_size < 2000  # references only
@@ -66,8 +70,9 @@ def test_each_update_stores_one_tasks_state_and_reads_no_old_training_data(setti
     assert len(evaluation["train.x"]) == 0 and len(evaluation["test.x"]) == 50
 
 
-def test_a_version_stored_before_manifests_still_learns_on(settings, session_factory, store, submit_task,
-                                                           run_worker_once):
+def test_a_version_stored_before_manifests_still_learns_on(
+    settings, session_factory, store, submit_task, run_worker_once
+):
     learn(submit_task, run_worker_once, session_factory, 0)
     [v1] = versions_of(session_factory)
     learner, _ = load_for_update(store, v1)

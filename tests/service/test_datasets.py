@@ -23,10 +23,22 @@ def npz(**arrays) -> bytes:
     return buffer.getvalue()
 
 
-def parse(content: bytes, filename: str = "d.npz", test_fraction: float = 0.2, validation_fraction: float = 0.1,
-          seed: int = 0, **limits):
-    return parse_dataset(filename, content, **{**LIMITS, **limits}, test_fraction=test_fraction,
-                         validation_fraction=validation_fraction, seed=seed)
+def parse(
+    content: bytes,
+    filename: str = "d.npz",
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    **limits,
+):
+    return parse_dataset(
+        filename,
+        content,
+        **{**LIMITS, **limits},
+        test_fraction=test_fraction,
+        validation_fraction=validation_fraction,
+        seed=seed,
+    )
 
 
 def rows(x: np.ndarray) -> set[bytes]:
@@ -87,16 +99,19 @@ def test_csv_with_string_labels():
     assert dataset.n_train + dataset.n_validation + dataset.n_test == 30
 
 
-@pytest.mark.parametrize("content, filename, error, words", [
-    (b"a,b\n1,2\n", "d.csv", InvalidInput, "label"),
-    (b"x,label\n1,a\nnope,b\n", "d.csv", InvalidInput, "line 3"),
-    (npz(x=np.zeros((5, 2)), y=np.arange(4)), "d.npz", InvalidInput, "5 samples"),
-    (npz(x=np.zeros((5, 2))), "d.npz", InvalidInput, "'y'"),
-    (npz(x=np.zeros((5, 2)), y=np.array([0.5, 1, 0, 1, 0])), "d.npz", InvalidInput, "non-integer"),
-    (b"PK\x03\x04 not really a zip", "d.npz", InvalidInput, "damaged"),
-    (b"\x80\x04\x95pickle", "d.pkl", UnsupportedFormat, "pickle"),
-    (npz(x=np.zeros((3, 2)), y=np.arange(3)), "d.npz", InvalidInput, "too few"),
-])
+@pytest.mark.parametrize(
+    "content, filename, error, words",
+    [
+        (b"a,b\n1,2\n", "d.csv", InvalidInput, "label"),
+        (b"x,label\n1,a\nnope,b\n", "d.csv", InvalidInput, "line 3"),
+        (npz(x=np.zeros((5, 2)), y=np.arange(4)), "d.npz", InvalidInput, "5 samples"),
+        (npz(x=np.zeros((5, 2))), "d.npz", InvalidInput, "'y'"),
+        (npz(x=np.zeros((5, 2)), y=np.array([0.5, 1, 0, 1, 0])), "d.npz", InvalidInput, "non-integer"),
+        (b"PK\x03\x04 not really a zip", "d.npz", InvalidInput, "damaged"),
+        (b"\x80\x04\x95pickle", "d.pkl", UnsupportedFormat, "pickle"),
+        (npz(x=np.zeros((3, 2)), y=np.arange(3)), "d.npz", InvalidInput, "too few"),
+    ],
+)
 def test_bad_uploads_say_what_is_wrong(content, filename, error, words):
     with pytest.raises(error) as raised:
         parse(content, filename=filename)

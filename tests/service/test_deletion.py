@@ -24,8 +24,11 @@ def collecting_client(settings, api_client):
 
 def teach_now(client, path: Path, run_worker_once, model: str = "m", **fields) -> dict:
     with open(path, "rb") as upload:
-        answer = client.post("/tasks", data={"model": model, "epochs": "1", "ewc_lambda": "100",
-                                             "max_forgetting": "1", **fields}, files={"file": (path.name, upload)})
+        answer = client.post(
+            "/tasks",
+            data={"model": model, "epochs": "1", "ewc_lambda": "100", "max_forgetting": "1", **fields},
+            files={"file": (path.name, upload)},
+        )
     assert answer.status_code == 202, answer.text
     assert run_worker_once() == 1
     job = client.get(f"/jobs/{answer.json()['job_id']}").json()
@@ -42,8 +45,9 @@ def count(session_factory, table, *where) -> int:
         return session.scalar(select(func.count()).select_from(table).where(*where))
 
 
-def test_a_version_is_deleted_only_when_nothing_kept_needs_it(collecting_client, settings, session_factory, store,
-                                                              pmnist_file, run_worker_once):
+def test_a_version_is_deleted_only_when_nothing_kept_needs_it(
+    collecting_client, settings, session_factory, store, pmnist_file, run_worker_once
+):
     client = collecting_client
     tasks = [teach_now(client, pmnist_file(index), run_worker_once) for index in (0, 1)]  # v1, v2 on v1
     assert client.put("/models/m/serving-version", json={"version": 1, "reason": "v2 is bad"}).status_code == 200
@@ -72,7 +76,9 @@ def test_a_version_is_deleted_only_when_nothing_kept_needs_it(collecting_client,
     sample = np.load(pmnist_file(0))["x_test"][:2].tolist()
     assert client.post("/predict", json={"model": "m", "inputs": sample, "version": 2}).status_code == 404
     with session_factory() as session:
-        assert session.scalars(select(AliasChange.reason).order_by(AliasChange.id.desc())).first() == "version 2 deleted"
+        assert (
+            session.scalars(select(AliasChange.reason).order_by(AliasChange.id.desc())).first() == "version 2 deleted"
+        )
         kept = list(session.scalars(select(ModelVersion).order_by(ModelVersion.number)))
     for version in kept:  # whole, Fisher and evaluation splits of every task they learnt included
         load_for_update(store, version)
@@ -81,17 +87,23 @@ def test_a_version_is_deleted_only_when_nothing_kept_needs_it(collecting_client,
 
 
 def test_a_model_is_deleted_with_its_rows_and_only_the_artifacts_no_other_model_shares(
-        collecting_client, settings, session_factory, pmnist_file, run_worker_once):
+    collecting_client, settings, session_factory, pmnist_file, run_worker_once
+):
     client = collecting_client
     shared = pmnist_file(0)
     teach_now(client, shared, run_worker_once, model="other")  # the same bytes: one dataset artifact, two models
     for index in (0, 1):
         teach_now(client, pmnist_file(index), run_worker_once)
     with session_factory() as session:
-        shared_sha = session.scalar(select(Dataset.artifact_sha256).join(Task, Task.dataset_id == Dataset.id)
-                                    .join(Model, Task.model_id == Model.id).where(Model.name == "other"))
-    queued = client.post("/tasks", data={"model": "m", "epochs": "1"},
-                         files={"file": ("t.npz", pmnist_file(2).read_bytes())}).json()
+        shared_sha = session.scalar(
+            select(Dataset.artifact_sha256)
+            .join(Task, Task.dataset_id == Dataset.id)
+            .join(Model, Task.model_id == Model.id)
+            .where(Model.name == "other")
+        )
+    queued = client.post(
+        "/tasks", data={"model": "m", "epochs": "1"}, files={"file": ("t.npz", pmnist_file(2).read_bytes())}
+    ).json()
 
     refused = client.delete("/models/m")
     assert refused.status_code == 409 and f"job {queued['job_id']}" in refused.json()["detail"]

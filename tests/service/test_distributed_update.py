@@ -16,10 +16,16 @@ pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True) 
 
 def table_of(session_factory, model: str) -> list[tuple[int, int, float]]:
     with session_factory() as session:
-        return [(v.number, a.task_id, a.accuracy) for v, a in session.execute(
-            select(ModelVersion, Accuracy).join(Accuracy, Accuracy.model_version_id == ModelVersion.id)
-            .join(Model, Model.id == ModelVersion.model_id).where(Model.name == model)
-            .order_by(ModelVersion.number, Accuracy.task_id))]
+        return [
+            (v.number, a.task_id, a.accuracy)
+            for v, a in session.execute(
+                select(ModelVersion, Accuracy)
+                .join(Accuracy, Accuracy.model_version_id == ModelVersion.id)
+                .join(Model, Model.id == ModelVersion.model_id)
+                .where(Model.name == model)
+                .order_by(ModelVersion.number, Accuracy.task_id)
+            )
+        ]
 
 
 def test_more_processes_than_max_nproc_are_refused(client, pmnist_file):
@@ -28,8 +34,9 @@ def test_more_processes_than_max_nproc_are_refused(client, pmnist_file):
     assert answer.status_code == 422 and "max_nproc" in answer.json()["detail"], answer.text
 
 
-def test_a_two_process_update_commits_once_with_the_one_process_accuracy_table(settings, session_factory,
-                                                                               submit_task, run_worker_once):
+def test_a_two_process_update_commits_once_with_the_one_process_accuracy_table(
+    settings, session_factory, submit_task, run_worker_once
+):
     """Same tasks, one model learnt on one process and one on two. The two-process steps use the
     global batch's mean-loss gradient, so only float summation order differs: tolerance one test
     sample in a hundred (0.01) per entry."""
@@ -40,8 +47,9 @@ def test_a_two_process_update_commits_once_with_the_one_process_accuracy_table(s
     for _ in range(4):
         assert run_worker_once(two) == 1
     with session_factory() as session:
-        assert all(job.status == "succeeded" for job in session.scalars(select(Job))), \
-            [(job.id, job.status, job.error) for job in session.scalars(select(Job))]
+        assert all(job.status == "succeeded" for job in session.scalars(select(Job))), [
+            (job.id, job.status, job.error) for job in session.scalars(select(Job))
+        ]
     one, two = table_of(session_factory, "one"), table_of(session_factory, "two")
     assert [(number, len([1 for n, _, _ in two if n == number])) for number in (1, 2)] == [(1, 1), (2, 2)]
     for (_, _, a), (_, _, b) in zip(one, two, strict=True):
@@ -65,12 +73,14 @@ def rank_pids(worker_pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_rank_killed_mid_update_leaves_no_half_version_and_the_job_is_retried(session_factory, submit_task,
-                                                                               worker_processes):
+def test_a_rank_killed_mid_update_leaves_no_half_version_and_the_job_is_retried(
+    session_factory, submit_task, worker_processes
+):
     from test_updates import job_of, wait_until
 
-    _, job_id = submit_task(index=0, n_train=1500, epochs=8, architecture_options='{"hidden": [256]}', nproc=2,
-                            max_nproc=2)
+    _, job_id = submit_task(
+        index=0, n_train=1500, epochs=8, architecture_options='{"hidden": [256]}', nproc=2, max_nproc=2
+    )
     worker = worker_processes("ranks", RETAIN_MAX_NPROC="2")
     ranks = wait_until(lambda: len(pids := rank_pids(worker.pid)) == 2 and pids, 120, "two ranks to start")
     os.kill(ranks[1], signal.SIGKILL)
@@ -78,8 +88,11 @@ def test_a_rank_killed_mid_update_leaves_no_half_version_and_the_job_is_retried(
     with session_factory() as session:
         assert session.scalars(select(ModelVersion)).all() == []  # nothing of the first attempt was committed
     assert "was lost" in (job.error or ""), job.error
-    job = wait_until(lambda: (j := job_of(session_factory, job_id)).status in ("succeeded", "failed") and j, 300,
-                     "the retry to finish")
+    job = wait_until(
+        lambda: (j := job_of(session_factory, job_id)).status in ("succeeded", "failed") and j,
+        300,
+        "the retry to finish",
+    )
     assert job.status == "succeeded", job.error
     with session_factory() as session:
         assert len(session.scalars(select(ModelVersion)).all()) == 1

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from sqlalchemy import func, select
+from test_updates import LONG_TRAINING, job_of, versions_of, wait_for_training, wait_until
 
 from app.db.tables import Accuracy, AliasChange, Dataset, Job, Model, ModelVersion, Task
 from app.jobs import queue
 from app.updates.loop import run_worker
-from test_updates import LONG_TRAINING, job_of, versions_of, wait_for_training, wait_until
 
 
 @pytest.fixture
@@ -33,16 +32,22 @@ def worker(settings):
 
 
 def finished(session_factory, job_id: int, timeout: float = 180) -> Job:
-    return wait_until(lambda: (job := job_of(session_factory, job_id)).status not in ("queued", "running") and job,
-                      timeout, f"job {job_id} to finish")
+    return wait_until(
+        lambda: (job := job_of(session_factory, job_id)).status not in ("queued", "running") and job,
+        timeout,
+        f"job {job_id} to finish",
+    )
 
 
 def test_a_rollback_made_while_an_update_trains_is_not_undone_by_its_commit(
-        client, session_factory, teach, pmnist_file, worker):
+    client, session_factory, teach, pmnist_file, worker
+):
     for index in (0, 1):
         second = teach(pmnist_file(index), max_forgetting="1").json()["job_id"]
         assert finished(session_factory, second).status == "succeeded"
-    answer = teach(pmnist_file(2, n_train=800), epochs="15", batch_size="32").json()  # seconds of training: time to roll back
+    answer = teach(
+        pmnist_file(2, n_train=800), epochs="15", batch_size="32"
+    ).json()  # seconds of training: time to roll back
     task, third = answer["id"], answer["job_id"]
     wait_for_training(session_factory, third)
     assert client.put("/models/m/serving-version", json={"version": 1, "reason": "bad v2"}).status_code == 200
@@ -74,13 +79,17 @@ def terminate_backends(database_url: str) -> int:
     name = database_url.rsplit("/", 1)[1]
     admin = database_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as connection:
-        return len(connection.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,)).fetchall())
+        return len(
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            ).fetchall()
+        )
 
 
 def test_connections_killed_mid_job_are_survived_and_the_update_lands_once(
-        database_url, client, session_factory, teach, pmnist_file, worker):
+    database_url, client, session_factory, teach, pmnist_file, worker
+):
     if not database_url.startswith("postgresql"):
         pytest.skip("terminating backend connections is a Postgres fault")
     answer = teach(pmnist_file(0, n_train=800), epochs="15", batch_size="32").json()
@@ -108,30 +117,37 @@ def test_readyz_reports_a_stopped_embedded_worker(settings, api_client):
 
 
 @pytest.mark.slow
-def test_the_api_process_killed_while_its_embedded_worker_trains_requeues_and_completes_the_job(
-        tmp_path, pmnist_file):
+def test_the_api_process_killed_while_its_embedded_worker_trains_requeues_and_completes_the_job(tmp_path, pmnist_file):
     """SIGKILL of `retain serve` mid-training (no shutdown at all); a restart on the same data dir finds the job's
     lease expired, reruns it, and the update lands once."""
     import httpx
 
     from app.processes import LocalServer
 
-    env = {"RETAIN_DEVICE": "cpu", "RETAIN_LEASE_SECONDS": "3", "RETAIN_HEARTBEAT_SECONDS": "0.5",
-           "RETAIN_POLL_INTERVAL": "0.1", "RETAIN_PROGRESS_INTERVAL": "0.2"}
+    env = {
+        "RETAIN_DEVICE": "cpu",
+        "RETAIN_LEASE_SECONDS": "3",
+        "RETAIN_HEARTBEAT_SECONDS": "0.5",
+        "RETAIN_POLL_INTERVAL": "0.1",
+        "RETAIN_PROGRESS_INTERVAL": "0.2",
+    }
     data_dir = tmp_path / "service"
     task = pmnist_file(0, n_train=800)
     with LocalServer(data_dir, extra_env=env) as server:
         api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.api_key}"}, timeout=30)
         with task.open("rb") as upload:
-            job_id = api.post("/tasks", data={"model": "k", "epochs": "15", "ewc_lambda": "100"},
-                              files={"file": (task.name, upload)}).json()["job_id"]
+            job_id = api.post(
+                "/tasks", data={"model": "k", "epochs": "15", "ewc_lambda": "100"}, files={"file": (task.name, upload)}
+            ).json()["job_id"]
         wait_until(lambda: api.get(f"/jobs/{job_id}").json()["progress"].get("phase") == "train", 120, "training")
         server.process.kill()
     with LocalServer(data_dir, extra_env=env) as restarted:
-        api = httpx.Client(base_url=restarted.url, headers={"Authorization": f"Bearer {restarted.api_key}"},
-                           timeout=30)
-        job = wait_until(lambda: (j := api.get(f"/jobs/{job_id}").json())["status"] not in ("queued", "running")
-                         and j, 240, "the rerun")
+        api = httpx.Client(base_url=restarted.url, headers={"Authorization": f"Bearer {restarted.api_key}"}, timeout=30)
+        job = wait_until(
+            lambda: (j := api.get(f"/jobs/{job_id}").json())["status"] not in ("queued", "running") and j,
+            240,
+            "the rerun",
+        )
         assert job["status"] == "succeeded" and job["attempt"] == 2, job
         assert [v["task_id"] for v in api.get("/models/k/versions").json()] == [job["task_id"]]
 
@@ -144,13 +160,16 @@ def immutable(folder: Path, on: bool) -> None:
 
 def row_counts(session_factory) -> dict[str, int]:
     with session_factory() as session:
-        return {table.__name__: session.scalar(select(func.count()).select_from(table))
-                for table in (Model, Dataset, Task, ModelVersion, Accuracy, AliasChange)}
+        return {
+            table.__name__: session.scalar(select(func.count()).select_from(table))
+            for table in (Model, Dataset, Task, ModelVersion, Accuracy, AliasChange)
+        }
 
 
 @pytest.mark.slow
 def test_an_artifact_store_that_refuses_writes_mid_job_fails_the_job_and_stores_no_half_version(
-        settings, session_factory, submit_task, worker_processes):
+    settings, session_factory, submit_task, worker_processes
+):
     """The store made immutable (chattr +i) while a real worker process trains: storing the update fails,
     the job fails with the reason, and no row changed but the job's; writable again, the task taught
     again lands."""
@@ -173,7 +192,6 @@ def test_an_artifact_store_that_refuses_writes_mid_job_fails_the_job_and_stores_
         immutable(store_root, False)
     assert not list(store_root.rglob("*.tmp"))  # the failed writes left no temporary behind
 
-    _, again = submit_task(index=0, n_train=800, epochs=15,
-                           architecture_options=LONG_TRAINING["architecture_options"])
+    _, again = submit_task(index=0, n_train=800, epochs=15, architecture_options=LONG_TRAINING["architecture_options"])
     assert finished(session_factory, again).status == "succeeded"
     assert [version.task_id for version in versions_of(session_factory)] == [job_of(session_factory, again).task_id]

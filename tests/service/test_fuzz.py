@@ -23,8 +23,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def fuzzed_server(tmp_path_factory):
     # no worker: fuzzed tasks are queued, never trained (training is tested elsewhere); fast polling unneeded
-    with LocalServer(tmp_path_factory.mktemp("fuzz"), embedded_worker=False,
-                     extra_env={"RETAIN_MAX_UPLOAD_BYTES": "1000000"}) as server:
+    with LocalServer(
+        tmp_path_factory.mktemp("fuzz"), embedded_worker=False, extra_env={"RETAIN_MAX_UPLOAD_BYTES": "1000000"}
+    ) as server:
         yield server
 
 
@@ -44,8 +45,13 @@ def test_no_server_error_and_every_answer_as_documented(fuzzed_server, api_schem
         operation = result.ok()
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=FUZZ_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def fuzz(case):
             sent.append(operation.label)
             case.call_and_validate(headers=headers, checks=checks, timeout=30)

@@ -26,13 +26,16 @@ def test_image_folders_are_taught_predicted_and_a_later_rgb_task_is_converted(cl
     unseen = digits((0, 1), per_class=10, offset=60)
     predicted = client.post("/predict", json={"model": "pics", "inputs": [image[None].tolist() for _, image in unseen]})
     assert predicted.status_code == 200, predicted.text
-    hits = [p["label"] == label for p, (label, _) in zip(predicted.json()["predictions"], unseen)]
+    hits = [p["label"] == label for p, (label, _) in zip(predicted.json()["predictions"], unseen, strict=True)]
     assert sum(hits) >= 16, hits
 
     # train/ and test/ top folders; RGB JPEGs become the model's one grey channel
-    second = {**image_folder_zip(digits((2, 3), per_class=30), "train/", mode="RGB", format="JPEG"),
-              **image_folder_zip(digits((2, 3), per_class=8, offset=40), "test/", mode="RGB", format="JPEG"),
-              "README.txt": b"not an image: skipped", "__MACOSX/train/2/._000.jpg": b"resource fork: skipped"}
+    second = {
+        **image_folder_zip(digits((2, 3), per_class=30), "train/", mode="RGB", format="JPEG"),
+        **image_folder_zip(digits((2, 3), per_class=8, offset=40), "test/", mode="RGB", format="JPEG"),
+        "README.txt": b"not an image: skipped",
+        "__MACOSX/train/2/._000.jpg": b"resource fork: skipped",
+    }
     answer = post(client, zip_bytes(second), name="rgb")
     assert answer.status_code == 202, answer.text
     dataset = answer.json()["dataset"]
@@ -81,13 +84,21 @@ def bigger(image: np.ndarray) -> bytes:
 
 
 BAD = {
-    "corrupt image": ({**good(), "1/broken.png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 40}, 422, ["1/broken.png", "corrupt"]),
+    "corrupt image": (
+        {**good(), "1/broken.png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 40},
+        422,
+        ["1/broken.png", "corrupt"],
+    ),
     "truncated image": ({**good(), "0/cut.png": truncated_png()}, 422, ["0/cut.png", "truncated"]),
     "not an image": ({**good(), "0/notes.png": b"hello, I am text"}, 422, ["0/notes.png", "accepted format"]),
     "mixed sizes": ({**good(), "1/zz.png": bigger(digits((1,), per_class=1)[0][1])}, 422, ["10x10", "8x8", "1/zz.png"]),
     "dot-dot member": (zip_with_raw_name("0/../../escape.png"), 422, ["'..'", "escape.png"]),
     "absolute member": (zip_with_raw_name("/etc/cron.d/x.png"), 422, ["absolute"]),
-    "loose image": ({**good(), "stray.png": encode(digits((0,), per_class=1)[0][1])}, 422, ["stray.png", "class folder"]),
+    "loose image": (
+        {**good(), "stray.png": encode(digits((0,), per_class=1)[0][1])},
+        422,
+        ["stray.png", "class folder"],
+    ),
     "test without train": (image_folder_zip(digits((0, 1), per_class=5), "test/"), 422, ["train/"]),
     "one class": (image_folder_zip(digits((0,), per_class=10)), 422, ["two classes"]),
     "no images": ({"notes/readme.txt": b"nothing"}, 415, ["neither"]),

@@ -3,7 +3,6 @@
 import time
 
 
-
 def test_cancel_a_queued_job_and_the_model_moves_on(client, settings, pmnist_files, teach, run_worker_once):
     first = teach(pmnist_files[0]).json()
     cancelled = client.post(f"/jobs/{first['job_id']}/cancel")
@@ -24,7 +23,7 @@ def test_cancel_a_queued_job_and_the_model_moves_on(client, settings, pmnist_fil
 
 
 def test_list_jobs_newest_first_with_filters(client, settings, pmnist_files, teach):
-    ids = [teach(path, model=model).json()["job_id"] for path, model in zip(pmnist_files, ("a", "b"))]
+    ids = [teach(path, model=model).json()["job_id"] for path, model in zip(pmnist_files, ("a", "b"), strict=True)]
     client.post(f"/jobs/{ids[0]}/cancel")
     every = client.get("/jobs").json()
     assert [job["id"] for job in every] == ids[::-1]
@@ -35,7 +34,9 @@ def test_list_jobs_newest_first_with_filters(client, settings, pmnist_files, tea
     assert queued["status"] == "queued" and queued["attempt"] == 1 and queued["progress"]["fraction"] == 0.0
 
 
-def test_running_job_shows_progress_and_stops_when_cancelled(client, settings, pmnist_files, teach, wait_for_job, worker_thread):
+def test_running_job_shows_progress_and_stops_when_cancelled(
+    client, settings, pmnist_files, teach, wait_for_job, worker_thread
+):
     quick = settings.model_copy(update={"progress_interval": 0.05, "heartbeat_seconds": 0.5})
     task = teach(pmnist_files[0], epochs="1000").json()  # far longer than the test waits (1000: max_epochs)
     with worker_thread(quick):

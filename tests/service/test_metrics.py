@@ -15,15 +15,20 @@ def scrape(client) -> dict[tuple, float]:
     """Every sample: {(name, sorted label pairs): value}."""
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(response.text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
 
 
 def value(samples: dict, name: str, **labels) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
-def test_metrics_follow_requests_predictions_updates_and_rollback(client, settings, pmnist_files, teach, run_worker_once):
+def test_metrics_follow_requests_predictions_updates_and_rollback(
+    client, settings, pmnist_files, teach, run_worker_once
+):
     for path in pmnist_files:
         assert teach(path).status_code == 202
     assert run_worker_once() == 1 and run_worker_once() == 1
@@ -37,19 +42,24 @@ def test_metrics_follow_requests_predictions_updates_and_rollback(client, settin
     after = scrape(client)
 
     # HTTP: route templates, never raw paths
-    requests = lambda route, status, s=after: value(s, "retain_http_requests_total", method="GET", route=route,
-                                                    status=status)
+    requests = lambda route, status, s=after: value(
+        s, "retain_http_requests_total", method="GET", route=route, status=status
+    )
     assert requests("/models/{name}/accuracy", "200") >= 1 and requests("/models/{name}/accuracy", "404") >= 1
     assert requests("unmatched", "404") >= 1
     assert not any(dict(labels).get("route", "").startswith("/models/m") for _, labels in after)
-    assert value(after, "retain_http_request_duration_seconds_count", method="POST", route="/predict",
-                 status="200") >= 2
+    assert (
+        value(after, "retain_http_request_duration_seconds_count", method="POST", route="/predict", status="200") >= 2
+    )
     # prediction: deltas, the counters are per process
     delta = lambda name, **labels: (value(after, name, **labels) or 0) - (value(before, name, **labels) or 0)
     assert delta("retain_predict_inference_seconds_count", model="m") == 2
     assert delta("retain_predict_batch_size_sum", model="m") == 10
     assert delta("retain_predict_queue_seconds_count", model="m") == 2
-    assert delta("retain_predict_learner_cache_misses_total") == 1 and delta("retain_predict_learner_cache_hits_total") == 1
+    assert (
+        delta("retain_predict_learner_cache_misses_total") == 1
+        and delta("retain_predict_learner_cache_hits_total") == 1
+    )
     assert delta("retain_predict_learner_load_seconds_count") == 1
 
     # queue and updates, from the rows the worker wrote
@@ -71,7 +81,9 @@ def test_metrics_follow_requests_predictions_updates_and_rollback(client, settin
     assert value(after, "retain_model_backward_transfer", model="m") == pytest.approx(matrix["bwt"])
     assert value(after, "retain_model_max_forgetting", model="m") == pytest.approx(matrix["forgetting"])
     first, second = (task["task_id"] for task in matrix["tasks"])
-    assert value(after, "retain_model_task_accuracy", model="m", task=str(first)) == pytest.approx(matrix["matrix"][1][0])
+    assert value(after, "retain_model_task_accuracy", model="m", task=str(first)) == pytest.approx(
+        matrix["matrix"][1][0]
+    )
 
     assert client.put("/models/m/serving-version", json={"version": 1}).status_code == 200
     rolled_back = scrape(client)
@@ -108,5 +120,7 @@ def test_lease_expiries_and_requeues_are_counted_across_attempts(client, session
     assert value(samples, "retain_job_lease_expiries_total", model="q") == 2
     assert value(samples, "retain_job_requeues_total", model="q") == 2
     assert value(samples, "retain_jobs", model="q", status="failed") == 1
-    workers = {dict(labels)["worker"] for name, labels in samples if name == "retain_worker_last_heartbeat_timestamp_seconds"}
+    workers = {
+        dict(labels)["worker"] for name, labels in samples if name == "retain_worker_last_heartbeat_timestamp_seconds"
+    }
     assert workers == {"w1"}  # a requeued job forgets its lease owner (w2's try); w1 ran the failed one

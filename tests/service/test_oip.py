@@ -78,8 +78,9 @@ def test_tritonclient_against_predict(client, api_key, api_replica, pmnist_files
     assert first.get_response()["model_version"] == "1"
     assert np.array_equal(first.as_numpy("label"), [p["label"] for p in pinned["predictions"]])
     aware = client.post("/predict", json={"model": "m", "inputs": samples.tolist(), "task_id": 1}).json()
-    assert np.array_equal(infer(oip, samples, parameters={"task_id": 1}).as_numpy("label"),
-                          [p["label"] for p in aware["predictions"]])
+    assert np.array_equal(
+        infer(oip, samples, parameters={"task_id": 1}).as_numpy("label"), [p["label"] for p in aware["predictions"]]
+    )
 
     # Errors: the protocol's status and {"error": ...}, read by the client as its exception.
     for call, status, words in [
@@ -107,18 +108,21 @@ def test_plain_http_bodies(client, api_key, api_replica, pmnist_files, teach, ru
     assert teach(pmnist_files[0]).status_code == 202
     run_worker_once()
     sample = np.load(pmnist_files[0])["x_test"][:2]
-    body = {"inputs": [{"name": "x", "shape": list(sample.shape), "datatype": "UINT8", "data": sample.tolist()}],
-            "id": "r1"}
+    body = {
+        "inputs": [{"name": "x", "shape": list(sample.shape), "datatype": "UINT8", "data": sample.tolist()}],
+        "id": "r1",
+    }
     for content_type in ("application/json", "text/plain", "application/octet-stream"):
-        answer = client.post("/v2/models/m/infer", content=json.dumps(body),
-                             headers={"content-type": content_type})
+        answer = client.post("/v2/models/m/infer", content=json.dumps(body), headers={"content-type": content_type})
         assert answer.status_code == 200, answer.text
         assert answer.json()["id"] == "r1" and answer.json()["outputs"][0]["shape"] == [2]
     broken = client.post("/v2/models/m/infer", content=b"{not json", headers={"content-type": "application/json"})
     assert broken.status_code == 400 and "not an inference request" in broken.json()["error"]
     short = client.post("/v2/models/m/infer", content=b"{}", headers={"Inference-Header-Content-Length": "99"})
     assert short.status_code == 400 and "Inference-Header-Content-Length" in short.json()["error"]
-    assert client.get("/v2/models/m/versions/x").json() == {"error": "model version must be a positive integer; got 'x'"}
+    assert client.get("/v2/models/m/versions/x").json() == {
+        "error": "model version must be a positive integer; got 'x'"
+    }
     assert client.get("/v2/health/live").json() == {"live": True}
 
 
@@ -127,11 +131,16 @@ def test_string_labels_are_bytes_tensors_the_client_decodes():
     from app.learning import Prediction
     from app.predict.oip import HEADER_LENGTH, INFER_REQUEST, infer_response
 
-    predictions = [Prediction(label="cat", probability=0.75, top_k=[("cat", 0.75), ("dög", 0.25)]),
-                   Prediction(label="dög", probability=0.5, top_k=[("dög", 0.5), ("cat", 0.5)])]
-    request = INFER_REQUEST.validate_python({"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP32",
-                                                       "data": [0, 1]}],
-                                           "parameters": {"binary_data_output": True}})
+    predictions = [
+        Prediction(label="cat", probability=0.75, top_k=[("cat", 0.75), ("dög", 0.25)]),
+        Prediction(label="dög", probability=0.5, top_k=[("dög", 0.5), ("cat", 0.5)]),
+    ]
+    request = INFER_REQUEST.validate_python(
+        {
+            "inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP32", "data": [0, 1]}],
+            "parameters": {"binary_data_output": True},
+        }
+    )
     response = infer_response(request, "m", 3, predictions, top_k=2)
     result = triton.InferResult.from_response_body(response.body, header_length=int(response.headers[HEADER_LENGTH]))
     assert result.as_numpy("label").tolist() == [b"cat", "dög".encode()]

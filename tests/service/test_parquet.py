@@ -30,15 +30,17 @@ def test_numeric_columns_are_taught_and_predicted(client, settings, run_worker_o
     unseen = digits((0, 1), per_class=10, offset=60)
     inputs = (flat(unseen).reshape(20, -1) / 255).tolist()
     predictions = client.post("/predict", json={"model": "tab", "inputs": inputs}).json()["predictions"]
-    assert sum(p["label"] == label for p, (label, _) in zip(predictions, unseen)) >= 16
+    assert sum(p["label"] == label for p, (label, _) in zip(predictions, unseen, strict=True)) >= 16
 
 
 def hf_image_table(samples, names=("zero", "one")) -> bytes:
     """As `datasets.Dataset.to_parquet` writes an Image() column and a ClassLabel label."""
     features = {"image": {"_type": "Image"}, "label": {"names": list(names), "_type": "ClassLabel"}}
     return parquet_bytes(
-        {"image": [{"bytes": encode(image), "path": f"{i}.png"} for i, (_, image) in enumerate(samples)],
-         "label": np.asarray([label for label, _ in samples], dtype=np.int64)},
+        {
+            "image": [{"bytes": encode(image), "path": f"{i}.png"} for i, (_, image) in enumerate(samples)],
+            "label": np.asarray([label for label, _ in samples], dtype=np.int64),
+        },
         metadata={b"huggingface": json.dumps({"info": {"features": features}}).encode()},
     )
 
@@ -53,7 +55,10 @@ def test_hugging_face_image_column_is_decoded_with_class_names(client, settings,
     unseen = digits((0, 1), per_class=10, offset=60)
     predictions = client.post("/predict", json={"model": "hf", "inputs": [im[None].tolist() for _, im in unseen]})
     names = {0: "zero", 1: "one"}
-    assert sum(p["label"] == names[label] for p, (label, _) in zip(predictions.json()["predictions"], unseen)) >= 16
+    assert (
+        sum(p["label"] == names[label] for p, (label, _) in zip(predictions.json()["predictions"], unseen, strict=True))
+        >= 16
+    )
 
 
 HF_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -67,14 +72,26 @@ BAD = {
     "infinite feature": ({"a": [np.inf] + [1.0] * 19, "label": LABELS}, 422, ["'a'", "infinite"]),
     "no features": ({"label": LABELS}, 422, ["no feature columns"]),
     "regression target": ({**GOOD_FEATURES, "label": np.linspace(0, 1, 20)}, 422, ["non-integer"]),
-    "corrupt image bytes": ({"image": [{"bytes": b"\x89PNG broken", "path": "x.png"}] * 20, "label": LABELS}, 422,
-                            ["row 0 of column 'image'", "corrupt"]),
-    "image by path only": ({"image": pa.array([{"bytes": None, "path": "/etc/passwd"}] * 20, type=HF_IMAGE),
-                            "label": LABELS}, 422, ["row 0", "'/etc/passwd'", "never opened"]),
-    "image and features": ({"image": [{"bytes": encode(im), "path": None} for _, im in TWO], "a": np.ones(20),
-                            "label": LABELS}, 422, ["'image'", "other feature columns"]),
-    "mixed image sizes": ({"image": [encode(im if i else np.pad(im, 1)) for i, (_, im) in enumerate(TWO)],
-                           "label": LABELS}, 422, ["10x10", "8x8"]),
+    "corrupt image bytes": (
+        {"image": [{"bytes": b"\x89PNG broken", "path": "x.png"}] * 20, "label": LABELS},
+        422,
+        ["row 0 of column 'image'", "corrupt"],
+    ),
+    "image by path only": (
+        {"image": pa.array([{"bytes": None, "path": "/etc/passwd"}] * 20, type=HF_IMAGE), "label": LABELS},
+        422,
+        ["row 0", "'/etc/passwd'", "never opened"],
+    ),
+    "image and features": (
+        {"image": [{"bytes": encode(im), "path": None} for _, im in TWO], "a": np.ones(20), "label": LABELS},
+        422,
+        ["'image'", "other feature columns"],
+    ),
+    "mixed image sizes": (
+        {"image": [encode(im if i else np.pad(im, 1)) for i, (_, im) in enumerate(TWO)], "label": LABELS},
+        422,
+        ["10x10", "8x8"],
+    ),
 }
 
 

@@ -17,8 +17,19 @@ def test_predict_infer_and_rollback(client, settings, pmnist_files, teach, run_w
     pinned = client.post("/predict", json={"model": "m", "inputs": sample.tolist(), "version": 1}).json()
     assert pinned["model_version"] == 1
 
-    infer = client.post("/v2/models/m/infer", json={"inputs": [
-        {"name": "input-0", "shape": list(sample.shape), "datatype": "UINT8", "data": sample.reshape(-1).tolist()}]})
+    infer = client.post(
+        "/v2/models/m/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": list(sample.shape),
+                    "datatype": "UINT8",
+                    "data": sample.reshape(-1).tolist(),
+                }
+            ]
+        },
+    )
     assert infer.status_code == 200, infer.text
     assert infer.json()["outputs"][0]["shape"] == [3]
     assert client.get("/v2/models/m").json()["name"] == "m"

@@ -43,7 +43,9 @@ def job_of(client, answer) -> dict:
     return client.get(f"/jobs/{answer.json()['job_id']}").json()
 
 
-def test_a_file_under_a_data_root_is_read_by_the_worker_and_recorded(ref_client, ref_settings, data_root, run_worker_once):
+def test_a_file_under_a_data_root_is_read_by_the_worker_and_recorded(
+    ref_client, ref_settings, data_root, run_worker_once
+):
     path = data_root / "digits.parquet"
     path.write_bytes(table())
     answer = refer(ref_client, str(path))
@@ -62,16 +64,22 @@ def test_a_file_under_a_data_root_is_read_by_the_worker_and_recorded(ref_client,
 
     unseen = digits((0, 1), per_class=10, offset=60)
     predictions = ref_client.post("/predict", json={"model": "ref", "inputs": flat(unseen).reshape(20, -1).tolist()})
-    assert sum(p["label"] == label for p, (label, _) in zip(predictions.json()["predictions"], unseen)) >= 16
+    assert (
+        sum(p["label"] == label for p, (label, _) in zip(predictions.json()["predictions"], unseen, strict=True)) >= 16
+    )
 
     # the next task by upload is checked against the shape the reference gave the model
-    wrong = ref_client.post("/tasks", data={"model": "ref", **FORM},
-                            files={"file": ("t.zip", zip_bytes(image_folder_zip(digits((2, 3), 5))))})
+    wrong = ref_client.post(
+        "/tasks",
+        data={"model": "ref", **FORM},
+        files={"file": ("t.zip", zip_bytes(image_folder_zip(digits((2, 3), 5))))},
+    )
     assert wrong.status_code == 422 and "[64]" in wrong.json()["detail"], wrong.text
 
 
-def test_refused_at_submit_with_the_reason_and_nothing_stored(ref_client, client, database_url, settings, data_root,
-                                                             tmp_path):
+def test_refused_at_submit_with_the_reason_and_nothing_stored(
+    ref_client, client, database_url, settings, data_root, tmp_path
+):
     outside = tmp_path / "secret.parquet"
     outside.write_bytes(table())
     (data_root / "link.parquet").symlink_to(outside)
@@ -88,15 +96,16 @@ def test_refused_at_submit_with_the_reason_and_nothing_stored(ref_client, client
         str(data_root / "big.parquet"): (413, f"limit for data by reference is {settings.max_upload_bytes} bytes"),
         "gs://bucket/x.parquet": (422, "scheme 'gs' is not accepted"),
         "https://example.com/x.parquet": (422, "http(s) data is off"),
-        f"s3://other-bucket/x.parquet": (422, "not under an allowed data root"),
+        "s3://other-bucket/x.parquet": (422, "not under an allowed data root"),
         f"s3://{BUCKET}/tasks/../../x.parquet": (422, "'..'"),
     }
     before = stored(database_url, settings.artifact_uri)
     for uri, (status, words) in cases.items():
         answer = refer(ref_client, uri)
         assert answer.status_code == status and words in answer.json()["detail"], (uri, answer.text)
-    both = ref_client.post("/tasks", data={"model": "ref", "uri": str(data_root / "ok.parquet")},
-                           files={"file": ("t.parquet", table())})
+    both = ref_client.post(
+        "/tasks", data={"model": "ref", "uri": str(data_root / "ok.parquet")}, files={"file": ("t.parquet", table())}
+    )
     assert both.status_code == 422 and "not both" in both.json()["detail"]
     neither = ref_client.post("/tasks", data={"model": "ref"})
     assert neither.status_code == 422 and "as a file or as a uri" in neither.json()["detail"]
@@ -106,19 +115,29 @@ def test_refused_at_submit_with_the_reason_and_nothing_stored(ref_client, client
 
 
 BAD_FILES = {
-    "missing label column": ("t.parquet", parquet_bytes({"a": np.arange(20.0), "target": np.arange(20) % 2}),
-                             "no 'label' column"),
-    "non-numeric features": ("t.parquet", parquet_bytes({"a": ["x"] * 20, "label": np.arange(20) % 2}),
-                             "column 'a' holds string"),
-    "corrupt image": ("t.zip", zip_bytes({**image_folder_zip(digits((0, 1), 5)), "1/bad.png": b"\x89PNG..."}),
-                      "image '1/bad.png' cannot be read"),
+    "missing label column": (
+        "t.parquet",
+        parquet_bytes({"a": np.arange(20.0), "target": np.arange(20) % 2}),
+        "no 'label' column",
+    ),
+    "non-numeric features": (
+        "t.parquet",
+        parquet_bytes({"a": ["x"] * 20, "label": np.arange(20) % 2}),
+        "column 'a' holds string",
+    ),
+    "corrupt image": (
+        "t.zip",
+        zip_bytes({**image_folder_zip(digits((0, 1), 5)), "1/bad.png": b"\x89PNG..."}),
+        "image '1/bad.png' cannot be read",
+    ),
     "dot-dot member": ("t.zip", zip_bytes({**image_folder_zip(digits((0, 1), 5)), "0/../../x.png": b""}), "'..'"),
 }
 
 
 @pytest.mark.parametrize("case", BAD_FILES)
-def test_a_bad_file_fails_its_job_with_the_reason_and_stores_nothing(ref_client, ref_settings, database_url,
-                                                                     data_root, case, run_worker_once):
+def test_a_bad_file_fails_its_job_with_the_reason_and_stores_nothing(
+    ref_client, ref_settings, database_url, data_root, case, run_worker_once
+):
     name, data, words = BAD_FILES[case]
     (data_root / name).write_bytes(data)
     answer = refer(ref_client, str(data_root / name))

@@ -63,7 +63,9 @@ def check_accuracy_matrix(client, two_versions):
     report = client.get("/models/m/accuracy").json()
     assert [t["task_id"] for t in report["tasks"]] == [first, second]
     assert [(row["model_version"], row["task_id"]) for row in report["rows"]] == [(1, first), (2, second)]
-    cells = {(row["model_version"], cell["task_id"]): cell["accuracy"] for row in report["rows"] for cell in row["accuracy"]}
+    cells = {
+        (row["model_version"], cell["task_id"]): cell["accuracy"] for row in report["rows"] for cell in row["accuracy"]
+    }
     assert set(cells) == {(1, first), (2, first), (2, second)}
     r = report["matrix"]
     assert r == [[cells[1, first], None], [cells[2, first], cells[2, second]]]
@@ -96,10 +98,13 @@ def test_rollback_and_roll_forward_are_served_and_recorded(client, database_url,
 
     engine = create_engine(database_url)
     with engine.connect() as connection:
-        changes = connection.execute(text(
-            "SELECT f.number, t.number, a.reason FROM alias_changes a "
-            "JOIN model_versions t ON t.id = a.to_version_id "
-            "LEFT JOIN model_versions f ON f.id = a.from_version_id ORDER BY a.id")).all()
+        changes = connection.execute(
+            text(
+                "SELECT f.number, t.number, a.reason FROM alias_changes a "
+                "JOIN model_versions t ON t.id = a.to_version_id "
+                "LEFT JOIN model_versions f ON f.id = a.from_version_id ORDER BY a.id"
+            )
+        ).all()
     engine.dispose()
     assert [(c[0], c[1]) for c in changes] == [(None, 1), (1, 2), (2, 1), (1, 2)]
     assert changes[2][2] == "v2 forgot task 0"

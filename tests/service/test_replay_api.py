@@ -10,13 +10,19 @@ from app.db.tables import ModelVersion
 from app.registry.consolidation import read_consolidation
 
 
-def test_ewc_replay_tasks_store_a_bounded_memory_with_each_version(client, pmnist_files, teach, wait_for_job,
-                                                                   worker_thread, session_factory, store):
+def test_ewc_replay_tasks_store_a_bounded_memory_with_each_version(
+    client, pmnist_files, teach, wait_for_job, worker_thread, session_factory, store
+):
     with worker_thread():
         ids = []
         for path in pmnist_files:
-            answer = teach(path, model="rehearsed", strategy="ewc_replay",
-                           architecture_options='{"hidden": [32], "memory_size": 60}', ewc_lambda="auto")
+            answer = teach(
+                path,
+                model="rehearsed",
+                strategy="ewc_replay",
+                architecture_options='{"hidden": [32], "memory_size": 60}',
+                ewc_lambda="auto",
+            )
             assert answer.status_code == 202, answer.text
             ids.append(answer.json()["id"])
             job = wait_for_job(answer.json()["job_id"], timeout=120)
@@ -32,8 +38,9 @@ def test_ewc_replay_tasks_store_a_bounded_memory_with_each_version(client, pmnis
 
     with session_factory() as session:
         rows = session.scalars(select(ModelVersion).order_by(ModelVersion.number)).all()
-        payloads = [read_consolidation(store, row.consolidation_uri, row.consolidation_sha256, shapes={})
-                    for row in rows]
+        payloads = [
+            read_consolidation(store, row.consolidation_uri, row.consolidation_sha256, shapes={}) for row in rows
+        ]
     shares = []
     for (tensors, metadata), manifest in payloads:
         assert manifest is not None and manifest.memory is not None  # its own payload beside the task states

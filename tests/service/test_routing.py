@@ -18,8 +18,11 @@ def test_the_prediction_routes_are_lean_and_the_rest_keep_fastapis_handler(clien
     # sync endpoints (thread pool) and endpoints returning a model (FastAPI's serialisation) stay FastAPI's
     assert not lean["/v2/models/{name}"] and not lean["/v2/health/ready"] and not lean["/v2"]
     # on the app's own router, not an included one: matched once per request, not twice
-    assert [route.path for route in own] == ["/predict", "/v2/models/{name}/infer",
-                                             "/v2/models/{name}/versions/{version}/infer"]
+    assert [route.path for route in own] == [
+        "/predict",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+    ]
     # and at its head, before the documentation routes FastAPI adds first, matched on every request before them
     assert [route.path for route in client.app.router.routes[:3]] == [route.path for route in own]
     assert client.get("/openapi.json").status_code == 200 and client.get("/docs").status_code == 200

@@ -11,8 +11,12 @@ from app.jobs import state_machine
 from app.jobs.state_machine import ALLOWED, TERMINAL
 
 EXPECTED_MOVES = {
-    ("queued", "running"), ("queued", "cancelled"),
-    ("running", "succeeded"), ("running", "failed"), ("running", "cancelled"), ("running", "rejected"),
+    ("queued", "running"),
+    ("queued", "cancelled"),
+    ("running", "succeeded"),
+    ("running", "failed"),
+    ("running", "cancelled"),
+    ("running", "rejected"),
     ("running", "queued"),
 }
 
@@ -20,7 +24,7 @@ EXPECTED_MOVES = {
 def test_the_graph_is_the_documented_one():
     moves = {(source, target) for source, targets in ALLOWED.items() for target in targets}
     assert moves == EXPECTED_MOVES
-    assert TERMINAL == {"succeeded", "failed", "cancelled", "rejected"}
+    assert {"succeeded", "failed", "cancelled", "rejected"} == TERMINAL
 
 
 def put_in(session, job: Job, status: str) -> None:
@@ -83,8 +87,11 @@ def test_rejected_keeps_the_numbers_that_tripped_the_gate(session_factory, make_
         state_machine.start(session, job, "w", lease_seconds=30)
         state_machine.reject(session, job, "task 1: 0.950 -> 0.400")
         session.commit()
-        assert (job.status, job.error, session.get(Task, job.task_id).status) == \
-            ("rejected", "task 1: 0.950 -> 0.400", "rejected")
+        assert (job.status, job.error, session.get(Task, job.task_id).status) == (
+            "rejected",
+            "task 1: 0.950 -> 0.400",
+            "rejected",
+        )
 
 
 def test_lease_expiry_requeues_with_the_next_attempt_then_fails_after_the_last(session_factory, make_job, settings):

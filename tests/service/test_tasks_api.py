@@ -38,7 +38,9 @@ def test_two_tasks_give_two_history_entries(client, settings, pmnist_files, teac
     assert client.get("/tasks/999999").status_code == 404
 
 
-def test_forgetting_gate_rejects_an_update_that_forgets_and_promote_accepts_it(client, settings, tmp_path, teach, run_worker_once, pmnist_file):
+def test_forgetting_gate_rejects_an_update_that_forgets_and_promote_accepts_it(
+    client, settings, tmp_path, teach, run_worker_once, pmnist_file
+):
     """Fine-tuning a conflicting task (no EWC) under a tight gate: stored, not promoted, old version serves."""
     pmnist_files = [pmnist_file(index, n_train=400) for index in range(2)]
     first = teach(pmnist_files[0], epochs="10").json()  # learnt well enough to have something to lose
@@ -59,7 +61,9 @@ def test_forgetting_gate_rejects_an_update_that_forgets_and_promote_accepts_it(c
     verdict = versions[1]["validation"]
     assert verdict["passed"] is False and verdict["tripped_by"] == [str(first["id"])]
     assert verdict["max_forgetting"] == 0.0 and verdict["drops"][str(first["id"])] > 0.0
-    assert verdict["before"][str(first["id"])] - verdict["after"][str(first["id"])] == verdict["drops"][str(first["id"])]
+    assert (
+        verdict["before"][str(first["id"])] - verdict["after"][str(first["id"])] == verdict["drops"][str(first["id"])]
+    )
 
     # the rejected version is in the accuracy table too, but R and "current" follow what serves
     history = client.get(f"/tasks/{first['id']}/accuracy").json()
@@ -74,10 +78,18 @@ def test_forgetting_gate_rejects_an_update_that_forgets_and_promote_accepts_it(c
 
     promoted = client.post(f"/tasks/{second['id']}/promote")
     assert promoted.status_code == 200, promoted.text
-    assert promoted.json() == {"task_id": second["id"], "model": "m", "model_version": 2, "previous_version": 1,
-                               "status": "rejected"}  # the job keeps the gate's verdict; the alias moved
+    assert promoted.json() == {
+        "task_id": second["id"],
+        "model": "m",
+        "model_version": 2,
+        "previous_version": 1,
+        "status": "rejected",
+    }  # the job keeps the gate's verdict; the alias moved
     assert client.get("/models/m").json()["serving_version"] == 2
-    assert [(v["promoted"], v["serving"]) for v in client.get("/models/m/versions").json()] == [(True, False), (True, True)]
+    assert [(v["promoted"], v["serving"]) for v in client.get("/models/m/versions").json()] == [
+        (True, False),
+        (True, True),
+    ]
     assert client.post("/predict", json={"model": "m", "inputs": sample}).json()["model_version"] == 2  # no restart
     assert client.get("/models/m/accuracy").json()["matrix"][1][0] == history["history"][1]["accuracy"]
     assert client.post(f"/tasks/{second['id']}/promote").json()["previous_version"] == 2  # already serving: no-op
@@ -90,7 +102,9 @@ def test_promote_needs_a_trained_task(client, pmnist_files, teach):
     assert client.post("/tasks/99999/promote").status_code == 404
 
 
-def test_validation_data_never_leaks_into_reported_test_accuracy(client, settings, pmnist_files, teach, run_worker_once):
+def test_validation_data_never_leaks_into_reported_test_accuracy(
+    client, settings, pmnist_files, teach, run_worker_once
+):
     """The accuracy table is measured on the test split only: its n_test is the test split's size, and
     its accuracy is exactly what predicting the file's x_test gives; validation is stored apart."""
     data = np.load(pmnist_files[0])
@@ -104,7 +118,7 @@ def test_validation_data_never_leaks_into_reported_test_accuracy(client, setting
     entry = client.get(f"/tasks/{answer['id']}/accuracy").json()["history"][0]
     assert entry["n_test"] == dataset["n_test"]
     predictions = client.post("/predict", json={"model": "m", "inputs": data["x_test"].tolist()}).json()["predictions"]
-    measured = float(np.mean([p["label"] == y for p, y in zip(predictions, data["y_test"].tolist())]))
+    measured = float(np.mean([p["label"] == y for p, y in zip(predictions, data["y_test"].tolist(), strict=True)]))
     assert entry["accuracy"] == pytest.approx(measured, abs=1e-9)
 
     verdict = client.get("/models/m/versions").json()[0]["validation"]  # what the service chose with
@@ -140,14 +154,17 @@ def open_transactions(database_url: str) -> int:
     name = database_url.rsplit("/", 1)[1]
     admin = database_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as connection:
-        return connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND xact_start IS NOT "
-                                  "NULL AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
-                                  (name,)).fetchone()[0]
+        return connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND xact_start IS NOT "
+            "NULL AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchone()[0]
 
 
 @pytest.mark.parametrize("step", ["parse_dataset", "store_dataset"])
-def test_an_upload_holds_no_transaction_while_it_is_parsed_and_stored(step, database_url, client, teach, pmnist_file,
-                                                                      monkeypatch):
+def test_an_upload_holds_no_transaction_while_it_is_parsed_and_stored(
+    step, database_url, client, teach, pmnist_file, monkeypatch
+):
     """The upload is held inside ``step`` (an event, no timing); meanwhile no transaction is open, so
     another write (a key created through the API) goes through at once, and the upload then lands."""
     import threading

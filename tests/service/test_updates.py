@@ -26,14 +26,21 @@ def job_of(session_factory, job_id: int) -> Job:
 
 def versions_of(session_factory, model: str = "m") -> list[ModelVersion]:
     with session_factory() as session:
-        return list(session.scalars(select(ModelVersion).join(Model, ModelVersion.model_id == Model.id)
-                                    .where(Model.name == model).order_by(ModelVersion.number)))
+        return list(
+            session.scalars(
+                select(ModelVersion)
+                .join(Model, ModelVersion.model_id == Model.id)
+                .where(Model.name == model)
+                .order_by(ModelVersion.number)
+            )
+        )
 
 
 def accuracy_of(session_factory, version_id: int) -> dict[int, Accuracy]:
     with session_factory() as session:
-        return {row.task_id: row for row in session.scalars(select(Accuracy)
-                                                            .where(Accuracy.model_version_id == version_id))}
+        return {
+            row.task_id: row for row in session.scalars(select(Accuracy).where(Accuracy.model_version_id == version_id))
+        }
 
 
 def wait_until(predicate, timeout: float, what: str, poll: float = 0.1):
@@ -52,6 +59,7 @@ LONG_TRAINING = dict(n_train=2000, epochs=40, architecture_options='{"hidden": [
 
 def wait_for_training(session_factory, job_id: int, timeout: float = 90) -> None:
     """Until the job's worker reports the train phase; fails at once if the job ended first."""
+
     def training():
         job = job_of(session_factory, job_id)
         if job.status not in ("queued", "running"):
@@ -62,7 +70,8 @@ def wait_for_training(session_factory, job_id: int, timeout: float = 90) -> None
 
 
 def test_two_updates_make_two_versions_with_the_accuracy_of_every_learnt_task(
-        session_factory, submit_task, run_worker_once, store):
+    session_factory, submit_task, run_worker_once, store
+):
     first_task, first_job = submit_task(index=0)
     assert run_worker_once() == 1
     job = job_of(session_factory, first_job)
@@ -95,7 +104,8 @@ def test_two_updates_make_two_versions_with_the_accuracy_of_every_learnt_task(
 
 
 def test_the_forgetting_gate_stores_the_version_but_keeps_the_old_one_serving(
-        session_factory, submit_task, run_worker_once):
+    session_factory, submit_task, run_worker_once
+):
     """Fine-tuning a conflicting permutation (λ = 0) under a zero tolerance must forget task 0."""
     first_task, _ = submit_task(index=0, n_train=400, epochs=2, max_forgetting=0.0)
     assert run_worker_once() == 1
@@ -129,12 +139,14 @@ def test_a_cancel_request_stops_the_update_and_stores_nothing(session_factory, s
 
 
 def test_a_job_that_cannot_be_learnt_fails_with_the_reason_and_the_worker_goes_on(
-        session_factory, submit_task, run_worker_once, store):
+    session_factory, submit_task, run_worker_once, store
+):
     _, broken = submit_task(index=0)
     _, healthy = submit_task(model="other", index=1)
     with session_factory() as session:  # the dataset's artifact vanished from the store
         dataset = session.get(Task, session.get(Job, broken).task_id).dataset_id
         from app.db.tables import Dataset
+
         row = session.get(Dataset, dataset)
         row.artifact_uri = row.artifact_uri.replace(row.artifact_sha256, "f" * 64)
         row.artifact_sha256 = "f" * 64
@@ -162,10 +174,17 @@ sys.exit(run_worker(Settings(), threading.Event(), once=True, worker_id="crashin
 
 @pytest.mark.slow
 def test_a_crash_before_the_commit_leaves_no_half_version_and_the_job_is_retried(
-        settings, session_factory, submit_task, run_worker_once, worker_env):
+    settings, session_factory, submit_task, run_worker_once, worker_env
+):
     task_id, job_id = submit_task(index=0)
-    crashed = subprocess.run([sys.executable, "-c", CRASH_BEFORE_COMMIT], cwd=REPO_ROOT, env=worker_env(),
-                             capture_output=True, text=True, timeout=120)
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH_BEFORE_COMMIT],
+        cwd=REPO_ROOT,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert crashed.returncode == 17, crashed.stdout + crashed.stderr
     job = job_of(session_factory, job_id)
     assert job.status == "running" and job.lease_owner.startswith("crashing")
@@ -174,8 +193,11 @@ def test_a_crash_before_the_commit_leaves_no_half_version_and_the_job_is_retried
         assert session.scalar(select(func.count()).select_from(Accuracy)) == 0
 
     # the lease runs out; the next worker reaps the job and applies the update once
-    wait_until(lambda: utcnow() > job_of(session_factory, job_id).lease_expires_at, settings.lease_seconds + 5,
-               "the dead worker's lease to expire")
+    wait_until(
+        lambda: utcnow() > job_of(session_factory, job_id).lease_expires_at,
+        settings.lease_seconds + 5,
+        "the dead worker's lease to expire",
+    )
     assert run_worker_once() == 1
     job = job_of(session_factory, job_id)
     assert (job.status, job.attempt) == ("succeeded", 2)
@@ -185,7 +207,8 @@ def test_a_crash_before_the_commit_leaves_no_half_version_and_the_job_is_retried
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_training_is_replaced_and_the_update_lands_once(
-        settings, session_factory, submit_task, worker_processes):
+    settings, session_factory, submit_task, worker_processes
+):
     task_id, job_id = submit_task(index=0, **LONG_TRAINING)
     doomed = worker_processes("doomed")
     wait_for_training(session_factory, job_id)
@@ -196,8 +219,11 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_update_lands_once(
     assert job.status == "running" and job.lease_owner.startswith("doomed")
 
     survivor = worker_processes("survivor")
-    job = wait_until(lambda: (j := job_of(session_factory, job_id)).status in ("succeeded", "failed", "rejected")
-                     and j, 180, "the survivor to finish the job")
+    job = wait_until(
+        lambda: (j := job_of(session_factory, job_id)).status in ("succeeded", "failed", "rejected") and j,
+        180,
+        "the survivor to finish the job",
+    )
     assert job.status == "succeeded", job.error
     assert job.attempt == 2 and job.lease_owner.startswith("survivor")
     assert job.started_at >= killed_at  # restarted after the kill, from the parent, not resumed
@@ -210,22 +236,28 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_update_lands_once(
 
 @pytest.mark.slow
 def test_two_worker_processes_apply_a_models_updates_strictly_in_order(
-        settings, session_factory, submit_task, worker_processes):
+    settings, session_factory, submit_task, worker_processes
+):
     # about order, not the gate: alternating conflicting tasks may forget, so the gate is opened
     submitted = [submit_task(index=index % 2, n_train=150, max_forgetting=1.0) for index in range(4)]
     other_task, other_job = submit_task(model="other", index=1, n_train=150)
     workers = [worker_processes(f"w{index}") for index in range(2)]
     job_ids = [job_id for _, job_id in submitted] + [other_job]
-    wait_until(lambda: all(job_of(session_factory, job_id).status in ("succeeded", "failed", "rejected")
-                           for job_id in job_ids), 240, "every job to finish")
-    jobs = [job_of(session_factory, job_id) for job_id, in [(j,) for j in job_ids]]
+    wait_until(
+        lambda: all(
+            job_of(session_factory, job_id).status in ("succeeded", "failed", "rejected") for job_id in job_ids
+        ),
+        240,
+        "every job to finish",
+    )
+    jobs = [job_of(session_factory, job_id) for (job_id,) in [(j,) for j in job_ids]]
     assert [job.status for job in jobs] == ["succeeded"] * 5, [job.error for job in jobs]
-    for earlier, later in zip(jobs[:4], jobs[1:4]):
+    for earlier, later in zip(jobs[:4], jobs[1:4], strict=True):
         assert later.started_at >= earlier.finished_at  # the next update began after the previous ended
     versions = versions_of(session_factory)
     assert [version.task_id for version in versions] == [task_id for task_id, _ in submitted]
     assert [version.parent_id for version in versions] == [None] + [version.id for version in versions[:-1]]
-    for version, learnt in zip(versions, range(1, 5)):
+    for version, learnt in zip(versions, range(1, 5), strict=True):
         assert len(accuracy_of(session_factory, version.id)) == len({task for task, _ in submitted[:learnt]})
     [other_version] = versions_of(session_factory, "other")
     assert other_version.task_id == other_task
@@ -248,8 +280,9 @@ def test_the_embedded_worker_thread_learns_queued_tasks_and_stops_on_request(set
 
 
 @pytest.mark.slow
-def test_sigterm_hands_the_running_job_back_to_the_queue_and_exits_cleanly(session_factory, submit_task,
-                                                                         worker_processes):
+def test_sigterm_hands_the_running_job_back_to_the_queue_and_exits_cleanly(
+    session_factory, submit_task, worker_processes
+):
     _, job_id = submit_task(index=0, **LONG_TRAINING)
     worker = worker_processes("stopping")
     wait_for_training(session_factory, job_id)
@@ -273,8 +306,9 @@ def test_the_torch_threads_setting_limits_the_workers_cpu_threads(settings, run_
         torch.set_num_threads(before)
 
 
-def test_the_fisher_samples_setting_bounds_the_estimate_and_is_recorded(settings, session_factory, submit_task,
-                                                                        run_worker_once):
+def test_the_fisher_samples_setting_bounds_the_estimate_and_is_recorded(
+    settings, session_factory, submit_task, run_worker_once
+):
     submit_task(index=0, n_train=200)
     assert run_worker_once(settings.model_copy(update={"fisher_samples": 50})) == 1
     [version] = versions_of(session_factory)
@@ -283,7 +317,8 @@ def test_the_fisher_samples_setting_bounds_the_estimate_and_is_recorded(settings
 
 @pytest.mark.slow
 def test_fifty_concurrent_uploads_to_one_model_become_fifty_versions_in_submission_order(
-        session_factory, client, api_replica, worker_processes, pmnist_file):
+    session_factory, client, api_replica, worker_processes, pmnist_file
+):
     """50 uploads at once over real HTTP (a thread each) to one new model, two worker processes: none
     lost, none failed, and the k-th job the service accepted (job ids are the commit order of the
     submissions) produced version k, learnt from version k - 1."""
@@ -292,15 +327,23 @@ def test_fifty_concurrent_uploads_to_one_model_become_fifty_versions_in_submissi
     import httpx
 
     files = [pmnist_file(index, n_train=60, n_test=20) for index in range(5)]
-    form = {"model": "busy", "strategy": "finetune", "ewc_lambda": "0", "epochs": "1", "max_forgetting": "1",
-            "architecture_options": '{"hidden": [16]}'}
+    form = {
+        "model": "busy",
+        "strategy": "finetune",
+        "ewc_lambda": "0",
+        "epochs": "1",
+        "max_forgetting": "1",
+        "architecture_options": '{"hidden": [16]}',
+    }
 
     def submit(k: int) -> dict:
         path = files[k % len(files)]
-        with httpx.Client(base_url=f"http://{api_replica}", timeout=120,
-                          headers={"Authorization": f"Bearer {client.api_key}"}) as http:
-            answer = http.post("/tasks", data={**form, "name": f"upload {k}"},
-                               files={"file": (path.name, path.read_bytes())})
+        with httpx.Client(
+            base_url=f"http://{api_replica}", timeout=120, headers={"Authorization": f"Bearer {client.api_key}"}
+        ) as http:
+            answer = http.post(
+                "/tasks", data={**form, "name": f"upload {k}"}, files={"file": (path.name, path.read_bytes())}
+            )
         assert answer.status_code == 202, answer.text
         return answer.json()
 
@@ -309,15 +352,18 @@ def test_fifty_concurrent_uploads_to_one_model_become_fifty_versions_in_submissi
         submitted = list(pool.map(submit, range(50)))
     job_ids = sorted(task["job_id"] for task in submitted)
     assert len(set(job_ids)) == 50
-    wait_until(lambda: all(job_of(session_factory, job_id).status not in ("queued", "running") for job_id in job_ids),
-               600, "every job to finish")
+    wait_until(
+        lambda: all(job_of(session_factory, job_id).status not in ("queued", "running") for job_id in job_ids),
+        600,
+        "every job to finish",
+    )
     jobs = [job_of(session_factory, job_id) for job_id in job_ids]
     assert [job.status for job in jobs] == ["succeeded"] * 50, [job.error for job in jobs if job.error]
     versions = versions_of(session_factory, "busy")
     assert [version.number for version in versions] == list(range(1, 51))
     assert [version.task_id for version in versions] == [job.task_id for job in jobs]  # version k = k-th job
     assert [version.parent_id for version in versions] == [None] + [version.id for version in versions[:-1]]
-    for earlier, later in zip(jobs, jobs[1:]):
+    for earlier, later in zip(jobs, jobs[1:], strict=True):
         assert later.started_at >= earlier.finished_at
     for process in workers:
         process.send_signal(signal.SIGTERM)

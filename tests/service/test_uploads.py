@@ -28,17 +28,20 @@ def test_a_folder_is_zipped_with_relative_names_and_hidden_files_skipped(tmp_pat
     assert zip_folder(folder, buffer) == 5
     with zipfile.ZipFile(buffer) as archive:
         members = {info.filename: info.compress_type for info in archive.infolist()}
-    assert members == {"0/000.png": zipfile.ZIP_STORED, "0/001.png": zipfile.ZIP_STORED,
-                       "1/002.png": zipfile.ZIP_STORED, "1/003.png": zipfile.ZIP_STORED,
-                       "notes.txt": zipfile.ZIP_DEFLATED}
+    assert members == {
+        "0/000.png": zipfile.ZIP_STORED,
+        "0/001.png": zipfile.ZIP_STORED,
+        "1/002.png": zipfile.ZIP_STORED,
+        "1/003.png": zipfile.ZIP_STORED,
+        "notes.txt": zipfile.ZIP_DEFLATED,
+    }
 
     with zipped_folder(folder) as archive:
         assert archive.exists() and zipfile.is_zipfile(archive)
     assert not archive.exists()  # the temporary zip is gone
     (tmp_path / "empty" / ".hidden").mkdir(parents=True)
-    with pytest.raises(UploadError, match="no files"):
-        with zipped_folder(tmp_path / "empty"):
-            pass
+    with pytest.raises(UploadError, match="no files"), zipped_folder(tmp_path / "empty"):
+        pass
 
 
 def test_progress_reports_every_byte_and_restarts_on_rewind(tmp_path):
@@ -58,8 +61,11 @@ def test_progress_reports_every_byte_and_restarts_on_rewind(tmp_path):
 def test_a_folder_is_taught_through_the_api_with_upload_progress(client, settings, tmp_path, run_worker_once):
     folder = image_folder(tmp_path / "digits")
     sent = []
-    with teach_body(folder, {"model": "u", "name": "folder", **FORM, "lr": None},
-                    progress=lambda done, total: sent.append((done, total))) as body:
+    with teach_body(
+        folder,
+        {"model": "u", "name": "folder", **FORM, "lr": None},
+        progress=lambda done, total: sent.append((done, total)),
+    ) as body:
         assert "lr" not in body["data"] and body["files"]["file"][0] == "digits.zip"
         answer = client.post("/tasks", **body)
     assert answer.status_code == 202, answer.text

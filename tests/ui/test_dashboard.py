@@ -29,8 +29,9 @@ def chromium() -> str:
 
 def teach(api: httpx.Client, path: Path, name: str, **fields) -> int:
     with open(path, "rb") as upload:
-        response = api.post("/tasks", data={"model": "m", "name": name, **FORM, **fields},
-                            files={"file": (path.name, upload)})
+        response = api.post(
+            "/tasks", data={"model": "m", "name": name, **FORM, **fields}, files={"file": (path.name, upload)}
+        )
     assert response.status_code == 202, response.text
     return response.json()["job_id"]
 
@@ -48,9 +49,11 @@ def test_dashboard_shows_the_accuracy_matrix_live_and_rolls_back(tmp_path, pmnis
     executable = chromium()
     tasks = [pmnist_file(k, n_train=600, n_test=100) for k in range(3)]
     env = {"RETAIN_DEVICE": "cpu", "RETAIN_POLL_INTERVAL": "0.1", "RETAIN_PROGRESS_INTERVAL": "0.2"}
-    with LocalServer(tmp_path / "service", extra_env=env) as server, \
-            httpx.Client(base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {server.api_key}"}) as api, \
-            sync_api.sync_playwright() as playwright:
+    with (
+        LocalServer(tmp_path / "service", extra_env=env) as server,
+        httpx.Client(base_url=server.url, timeout=60, headers={"Authorization": f"Bearer {server.api_key}"}) as api,
+        sync_api.sync_playwright() as playwright,
+    ):
         assert finished(api, teach(api, tasks[0], "pmnist-0", max_forgetting="1"))["status"] == "succeeded"
         browser = playwright.chromium.launch(executable_path=executable, headless=True)
         page = browser.new_page(viewport={"width": 1440, "height": 960})
@@ -71,18 +74,26 @@ def test_dashboard_shows_the_accuracy_matrix_live_and_rolls_back(tmp_path, pmnis
         job_b = teach(api, tasks[1], "pmnist-1")
         expect(page.locator(f'#jobs li[data-job-id="{job_b}"]')).to_be_visible()
         assert finished(api, job_b)["status"] == "succeeded"
-        job_c = teach(api, tasks[2], "pmnist-2", strategy="finetune", max_forgetting="0")  # the gate is read when C runs
+        job_c = teach(
+            api, tasks[2], "pmnist-2", strategy="finetune", max_forgetting="0"
+        )  # the gate is read when C runs
         assert finished(api, job_c)["status"] == "rejected"  # fine-tuning on a conflicting task forgets
         expect(page.locator(f'#jobs li[data-job-id="{job_c}"]')).to_have_attribute("data-status", "rejected")
         expect(page.locator("#heatmap .row")).to_have_count(3)
 
         matrix = api.get("/models/m/accuracy").json()
-        shown = page.eval_on_selector_all("#heatmap .cell", """cells => cells.map(c => [
-            Number(c.dataset.version), Number(c.dataset.task), c.dataset.accuracy, c.querySelector('.value').textContent])""")
+        shown = page.eval_on_selector_all(
+            "#heatmap .cell",
+            """cells => cells.map(c => [
+            Number(c.dataset.version), Number(c.dataset.task), c.dataset.accuracy, c.querySelector('.value').textContent])""",
+        )
         expected = [(row["model_version"], task["task_id"]) for row in matrix["rows"] for task in matrix["tasks"]]
         assert [(version, task) for version, task, _, _ in shown] == expected
-        values = {(row["model_version"], cell["task_id"]): cell["accuracy"] for row in matrix["rows"]
-                  for cell in row["accuracy"]}
+        values = {
+            (row["model_version"], cell["task_id"]): cell["accuracy"]
+            for row in matrix["rows"]
+            for cell in row["accuracy"]
+        }
         for version, task, raw, text in shown:
             if (version, task) in values:
                 assert float(raw) == values[(version, task)] and text == f"{values[(version, task)]:.3f}"

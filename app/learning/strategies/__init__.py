@@ -6,14 +6,30 @@ Importing this package registers the library's strategies, in this order: ``ewc`
 """
 
 from app.learning.strategies.base import (
-    Strategy, family_names, family_strategy, options_of_other_families, register, strategy_class, strategy_names,
+    Strategy,
+    family_names,
+    family_strategy,
+    options_of_other_families,
+    register,
+    strategy_class,
+    strategy_names,
 )
+from app.learning.strategies.ccll import CCLL
 from app.learning.strategies.ewc import EWC
 from app.learning.strategies.finetune import Finetune
 from app.learning.strategies.replay import EWCReplay, Replay
-from app.learning.strategies.ccll import CCLL  # noqa: I001  (registration order: ewc, finetune, replay, ewc_replay, ccll)
 
 __all__ = [
-    "Strategy", "EWC", "Finetune", "Replay", "EWCReplay", "CCLL", "register", "strategy_class", "strategy_names", "family_names",
-    "family_strategy", "options_of_other_families",
+    "Strategy",
+    "EWC",
+    "Finetune",
+    "Replay",
+    "EWCReplay",
+    "CCLL",
+    "register",
+    "strategy_class",
+    "strategy_names",
+    "family_names",
+    "family_strategy",
+    "options_of_other_families",
 ]

@@ -64,8 +64,10 @@ class Strategy:
     def check_applies(self, learner: Learner) -> None:
         """Refuse, before anything changes, an update this learner cannot take."""
         if self.family != learner.family:
-            raise ValueError(f"strategy {self.name!r} does not apply to a {learner.family} model "
-                             f"(allowed: {', '.join(strategy_names(learner.family))})")
+            raise ValueError(
+                f"strategy {self.name!r} does not apply to a {learner.family} model "
+                f"(allowed: {', '.join(strategy_names(learner.family))})"
+            )
         self.check_architecture(learner.architecture)
 
     # ------------------------------------------------------------------- the network
@@ -83,8 +85,9 @@ class Strategy:
         the number of parameters added."""
         raise NotImplementedError
 
-    def training_set(self, learner: Learner, task_key: str, x: torch.Tensor,
-                     labels: list) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_set(
+        self, learner: Learner, task_key: str, x: torch.Tensor, labels: list
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and target indices to train on: the task's own samples."""
         return x, learner.targets(labels, task_key)
 
@@ -106,8 +109,15 @@ class Strategy:
         return {}
 
     # ------------------------------------------------------------------ 3. consolidate
-    def consolidate(self, learner: Learner, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-                    on_chunk: Callable[[int, int], None] | None = None) -> dict:
+    def consolidate(
+        self,
+        learner: Learner,
+        task_key: str,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        config: TrainConfig,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> dict:
         """After training: keep what the next updates need; return the Fisher recipe ({} if none)."""
         return {}
 

@@ -53,8 +53,15 @@ class CCLL(Strategy):
     def train_forward(self, network: nn.Module, task_key: str) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda x: network(x, task_key)
 
-    def consolidate(self, learner: Learner, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-                    on_chunk: Callable[[int, int], None] | None = None) -> dict:
+    def consolidate(
+        self,
+        learner: Learner,
+        task_key: str,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        config: TrainConfig,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> dict:
         learner.network.refresh_statistics(task_key, x.split(config.batch_size))
         return {}
 

@@ -30,7 +30,6 @@ from app.learning.memory import RehearsalMemory
 from app.learning.models import grow_head
 from app.learning.strategies.base import Learner, StepHooks, Strategy, register
 
-
 DEFAULT_MEMORY_SIZE = 1000  # samples a replay model keeps in all (README, "Rehearsal")
 
 
@@ -82,15 +81,28 @@ class EWC(Strategy):
         return {"add_penalty_gradient": learner.consolidation.penalty_gradient(network, ewc_lambda)}
 
     @torch.no_grad()
-    def consolidate(self, learner: Learner, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-                    on_chunk: Callable[[int, int], None] | None = None) -> dict:
+    def consolidate(
+        self,
+        learner: Learner,
+        task_key: str,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        config: TrainConfig,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> dict:
         """Store the task's Fisher, estimated on a seeded sample of its training data, with its anchor."""
         fisher_config = learner.ewc.fisher
         generator = torch.Generator().manual_seed(config.seed)
         index = torch.randperm(len(x), generator=generator)[: fisher_config.max_samples].to(x.device)
         with torch.enable_grad():
-            fisher = diagonal_fisher(learner.network, x[index], y[index], label_mode=fisher_config.label_mode,
-                                     chunk_size=fisher_config.chunk_size, on_chunk=on_chunk)
+            fisher = diagonal_fisher(
+                learner.network,
+                x[index],
+                y[index],
+                label_mode=fisher_config.label_mode,
+                chunk_size=fisher_config.chunk_size,
+                on_chunk=on_chunk,
+            )
         anchor = {name: p.detach() for name, p in learner.network.named_parameters()}
         learner.consolidation.consolidate(task_key, fisher, anchor)
         return learner.ewc.recipe(len(index))
@@ -99,8 +111,9 @@ class EWC(Strategy):
         logits = network(x)
         if task_key is None:
             return logits
-        columns = torch.tensor([learner.labels.index(label) for label in learner.task_labels[task_key]],
-                               device=logits.device)
+        columns = torch.tensor(
+            [learner.labels.index(label) for label in learner.task_labels[task_key]], device=logits.device
+        )
         return logits.index_select(1, columns)
 
     def init_state(self, learner: Learner) -> None:
@@ -123,10 +136,14 @@ class EWC(Strategy):
             learner.consolidation = learner.memory = None
             return
         consolidated = {name: t for name, t in tensors.items() if not name.startswith(MEMORY_PREFIX)}
-        learner.consolidation = Consolidation.from_tensors(consolidated, metadata["mode"], metadata["gamma"],
-                                                           metadata["order"])
-        learner.memory = (RehearsalMemory.from_tensors(tensors, metadata["memory"]) if "memory" in metadata
-                          else RehearsalMemory(_memory_size(learner)))
+        learner.consolidation = Consolidation.from_tensors(
+            consolidated, metadata["mode"], metadata["gamma"], metadata["order"]
+        )
+        learner.memory = (
+            RehearsalMemory.from_tensors(tensors, metadata["memory"])
+            if "memory" in metadata
+            else RehearsalMemory(_memory_size(learner))
+        )
 
 
 def _memory_size(learner: Learner) -> int:

@@ -43,8 +43,15 @@ class Replay(Finetune):
             hooks["replay_batch"] = learner.memory.sampler(config.replay_batch_size, config.seed)
         return hooks
 
-    def consolidate(self, learner: Learner, task_key: str, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-                    on_chunk: Callable[[int, int], None] | None = None) -> dict:
+    def consolidate(
+        self,
+        learner: Learner,
+        task_key: str,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        config: TrainConfig,
+        on_chunk: Callable[[int, int], None] | None = None,
+    ) -> dict:
         """The family's consolidation (Fisher + anchor), then the task's share of the memory."""
         recipe = super().consolidate(learner, task_key, x, y, config, on_chunk)
         learner.memory.add_task(task_key, x, y, seed=config.seed)
