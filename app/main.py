@@ -2,7 +2,8 @@
 
 Builds the FastAPI app from the settings: the engine, the artifact store and the learner cache
 are made once here and kept on ``app.state``, where the typed dependencies of app/deps.py find
-them (routes never read ``app.state`` themselves); the lifespan migrates the embedded SQLite database and starts the embedded worker thread when the settings say so
+them (routes never read ``app.state`` themselves); the lifespan migrates the embedded SQLite
+database and starts the embedded worker thread when the settings say so
 (the default, so one command gives a service that trains), and stops it on shutdown.
 Domain errors raised by the services become HTTP answers in one handler here.
 """
@@ -34,8 +35,8 @@ from app.openapi import document_common_answers
 from app.predict.batching import DynamicBatcher
 from app.predict.cache import LearnerCache
 from app.predict.router import add_prediction_routes, oip_router
+from app.predict.served_versions import ServingDirectory
 from app.predict.service import Serving
-from app.predict.serving import ServingDirectory
 from app.registry.router import artifacts_router
 from app.registry.router import router as registry_router
 from app.settings import Settings, get_settings

@@ -3,7 +3,8 @@
 Takes the JSON of GET /models/{name}/accuracy as it is (a client-side renderer: Pillow only, no
 server modules, no torch). Rows are versions, columns tasks; each cell holds its test accuracy to
 three decimals as the CLI prints it; the serving version is outlined and starred; versions the
-forgetting gate rejected are labelled, framed in red and hatched along the bottom. The colours are the dashboard's (app/ui/static).
+forgetting gate rejected are labelled, framed in red and hatched along the bottom. The colours
+are the dashboard's (app/ui/static).
 """
 
 from __future__ import annotations

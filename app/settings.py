@@ -140,7 +140,7 @@ class Settings(BaseSettings):
     )
     predict_cache_size: int = Field(8, ge=1, description="model versions kept loaded for prediction")
 
-    # Serving (app/predict/batching.py, app/predict/serving.py)
+    # Serving (app/predict/batching.py, app.predict.served_versions.py)
     serving_threads: int = Field(
         1,
         ge=1,
@@ -168,7 +168,7 @@ class Settings(BaseSettings):
     )
     split_seed: int = Field(0, description="seed of the train/validation/test split of uploads")
 
-    # Data by reference (POST /tasks with uri=...; app/datasets/references.py)
+    # Data by reference (POST /tasks with uri=...; app.datasets.data_uris.py)
     data_roots: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="comma-separated folders and s3:// (or, with allow_http_data, http(s)://) "

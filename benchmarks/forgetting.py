@@ -552,7 +552,8 @@ def main() -> None:
             if "seconds_ratio_mean" in o:
                 line += (
                     f"; {o['search_seconds_total']:.1f} s vs {o['plain_seconds_total']:.1f} s for plain updates "
-                    f"of the same tasks at fine-tuning's speed ({o['search_seconds_total'] / o['plain_seconds_total']:.2f}×)"
+                    f"of the same tasks at fine-tuning's speed "
+                    f"({o['search_seconds_total'] / o['plain_seconds_total']:.2f}×)"
                 )
             console.print(line)
     if args.json:

@@ -30,7 +30,7 @@ from baselines import fisher_batch_mean_shortcut, fisher_per_sample_loop
 from common import SHARED_DATA, console, input_scale_for, load_tasks, progress_bar, write_json
 
 from app.learning import ContinualLearner, EWCConfig, FisherConfig, TrainConfig
-from app.learning.ewc import Consolidation
+from app.learning.ewc_penalty import Consolidation
 from app.learning.fisher import diagonal_fisher
 from app.learning.models import build_model
 from app.learning.state import to_safetensors_bytes
@@ -157,7 +157,10 @@ def fisher_speeds(arch: str, x: torch.Tensor, y: torch.Tensor, n: int, label_mod
     )
     # The shortcut estimates the empirical Fisher; compare its mass with the per-sample empirical one.
     empirical = fishers["vmap"] if label_mode == "empirical" else diagonal_fisher(model, x, y, label_mode="empirical")
-    mass = lambda f: sum(float(t.sum()) for t in f.values())  # noqa: E731
+
+    def mass(f):
+        return sum(float(t.sum()) for t in f.values())
+
     return {
         "label_mode": label_mode,
         "n_samples": n,

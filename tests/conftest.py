@@ -47,6 +47,7 @@ Fixtures
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -237,10 +238,8 @@ def private_postgres():
         yield server
     finally:
         _dispose(server.url)
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # never started, or already stopped
             server.stop()
-        except subprocess.CalledProcessError:  # never started, or already stopped
-            pass
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -487,7 +486,7 @@ def s3_endpoint(tmp_path_factory):
     pytest.importorskip("moto.server", reason="moto is not installed (pip install 'moto[server]')")
     pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'retain[s3]')")
     port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115 -- open while the server runs
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
     )

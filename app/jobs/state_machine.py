@@ -95,7 +95,8 @@ def cancel(session: Session, job: Job, reason: str) -> None:
 def expire_lease(session: Session, job: Job, lost: str | None = None) -> JobStatus:
     """A running job whose worker stopped heartbeating (or, ``lost``, one of the processes of its
     update died): retry it (attempt + 1), or fail it after ``max_attempts`` tries. Returns the new status."""
-    lost = f"{lost or f'worker {job.lease_owner} stopped renewing its lease'} (attempt {job.attempt} of {job.max_attempts})"
+    reason = lost or f"worker {job.lease_owner} stopped renewing its lease"
+    lost = f"{reason} (attempt {job.attempt} of {job.max_attempts})"
     if job.cancel_requested:  # the user asked to stop it: a lost worker is no reason to run it again
         transition(session, job, JobStatus.CANCELLED, error=f"{lost}; cancel had been requested, so not retried")
         job.progress = counted(job.progress, LEASE_EXPIRIES)

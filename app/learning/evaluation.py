@@ -61,7 +61,7 @@ def accuracy_matrix_metrics(matrix: Sequence[Sequence[float | None]]) -> dict:
         if last[j] is None or matrix[j][j] is None:
             continue
         bwt_terms.append(last[j] - matrix[j][j])
-        earlier = [matrix[l][j] for l in range(j, n - 1) if matrix[l][j] is not None]
+        earlier = [matrix[i][j] for i in range(j, n - 1) if matrix[i][j] is not None]
         forgetting.append(max(earlier) - last[j])
     return {
         "average_accuracy": average,

@@ -38,7 +38,7 @@ from torch import nn
 from app.learning.config import EWCConfig, TrainConfig
 from app.learning.data import Label, TaskData, as_samples, plain_label, plain_labels, unique_in_order
 from app.learning.evaluation import Evaluation, evaluate_logits
-from app.learning.ewc import Consolidation
+from app.learning.ewc_penalty import Consolidation
 from app.learning.lambda_search import constrained_score, search_cost, successive_halving
 from app.learning.memory import RehearsalMemory
 from app.learning.models import build_model
@@ -333,9 +333,13 @@ class ContinualLearner:
         # The budget: the floor, then early stopping on every learnt task's validation score (the
         # constrained mean the λ search ranks by), up to the cap; no validation data, the floor only.
         max_drop = self.ewc.max_old_task_drop
-        score = lambda network: constrained_score(  # noqa: E731
-            {key: self._validation_accuracy(network, key, data) for key, data in validation.items()}, before, max_drop
-        )
+
+        def score(network):
+            return constrained_score(
+                {key: self._validation_accuracy(network, key, data) for key, data in validation.items()},
+                before,
+                max_drop,
+            )
 
         def on_step(loss: float, n: int) -> None:
             reporter.epochs = trainer.epochs  # early stopping adds epochs above the floor

@@ -4,7 +4,7 @@ Every model ends in ``head: nn.Linear`` over the label vocabulary, so a task tha
 labels grows the head (``grow_head``) and leaves every old output row exactly as it was.
 The default models have no BatchNorm: EWC protects parameters, not running statistics, so a
 BatchNorm layer would drift with every task however large λ is (resnet18 keeps its
-BatchNorm, as torchvision builds it; see ``app.learning.ewc``).
+BatchNorm, as torchvision builds it; see ``app.learning.ewc_penalty``).
 
 The convolutional models expose ``feature_blocks`` / ``features`` / ``feature_dim``, the
 hooks CCLL calibrates (``app.learning.calibration``).

@@ -62,7 +62,7 @@ StepCallback = Callable[[float, int], None]  # (batch loss, batch size)
 class Trainer:
     """Mini-batch training of ``parameters`` through ``forward`` on (x, y), resumable by steps.
 
-    The EWC penalty enters one of two ways (see ``app.learning.ewc``): ``add_penalty_gradient``
+    The EWC penalty enters one of two ways (see ``app.learning.ewc_penalty``): ``add_penalty_gradient``
     runs after the task loss's backward pass and adds the penalty's gradient to ``.grad``
     (Adam); ``after_step`` runs after the optimizer step and applies the penalty's proximal
     step (SGD).

@@ -34,7 +34,7 @@ from typing_extensions import TypedDict
 
 from app.errors import DomainError, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from app.learning import Prediction
-from app.predict.routing import ServingRoute
+from app.predict.lean_route import ServingRoute
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()  # as ASGI carries header names

@@ -16,7 +16,7 @@ from app import health
 from app.auth.deps import PredictKey
 from app.deps import EngineDep, ServingDep, SessionDep
 from app.predict import oip, service
-from app.predict.routing import ServingRoute
+from app.predict.lean_route import ServingRoute
 from app.predict.schemas import InferOut, ModelMetadataOut, PredictIn, PredictOut
 
 OIP_TAGS = ["open inference protocol"]

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from app.learning.ewc import pad_to
+from app.learning.ewc_penalty import pad_to
 from app.learning.memory import PREFIX as MEMORY_PREFIX
 from app.storage.artifacts import ArtifactRef, ArtifactStore
 

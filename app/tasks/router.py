@@ -10,8 +10,8 @@ from app.auth.deps import AdminKey, PredictKey, TrainKey
 from app.deps import INT64_MAX, RowId, SessionDep, SettingsDep, StoreDep, WriteSessionDep
 from app.errors import InvalidInput
 from app.tasks import service
-from app.tasks.references import submit_reference
 from app.tasks.schemas import PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
+from app.tasks.submit_by_uri import submit_reference
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -43,7 +43,10 @@ BAD_UPLOAD = {
         "content": {
             "application/json": {
                 "example": {
-                    "detail": "model 'm' takes its input shape from its first task, whose data is read by job 4 (still queued or running)"
+                    "detail": (
+                        "model 'm' takes its input shape from its first task, whose data is read by job 4 "
+                        "(still queued or running)"
+                    )
                 }
             }
         },
@@ -58,7 +61,10 @@ BAD_UPLOAD = {
         "content": {
             "application/json": {
                 "example": {
-                    "detail": "model 'm' has 100 unfinished jobs; the limit is 100 (max_queued_per_model): retry once some have run"
+                    "detail": (
+                        "model 'm' has 100 unfinished jobs; the limit is 100 (max_queued_per_model): "
+                        "retry once some have run"
+                    )
                 }
             }
         },

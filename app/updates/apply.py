@@ -18,7 +18,8 @@
    version unpromoted and end the job `rejected` with the numbers.
 
 A crash anywhere before the commit leaves no version row (at most unreferenced artifacts, which
-garbage collection removes later: app/registry/collection.py) and the job is retried when its lease expires; after the commit it is done. A worker that
+garbage collection removes later: app/registry/collection.py) and the job is retried when its
+lease expires; after the commit it is done. A worker that
 lost its lease cannot commit (the ownership check and ``UNIQUE(model_versions.task_id)``),
 so a retried job yields exactly one version.
 """
@@ -49,7 +50,7 @@ from app.updates.gate import GateDecision, forgetting_gate
 from app.updates.learn import learn_and_evaluate
 from app.updates.lease import LeaseKeeper
 from app.updates.ranks import RankLost, learn_across_processes
-from app.updates.reference import is_unread_reference, read_referenced_dataset
+from app.updates.read_by_uri import is_unread_reference, read_referenced_dataset
 from app.updates.retry import with_retries
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ def _write_tasks(directory: Path, n_tasks: int, shape: tuple[int, ...]) -> None:
     for k in range(n_tasks):
         permutation = rng.permutation(width)
 
-        def sample(n):
+        def sample(n, permutation=permutation):
             y = rng.integers(0, 3, n)
             x = rng.normal(0, 0.1, (n, width)).astype(np.float32)
             for c in range(3):
@@ -67,7 +67,7 @@ def test_sweep_reports_every_method_with_the_issue_schema(tmp_path, shape):
     result = _run(tmp_path, "--n-tasks", "2", "--lambda", "0,100")
 
     assert set(result["methods"]) == {"finetune", "ewc_separate", "ewc_online", "joint"}
-    for method, r in result["methods"].items():
+    for _method, r in result["methods"].items():
         assert {"lambda", "matrix", "avg_acc", "bwt", "task0_initial", "task0_final", "train_seconds"} <= set(r)
         assert len(r["matrix"]) == 2 and r["matrix"][0][1] is None
         assert r["avg_acc"] == pytest.approx(sum(r["matrix"][-1]) / 2)
@@ -259,7 +259,7 @@ def test_the_budget_rule_and_the_last_updates_cost_are_recorded(tmp_path):
     _write_tasks(tmp_path, 2, (12,))
     methods = "finetune,ewc_separate,ewc_replay,joint"
     exact = _run(tmp_path, "--lambda", "auto", "--methods", methods, "--memory-size", "20", "--patience", "0")
-    for method, r in exact["methods"].items():
+    for _method, r in exact["methods"].items():
         budget = r["updates"][-1]["budget"]
         assert budget["epochs_run"] == budget["epochs_trained"] == budget["floor_epochs"] == 1  # the floor exactly
         assert r["last_update_cost"]["gradients"] == budget["steps_run"] * 16

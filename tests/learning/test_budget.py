@@ -27,7 +27,10 @@ def test_a_replaying_update_has_its_own_floor():
     assert config.epochs_for(1295) == 16 and config.epochs_for(1295, replaying=True) == 4
     assert TrainConfig(epochs=4, replay_min_steps=320, batch_size=64).epochs_for(1295, replaying=True) == 8
     layer = torch.nn.Linear(2, 2)
-    replay = lambda: (torch.zeros(32, 2), torch.zeros(32, dtype=torch.long))  # noqa: E731
+
+    def replay():
+        return (torch.zeros(32, 2), torch.zeros(32, dtype=torch.long))
+
     trainer = Trainer(
         layer,
         list(layer.parameters()),
@@ -43,7 +46,10 @@ def test_the_search_ranks_a_candidate_that_drops_an_old_task_after_one_that_keep
     # λ=1 has the best mean but drops the old task by 0.10; λ=10 keeps it within the bound.
     quality = {1: {"old": 0.80, "new": 0.99}, 10: {"old": 0.89, "new": 0.85}, 100: {"old": 0.90, "new": 0.60}}
     start, advance = (lambda value: {"value": value}), (lambda candidate, n: None)
-    score = lambda candidate: quality[candidate["value"]]  # noqa: E731
+
+    def score(candidate):
+        return quality[candidate["value"]]
+
     winner, _ = successive_halving([1, 10, 100], start, advance, score, 8, before={"old": 0.90}, max_drop=0.02)
     assert winner.value == 10
     plain, _ = successive_halving([1, 10, 100], start, advance, score, 8, before={"old": 0.90}, max_drop=1.0)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from app.learning.ewc import Consolidation
+from app.learning.ewc_penalty import Consolidation
 from app.learning.models import build_model, grow_head
 
 

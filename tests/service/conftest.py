@@ -103,7 +103,7 @@ def api_replica(settings):
         assert thread.is_alive() and time.monotonic() < deadline, "the replica did not start"
         time.sleep(0.02)
     try:
-        yield "127.0.0.1:%d" % listener.getsockname()[1]
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(30)

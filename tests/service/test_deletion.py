@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from app.db.session import get_engine
 from app.db.tables import Accuracy, AliasChange, Dataset, Job, Model, ModelVersion, Task
 from app.errors import NotFound
-from app.predict.serving import ServingDirectory
+from app.predict.served_versions import ServingDirectory
 from app.registry.versions import load_for_update
 
 

@@ -42,17 +42,20 @@ def test_metrics_follow_requests_predictions_updates_and_rollback(
     after = scrape(client)
 
     # HTTP: route templates, never raw paths
-    requests = lambda route, status, s=after: value(
-        s, "retain_http_requests_total", method="GET", route=route, status=status
-    )
+    def requests(route, status, s=after):
+        return value(s, "retain_http_requests_total", method="GET", route=route, status=status)
+
     assert requests("/models/{name}/accuracy", "200") >= 1 and requests("/models/{name}/accuracy", "404") >= 1
     assert requests("unmatched", "404") >= 1
     assert not any(dict(labels).get("route", "").startswith("/models/m") for _, labels in after)
     assert (
         value(after, "retain_http_request_duration_seconds_count", method="POST", route="/predict", status="200") >= 2
     )
+
     # prediction: deltas, the counters are per process
-    delta = lambda name, **labels: (value(after, name, **labels) or 0) - (value(before, name, **labels) or 0)
+    def delta(name, **labels):
+        return (value(after, name, **labels) or 0) - (value(before, name, **labels) or 0)
+
     assert delta("retain_predict_inference_seconds_count", model="m") == 2
     assert delta("retain_predict_batch_size_sum", model="m") == 10
     assert delta("retain_predict_queue_seconds_count", model="m") == 2

@@ -83,6 +83,8 @@ def test_references_go_as_a_uri_and_missing_paths_are_refused(tmp_path):
     assert not is_reference("data/t.zip") and not is_reference(tmp_path)
     with teach_body("s3://bucket/key.parquet", {"model": "m", "epochs": 2}) as body:
         assert body == {"data": {"model": "m", "epochs": "2", "uri": "s3://bucket/key.parquet"}}
-    with pytest.raises(UploadError, match="neither a file nor a folder"):
-        with teach_body(tmp_path / "missing.npz", {"model": "m"}):
-            pass
+    with (
+        pytest.raises(UploadError, match="neither a file nor a folder"),
+        teach_body(tmp_path / "missing.npz", {"model": "m"}),
+    ):
+        pass

@@ -85,7 +85,8 @@ def test_dashboard_shows_the_accuracy_matrix_live_and_rolls_back(tmp_path, pmnis
         shown = page.eval_on_selector_all(
             "#heatmap .cell",
             """cells => cells.map(c => [
-            Number(c.dataset.version), Number(c.dataset.task), c.dataset.accuracy, c.querySelector('.value').textContent])""",
+            Number(c.dataset.version), Number(c.dataset.task), c.dataset.accuracy,
+            c.querySelector('.value').textContent])""",
         )
         expected = [(row["model_version"], task["task_id"]) for row in matrix["rows"] for task in matrix["tasks"]]
         assert [(version, task) for version, task, _, _ in shown] == expected

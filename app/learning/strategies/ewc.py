@@ -4,7 +4,7 @@
 
 The family it names keeps one network whose head spans the whole label vocabulary (a task
 bringing new labels grows it) and, between updates, the consolidation: every task's diagonal
-Fisher F_t and anchor weights θ*_t (``app.learning.ewc``; ``separate`` or ``online`` mode).
+Fisher F_t and anchor weights θ*_t (``app.learning.ewc_penalty``; ``separate`` or ``online`` mode).
 The penalty never enters the autograd graph: with SGD its exact proximal step runs after each
 optimizer step (stable for every λ), with Adam its closed-form gradient λ·(S·θ − B) is added
 to ``.grad`` (Mammoth's ``ewc_on``). After the task, its Fisher is estimated on a seeded sample
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from app.learning.config import TrainConfig
-from app.learning.ewc import Consolidation
+from app.learning.ewc_penalty import Consolidation
 from app.learning.fisher import diagonal_fisher
 from app.learning.memory import PREFIX as MEMORY_PREFIX
 from app.learning.memory import RehearsalMemory

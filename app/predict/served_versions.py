@@ -10,7 +10,8 @@ removes the model's row, so the stamp also holds the number of models. A move dr
 versions by number too. (Not the number of alias changes: that table grows with every promotion,
 and counting it is a scan, every interval, on the event loop on SQLite: 0.74 ms at 10,000 rows.)
 A replica trusts its cached aliases for ``serving_check_interval`` seconds, then reads the stamp
-(an index lookup and a count of the models) and drops its aliases when it moved. The replica that made a change knows at once
+(an index lookup and a count of the models) and drops its aliases when it moved. The replica
+that made a change knows at once
 (``committed_alias_changes``), so its own next request serves the new alias.
 
 Why a polled stamp and not Postgres LISTEN/NOTIFY: it works the same on SQLite (the embedded

@@ -1,4 +1,4 @@
-"""The prediction routes' own handler (app/predict/routing.py): the same answers FastAPI's would give,
+"""The prediction routes' own handler (app.predict.lean_route.py): the same answers FastAPI's would give,
 without its dependency solver on the hot path."""
 
 import pytest

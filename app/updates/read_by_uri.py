@@ -1,6 +1,6 @@
 """Step 0 of an update whose data is a reference: read it, check it as an upload, store it.
 
-The bytes are read under the same policy as at submit (app/datasets/references.py), parsed
+The bytes are read under the same policy as at submit (app.datasets.data_uris.py), parsed
 and split by the upload parser with the task's fractions and the service's seed (so the
 split is the one an upload of the same file gets), and checked against the model as
 POST /tasks checks an upload: the model's input shape, or, for a model without one, the
@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import posixpath
 
+from app.datasets.data_uris import ReferencePolicy, read_reference
 from app.datasets.parsing import parse_dataset
-from app.datasets.references import ReferencePolicy, read_reference
 from app.datasets.storage import store_dataset
 from app.db.session import begin_write
 from app.db.tables import Dataset, Model
 from app.errors import DomainError
 from app.jobs import queue
-from app.tasks.references import DATA_URI, REFERENCE_FORMAT
 from app.tasks.schemas import TaskRequest
 from app.tasks.service import check_fits_model, check_new_model, parse_limits
+from app.tasks.submit_by_uri import DATA_URI, REFERENCE_FORMAT
 
 
 class ReferenceUnusable(ValueError):
