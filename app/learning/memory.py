@@ -45,7 +45,7 @@ class RehearsalMemory:
         if task_key in self.tasks:
             raise ValueError(f"task {task_key!r} is already in the rehearsal memory")
         shares = self.shares(len(self.tasks) + 1)
-        for (key, (old_x, old_y)), share in zip(list(self.tasks.items()), shares, strict=True):
+        for (key, (old_x, old_y)), share in zip(list(self.tasks.items()), shares[:-1], strict=True):
             self.tasks[key] = (old_x[:share], old_y[:share])
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[: shares[-1]].to(x.device)
         self.tasks[task_key] = (x[order].detach().clone(), y[order].detach().clone())

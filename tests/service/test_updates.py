@@ -5,6 +5,7 @@ nothing; a model's updates run in submission order across worker processes.
 The multi-process tests start real `python -m workers` processes on the test database and are
 marked slow (they still run in CI)."""
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -252,7 +253,7 @@ def test_two_worker_processes_apply_a_models_updates_strictly_in_order(
     )
     jobs = [job_of(session_factory, job_id) for (job_id,) in [(j,) for j in job_ids]]
     assert [job.status for job in jobs] == ["succeeded"] * 5, [job.error for job in jobs]
-    for earlier, later in zip(jobs[:4], jobs[1:4], strict=True):
+    for earlier, later in itertools.pairwise(jobs[:4]):
         assert later.started_at >= earlier.finished_at  # the next update began after the previous ended
     versions = versions_of(session_factory)
     assert [version.task_id for version in versions] == [task_id for task_id, _ in submitted]
@@ -363,7 +364,7 @@ def test_fifty_concurrent_uploads_to_one_model_become_fifty_versions_in_submissi
     assert [version.number for version in versions] == list(range(1, 51))
     assert [version.task_id for version in versions] == [job.task_id for job in jobs]  # version k = k-th job
     assert [version.parent_id for version in versions] == [None] + [version.id for version in versions[:-1]]
-    for earlier, later in zip(jobs, jobs[1:], strict=True):
+    for earlier, later in itertools.pairwise(jobs):
         assert later.started_at >= earlier.finished_at
     for process in workers:
         process.send_signal(signal.SIGTERM)

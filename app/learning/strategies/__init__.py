@@ -14,10 +14,14 @@ from app.learning.strategies.base import (
     strategy_class,
     strategy_names,
 )
-from app.learning.strategies.ccll import CCLL
+
+# Importing registers: this order is the one strategy_names() lists.
+# isort: off
 from app.learning.strategies.ewc import EWC
 from app.learning.strategies.finetune import Finetune
 from app.learning.strategies.replay import EWCReplay, Replay
+from app.learning.strategies.ccll import CCLL
+# isort: on
 
 __all__ = [
     "Strategy",
