@@ -86,6 +86,8 @@ def default_text(field) -> str:
         return "empty" if not value else f"`{value}`"
     if field.default is None:
         return "unset (see description)"
+    if isinstance(field.default, bool):
+        return f"`{str(field.default).lower()}`"
     return f"`{field.default}`"
 
 
@@ -119,7 +121,7 @@ def provenance(result: dict) -> str:
         for part in (
             f"{machine.get('cpu_count')} CPU cores" if machine.get("cpu_count") else None,
             machine.get("cpu"),
-            f"{machine.get('torch_threads')} torch threads" if machine.get("torch_threads") else None,
+            f"torch threads: {machine.get('torch_threads')}" if machine.get("torch_threads") else None,
             f"GPU {machine['cuda']}" if machine.get("cuda") else "no GPU" if machine else None,
             f"torch {machine['torch']}" if machine.get("torch") else None,
         )
