@@ -103,10 +103,16 @@ def benchmark_results() -> str:
     for path in sorted(RESULTS.glob("*.json")):
         try:
             result = json.loads(path.read_text())
+        except ValueError as error:  # a result file that is not JSON is broken: the strict build says so
+            log.warning("benchmarks/results/%s is not JSON (%s)", path.name, error)
+            continue
+        if not isinstance(result, dict):
+            result = {"result": result}
+        try:
             body = headline(result)
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            log.warning("benchmarks/results/%s: cannot summarise (%s)", path.name, error)
-            body = "*(this file could not be summarised)*"
+        except (KeyError, TypeError, AttributeError, ValueError) as error:  # a new layout: its plain figures
+            log.info("benchmarks/results/%s: no headline table for this layout (%s)", path.name, error)
+            body = scalars(result)
         sections.append(f"### `{path.name}`\n\n{provenance(result)}\n\n{body}")
     folders = sorted(folder for folder in RESULTS.iterdir() if folder.is_dir())
     for folder in folders:
@@ -115,7 +121,8 @@ def benchmark_results() -> str:
 
 
 def provenance(result: dict) -> str:
-    machine = result.get("machine") or {}
+    machine = result.get("machine")
+    machine = machine if isinstance(machine, dict) else {}
     where = ", ".join(
         str(part)
         for part in (
@@ -251,11 +258,15 @@ def folder_table(folder: Path) -> str:
     for path in sorted(folder.glob("*.json")):
         try:
             result = json.loads(path.read_text())
+        except ValueError as error:
+            log.warning("benchmarks/results/%s/%s is not JSON (%s)", folder.name, path.name, error)
+            continue
+        try:
             methods = result.get("methods") or {}
             figures = ", ".join(f"{name} {fmt(m.get('avg_acc'))}" for name, m in methods.items()) or "–"
             command = f"`{result['command']}`" if result.get("command") else "–"
-        except (ValueError, AttributeError, TypeError) as error:
-            log.warning("benchmarks/results/%s/%s: cannot summarise (%s)", folder.name, path.name, error)
-            figures, command = "*(not summarised)*", "–"
+        except (AttributeError, TypeError, KeyError) as error:  # a new layout: named, not summarised
+            log.info("benchmarks/results/%s/%s: no summary for this layout (%s)", folder.name, path.name, error)
+            figures, command = "–", "–"
         rows.append(f"| `{path.name}` | {cell(command)} | {figures} |")
     return "\n".join(rows)
