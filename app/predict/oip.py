@@ -163,10 +163,17 @@ INFER_REQUEST = TypeAdapter(InferRequest)
 
 def read_request(body: bytes, raw_headers: Iterable[tuple[bytes, bytes]]) -> tuple[InferRequest, np.ndarray]:
     """The request and its samples (the first input tensor as an array of its shape). ``raw_headers``
-    as ASGI carries them (lower-case names, bytes)."""
+    as ASGI carries them (lower-case names, bytes).
+
+    tritonclient writes ``Inference-Header-Content-Length`` (after a binary call) and
+    ``Content-Encoding`` (after a compressed one) into the headers dict a caller hands it, and never
+    takes them out: a caller who reuses one dict for its API key, as most do, sends the next plain
+    JSON request with a stale length and encoding. A body that contradicts such a header is read as
+    what it plainly is: a body starting with ``{`` is not gzip or zlib data, and a whole-JSON request
+    with no binary input has no binary part for the length to mark off."""
     headers = dict(raw_headers)
     encoding, header_length = headers.get(b"content-encoding"), headers.get(HEADER_LENGTH_KEY)
-    if encoding is not None:
+    if encoding is not None and not body.startswith(b"{"):
         encoding = encoding.decode("latin-1").lower()
         try:
             if encoding == "gzip":
@@ -176,7 +183,7 @@ def read_request(body: bytes, raw_headers: Iterable[tuple[bytes, bytes]]) -> tup
         except (OSError, zlib.error) as error:
             raise InvalidRequest(f"the body is not valid {encoding} data: {error}") from error
     if header_length is None:
-        header, binary = body, b""
+        request, binary = parse_header(body), b""
     else:
         try:
             length = int(header_length)
@@ -184,17 +191,36 @@ def read_request(body: bytes, raw_headers: Iterable[tuple[bytes, bytes]]) -> tup
             raise InvalidRequest(
                 f"{HEADER_LENGTH} must be an integer; got {header_length.decode('latin-1')!r}"
             ) from None
-        if not 0 <= length <= len(body):
-            raise InvalidRequest(f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes")
-        header, binary = body[:length], body[length:]
-    try:
-        request = INFER_REQUEST.validate_json(header)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors())
-        raise InvalidRequest(f"not an inference request: {problems}") from None
+        try:
+            if not 0 <= length <= len(body):
+                raise InvalidRequest(f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes")
+            request, binary = parse_header(body[:length]), body[length:]
+        except InvalidRequest:
+            request, binary = whole_json_request(body), b""
+            if request is None:
+                raise
     if len(request["inputs"]) != 1:
         raise InvalidRequest(f"this model takes one input tensor (its samples); got {len(request['inputs'])}")
     return request, tensor_array(request["inputs"][0], binary)
+
+
+def parse_header(header: bytes) -> InferRequest:
+    """The JSON part of a request, validated; InvalidRequest saying what is wrong otherwise."""
+    try:
+        return INFER_REQUEST.validate_json(header)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors())
+        raise InvalidRequest(f"not an inference request: {problems}") from None
+
+
+def whole_json_request(body: bytes) -> InferRequest | None:
+    """The body as one JSON request with no binary input (what a stale header length came with), or None."""
+    try:
+        request = INFER_REQUEST.validate_json(body)
+    except ValidationError:
+        return None
+    binary = any((tensor.get("parameters") or {}).get("binary_data_size") is not None for tensor in request["inputs"])
+    return None if binary else request
 
 
 def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray:

@@ -148,3 +148,55 @@ def test_string_labels_are_bytes_tensors_the_client_decodes():
     request["parameters"] = None
     body = json.loads(infer_response(request, "m", 3, predictions, top_k=2).body)
     assert body["outputs"][0] == {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["cat", "dög"]}
+
+
+def test_versioned_json_inference_with_one_headers_dict(client, api_key, api_replica, tmp_path, teach, run_worker_once):
+    """FP32 samples as JSON to a version's route, a JSON output, after binary and compressed calls made with
+    the same headers dict (the API key's, as a user keeps it): tritonclient leaves the binary call's
+    Inference-Header-Content-Length and the compressed call's Content-Encoding in that dict."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 4)).astype(np.float32)
+    path = tmp_path / "signs.npz"
+    np.savez(path, x=x, y=(x[:, 0] > 0).astype(np.int64))
+    assert teach(path).status_code == 202
+    assert run_worker_once() == 1
+    samples = x[:5]
+    reference = client.post("/predict", json={"model": "m", "inputs": samples.tolist(), "version": 1}).json()
+    labels = [p["label"] for p in reference["predictions"]]
+
+    def fp32_input(binary: bool) -> triton.InferInput:
+        tensor = triton.InferInput("input-0", list(samples.shape), "FP32")
+        return tensor.set_data_from_numpy(samples, binary_data=binary)
+
+    oip = triton.InferenceServerClient(api_replica)
+    kept = headers()  # one dict for every call
+    calls = [
+        dict(binary=True),
+        dict(binary=False, model_version="1"),  # the issue's call
+        dict(binary=True, request_compression_algorithm="gzip"),
+        dict(binary=False, model_version="1"),
+        dict(binary=False),
+        dict(binary=True, request_compression_algorithm="deflate", model_version="1"),
+        dict(binary=False, model_version="1"),
+    ]
+    for call in calls:
+        binary = call.pop("binary")
+        answer = oip.infer("m", [fp32_input(binary)], outputs=requested(False, "label"), headers=kept, **call)
+        assert answer.as_numpy("label").tolist() == labels, call
+        assert answer.get_response()["model_version"] == "1"
+    assert "Inference-Header-Content-Length" in kept and "Content-Encoding" in kept  # the client's doing
+
+    # a length the body contradicts is still refused when the body is not one whole JSON request
+    cut = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0, 1, 2, 3]}]})
+    for body, length in [(cut[:-1], 10), ('{"inputs": []}', 5)]:
+        answer = client.post(
+            "/v2/models/m/infer", content=body, headers={"Inference-Header-Content-Length": str(length)}
+        )
+        assert answer.status_code == 400, answer.text
+    binary_declared = {
+        "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]
+    }
+    answer = client.post(
+        "/v2/models/m/infer", content=json.dumps(binary_declared), headers={"Inference-Header-Content-Length": "20"}
+    )
+    assert answer.status_code == 400 and "EOF" in answer.json()["error"], answer.text  # the length is believed
