@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         learners=LearnerCache(capacity=settings.predict_cache_size),
         batcher=DynamicBatcher(
             threads=settings.serving_threads,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=settings.predict_max_batch_size,
             max_queue_delay=settings.max_queue_delay,
         ),
         store=app.state.store,

@@ -148,11 +148,12 @@ class Settings(BaseSettings):
         "each); torch's intra-op threads per forward are set by "
         "torch_threads",
     )
-    max_batch_size: int = Field(
+    predict_max_batch_size: int = Field(
         64,
         ge=1,
-        description="most samples one forward pass takes when concurrent "
-        "requests for a model version are batched together",
+        description="most samples one serving forward pass takes when concurrent "
+        "requests for a model version are batched together (the training batch is a task's "
+        "batch_size, at most max_batch_size)",
     )
     max_queue_delay: float = Field(
         0.0,

@@ -3,9 +3,10 @@ version (and task) run as one forward pass.
 
 Each batch key has a queue and at most one batch in flight. A request joins its key's queue;
 when no batch of that key is running, a batch starts with whatever is waiting, up to
-``max_batch_size`` samples. While it runs, new requests queue up and form the next batch, so
-batches grow with load by themselves. ``max_queue_delay`` (default 0, as Triton's) is how long
-a batch that is not full may wait for more requests before it starts; 0 never waits.
+``max_batch_size`` samples (the setting ``predict_max_batch_size``). While it runs, new requests
+queue up and form the next batch, so batches grow with load by themselves. ``max_queue_delay``
+(default 0, as Triton's) is how long a batch that is not full may wait for more requests before
+it starts; 0 never waits.
 
 Forward passes run on ``serving_threads`` threads, off the event loop, under
 ``torch.inference_mode()``. A batch that fails is retried request by request, so one bad
