@@ -34,6 +34,7 @@ from typing_extensions import TypedDict
 
 from app.errors import DomainError, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from app.learning import Prediction
+from app.learning.data import Label
 from app.predict.lean_route import ServingRoute
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -300,20 +301,32 @@ def version_number(version: str | None) -> int | None:
 
 
 # ----------------------------------------------------------------------------------------- responses
-def label_datatype(labels: Sequence) -> str:
+def label_datatype(labels: Iterable[Label]) -> str:
+    """The datatype of a model version's ``label`` and ``top_k_labels`` outputs, from every label the
+    version knows (not the ones a batch happened to predict): BYTES when any is a string, else INT64.
+    Model metadata and every inference of the version say the same."""
     return "BYTES" if any(map(isinstance, labels, repeat(str))) else "INT64"
 
 
-def output_tensors(predictions: list[Prediction], top_k: int) -> dict[str, tuple[str, list[int], list]]:
+def output_tensors(
+    predictions: list[Prediction], top_k: int, label_type: str | None = None
+) -> dict[str, tuple[str, list[int], list]]:
     """Every output this request can have: name -> (datatype, shape, values flat in row-major order).
-    Plain lists: on a one-sample answer, numpy arrays cost more than the values they hold."""
+    ``label_type``: the version's (`label_datatype` of all its labels); without it, the predicted
+    labels'. Plain lists: on a one-sample answer, numpy arrays cost more than the values they hold."""
     n = len(predictions)
     labels = [p.label for p in predictions]
-    label_type = label_datatype(labels)
-    tensors = {"label": (label_type, [n], labels), "probability": ("FP32", [n], [p.probability for p in predictions])}
+    if label_type is None:
+        label_type = label_datatype(labels)
+    text = label_type == "BYTES"  # a BYTES tensor holds strings: a version's integer labels among them too
+    tensors = {
+        "label": (label_type, [n], list(map(str, labels)) if text else labels),
+        "probability": ("FP32", [n], [p.probability for p in predictions]),
+    }
     if top_k > 1:
         k = len(predictions[0].top_k) if predictions else 0  # one k for the whole batch
-        tensors["top_k_labels"] = (label_type, [n, k], [label for p in predictions for label, _ in p.top_k])
+        ranked = [label for p in predictions for label, _ in p.top_k]
+        tensors["top_k_labels"] = (label_type, [n, k], list(map(str, ranked)) if text else ranked)
         tensors["top_k_probabilities"] = ("FP32", [n, k], [q for p in predictions for _, q in p.top_k])
     return tensors
 
@@ -357,14 +370,16 @@ def infer_response(
     predictions: list[Prediction],
     top_k: int,
     options: dict[str, Any] | None = None,
+    label_type: str | None = None,
 ) -> Response:
     """The response body: JSON, or a JSON header followed by the binary outputs. Built from plain
     dicts and lists and serialised by pydantic-core: on a one-sample answer, model objects, numpy
     arrays and ``json.dumps`` cost more than the forward pass they report. ``options``: the
-    request's `request_options`, when the caller has them already."""
+    request's `request_options`, when the caller has them already; ``label_type``: the version's
+    `label_datatype`."""
     binary_default = bool((request_options(request) if options is None else options).get("binary_data_output"))
     wanted = wanted_outputs(request.get("outputs"), top_k, binary_default)
-    tensors = output_tensors(predictions, top_k)
+    tensors = output_tensors(predictions, top_k, label_type)
     outputs, blobs = [], []
     for name, binary in wanted:
         datatype, shape, values = tensors[name]

@@ -200,3 +200,75 @@ def test_versioned_json_inference_with_one_headers_dict(client, api_key, api_rep
         "/v2/models/m/infer", content=json.dumps(binary_declared), headers={"Inference-Header-Content-Length": "20"}
     )
     assert answer.status_code == 400 and "EOF" in answer.json()["error"], answer.text  # the length is believed
+
+
+def test_metadata_gives_the_label_datatype_inference_answers(
+    client, api_key, api_replica, tmp_path, teach, run_worker_once
+):
+    """A model taught integer labels (version 1), then string labels from a .csv (version 2): each version's
+    metadata, read through tritonclient, names the datatype its inference answers, and decodes it."""
+    from tritonclient.utils import deserialize_bytes_tensor, triton_to_np_dtype
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 4)).astype(np.float32)
+    numbered = tmp_path / "numbered.npz"
+    np.savez(numbered, x=x, y=(x[:, 0] > 0).astype(np.int64))
+    named = tmp_path / "named.csv"
+    rows = [",".join(["label", "a", "b", "c", "d"])]
+    rows += [",".join(["north" if row[1] > 0 else "south", *map(str, row)]) for row in x]
+    named.write_text("\n".join(rows) + "\n")
+    for path in (numbered, named):
+        assert teach(path, max_forgetting="1").status_code == 202
+        assert run_worker_once() == 1
+
+    oip = triton.InferenceServerClient(api_replica)
+    samples = x[:6]
+    for version, expected in (("1", "INT64"), ("2", "BYTES"), ("", "BYTES")):  # "": the serving one, 2
+        metadata = oip.get_model_metadata("m", version, headers=headers())
+        datatypes = {output["name"]: output["datatype"] for output in metadata["outputs"]}
+        assert datatypes["label"] == datatypes["top_k_labels"] == expected, metadata
+        reference = client.post(
+            "/predict", json={"model": "m", "inputs": samples.tolist(), "version": int(version or 2), "top_k": 2}
+        ).json()
+        labels = [str(p["label"]) for p in reference["predictions"]]
+
+        tensor = triton.InferInput("input-0", list(samples.shape), "FP32")
+        tensor.set_data_from_numpy(samples)
+        for binary in (False, True):
+            answer = oip.infer(
+                "m",
+                [tensor],
+                model_version=version,
+                outputs=requested(binary, "label", "top_k_labels"),
+                parameters={"top_k": 2},
+                headers=headers(),
+            )
+            for name in ("label", "top_k_labels"):
+                assert answer.get_output(name)["datatype"] == datatypes[name], (version, binary, name)
+            decoded = answer.as_numpy("label").tolist()
+            assert [d.decode() if isinstance(d, bytes) else str(d) for d in decoded] == labels
+
+        # a client that knows the datatype from the metadata alone decodes the binary answer's bytes
+        raw = client.post(
+            f"/v2/models/m{'/versions/' + version if version else ''}/infer",
+            content=json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "x",
+                            "shape": list(samples.shape),
+                            "datatype": "FP32",
+                            "data": samples.ravel().tolist(),
+                        }
+                    ],
+                    "outputs": [{"name": "label", "parameters": {"binary_data": True}}],
+                }
+            ),
+        )
+        assert raw.status_code == 200, raw.text
+        blob = raw.content[int(raw.headers["Inference-Header-Content-Length"]) :]
+        if datatypes["label"] == "BYTES":
+            values = [value.decode() for value in deserialize_bytes_tensor(blob)]
+        else:
+            values = [str(value) for value in np.frombuffer(blob, dtype=triton_to_np_dtype(datatypes["label"]))]
+        assert values == labels, (version, values)
