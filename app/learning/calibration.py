@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.learning.models import ConvNet
+
 __all__ = ["SpatialCalibration", "ChannelCalibration", "CalibrationModule", "CalibratedNetwork"]
 
 
@@ -138,11 +140,15 @@ class CalibratedNetwork(nn.Module):
     part of this module's state); every task has its own classifier instead.
     """
 
+    base_frozen: torch.Tensor  # a registered buffer (see __init__)
+
     def __init__(self, base: nn.Module, alpha: int = 1, beta: int = 1):
         super().__init__()
-        for attribute in ("feature_blocks", "feature_dim"):
-            if not hasattr(base, attribute):
-                raise ValueError(f"CCLL needs a convolutional base with `{attribute}` (architecture cnn or resnet18)")
+        if not isinstance(base, ConvNet):
+            raise ValueError(
+                f"CCLL needs a convolutional base with `feature_blocks` (architecture cnn or resnet18); "
+                f"got a {type(base).__name__}"
+            )
         self.alpha, self.beta = alpha, beta
         self.blocks: nn.ModuleList = base.feature_blocks
         self.feature_dim = int(base.feature_dim)
@@ -163,7 +169,7 @@ class CalibratedNetwork(nn.Module):
 
     def task_classes(self) -> dict[str, int]:
         """Classes of every task's classifier (what ``add_task`` needs to rebuild this network)."""
-        return {key: head.out_features for key, head in self.heads.items()}
+        return {key: head.out_features for key, head in self.heads.items() if isinstance(head, nn.Linear)}
 
     def add_task(self, task_key: str, n_classes: int) -> int:
         """Add a task's calibration modules and classifier; return the parameters added.
@@ -275,7 +281,9 @@ class CalibratedNetwork(nn.Module):
     def features(self, x: torch.Tensor, task_key: str) -> torch.Tensor:
         """Blocks, each followed by this task's calibration; then global average pool."""
         self._check_task(task_key)
-        for block, calibration in zip(self.blocks, self.calibrations[task_key], strict=True):
+        calibrations = self.calibrations[task_key]
+        assert isinstance(calibrations, nn.ModuleList)  # one CalibrationModule per block (add_task)
+        for block, calibration in zip(self.blocks, calibrations, strict=True):
             x = calibration(block(x))
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 

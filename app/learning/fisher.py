@@ -106,6 +106,7 @@ def diagonal_fisher(
         raise ValueError(f"label_mode must be 'true' or 'empirical', got {label_mode!r}")
     if label_mode == "empirical" and y is None:
         raise ValueError("the empirical Fisher needs the labels y")
+    labels = y if label_mode == "empirical" else None  # None: labels drawn from the model's own distribution
     if len(x) == 0:
         raise ValueError("the Fisher needs at least one sample")
     probe = x[:1]  # a rank's shard may be empty (fewer samples than ranks); the probe never is
@@ -135,8 +136,8 @@ def diagonal_fisher(
             else:
                 with torch.no_grad():
                     logits = model(xb).float()
-            if label_mode == "empirical":
-                classes = [(y[start : start + chunk_size], torch.ones(len(xb), device=x.device))]
+            if labels is not None:
+                classes = [(labels[start : start + chunk_size], torch.ones(len(xb), device=x.device))]
             else:
                 probs = F.softmax(logits, dim=-1)
                 classes = [

@@ -161,6 +161,13 @@ class ContinualLearner:
             )
         return options, own
 
+    @property
+    def built_network(self) -> nn.Module:
+        """The network; a ValueError until a task has built it (or a load has rebuilt it)."""
+        if self.network is None:
+            raise ValueError("this model has no network yet: it has not learnt any task")
+        return self.network
+
     def build_network(self, n_classes: int) -> None:
         """A fresh network from the learner's seed: the architecture's model, as the family wraps it."""
         torch.manual_seed(self.seed)
@@ -185,7 +192,7 @@ class ContinualLearner:
 
     def targets(self, y, task_key: str | None = None) -> torch.Tensor:
         """Raw labels -> output indices (the vocabulary's, or within a task's labels when outputs are per task)."""
-        vocabulary = self.task_labels[task_key] if self._task_local(task_key) else self.labels
+        vocabulary = self.task_labels[task_key] if task_key is not None and self.predicts_per_task else self.labels
         index = {label: i for i, label in enumerate(vocabulary)}
         labels = plain_labels(y)
         unknown = unique_in_order([label for label in labels if label not in index])
@@ -205,7 +212,7 @@ class ContinualLearner:
 
     def logits(self, x: torch.Tensor, task_key: str | None = None) -> torch.Tensor:
         """Logits over the vocabulary, or over ``task_key``'s labels only (task-aware)."""
-        return self._family.logits(self, self.network, x, task_key)
+        return self._family.logits(self, self.built_network, x, task_key)
 
     # ------------------------------------------------------------------------- learning
     def learn_task(
@@ -237,20 +244,22 @@ class ContinualLearner:
         given = validation or {}
         validation = {key: given[key] for key in [*self.task_keys, task_key] if key in given}  # learnt tasks, this one
         before = {
-            key: self._validation_accuracy(self.network, key, data)
+            key: self._validation_accuracy(self.built_network, key, data)
             for key, data in validation.items()
             if key != task_key
         }
-        ewc_lambda = method.resolve_lambda(self, ewc_lambda)
+        resolved_lambda = method.resolve_lambda(self, ewc_lambda)
         reporter = _Reporter(progress, total_steps=1, epochs=config.epochs_for(len(x)))
 
         # From here on the learner is mid-update: if this raises (stopped, bad input), discard it and reload.
         parameters_added, x, y = self._prepare(method, task_key, x, labels)  # 1.
         trained = self._train(
-            method, task_key, x, y, config, ewc_lambda, validation, before, reporter, should_stop
+            method, task_key, x, y, config, resolved_lambda, validation, before, reporter, should_stop
         )  # 2.
         fisher_recipe = self._consolidate(method, task_key, x, y, config, reporter)  # 3.
-        after = {key: self._validation_accuracy(self.network, key, data) for key, data in validation.items()}  # 4.
+        after = {
+            key: self._validation_accuracy(self.built_network, key, data) for key, data in validation.items()
+        }  # 4.
 
         result = UpdateResult(
             task_key=task_key,
@@ -321,13 +330,15 @@ class ContinualLearner:
         started = time.perf_counter()
         if ewc_lambda == "auto" and not validation:
             ewc_lambda = self.ewc.default_lambda  # nothing to choose with: documented fallback
+        chosen: float
         if ewc_lambda == "auto":  # every candidate trains the floor; the winner goes on below
-            trainer, ewc_lambda, search = self._search_lambda(
+            trainer, chosen, search = self._search_lambda(
                 method, task_key, x, y, config, validation, before, reporter, should_stop
             )
             steps_run, phase = sum(entry["steps"] for entry in search), "lambda_search"
         else:
-            trainer = self._trainer(method, self.network, task_key, x, y, config, ewc_lambda)
+            chosen = float(ewc_lambda)  # a number: resolve_lambda refuses any other string
+            trainer = self._trainer(method, self.built_network, task_key, x, y, config, chosen)
             reporter.total_steps, steps_run, search, phase = trainer.total_steps, 0, None, "train"
         floor_steps = trainer.steps_done  # 0 unless the search trained it already
         # The budget: the floor, then early stopping on every learnt task's validation score (the
@@ -346,7 +357,12 @@ class ContinualLearner:
             reporter.step(phase, loss, n, trainer.epoch)
 
         epochs = train_with_early_stopping(
-            trainer, self.network, score, config.patience if validation else 0, on_step=on_step, should_stop=should_stop
+            trainer,
+            self.built_network,
+            score,
+            config.patience if validation else 0,
+            on_step=on_step,
+            should_stop=should_stop,
         )
         seconds = time.perf_counter() - started
         budget = {
@@ -357,7 +373,7 @@ class ContinualLearner:
             "steps_run": steps_run + trainer.steps_done - floor_steps,
             "samples_per_step": config.batch_size,
         }
-        return _Training(trainer.last_loss, ewc_lambda, search, seconds if search else 0.0, seconds, budget)
+        return _Training(trainer.last_loss, chosen, search, seconds if search else 0.0, seconds, budget)
 
     def _trainer(
         self, method: Strategy, network: nn.Module, task_key: str, x, y, config: TrainConfig, ewc_lambda: float
@@ -383,7 +399,7 @@ class ContinualLearner:
         trainers: dict[int, Trainer] = {}  # id(candidate network) -> its trainer
 
         def start(value: float) -> nn.Module:
-            network = copy.deepcopy(self.network)
+            network = copy.deepcopy(self.built_network)
             trainers[id(network)] = self._trainer(method, network, task_key, x, y, config, value)
             return network
 
@@ -398,7 +414,7 @@ class ContinualLearner:
         def score(network: nn.Module) -> dict[str, float]:
             return {key: self._validation_accuracy(network, key, data) for key, data in validation.items()}
 
-        probe = self._trainer(method, self.network, task_key, x, y, config, candidates[0])  # the floor's steps
+        probe = self._trainer(method, self.built_network, task_key, x, y, config, candidates[0])  # the floor's steps
         total_steps, steps_per_epoch = probe.total_steps, probe.steps_per_epoch
         reporter.total_steps = int(total_steps * search_cost(len(candidates)))
         winner, entries = successive_halving(
@@ -466,7 +482,7 @@ class ContinualLearner:
         """Accuracy and loss; with ``task_key``, task-aware (restricted to that task's labels)."""
         self._ready()
         self._check_task(task_key)
-        return self._evaluate(self.network, data, task_key)
+        return self._evaluate(self.built_network, data, task_key)
 
     @torch.no_grad()
     def predict(self, x, task_key: str | None = None, top_k: int = 1) -> list[Prediction]:
@@ -476,8 +492,9 @@ class ContinualLearner:
         if top_k < 1:
             raise ValueError("top_k must be at least 1")
         inputs = self._inputs(x)
-        if self.network.training:  # eval() walks every module: skipped when serving calls again and again
-            self.network.eval()
+        network = self.built_network
+        if network.training:  # eval() walks every module: skipped when serving calls again and again
+            network.eval()
         probs = F.softmax(self.logits(inputs, task_key).float(), dim=-1)
         vocabulary = self.task_labels[task_key] if task_key is not None else self.labels
         k = min(top_k, probs.shape[1])
@@ -517,7 +534,7 @@ class ContinualLearner:
     def export_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """Everything a prediction needs: the network's state and the learner's metadata."""
         self._ready()
-        tensors = {f"model.{name}": t for name, t in self.network.state_dict().items()}
+        tensors = {f"model.{name}": t for name, t in self.built_network.state_dict().items()}
         return tensors, {"retain": json.dumps(self._metadata())}
 
     def export_consolidation(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -549,7 +566,9 @@ class ContinualLearner:
         learner.task_labels = {k: [plain_label(label) for label in v] for k, v in meta["task_labels"].items()}
         learner.updates = meta.get("updates", [])
         learner._family.rebuild_network(learner)
-        learner.network.load_state_dict({name.removeprefix("model."): t for name, t in tensors.items()}, strict=True)
+        learner.built_network.load_state_dict(
+            {name.removeprefix("model."): t for name, t in tensors.items()}, strict=True
+        )
         if consolidation is None:
             learner._family.load_state(learner, None, None)
         else:

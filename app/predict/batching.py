@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -78,6 +78,7 @@ class DynamicBatcher:
                 while queue and size + len(queue[0].samples) <= self.max_batch_size:
                     size += len(queue[0].samples)
                     batch.append(queue.popleft())
+                results: Sequence[list[Prediction] | BaseException]
                 try:
                     results = await loop.run_in_executor(
                         self.executor(), run_batch, learner, model_name, task_key, batch
@@ -123,7 +124,8 @@ def run_batch(
         if len(batch) == 1:
             return [error]
         return [run_batch(learner, model_name, task_key, [item])[0] for item in batch]
-    results, start = [], 0
+    results: list[list[Prediction] | Exception] = []
+    start = 0
     for item in batch:
         mine = predictions[start : start + len(item.samples)]
         start += len(item.samples)

@@ -26,23 +26,25 @@ sync one, a session, a query parameter) gets FastAPI's own handler: ``route.lean
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
+import fastapi.routing
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 from starlette.routing import Match
 from starlette.types import Scope
 
-try:  # FastAPI >= 0.160: a route's handler is built per place it is included
-    from fastapi.routing import _effective_route_context_var
-except ImportError:  # pragma: no cover - older FastAPI
-    _effective_route_context_var = None
+# FastAPI >= 0.160: a route's handler is built per place it is included (None: older FastAPI)
+_effective_route_context_var: ContextVar[Any] | None = getattr(fastapi.routing, "_effective_route_context_var", None)
 
-Filler = Callable[[Request, dict[str, Any], list], Awaitable[None] | None]
+# fills one parameter: returns None, or (a dependency that is a coroutine function) a coroutine to await
+Filler = Callable[[Request, dict[str, Any], list], Any]
 
 
 class ServingRoute(APIRoute):
@@ -208,7 +210,7 @@ def body_filler(name: str, model: type[BaseModel]) -> Filler:
     return fill
 
 
-def located(error: ValidationError, prefix: tuple) -> list[dict]:
+def located(error: ValidationError, prefix: tuple) -> list[ErrorDetails]:
     """pydantic's errors as FastAPI reports a request's: ``loc`` prefixed with where the value was. A body
     that is not JSON is echoed as text (its bytes may not be UTF-8, and the answer is JSON)."""
     problems = []

@@ -175,14 +175,14 @@ def read_request(body: bytes, raw_headers: Iterable[tuple[bytes, bytes]]) -> tup
     headers = dict(raw_headers)
     encoding, header_length = headers.get(b"content-encoding"), headers.get(HEADER_LENGTH_KEY)
     if encoding is not None and not body.startswith(b"{"):
-        encoding = encoding.decode("latin-1").lower()
+        coding = encoding.decode("latin-1").lower()
         try:
-            if encoding == "gzip":
+            if coding == "gzip":
                 body = gzip.decompress(body)
-            elif encoding == "deflate":
+            elif coding == "deflate":
                 body = zlib.decompress(body)
         except (OSError, zlib.error) as error:
-            raise InvalidRequest(f"the body is not valid {encoding} data: {error}") from error
+            raise InvalidRequest(f"the body is not valid {coding} data: {error}") from error
     if header_length is None:
         request, binary = parse_header(body), b""
     else:
@@ -197,9 +197,10 @@ def read_request(body: bytes, raw_headers: Iterable[tuple[bytes, bytes]]) -> tup
                 raise InvalidRequest(f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes")
             request, binary = parse_header(body[:length]), body[length:]
         except InvalidRequest:
-            request, binary = whole_json_request(body), b""
-            if request is None:
+            whole = whole_json_request(body)
+            if whole is None:
                 raise
+            request, binary = whole, b""
     if len(request["inputs"]) != 1:
         raise InvalidRequest(f"this model takes one input tensor (its samples); got {len(request['inputs'])}")
     return request, tensor_array(request["inputs"][0], binary)
@@ -234,6 +235,7 @@ def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray:
     parameters = tensor.get("parameters")
     size = parameters.get("binary_data_size") if parameters else None
     try:
+        values: np.ndarray
         if size is not None:
             if int(size) != len(binary):
                 raise InvalidRequest(
@@ -267,16 +269,18 @@ def integer_options(options: dict[str, Any]) -> tuple[int | None, int, int | Non
         return None, 1, None
     version, top_k, task_id = (
         integer_option(options, "version"),
-        integer_option(options, "top_k", 1),
+        integer_option(options, "top_k"),
         integer_option(options, "task_id"),
     )
-    if not 1 <= top_k <= 1000:
+    if top_k is None:
+        top_k = 1
+    elif not 1 <= top_k <= 1000:
         raise InvalidRequest(f"parameter 'top_k' must be between 1 and 1000; got {top_k}")
     return version, top_k, task_id
 
 
-def integer_option(options: dict[str, Any], name: str, default: int | None = None) -> int | None:
-    value = options.get(name, default)
+def integer_option(options: dict[str, Any], name: str) -> int | None:
+    value = options.get(name)
     if value is None or type(value) is int:  # not bool, an int subclass
         return value
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -393,7 +397,7 @@ def infer_response(
             if datatype == "FP32":  # the values a binary answer would hold, rounded to float32
                 values = list(struct.unpack(f"<{len(values)}f", tensor_bytes(datatype, values)))
             outputs.append({"name": name, "datatype": datatype, "shape": shape, "data": values})
-    body = {"model_name": model_name, "model_version": str(model_version), "outputs": outputs}
+    body: dict[str, Any] = {"model_name": model_name, "model_version": str(model_version), "outputs": outputs}
     if request.get("id") is not None:
         body["id"] = request["id"]
     header = pydantic_core.to_json(body)

@@ -7,7 +7,8 @@ loop no thread hop of its own. Protocol routes answer errors as ``{"error": ...}
 
 from __future__ import annotations
 
-from typing import Annotated
+from enum import Enum
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import StringConstraints
@@ -15,14 +16,15 @@ from pydantic import StringConstraints
 from app import health
 from app.auth.deps import PredictKey
 from app.deps import EngineDep, ServingDep, SessionDep
+from app.openapi import Responses
 from app.predict import oip, service
 from app.predict.lean_route import ServingRoute
 from app.predict.schemas import InferOut, ModelMetadataOut, PredictIn, PredictOut
 
-OIP_TAGS = ["open inference protocol"]
+OIP_TAGS: list[str | Enum] = ["open inference protocol"]  # as FastAPI types its tags
 oip_router = APIRouter(prefix="/v2", tags=OIP_TAGS, route_class=oip.OIPRoute)
 
-ERRORS = {
+ERRORS: Responses = {
     404: {
         "description": "unknown model or version",
         "content": {"application/json": {"example": {"detail": "model 'nope' does not exist"}}},
@@ -35,7 +37,7 @@ ERRORS = {
         },
     },
 }
-OIP_ERRORS = {
+OIP_ERRORS: Responses = {
     400: {
         "description": "a request the model cannot serve",
         "content": {"application/json": {"example": {"error": "input 'input-0': data does not fit shape [1, 64]"}}},
@@ -69,7 +71,7 @@ def inlined(schema: dict) -> dict:
 # Only the JSON body is in the schema: the binary tensor data extension (a JSON header whose length
 # is the `Inference-Header-Content-Length` header, then raw tensors) cannot be described as an
 # OpenAPI media type without every random byte string looking valid to a schema-driven client.
-INFER_BODY = {
+INFER_BODY: dict[str, Any] = {
     "description": "A JSON inference request, whatever Content-Type it is sent with; or, with the header "
     f"`{oip.HEADER_LENGTH}: N`, the binary tensor data extension: N bytes of that JSON, then "
     "the tensors' bytes (as tritonclient sends with binary_data=True).",
@@ -105,16 +107,6 @@ async def infer_version(
     return await service.infer(serving, name, version, await request.body(), request.scope["headers"])
 
 
-PROTOCOL_INFERENCE = {
-    "methods": ["POST"],
-    "route_class_override": oip.OIPRoute,
-    "tags": OIP_TAGS,
-    "response_model": InferOut,
-    "responses": OIP_ERRORS,
-    "openapi_extra": INFER_BODY,
-}
-
-
 def add_prediction_routes(app_router: APIRouter) -> None:
     """``POST /predict`` and the protocol's two inference routes, at the head of the app's own router.
 
@@ -138,18 +130,25 @@ def add_prediction_routes(app_router: APIRouter) -> None:
         tags=["predict"],
         summary="Predict labels with a model version",
     )
-    app_router.add_api_route(
-        "/v2/models/{name}/infer",
-        infer,
-        **PROTOCOL_INFERENCE,
-        summary="Inference with the serving version (JSON or binary tensor data)",
-    )
-    app_router.add_api_route(
-        "/v2/models/{name}/versions/{version}/infer",
-        infer_version,
-        **PROTOCOL_INFERENCE,
-        summary="Inference with one version (JSON or binary tensor data)",
-    )
+    for path, endpoint, summary in (
+        ("/v2/models/{name}/infer", infer, "Inference with the serving version (JSON or binary tensor data)"),
+        (
+            "/v2/models/{name}/versions/{version}/infer",
+            infer_version,
+            "Inference with one version (JSON or binary tensor data)",
+        ),
+    ):
+        app_router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            route_class_override=oip.OIPRoute,
+            tags=OIP_TAGS,
+            response_model=InferOut,
+            responses=OIP_ERRORS,
+            openapi_extra=INFER_BODY,
+            summary=f"{summary} (JSON or binary tensor data)",
+        )
     prediction_routes = app_router.routes[before:]
     del app_router.routes[before:]
     app_router.routes[:0] = prediction_routes

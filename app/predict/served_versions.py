@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, PoolProxiedConnection
 from sqlalchemy.orm import Session
 
 from app.db.tables import AliasChange, Model, ModelVersion
@@ -65,7 +65,7 @@ class ServingDirectory:
         self._local_changes = committed_alias_changes()
         self._refresher: ThreadPoolExecutor | None = None  # made on first use, again after close
         self._refreshing = False
-        self._stamp_connection = None
+        self._stamp_connection: PoolProxiedConnection | None = None
         self.check_inline = engine.dialect.name == "sqlite"
 
     def cached(self, name: str, number: int | None) -> tuple[ServedModel, ModelVersion] | None:
@@ -134,17 +134,18 @@ class ServingDirectory:
     def _read_stamp(self) -> tuple[int | None, int]:
         """The largest alias change id and the number of models, on a DBAPI connection kept for it: through SQLAlchemy's
         connection checkout and statement machinery the check cost several times the query."""
-        if self._stamp_connection is None:
-            self._stamp_connection = self.engine.raw_connection()
+        connection = self._stamp_connection
+        if connection is None:
+            connection = self._stamp_connection = self.engine.raw_connection()
         try:
-            cursor = self._stamp_connection.cursor()
+            cursor = connection.cursor()
             cursor.execute(STAMP_QUERY)
-            stamp = tuple(cursor.fetchone())
+            last_change, models = cursor.fetchone() or (None, 0)  # one row, always
             cursor.close()
-            self._stamp_connection.rollback()  # no read transaction left open (SQLite would keep its snapshot)
-            return stamp
+            connection.rollback()  # no read transaction left open (SQLite would keep its snapshot)
+            return last_change, models
         except Exception:
-            self._stamp_connection.invalidate()
+            connection.invalidate()
             self._stamp_connection = None
             raise
 

@@ -46,7 +46,10 @@ class Serving:
 async def resolve(serving: Serving, name: str, number: int | None) -> tuple[ServedModel, ModelVersion]:
     """The model and version a request for ``number`` (None: the serving one) uses: from the cache
     when fresh (no SQL, no thread hop), else looked up in the thread pool; NotFound otherwise."""
-    return serving.directory.cached(name, number) or await run_in_threadpool(serving.directory.resolve, name, number)
+    cached = serving.directory.cached(name, number)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(serving.directory.resolve, name, number)
 
 
 async def run_predictions(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import CursorResult, Delete, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.session import begin_write
@@ -126,8 +126,8 @@ def delete_model(session: Session, store: ArtifactStore, grace_seconds: float, n
         )
     )
     session.execute(delete(ModelVersion).where(ModelVersion.model_id == model.id))
-    jobs = session.execute(delete(Job).where(Job.model_id == model.id)).rowcount
-    tasks = session.execute(delete(Task).where(Task.model_id == model.id)).rowcount
+    jobs = deleted_rows(session, delete(Job).where(Job.model_id == model.id))
+    tasks = deleted_rows(session, delete(Task).where(Task.model_id == model.id))
     session.execute(
         delete(Dataset).where(
             Dataset.id.in_(dataset_ids), ~select(Task.id).where(Task.dataset_id == Dataset.id).exists()
@@ -143,6 +143,13 @@ def delete_model(session: Session, store: ArtifactStore, grace_seconds: float, n
         jobs=jobs,
         artifacts=collect_after_delete(session, store, grace_seconds),
     )
+
+
+def deleted_rows(session: Session, statement: Delete) -> int:
+    """How many rows a DELETE removed (a DELETE's result is a cursor result, which counts them)."""
+    result = session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 def collect_after_delete(session: Session, store: ArtifactStore, grace_seconds: float) -> CollectionOut | None:

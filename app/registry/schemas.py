@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 
 class ParameterCounts(BaseModel):
@@ -15,7 +16,7 @@ class ParameterCounts(BaseModel):
     total: int
 
 
-MODEL_EXAMPLE = {
+MODEL_EXAMPLE: JsonDict = {
     "name": "digits",
     "architecture": "mlp",
     "family": "ewc",
@@ -50,7 +51,7 @@ class ModelOut(BaseModel):
     created_at: datetime
 
 
-VERSION_EXAMPLE = {
+VERSION_EXAMPLE: JsonDict = {
     "id": 12,
     "number": 2,
     "parent_number": 1,
@@ -152,7 +153,7 @@ class MatrixRow(BaseModel):
     accuracy: list[MatrixCell]
 
 
-MATRIX_EXAMPLE = {
+MATRIX_EXAMPLE: JsonDict = {
     "model": "digits",
     "tasks": [{"task_id": 7, "name": "digits"}, {"task_id": 8, "name": "permuted digits"}],
     "rows": [

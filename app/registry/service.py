@@ -88,7 +88,7 @@ def resolve_version(session: Session, model: Model, number: int | None) -> Model
                 f"model {model.name!r} has no serving version yet (its first task is still training, "
                 "or no update was promoted)"
             )
-        return session.get(ModelVersion, model.serving_version_id)
+        return session.get_one(ModelVersion, model.serving_version_id)
     version = session.scalar(
         select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.number == number)
     )
@@ -141,11 +141,11 @@ def get_model(session: Session, name: str, load_learner=None) -> ModelOut:
 def version_out(
     version: ModelVersion, numbers: dict[int, int], tasks: dict[int, Task], serving_id: int | None
 ) -> VersionOut:
-    task = tasks.get(version.task_id)
+    task = tasks.get(version.task_id) if version.task_id is not None else None
     return VersionOut(
         id=version.id,
         number=version.number,
-        parent_number=numbers.get(version.parent_id),
+        parent_number=numbers.get(version.parent_id) if version.parent_id is not None else None,
         task_id=version.task_id,
         task_name=task.name if task else None,
         strategy=task.strategy if task else None,

@@ -19,7 +19,7 @@ def load_version(store: ArtifactStore, version: ModelVersion, *, with_consolidat
     if with_consolidation:
         return load_for_update(store, version)[0]
     learner = ContinualLearner.from_exports(store.get_tensors(version.weights_uri, version.weights_sha256))
-    learner.network.eval()
+    learner.built_network.eval()
     return learner
 
 
@@ -34,5 +34,5 @@ def load_for_update(store: ArtifactStore, version: ModelVersion) -> tuple[Contin
             store, version.consolidation_uri, version.consolidation_sha256, shapes
         )
     learner = ContinualLearner.from_exports(weights, consolidation)
-    learner.network.eval()
+    learner.built_network.eval()
     return learner, manifest

@@ -9,19 +9,20 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from app.auth.deps import AdminKey, PredictKey, TrainKey
 from app.deps import INT64_MAX, RowId, SessionDep, SettingsDep, StoreDep, WriteSessionDep
 from app.errors import InvalidInput
+from app.openapi import Responses
 from app.tasks import service
 from app.tasks.schemas import PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
 from app.tasks.submit_by_uri import submit_reference
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
-NOT_FOUND = {
+NOT_FOUND: Responses = {
     404: {
         "description": "unknown task",
         "content": {"application/json": {"example": {"detail": "task 99 does not exist"}}},
     }
 }
-BAD_UPLOAD = {
+BAD_UPLOAD: Responses = {
     413: {
         "description": "body, file or sample count over the configured limits",
         "content": {

@@ -32,12 +32,13 @@ from app.jobs.queue import UNFINISHED, enqueue
 from app.jobs.status import JobStatus
 from app.learning import ContinualLearner, strategy_class, strategy_names
 from app.registry.service import serving_number, set_serving_version
+from app.settings import Settings
 from app.tasks.schemas import AccuracyEntry, DatasetOut, PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
 
 QUOTA_RETRY_SECONDS = 30  # a queued update takes seconds to minutes; half a minute frees a few slots
 
 
-def parse_limits(settings) -> dict:
+def parse_limits(settings: Settings) -> dict:
     """The limits of parse_dataset from the settings, the same for uploads and data read by reference."""
     return dict(
         max_samples=settings.max_upload_samples,
@@ -48,7 +49,7 @@ def parse_limits(settings) -> dict:
     )
 
 
-def check_admission(session: Session, settings, request: TaskRequest, model: Model | None) -> None:
+def check_admission(session: Session, settings: Settings, request: TaskRequest, model: Model | None) -> None:
     """What a task is refused for before its data is looked at: its budget, and the model's queue quota."""
     request.check_limits(settings)
     if model is None:
@@ -62,7 +63,7 @@ def check_admission(session: Session, settings, request: TaskRequest, model: Mod
         )
 
 
-def check_labels(session: Session, settings, model: Model | None, parsed: ParsedDataset) -> None:
+def check_labels(session: Session, settings: Settings, model: Model | None, parsed: ParsedDataset) -> None:
     """Labels per model are capped (per task, parse_dataset caps them): the classifier, Fisher (one
     backward pass per class) and every prediction grow with them."""
     if model is None or model.id is None:
@@ -82,7 +83,9 @@ def check_labels(session: Session, settings, model: Model | None, parsed: Parsed
         )
 
 
-def submit_task(session: Session, store, settings, request: TaskRequest, filename: str, data: bytes) -> TaskOut:
+def submit_task(
+    session: Session, store, settings: Settings, request: TaskRequest, filename: str, data: bytes
+) -> TaskOut:
     """Check, parse and store the upload with no transaction open, then write its rows (`add_task_rows`)."""
     model = session.scalar(select(Model).where(Model.name == request.model))
     check_admission(session, settings, request, model)
@@ -131,7 +134,7 @@ def submit_task(session: Session, store, settings, request: TaskRequest, filenam
 
 
 def check_upload_fits(
-    session: Session, settings, request: TaskRequest, model: Model | None, parsed: ParsedDataset
+    session: Session, settings: Settings, request: TaskRequest, model: Model | None, parsed: ParsedDataset
 ) -> bool:
     """The parsed upload against its model (or as a new model's first task); True when it was checked as new."""
     check_labels(session, settings, model, parsed)
@@ -144,7 +147,7 @@ def check_upload_fits(
 
 def add_task_rows(
     session: Session,
-    settings,
+    settings: Settings,
     request: TaskRequest,
     dataset: Callable[[], Dataset],
     recheck: Callable[[Model | None, TaskRequest], TaskRequest],
@@ -190,7 +193,7 @@ def add_task_rows(
 
 
 def model_for_task(
-    session: Session, settings, request: TaskRequest, model: Model | None, input_shape: list | None
+    session: Session, settings: Settings, request: TaskRequest, model: Model | None, input_shape: list | None
 ) -> Model:
     """The task's model: created on first use (``input_shape`` empty for data by reference, set by the
     worker that reads it), else given the request's forgetting gate and a shapeless model its shape."""

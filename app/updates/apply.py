@@ -45,6 +45,7 @@ from app.learning.training import resolve_device
 from app.registry.consolidation import write_consolidation
 from app.registry.service import set_serving_version
 from app.registry.versions import load_for_update
+from app.settings import Settings
 from app.storage.artifacts import ArtifactRef, ArtifactStore
 from app.updates.gate import GateDecision, forgetting_gate
 from app.updates.learn import learn_and_evaluate
@@ -101,7 +102,9 @@ def new_learner(model: Model, first_task: TaskData) -> ContinualLearner:
     )
 
 
-def run_update(session_factory, store: ArtifactStore, settings, held: Claim, keeper: LeaseKeeper) -> JobStatus:
+def run_update(
+    session_factory, store: ArtifactStore, settings: Settings, held: Claim, keeper: LeaseKeeper
+) -> JobStatus:
     """Steps 1-5 of the module docstring; returns the job's new status (succeeded | rejected | cancelled)."""
     with session_factory() as session:
         plan = read_plan(session, held, settings.default_max_forgetting)
@@ -294,7 +297,7 @@ def commit_update(
     return JobStatus(job.status)
 
 
-def run_job(session_factory, store: ArtifactStore, settings, held: Claim, shutdown) -> JobStatus | None:
+def run_job(session_factory, store: ArtifactStore, settings: Settings, held: Claim, shutdown) -> JobStatus | None:
     """Run a claimed job under its lease; whatever happens, the job ends in a clear state:
     succeeded/rejected (committed), cancelled, failed (with the reason), back in the queue
     (shutdown), or untouched when the lease was lost (the new owner finishes it).

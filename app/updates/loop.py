@@ -18,6 +18,7 @@ import torch
 from app.db.session import session_factory
 from app.jobs import queue
 from app.registry.collection import collect_garbage
+from app.settings import Settings
 from app.storage.artifacts import artifact_store
 from app.updates.apply import run_job
 
@@ -29,7 +30,7 @@ def default_worker_id() -> str:
 
 
 def run_worker(
-    settings, stop_event: threading.Event | None = None, once: bool = False, worker_id: str | None = None
+    settings: Settings, stop_event: threading.Event | None = None, once: bool = False, worker_id: str | None = None
 ) -> int:
     """Work until ``stop_event`` is set; with ``once``, run at most one job and return.
     Returns the number of jobs this worker ran (whatever their outcome)."""
@@ -75,7 +76,7 @@ def run_worker(
     return jobs_run
 
 
-def clean_store(factory, store, settings) -> None:
+def clean_store(factory, store, settings: Settings) -> None:
     """What crashes leave in the artifact store, removed when a worker starts: temporary files of killed
     writers, and artifacts no row refers to (older than the grace period, app/registry/collection.py).
     At start because workers are what write artifacts and a restart follows the crashes that leave
@@ -108,7 +109,7 @@ class EmbeddedWorker:
         return self.thread.is_alive()
 
 
-def start_embedded_worker(settings) -> EmbeddedWorker:
+def start_embedded_worker(settings: Settings) -> EmbeddedWorker:
     stop_event = threading.Event()
     thread = threading.Thread(
         target=run_worker,

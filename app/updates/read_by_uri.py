@@ -22,6 +22,7 @@ from app.db.session import begin_write
 from app.db.tables import Dataset, Model
 from app.errors import DomainError
 from app.jobs import queue
+from app.settings import Settings
 from app.tasks.schemas import TaskRequest
 from app.tasks.service import check_fits_model, check_new_model, parse_limits
 from app.tasks.submit_by_uri import DATA_URI, REFERENCE_FORMAT
@@ -35,7 +36,7 @@ def is_unread_reference(dataset: Dataset) -> bool:
     return dataset.format == REFERENCE_FORMAT
 
 
-def read_referenced_dataset(session_factory, store, settings, held, plan) -> bool:
+def read_referenced_dataset(session_factory, store, settings: Settings, held, plan) -> bool:
     """Read, check and store the task's referenced data; False when the lease was lost meanwhile."""
     task, model, dataset = plan.task, plan.model, plan.datasets[plan.task.id]
     hyperparameters = task.hyperparameters or {}

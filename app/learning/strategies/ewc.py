@@ -135,6 +135,8 @@ class EWC(Strategy):
         if tensors is None:
             learner.consolidation = learner.memory = None
             return
+        if metadata is None:
+            raise ValueError("an EWC consolidation needs its metadata (mode, gamma, order) with its tensors")
         consolidated = {name: t for name, t in tensors.items() if not name.startswith(MEMORY_PREFIX)}
         learner.consolidation = Consolidation.from_tensors(
             consolidated, metadata["mode"], metadata["gamma"], metadata["order"]
