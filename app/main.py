@@ -81,8 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         worker = start_embedded_worker(settings) if settings.embedded_worker else None
         app.state.worker = worker
         # Everything alive now (torch, the ORM, the app) lives as long as the process: moved out of
-        # the collector's reach, a full collection no longer walks it while requests wait. Under
-        # 32 concurrent predictions p99 fell from 140-210 ms to 50-90 ms (benchmarks/serving.py).
+        # the collector's reach, a full collection no longer walks it while requests wait: the tail
+        # latency of concurrent predictions drops (benchmarks/serving.py measures it).
         gc.collect()
         gc.freeze()
         try:

@@ -248,10 +248,9 @@ class CalibratedNetwork(nn.Module):
         Call once a task is trained ("precise BN", as ``torch.optim.swa_utils.update_bn``).
         A CCM normalises pooled channel means, whose spread across samples is tiny next to
         how far they move while the task trains; running averages taken along the way then
-        lag so far behind that eval-mode gates differ from the trained ones (measured: the
-        cnn on split MNIST's first task, 2 epochs of Adam, test accuracy 0.50 before the
-        refresh and 0.985 after). Only the newest task may
-        be refreshed — an older task's outputs must never change — and the base's own
+        lag so far behind that eval-mode gates differ from the trained ones: without the
+        refresh a well-trained task can answer at chance level (benchmarks/measurements.md).
+        Only the newest task may be refreshed — an older task's outputs must never change — and the base's own
         BatchNorm (resnet18) is refreshed only while it is not yet frozen.
         """
         self._check_task(task_key)

@@ -32,8 +32,9 @@ class TrainConfig:
     # A replaying update's floor (rehearsal, half of every batch from the memory). Lower than
     # ``min_steps``: the replayed half puts the old tasks' loss into every step, so the update needs no
     # long new-task training to hold them, and an epoch of the new task already takes twice the steps.
-    # With the floor at ``min_steps`` (8 epochs of a 1,295-sample task), ewc_replay cost 0.55-0.70x
-    # joint's gradients at the fifth digits task; README, "Small and crowded tasks".
+    # With the floor at ``min_steps``, ewc_replay's small updates cost a large share of retraining on
+    # every task jointly, which replay exists to avoid (benchmarks/measurements.md; README, "Small and
+    # crowded tasks").
     replay_min_steps: int = 0
     # Early stopping above the floor, on validation data: after the floor the update trains whole
     # epochs while the validation score of every learnt task improves, stops after ``patience``
@@ -42,9 +43,9 @@ class TrainConfig:
     # search at 3x a plain update's steps (search 2x, then at most 1x more for its winner).
     patience: int = 2
     max_epochs_factor: int = 2
-    # 64, not 32, since the budget rule above: with it, batch 64 kept more of old tasks on every
-    # benchmark (pmnist EWC 0.897 against 0.889; two digits tasks kept >= 0.95 on every seed, where
-    # 32 did not). Before the rule, 32 had been better (README, "Choosing the defaults").
+    # 64, not 32, since the budget rule above: with it, batch 64 kept more of the old tasks on every
+    # benchmark (benchmarks/results/defaults/; README, "Choosing the defaults"). Before the rule, 32
+    # had been better.
     batch_size: int = 64
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when present, else cpu

@@ -3,8 +3,7 @@ per-request dependency solver.
 
 FastAPI resolves a route's parameters on every request by walking its dependency tree
 (``solve_dependencies``): on ``POST /predict`` that walk cost more CPU than everything else the
-request does, the forward pass included (in-process, 32 concurrent callers: about 600 µs of CPU
-per request with it, about 300 µs without; a FastAPI app with no model at all, 450 µs). The
+request does, the forward pass included (benchmarks/serving.py; benchmarks/measurements.md). The
 prediction routes need only three kinds of parameters, so this route class reads the endpoint's
 signature once, at startup, and builds a handler that fills exactly those:
 
@@ -57,10 +56,10 @@ class ServingRoute(APIRoute):
         self.path_suffix = path.rsplit("}", 1)[-1]
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        """Starlette's match, after a suffix check that refuses most paths in a few opcodes. The
-        prediction routes come first in the app's table, so every other request is matched against
-        them: through the regular expression and FastAPI's route context, a refusal cost a request
-        about 80 Python opcodes a route (an OIP inference request, matched after /predict, paid it)."""
+        """Starlette's match, after a suffix check that refuses most paths at once. The prediction
+        routes come first in the app's table, so every other request is matched against them:
+        through the regular expression and FastAPI's route context, each refusal cost every such
+        request work of its own (an OIP inference request, matched after /predict, paid it)."""
         if not scope["path"].endswith(self.path_suffix):
             return Match.NONE, {}
         return super().matches(scope)

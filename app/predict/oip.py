@@ -132,7 +132,7 @@ class OIPRoute(ServingRoute):
 
 # ------------------------------------------------------------------------------------------ requests
 # TypedDicts, not models: validated by pydantic-core into plain dicts, a request costs no model
-# objects (a third of reading a one-sample request's header).
+# objects (which were a large share of reading a one-sample request's header).
 class TensorIn(TypedDict):
     name: str
     shape: list[int]

@@ -112,12 +112,12 @@ def add_prediction_routes(app_router: APIRouter) -> None:
 
     Not an included router: FastAPI (0.160 and later) matches an included router's routes twice per
     request, once to pick the router and once inside it, each candidate through a per-route context
-    layer. Included, an OIP inference request ran 430 more Python opcodes than a ``/predict`` one on
-    routing alone (it is matched after ``/predict``, twice): 40% of the gap between the two routes.
-    Added here, ``/predict`` runs 6,123 opcodes a request instead of 6,833, OIP binary 6,668 instead of
-    7,851 (README, "Serving"). At the head, before the documentation routes FastAPI adds when the app
-    is made (``/openapi.json``, ``/docs``, ``/docs/oauth2-redirect``, ``/redoc``): every prediction
-    went through their four refusals first, about 200 opcodes.
+    layer. Included, an OIP inference request (matched after ``/predict``, twice) paid for it on
+    routing alone, a large part of the gap between the two routes; added here, both routes run fewer
+    instructions a request (benchmarks/serving_instructions.py counts them). At the head, before the
+    documentation routes FastAPI adds when the app is made (``/openapi.json``, ``/docs``,
+    ``/docs/oauth2-redirect``, ``/redoc``): otherwise every prediction goes through their four
+    refusals first.
     """
     before = len(app_router.routes)
     app_router.add_api_route(

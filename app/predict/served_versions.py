@@ -8,7 +8,7 @@ serving alias moves (promotion, rollback, roll forward). Every such move goes th
 a version delete adds an alias change that records it, so the largest id moves; a model delete
 removes the model's row, so the stamp also holds the number of models. A move drops the cached
 versions by number too. (Not the number of alias changes: that table grows with every promotion,
-and counting it is a scan, every interval, on the event loop on SQLite: 0.74 ms at 10,000 rows.)
+and counting it is a scan that grows with it, every interval, on the event loop on SQLite.)
 A replica trusts its cached aliases for ``serving_check_interval`` seconds, then reads the stamp
 (an index lookup and a count of the models) and drops its aliases when it moved. The replica
 that made a change knows at once
@@ -19,9 +19,9 @@ default), needs no connection held open per replica nor a reconnect/missed-notif
 and costs at most one indexed query per interval while requests arrive (none while idle). On a
 server database the check runs on a background thread while requests go on with the aliases
 they have (stale while revalidate), so no request waits on the network for it; on SQLite it runs
-inline, on the event loop: reading a local file's index takes microseconds, while waking another
-thread every few ms measurably cost every request its GIL handoff (p50 at 1 connection 2.4 ms
-against 1.1 ms without the wake-ups). Either way a rollback reaches every replica within the
+inline, on the event loop: reading a local file's index is cheap, while waking another thread at
+every interval cost every request a GIL handoff, which showed in the median latency of a single
+client (benchmarks/measurements.md). Either way a rollback reaches every replica within the
 interval plus one query.
 """
 
