@@ -106,12 +106,12 @@ def diagonal_fisher(
         raise ValueError(f"label_mode must be 'true' or 'empirical', got {label_mode!r}")
     if label_mode == "empirical" and y is None:
         raise ValueError("the empirical Fisher needs the labels y")
-    labels = y if label_mode == "empirical" else None  # None: labels drawn from the model's own distribution
     if len(x) == 0:
         raise ValueError("the Fisher needs at least one sample")
     probe = x[:1]  # a rank's shard may be empty (fewer samples than ranks); the probe never is
     x, *rest = distributed.shard(x, *([] if y is None else [y]))  # the identity in a single process
     y = rest[0] if rest else None
+    empirical_labels = y if label_mode == "empirical" else None  # None: every class, by the model's probability
     params = _trainable(model)
     buffers = {name: b.detach() for name, b in model.named_buffers()}
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
@@ -136,8 +136,8 @@ def diagonal_fisher(
             else:
                 with torch.no_grad():
                     logits = model(xb).float()
-            if labels is not None:
-                classes = [(labels[start : start + chunk_size], torch.ones(len(xb), device=x.device))]
+            if empirical_labels is not None:
+                classes = [(empirical_labels[start : start + chunk_size], torch.ones(len(xb), device=x.device))]
             else:
                 probs = F.softmax(logits, dim=-1)
                 classes = [
