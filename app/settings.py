@@ -206,10 +206,16 @@ class Settings(BaseSettings):
     def _split_roots(cls, value):
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between two heartbeats of a busy worker: ``heartbeat_seconds``, by default
+        min(5, lease_seconds / 3)."""
+        return self.heartbeat_seconds if self.heartbeat_seconds is not None else min(5.0, self.lease_seconds / 3)
+
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> Settings:
         if self.heartbeat_seconds is None:
-            self.heartbeat_seconds = min(5.0, self.lease_seconds / 3)
+            self.heartbeat_seconds = self.heartbeat_interval
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError(
                 f"heartbeat_seconds ({self.heartbeat_seconds}) must be shorter than lease_seconds "

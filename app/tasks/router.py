@@ -156,14 +156,12 @@ def submit_task(
         nproc=nproc,
         max_nproc=settings.max_nproc,
     )
-    if (file is None) == (uri is None):
-        raise InvalidInput(
-            "send the data as a file or as a uri (data by reference)"
-            if file is None
-            else "send the data as a file or as a uri, not both"
-        )
     if uri is not None:
+        if file is not None:
+            raise InvalidInput("send the data as a file or as a uri, not both")
         return submit_reference(session, settings, task_request, uri)
+    if file is None:
+        raise InvalidInput("send the data as a file or as a uri (data by reference)")
     # A plain `def` route: FastAPI runs it in its thread pool, so parsing, hashing and storing an upload
     # never block the event loop (the body itself was counted as it streamed in: app/limits.py).
     data = file.file.read(settings.max_upload_bytes + 1)  # one byte over the limit is enough to refuse it

@@ -54,7 +54,9 @@ def check_admission(session: Session, settings: Settings, request: TaskRequest, 
     request.check_limits(settings)
     if model is None:
         return
-    unfinished = session.scalar(select(func.count(Job.id)).where(Job.model_id == model.id, Job.status.in_(UNFINISHED)))
+    unfinished = session.execute(
+        select(func.count(Job.id)).where(Job.model_id == model.id, Job.status.in_(UNFINISHED))
+    ).scalar_one()
     if unfinished >= settings.max_queued_per_model:
         raise QuotaExceeded(
             f"model {model.name!r} has {unfinished} unfinished jobs; the limit is "
@@ -89,8 +91,9 @@ def submit_task(
     """Check, parse and store the upload with no transaction open, then write its rows (`add_task_rows`)."""
     model = session.scalar(select(Model).where(Model.name == request.model))
     check_admission(session, settings, request, model)
-    shapeless = model is not None and not model.input_shape  # made by a data reference not (yet) read
-    if shapeless:
+    shapeless = False
+    if model is not None and not model.input_shape:  # made by a data reference not (yet) read
+        shapeless = True
         request = settle_shapeless_model(session, model, request)  # 409 while that reference is still queued
     input_shape = tuple(model.input_shape) if model is not None and not shapeless else None
     session.rollback()  # no transaction stays open while the upload is parsed ...
@@ -312,8 +315,8 @@ def task_out(
     session: Session, task: Task, job: Job | None = None, model: Model | None = None, dataset: Dataset | None = None
 ) -> TaskOut:
     job = job or latest_job(session, task)
-    model = model or session.get(Model, task.model_id)
-    dataset = dataset or session.get(Dataset, task.dataset_id)
+    model = model or session.get_one(Model, task.model_id)
+    dataset = dataset or session.get_one(Dataset, task.dataset_id)
     version_number = session.scalar(select(ModelVersion.number).where(ModelVersion.task_id == task.id))
     return TaskOut(
         id=task.id,
@@ -352,7 +355,7 @@ def list_tasks(session: Session, model: str | None = None, after_id: int = 0, li
 def task_accuracy(session: Session, task_id: int) -> TaskAccuracyOut:
     """The task's row of the accuracy table over time: one entry per version that measured it, oldest first."""
     task = get_task_row(session, task_id)
-    model = session.get(Model, task.model_id)
+    model = session.get_one(Model, task.model_id)
     rows = session.execute(
         select(Accuracy, ModelVersion)
         .join(ModelVersion, Accuracy.model_version_id == ModelVersion.id)
@@ -396,7 +399,7 @@ def promote_task(session: Session, task_id: int) -> PromoteOut:
     ``promoted`` flag and the alias change record that a user overruled it.
     """
     task = get_task_row(session, task_id)
-    model = session.get(Model, task.model_id)
+    model = session.get_one(Model, task.model_id)
     version = session.scalar(select(ModelVersion).where(ModelVersion.task_id == task.id))
     if version is None:
         job = latest_job(session, task)

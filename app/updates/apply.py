@@ -73,8 +73,8 @@ class UpdatePlan:
 
 
 def read_plan(session: Session, held: Claim, default_max_forgetting: float) -> UpdatePlan:
-    task = session.get(Task, held.task_id)
-    model = session.get(Model, held.model_id)
+    task = session.get_one(Task, held.task_id)
+    model = session.get_one(Model, held.model_id)
     parent = session.get(ModelVersion, model.serving_version_id) if model.serving_version_id else None
     rows = session.execute(
         select(Task.id, Dataset).join(Dataset, Task.dataset_id == Dataset.id).where(Task.model_id == model.id)
@@ -231,7 +231,7 @@ def commit_update(
         state_machine.cancel(session, job, "cancelled while running (after training, before it was stored)")
         session.commit()
         return JobStatus.CANCELLED
-    model = session.get(Model, plan.model.id)
+    model = session.get_one(Model, plan.model.id)
     number = (session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.model_id == model.id)) or 0) + 1
     version = ModelVersion(
         model_id=model.id,

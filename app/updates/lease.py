@@ -29,7 +29,7 @@ class LeaseKeeper:
         self.session_factory = session_factory
         self.held = held
         self.lease_seconds = settings.lease_seconds
-        self.heartbeat_seconds = settings.heartbeat_seconds
+        self.heartbeat_seconds = settings.heartbeat_interval
         self.progress_interval = settings.progress_interval
         self.shutdown = shutdown
         self.cancel_requested = False

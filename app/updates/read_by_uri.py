@@ -84,12 +84,12 @@ def read_referenced_dataset(session_factory, store, settings: Settings, held, pl
         if queue.lock_owned_job(session, held) is None:
             session.rollback()
             return False
-        row = session.get(Dataset, dataset.id)
+        row = session.get_one(Dataset, dataset.id)
         row.sha256, row.format = parsed.sha256, parsed.format
         row.n_train, row.n_validation, row.n_test = parsed.n_train, parsed.n_validation, parsed.n_test
         row.input_shape, row.labels = list(parsed.input_shape), parsed.labels
         row.artifact_uri, row.artifact_sha256, row.artifact_size = artifact.uri, artifact.sha256, artifact.size
-        owner = session.get(Model, model.id)
+        owner = session.get_one(Model, model.id)
         if not owner.input_shape:
             owner.input_shape = list(parsed.input_shape)
         session.commit()
