@@ -187,7 +187,7 @@ class Settings(BaseSettings):
     # Learning quality. The default gate sits between what EWC and plain fine-tuning do to earlier
     # tasks on pmnist-conflict (MLP, 5 tasks, default settings): it passes every EWC update with a wide
     # margin (validation noise of small uploads included) and stops every fine-tuning update
-    # (benchmarks/measurements.md).
+    # (docs/benchmarks/measurements.md).
     default_max_forgetting: float = Field(
         0.1,
         ge=0,

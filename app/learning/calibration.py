@@ -249,7 +249,7 @@ class CalibratedNetwork(nn.Module):
         A CCM normalises pooled channel means, whose spread across samples is tiny next to
         how far they move while the task trains; running averages taken along the way then
         lag so far behind that eval-mode gates differ from the trained ones: without the
-        refresh a well-trained task can answer at chance level (benchmarks/measurements.md).
+        refresh a well-trained task can answer at chance level (docs/benchmarks/measurements.md).
         Only the newest task may be refreshed — an older task's outputs must never change — and the base's own
         BatchNorm (resnet18) is refreshed only while it is not yet frozen.
         """

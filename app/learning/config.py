@@ -33,7 +33,7 @@ class TrainConfig:
     # ``min_steps``: the replayed half puts the old tasks' loss into every step, so the update needs no
     # long new-task training to hold them, and an epoch of the new task already takes twice the steps.
     # With the floor at ``min_steps``, ewc_replay's small updates cost a large share of retraining on
-    # every task jointly, which replay exists to avoid (benchmarks/measurements.md; README, "Small and
+    # every task jointly, which replay exists to avoid (docs/benchmarks/measurements.md; README, "Small and
     # crowded tasks").
     replay_min_steps: int = 0
     # Early stopping above the floor, on validation data: after the floor the update trains whole

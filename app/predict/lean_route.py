@@ -3,7 +3,7 @@ per-request dependency solver.
 
 FastAPI resolves a route's parameters on every request by walking its dependency tree
 (``solve_dependencies``): on ``POST /predict`` that walk cost more CPU than everything else the
-request does, the forward pass included (benchmarks/serving.py; benchmarks/measurements.md). The
+request does, the forward pass included (benchmarks/serving.py; docs/benchmarks/measurements.md). The
 prediction routes need only three kinds of parameters, so this route class reads the endpoint's
 signature once, at startup, and builds a handler that fills exactly those:
 

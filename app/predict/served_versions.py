@@ -21,7 +21,7 @@ server database the check runs on a background thread while requests go on with 
 they have (stale while revalidate), so no request waits on the network for it; on SQLite it runs
 inline, on the event loop: reading a local file's index is cheap, while waking another thread at
 every interval cost every request a GIL handoff, which showed in the median latency of a single
-client (benchmarks/measurements.md). Either way a rollback reaches every replica within the
+client (docs/benchmarks/measurements.md). Either way a rollback reaches every replica within the
 interval plus one query.
 """
 
