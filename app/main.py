@@ -27,6 +27,8 @@ from app.auth.router import router as keys_router
 from app.db.migrate import upgrade
 from app.db.session import get_engine
 from app.errors import DomainError
+from app.feedback.prediction_log import PredictionLog
+from app.feedback.router import router as feedback_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodyLimit
 from app.metrics.http import HttpMetricsMiddleware
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.torch_threads is not None:  # serving and the embedded worker share this process's cores
             torch.set_num_threads(settings.torch_threads)
         open_access(settings, app.state.engine)
+        app.state.serving.prediction_log.start()
         worker = start_embedded_worker(settings) if settings.embedded_worker else None
         app.state.worker = worker
         # Everything alive now (torch, the ORM, the app) lives as long as the process: moved out of
@@ -91,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if worker is not None:
                 worker.stop()  # a job in training goes back to the queue
             app.state.serving.batcher.shutdown()
+            app.state.serving.prediction_log.close()  # what is buffered is written
             app.state.serving.directory.close()
 
     app = FastAPI(
@@ -114,6 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         store=app.state.store,
         max_samples=settings.max_predict_samples,
+        prediction_log=PredictionLog(
+            app.state.engine, settings.feedback_flush_interval, settings.feedback_policy_interval
+        ),
     )
 
     @app.exception_handler(DomainError)
@@ -128,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks_router,
         jobs_router,
         registry_router,
+        feedback_router,
         artifacts_router,
         health.router,
         metrics_router,

@@ -169,6 +169,23 @@ class Settings(BaseSettings):
     )
     split_seed: int = Field(0, description="seed of the train/validation/test split of uploads")
 
+    # The feedback loop (app/feedback/; docs/feedback-loop.md)
+    feedback_flush_interval: float = Field(
+        0.5, gt=0, description="seconds between writes of the buffered prediction log (a background thread)"
+    )
+    feedback_policy_interval: float = Field(
+        5.0, gt=0, description="seconds an API replica keeps the feedback policies before reading them again"
+    )
+    feedback_check_interval: float = Field(
+        5.0, gt=0, description="seconds between evaluations of the feedback triggers by a worker"
+    )
+    feedback_max_log_samples: int = Field(
+        1_000_000, ge=1, description="the largest log_max_samples a feedback policy may set"
+    )
+    max_feedback_items: int = Field(
+        10_000, ge=1, description="feedback items (labels or labelled samples) accepted per POST /feedback"
+    )
+
     # Data by reference (POST /tasks with uri=...; app.datasets.data_uris.py)
     data_roots: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

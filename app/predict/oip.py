@@ -375,12 +375,14 @@ def infer_response(
     top_k: int,
     options: dict[str, Any] | None = None,
     label_type: str | None = None,
+    prediction_ids: list[str | None] | None = None,
 ) -> Response:
     """The response body: JSON, or a JSON header followed by the binary outputs. Built from plain
     dicts and lists and serialised by pydantic-core: on a one-sample answer, model objects, numpy
     arrays and ``json.dumps`` cost more than the forward pass they report. ``options``: the
     request's `request_options`, when the caller has them already; ``label_type``: the version's
-    `label_datatype`."""
+    `label_datatype`; ``prediction_ids``: when the model logs its predictions (app/feedback/), one
+    more output, ``prediction_id`` (BYTES, JSON data)."""
     binary_default = bool((request_options(request) if options is None else options).get("binary_data_output"))
     wanted = wanted_outputs(request.get("outputs"), top_k, binary_default)
     tensors = output_tensors(predictions, top_k, label_type)
@@ -397,6 +399,9 @@ def infer_response(
             if datatype == "FP32":  # the values a binary answer would hold, rounded to float32
                 values = list(struct.unpack(f"<{len(values)}f", tensor_bytes(datatype, values)))
             outputs.append({"name": name, "datatype": datatype, "shape": shape, "data": values})
+    if prediction_ids is not None:  # the model logs predictions: one id per sample ("" when not sampled)
+        ids = [prediction_id or "" for prediction_id in prediction_ids]
+        outputs.append({"name": "prediction_id", "datatype": "BYTES", "shape": [len(ids)], "data": ids})
     body: dict[str, Any] = {"model_name": model_name, "model_version": str(model_version), "outputs": outputs}
     if request.get("id") is not None:
         body["id"] = request["id"]

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db.tables import Dataset, Model, ModelVersion, Task
 from app.errors import InvalidInput, PayloadTooLarge
+from app.feedback.prediction_log import PredictionLog
 from app.learning import ContinualLearner, Prediction, as_samples
 from app.learning.data import Label
 from app.predict import oip
@@ -41,6 +42,7 @@ class Serving:
     batcher: DynamicBatcher
     store: ArtifactStore
     max_samples: int
+    prediction_log: PredictionLog  # the models whose policy logs predictions (app/feedback/)
 
 
 async def resolve(serving: Serving, name: str, number: int | None) -> tuple[ServedModel, ModelVersion]:
@@ -54,9 +56,10 @@ async def resolve(serving: Serving, name: str, number: int | None) -> tuple[Serv
 
 async def run_predictions(
     serving: Serving, resolved: tuple[ServedModel, ModelVersion], inputs, task_id: int | None, top_k: int
-) -> tuple[int, list[Prediction], ContinualLearner]:
-    """The version number that answered, one prediction per sample of ``inputs``, and the learner that
-    made them."""
+) -> tuple[int, list[Prediction], ContinualLearner, list[str | None] | None]:
+    """The version number that answered, one prediction per sample of ``inputs``, the learner that
+    made them, and their ``prediction_id``s when the model's feedback policy logs them (else None: one
+    dict lookup)."""
     model, version = resolved
     samples = checked_samples(model, inputs, serving.max_samples)
 
@@ -75,7 +78,10 @@ async def run_predictions(
         predictions = await serving.batcher.predict((key, task_key), learner, model.name, task_key, samples, top_k)
     except ValueError as error:
         raise InvalidInput(str(error)) from error
-    return version.number, predictions, learner
+    policy = serving.prediction_log.policies.get(model.name)
+    if policy is None:
+        return version.number, predictions, learner, None
+    return version.number, predictions, learner, serving.prediction_log.record(policy, version.id, samples, predictions)
 
 
 def checked_samples(model: ServedModel, inputs, max_samples: int):
@@ -105,18 +111,17 @@ def task_key_for(learner: ContinualLearner, task_id: int | None) -> str | None:
 
 
 async def predict(serving: Serving, request: PredictIn) -> PredictOut:
-    number, predictions, _ = await run_predictions(
+    number, predictions, _, prediction_ids = await run_predictions(
         serving, await resolve(serving, request.model, request.version), request.inputs, request.task_id, request.top_k
     )
-    return PredictOut(
-        model=request.model,
-        model_version=number,
-        task_id=request.task_id,
-        predictions=[
-            PredictionOut(label=p.label, probability=p.probability, top_k=p.top_k if request.top_k > 1 else None)
-            for p in predictions
-        ],
-    )
+    answers = [
+        PredictionOut(label=p.label, probability=p.probability, top_k=p.top_k if request.top_k > 1 else None)
+        for p in predictions
+    ]
+    if prediction_ids is not None:
+        for answer, prediction_id in zip(answers, prediction_ids, strict=True):
+            answer.prediction_id = prediction_id
+    return PredictOut(model=request.model, model_version=number, task_id=request.task_id, predictions=answers)
 
 
 async def infer(serving: Serving, name: str, version: str | None, body: bytes, raw_headers) -> Response:
@@ -129,8 +134,10 @@ async def infer(serving: Serving, name: str, version: str | None, body: bytes, r
     asked, top_k, task_id = oip.integer_options(options)
     if number is None and asked is not None:
         resolved = await resolve(serving, name, asked)
-    answered, predictions, learner = await run_predictions(serving, resolved, samples, task_id, top_k)
-    return oip.infer_response(request, name, answered, predictions, top_k, options, learned_label_datatype(learner))
+    answered, predictions, learner, prediction_ids = await run_predictions(serving, resolved, samples, task_id, top_k)
+    return oip.infer_response(
+        request, name, answered, predictions, top_k, options, learned_label_datatype(learner), prediction_ids
+    )
 
 
 # a loaded learner's labels never change: their datatype is worked out once per learner held in the cache

@@ -1,4 +1,4 @@
-"""The worker loop: reap expired leases, claim the next job, run it, repeat.
+"""The worker loop: evaluate the feedback triggers when due, reap expired leases, claim the next job, run it, repeat.
 
 The same loop runs in `python -m workers` processes and, on the embedded default, in a
 thread of the API process (`start_embedded_worker`). Setting ``stop_event`` stops it
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from app.db.session import session_factory
+from app.feedback.triggers import TriggerEvaluator
 from app.jobs import queue
 from app.registry.collection import collect_garbage
 from app.settings import Settings
@@ -41,9 +42,14 @@ def run_worker(
     store = artifact_store(settings)
     worker_id = worker_id or default_worker_id()
     clean_store(factory, store, settings)
+    triggers = TriggerEvaluator(factory, store, settings)  # the feedback loop's triggers (app/feedback/)
     jobs_run = 0
     while not stop_event.is_set():
         held = None
+        try:
+            triggers.run_due()
+        except Exception:
+            log.exception("worker %s could not evaluate the feedback triggers", worker_id)
         try:
             with factory() as session:
                 for job_id, status in queue.reap(session).items():

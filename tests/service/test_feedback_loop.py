@@ -1,0 +1,223 @@
+"""The feedback loop through the API and a real worker: predictions logged with ids, labels sent later,
+live accuracy, and each trigger firing when it should and not before (app/feedback/)."""
+
+import time
+
+import numpy as np
+import pytest
+
+from app.feedback.triggers import TriggerEvaluator
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+FAST = {"feedback_check_interval": 0.05, "feedback_flush_interval": 0.05}
+
+
+CENTRES = np.random.default_rng(0).normal(0, 4, size=(3, 8))
+
+
+def blobs(count, seed, shift=0.0, labels=(0, 1, 2)):
+    """``count`` samples of three well-separated Gaussian blobs in 8 dimensions (moved by ``shift``);
+    blob k gets ``labels[k]``: a permutation of the labels is a conflicting task on the same inputs."""
+    rng = np.random.default_rng(seed)
+    blob = rng.integers(0, 3, size=count)
+    x = (CENTRES[blob] + rng.normal(0, 1, size=(count, 8)) + shift).astype(np.float32)
+    return x, np.asarray(labels)[blob]
+
+
+@pytest.fixture
+def served(client, tmp_path, teach, run_worker_once):
+    """Model "m" serving version 1, learnt from 300 samples of the blobs (any forgetting allowed)."""
+    x, y = blobs(300, seed=1)
+    path = tmp_path / "blobs.npz"
+    np.savez(path, x=x, y=y)
+    assert teach(path, max_forgetting="1.0", architecture_options='{"hidden": [16]}', epochs="3").status_code == 202
+    assert run_worker_once() == 1
+    assert client.get("/models/m").json()["serving_version"] == 1
+    return path
+
+
+def set_policy(client, **policy):
+    answer = client.put("/models/m/feedback-policy", json=policy)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def predict_ids(client, inputs):
+    answer = client.post("/predict", json={"model": "m", "inputs": inputs.tolist()})
+    assert answer.status_code == 200, answer.text
+    return [prediction["prediction_id"] for prediction in answer.json()["predictions"]]
+
+
+def label(client, ids, labels):
+    items = [{"prediction_id": i, "label": int(y)} for i, y in zip(ids, labels, strict=True)]
+    return client.post("/feedback", json={"model": "m", "items": items})
+
+
+def decisions(client, trigger=None):
+    answer = client.get("/models/m/triggers")
+    assert answer.status_code == 200, answer.text
+    return [d for d in answer.json()["decisions"] if trigger is None or d["trigger"] == trigger]
+
+
+def wait_until(condition, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout} s")
+        time.sleep(0.05)
+
+
+def test_policy_is_validated_and_kept(client, served):
+    assert client.get("/models/m/feedback-policy").status_code == 404
+    policy = set_policy(
+        client,
+        log_rate=0.5,
+        triggers=[{"kind": "every_n_labels", "n": 10}, {"kind": "drift", "alpha": 0.01}],
+    )
+    assert policy["triggers"][1] == {
+        "kind": "drift",
+        "test": "ks",
+        "alpha": 0.01,
+        "window": 200,
+        "min_samples": 50,
+        "reference_samples": 500,
+    }
+    assert client.get("/models/m/feedback-policy").json()["log_rate"] == 0.5
+    for bad in (
+        {"triggers": [{"kind": "sometimes"}]},
+        {"triggers": [{"kind": "accuracy_below", "threshold": 2}]},
+        {"log_rate": 1.5},
+        {"log_max_samples": 10**9},
+    ):
+        answer = client.put("/models/m/feedback-policy", json=bad)
+        assert answer.status_code == 422, (bad, answer.text)
+    assert client.get("/models/m/feedback-policy").json()["log_rate"] == 0.5  # unchanged by the refusals
+    assert client.put("/models/nope/feedback-policy", json={}).status_code == 404
+
+
+def test_logged_predictions_take_labels_later(client, served):
+    inputs, truth = blobs(6, seed=2)
+    assert predict_ids(client, inputs) == [None] * 6  # no policy: nothing logged, no id
+    set_policy(client, log_rate=1.0)
+    ids = predict_ids(client, inputs)
+    assert all(ids) and len(set(ids)) == 6
+    infer = client.post(
+        "/v2/models/m/infer",
+        json={
+            "inputs": [
+                {"name": "input-0", "shape": [2, 8], "datatype": "FP32", "data": inputs[:2].reshape(-1).tolist()}
+            ]
+        },
+    )
+    assert infer.status_code == 200, infer.text
+    oip_ids = next(o for o in infer.json()["outputs"] if o["name"] == "prediction_id")
+    assert oip_ids["datatype"] == "BYTES" and oip_ids["shape"] == [2] and all(oip_ids["data"])
+
+    kept = label(client, ids[:4], truth[:4])
+    assert kept.status_code == 200 and kept.json()["accepted"] == 4, kept.text
+    again = label(client, ids[:4], truth[:4])  # idempotent
+    assert again.status_code == 200 and not any(r["changed"] for r in again.json()["results"])
+    assert client.get("/models/m/triggers").json()["buffered_labels"] == 4
+
+    mixed = client.post(
+        "/feedback",
+        json={
+            "model": "m",
+            "items": [
+                {"prediction_id": ids[4], "label": int(truth[4])},
+                {"prediction_id": "f" * 32, "label": 1},
+                {"prediction_id": ids[5], "label": "seven"},
+            ],
+        },
+    )
+    assert mixed.status_code == 207, mixed.text
+    assert [r["status"] for r in mixed.json()["results"]] == [200, 404, 422]
+    assert client.get("/models/m/triggers").json()["buffered_labels"] == 5
+
+    for bad in (
+        {"model": "m", "items": [{"prediction_id": "0" * 32, "label": 1}]},
+        {"model": "m", "items": [{"prediction_id": ids[5], "label": 2.5}]},
+        {"model": "m", "inputs": [[1.0, 2.0]], "labels": [1]},  # not the model's shape
+        {"model": "m", "inputs": inputs[:2].tolist(), "labels": [1]},
+        {"model": "m"},
+    ):
+        refused = client.post("/feedback", json=bad)
+        assert 400 <= refused.status_code < 500, (bad, refused.text)
+    assert client.post("/feedback", json={"model": "nope", "items": []}).status_code in (404, 422)
+    assert client.get("/models/m/triggers").json()["buffered_labels"] == 5  # nothing changed
+
+    fresh = client.post("/feedback", json={"model": "m", "inputs": inputs[:2].tolist(), "labels": [3, 4]})
+    assert fresh.status_code == 200 and fresh.json()["accepted"] == 2
+    assert client.get("/models/m/triggers").json()["buffered_labels"] == 7
+
+    live = client.get("/models/m/live-accuracy").json()
+    version = next(v for v in live["versions"] if v["model_version"] == 1)
+    served_labels = client.post("/predict", json={"model": "m", "inputs": inputs[:5].tolist()}).json()["predictions"]
+    expected = np.mean([answer["label"] == int(y) for answer, y in zip(served_labels, truth[:5], strict=True)])
+    assert version["n"] == 5 and version["accuracy"] == pytest.approx(expected)
+    assert version["serving"] and live["history"]
+
+
+def stream(client, count, seed, **blob_options):
+    """``count`` samples predicted, then their true labels sent: what a stream of production does."""
+    x, y = blobs(count, seed, **blob_options)
+    ids = predict_ids(client, x)
+    answer = label(client, ids, y)
+    assert answer.status_code == 200, answer.text
+    return ids, y
+
+
+def fast(settings):
+    return settings.model_copy(update=FAST)
+
+
+def test_every_n_labels_fires_at_n_and_the_update_lands(client, settings, served, worker_thread, wait_for_job):
+    set_policy(client, log_rate=1.0, min_labels=20, triggers=[{"kind": "every_n_labels", "n": 60}])
+    stream(client, 59, seed=3)
+    with worker_thread(fast(settings)):
+        wait_until(lambda: any("59 labels buffered" in d["reason"] for d in decisions(client)), what="an evaluation")
+        assert not any(d["fired"] for d in decisions(client))
+        stream(client, 1, seed=4)
+        fired = wait_until(lambda: [d for d in decisions(client) if d["fired"]], what="the trigger")[0]
+        assert fired["task_id"] is not None and "60 labels buffered" in fired["reason"]
+        task = client.get(f"/tasks/{fired['task_id']}").json()
+        assert task["name"].startswith("feedback-") and task["strategy"] == "ewc"
+        assert task["dataset"]["n_train"] + task["dataset"]["n_validation"] + task["dataset"]["n_test"] == 60
+        job = wait_for_job(task["job_id"])
+        assert job["status"] == "succeeded", job
+    assert client.get("/models/m").json()["serving_version"] == 2
+    assert client.get("/models/m/triggers").json()["buffered_labels"] == 0  # the buffer went into the task
+
+
+def test_labels_for_an_older_version_still_count(client, settings, served, worker_thread, wait_for_job):
+    set_policy(client, log_rate=1.0, min_labels=20, triggers=[{"kind": "every_n_labels", "n": 40}])
+    x, y = blobs(40, seed=5)
+    old_ids = predict_ids(client, x)  # answered by version 1, labelled only after version 2 serves
+    evaluator = TriggerEvaluator(session_factory_of(settings), store_of(settings), settings)
+    stream(client, 40, seed=6)
+    assert any(verdict.fired for verdict in evaluator.run())
+    task_id = decisions(client)[-1]["task_id"]
+    with worker_thread():
+        assert wait_for_job(client.get(f"/tasks/{task_id}").json()["job_id"])["status"] == "succeeded"
+    assert client.get("/models/m").json()["serving_version"] == 2
+    assert label(client, old_ids, y).json()["accepted"] == 40
+    assert client.get("/models/m/triggers").json()["buffered_labels"] == 40
+    live = {v["model_version"]: v for v in client.get("/models/m/live-accuracy").json()["versions"]}
+    assert live[1]["n"] == 80 and live[2]["n"] == 0  # judged as the version that answered
+    assert any(verdict.fired for verdict in evaluator.run())  # and they make the next update
+
+
+def session_factory_of(settings):
+    from app.db.session import session_factory
+
+    return session_factory(settings)
+
+
+def store_of(settings):
+    from app.storage.artifacts import artifact_store
+
+    return artifact_store(settings)
