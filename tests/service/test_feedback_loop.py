@@ -221,3 +221,123 @@ def store_of(settings):
     from app.storage.artifacts import artifact_store
 
     return artifact_store(settings)
+
+
+def evaluator_of(settings):
+    return TriggerEvaluator(session_factory_of(settings), store_of(settings), settings)
+
+
+def fired(verdicts, kind):
+    return [verdict for verdict in verdicts if verdict.trigger == kind and verdict.fired]
+
+
+def test_every_seconds_fires_once_due(client, settings, served):
+    set_policy(client, log_rate=1.0, min_labels=20, triggers=[{"kind": "every_seconds", "seconds": 1}])
+    stream(client, 30, seed=7)
+    evaluator = evaluator_of(settings)
+    assert not fired(evaluator.run(), "every_seconds")  # set less than a second ago
+    time.sleep(1.1)
+    assert fired(evaluator.run(), "every_seconds")
+    assert decisions(client, "every_seconds")[-1]["task_id"] is not None
+
+
+def test_accuracy_below_and_drop_fire_when_served_accuracy_falls(client, settings, served):
+    set_policy(
+        client,
+        log_rate=1.0,
+        min_labels=20,
+        accuracy_window=30,
+        triggers=[
+            {"kind": "accuracy_below", "threshold": 0.6, "min_samples": 30},
+            {"kind": "accuracy_drop", "drop": 0.3, "min_samples": 30},
+        ],
+    )
+    evaluator = evaluator_of(settings)
+    stream(client, 29, seed=8, labels=(1, 2, 0))  # the labels moved: served accuracy falls to ~0
+    verdicts = evaluator.run()
+    assert not any(verdict.fired for verdict in verdicts)  # one sample short of min_samples
+    assert all("29 labelled predictions" in verdict.reason for verdict in verdicts)
+    stream(client, 30, seed=9)  # the old labels again: accuracy is back, nothing fires
+    assert not any(verdict.fired for verdict in evaluator.run())
+    stream(client, 30, seed=10, labels=(1, 2, 0))
+    verdicts = evaluator.run()
+    assert fired(verdicts, "accuracy_below") and fired(verdicts, "accuracy_drop")
+    below = decisions(client, "accuracy_below")
+    assert below[-1]["fired"] and below[-1]["task_id"] is not None and not below[-2]["fired"]
+
+
+def test_drift_fires_on_moved_inputs_only(client, settings, served):
+    set_policy(
+        client,
+        log_rate=1.0,
+        min_labels=20,
+        triggers=[{"kind": "drift", "alpha": 0.01, "window": 40, "min_samples": 40, "reference_samples": 200}],
+    )
+    evaluator = evaluator_of(settings)
+    stream(client, 39, seed=11)
+    assert "the test needs 40" in evaluator.run()[0].reason
+    stream(client, 40, seed=12)  # the training distribution: no drift
+    verdict = evaluator.run()[0]
+    assert not verdict.fired and "0 of 8 features" in verdict.reason
+    stream(client, 40, seed=13, shift=3.0)  # every feature moved
+    verdict = evaluator.run()[0]
+    assert verdict.fired and "queued task" in verdict.reason
+
+
+def test_one_trigger_made_update_at_a_time(client, settings, served):
+    set_policy(client, log_rate=1.0, min_labels=20, triggers=[{"kind": "every_n_labels", "n": 20}])
+    evaluator = evaluator_of(settings)
+    stream(client, 20, seed=14)
+    assert fired(evaluator.run(), "every_n_labels")
+    stream(client, 20, seed=15)  # the first update is still queued (no worker runs)
+    verdict = evaluator.run()[0]
+    assert verdict.fired and "still unfinished" in verdict.reason
+    made = [d for d in decisions(client) if d["task_id"] is not None]
+    assert len(made) == 1
+    assert client.get("/models/m/triggers").json()["buffered_labels"] == 20  # kept for the next update
+
+
+def test_a_restart_loses_no_label_nor_logged_prediction(settings, served, client):
+    from tests.conftest import keyed_client
+
+    set_policy(client, log_rate=1.0, min_labels=20, triggers=[{"kind": "every_n_labels", "n": 30}])
+    stream(client, 25, seed=16)
+    x, y = blobs(5, seed=17)
+    ids = predict_ids(client, x)  # buffered in memory: written at shutdown at the latest
+    client.__exit__(None, None, None)  # the app stops (lifespan shutdown)
+    with keyed_client(settings) as restarted:
+        assert restarted.get("/models/m/triggers").json()["buffered_labels"] == 25
+        assert label(restarted, ids, y).json()["accepted"] == 5
+        assert fired(evaluator_of(settings).run(), "every_n_labels")
+
+
+def test_the_log_is_sampled_and_bounded(client, settings, served):
+    set_policy(client, log_rate=0.5, log_max_samples=50)
+    x, _ = blobs(200, seed=18)
+    ids = predict_ids(client, x)
+    logged = [i for i in ids if i]
+    assert 0 < len(logged) < 200
+    client.app.state.serving.prediction_log.flush()
+    from sqlalchemy import func, select
+
+    from app.db.tables import LoggedSample
+
+    with session_factory_of(settings)() as session:
+        kept = set(session.scalars(select(LoggedSample.prediction_id)))
+        assert session.scalar(select(func.count(LoggedSample.id))) == min(50, len(logged))
+    assert kept == set(logged[-len(kept) :])  # the oldest went first
+
+
+def test_feedback_as_a_file(client, served, tmp_path):
+    set_policy(client, log_rate=1.0)
+    x, y = blobs(10, seed=19)
+    ids = predict_ids(client, x)
+    csv_text = "prediction_id,label\n" + "".join(f"{i},{label}\n" for i, label in zip(ids, y, strict=True))
+    answer = client.post("/feedback/file", data={"model": "m"}, files={"file": ("labels.csv", csv_text.encode())})
+    assert answer.status_code == 200 and answer.json()["accepted"] == 10, answer.text
+    samples = tmp_path / "more.npz"
+    np.savez(samples, x=x, y=y)
+    with open(samples, "rb") as upload:
+        answer = client.post("/feedback/file", data={"model": "m"}, files={"file": ("more.npz", upload)})
+    assert answer.status_code == 200 and answer.json()["accepted"] == 10, answer.text
+    assert client.get("/models/m/triggers").json()["buffered_labels"] == 20
