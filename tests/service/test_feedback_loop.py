@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from app.feedback.triggers import TriggerEvaluator
+from tests.service.test_metrics import scrape, value
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -160,6 +161,10 @@ def test_logged_predictions_take_labels_later(client, served):
     expected = np.mean([answer["label"] == int(y) for answer, y in zip(served_labels, truth[:5], strict=True)])
     assert version["n"] == 5 and version["accuracy"] == pytest.approx(expected)
     assert version["serving"] and live["history"]
+    metrics = scrape(client)
+    assert value(metrics, "retain_model_live_accuracy", model="m", version="1") == pytest.approx(expected)
+    assert value(metrics, "retain_model_live_accuracy_samples", model="m", version="1") == 5
+    assert value(metrics, "retain_model_feedback_buffered_labels", model="m") == 7
 
 
 def stream(client, count, seed, **blob_options):
@@ -341,3 +346,40 @@ def test_feedback_as_a_file(client, served, tmp_path):
         answer = client.post("/feedback/file", data={"model": "m"}, files={"file": ("more.npz", upload)})
     assert answer.status_code == 200 and answer.json()["accepted"] == 10, answer.text
     assert client.get("/models/m/triggers").json()["buffered_labels"] == 20
+
+
+def test_the_cli_turns_the_loop_on_and_sends_labels(capsys, client, served, api_replica, tmp_path):
+    """`retain loop` and `retain feedback` over real HTTP against a served replica."""
+    import json
+
+    import httpx
+
+    from app import cli
+    from app.cli import render
+
+    render.console.width = 200  # lines unwrapped in captured output
+
+    def run(*argv):
+        code = cli.main(["--url", f"http://{api_replica}", "--api-key", client.api_key, *argv])
+        return code, capsys.readouterr().out
+
+    policy = '{"log_rate": 1, "min_labels": 20, "triggers": [{"kind": "every_n_labels", "n": 100}]}'
+    code, out = run("loop", "m", "--policy", policy)
+    assert code == 0 and "every_n_labels" in out and "0 label(s) buffered" in out
+    x, y = blobs(4, seed=20)
+    answer = httpx.post(
+        f"http://{api_replica}/predict",
+        json={"model": "m", "inputs": x.tolist()},
+        headers={"Authorization": f"Bearer {client.api_key}"},
+    )
+    ids = [prediction["prediction_id"] for prediction in answer.json()["predictions"]]
+    code, out = run("feedback", "m", "--label", f"{ids[0]}={y[0]}", "--label", f"{ids[1]}={y[1]}")
+    assert code == 0 and "2 label(s) kept, 0 refused" in out
+    labels = tmp_path / "labels.csv"
+    labels.write_text("prediction_id,label\n" + f"{ids[2]},{y[2]}\n{ids[3]},{y[3]}\nnot-an-id,1\n")
+    code, out = run("feedback", "m", str(labels))
+    assert code == 1 and "2 label(s) kept, 1 refused" in out and "not-an-id: 404" in out
+    code, out = run("loop", "m", "--json")
+    status = json.loads(out)
+    assert code == 0 and status["triggers"]["buffered_labels"] == 4
+    assert status["live_accuracy"]["versions"][0]["n"] == 4
