@@ -165,6 +165,8 @@ def test_logged_predictions_take_labels_later(client, served):
     assert value(metrics, "retain_model_live_accuracy", model="m", version="1") == pytest.approx(expected)
     assert value(metrics, "retain_model_live_accuracy_samples", model="m", version="1") == 5
     assert value(metrics, "retain_model_feedback_buffered_labels", model="m") == 7
+    page = client.get("/ui")
+    assert page.status_code == 200 and 'id="live-box"' in page.text  # the dashboard's line of it
 
 
 def stream(client, count, seed, **blob_options):

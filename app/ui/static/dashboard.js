@@ -215,6 +215,49 @@ function renderTaskLines(matrix) {
   return svg;
 }
 
+// ------------------------------------------------------------------ served accuracy (feedback loop)
+
+function renderLiveAccuracy(live) {
+  const points = live.history;
+  if (!points.length) {
+    return el("p", { class: "hint" }, "No labelled predictions yet (POST /feedback, or `retain feedback`).");
+  }
+  const width = 660, height = 200, left = 44, right = 20, top = 12, bottom = 30;
+  const plotW = width - left - right, plotH = height - top - bottom;
+  const times = points.map((p) => Date.parse(p.at));
+  const first = Math.min(...times), last = Math.max(...times), span = Math.max(last - first, 1);
+  const xOf = (t) => left + ((t - first) / span) * plotW;
+  const yOf = (a) => top + (1 - a) * plotH;
+  const svg = el("svg:svg", { id: "live-accuracy", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-label": "served accuracy over time, updates marked" });
+  for (const tick of [0, 0.5, 1]) {
+    svg.append(el("svg:line", { x1: left, x2: left + plotW, y1: yOf(tick), y2: yOf(tick), stroke: "#e3e6ec" }));
+    svg.append(el("svg:text", { x: left - 6, y: yOf(tick) + 4, "text-anchor": "end", "font-size": 11, fill: "#667085" },
+      tick.toFixed(2)));
+  }
+  for (const update of live.updates) {
+    const t = Date.parse(update.at);
+    if (t < first || t > last) continue;
+    svg.append(el("svg:line", { x1: xOf(t), x2: xOf(t), y1: top, y2: top + plotH, stroke: "#b42318",
+      "stroke-dasharray": "4 3", "data-version": update.model_version }, svgTitle(`v${update.model_version} promoted`)));
+    svg.append(el("svg:text", { x: xOf(t) + 3, y: top + 10, "font-size": 11, fill: "#b42318" }, `v${update.model_version}`));
+  }
+  svg.append(el("svg:polyline", { points: points.map((p, i) => `${xOf(times[i])},${yOf(p.accuracy)}`).join(" "),
+    fill: "none", stroke: "#1f6feb", "stroke-width": 2 }));
+  svg.append(el("svg:text", { x: left, y: height - 8, "font-size": 11, fill: "#667085" },
+    `${new Date(first).toLocaleTimeString()} → ${new Date(last).toLocaleTimeString()} (window ${live.window})`));
+  return svg;
+}
+
+function renderTriggerDecisions(triggers) {
+  const list = document.getElementById("trigger-decisions");
+  list.replaceChildren(...triggers.decisions.slice(-8).reverse().map((d) =>
+    el("li", { class: d.fired ? "fired" : "" },
+      `${new Date(d.created_at).toLocaleTimeString()} ${d.trigger} ${d.fired ? "fired" : "waits"}` +
+      `${d.task_id ? ` → task ${d.task_id}` : ""}: ${d.reason}`)));
+  list.append(el("li", { class: "hint" }, `${triggers.buffered_labels} label(s) buffered`));
+}
+
 // ------------------------------------------------------------------ versions
 
 function recipeText(recipe) {
@@ -333,6 +376,10 @@ async function refreshModel() {
     `average accuracy ${maybe3(matrix.average_accuracy)}   BWT ${maybe3(matrix.bwt)}   forgetting ${maybe3(matrix.forgetting)}` +
     "   (over the promoted versions)";
   renderVersions(versions);
+  const [live, triggers] = await Promise.all([api(modelPath(name, "/live-accuracy")), api(modelPath(name, "/triggers"))]);
+  if (name !== state.model) return;
+  document.getElementById("live-box").replaceChildren(renderLiveAccuracy(live));
+  renderTriggerDecisions(triggers);
 }
 
 async function refreshModels() {
