@@ -385,3 +385,22 @@ def test_the_cli_turns_the_loop_on_and_sends_labels(capsys, client, served, api_
     status = json.loads(out)
     assert code == 0 and status["triggers"]["buffered_labels"] == 4
     assert status["live_accuracy"]["versions"][0]["n"] == 4
+
+
+def test_a_label_never_seen_makes_the_update_class_incremental(client, settings, served, run_worker_once):
+    set_policy(
+        client, log_rate=1.0, min_labels=20, update={"epochs": 20}, triggers=[{"kind": "every_n_labels", "n": 90}]
+    )
+    stream(client, 45, seed=21)  # the three known blobs
+    new_class, _ = blobs(45, seed=22, shift=12.0)  # a region of the input space no blob covers
+    ids = predict_ids(client, new_class)
+    assert label(client, ids, [3] * 45).json()["accepted"] == 45
+    assert fired(evaluator_of(settings).run(), "every_n_labels")
+    task_id = decisions(client)[-1]["task_id"]
+    assert 3 in client.get(f"/tasks/{task_id}").json()["dataset"]["labels"]
+    assert run_worker_once() == 1
+    assert client.get(f"/jobs/{client.get(f'/tasks/{task_id}').json()['job_id']}").json()["status"] == "succeeded"
+    later, _ = blobs(20, seed=23, shift=12.0)
+    answer = client.post("/predict", json={"model": "m", "inputs": later.tolist()}).json()
+    assert answer["model_version"] == 2
+    assert sum(prediction["label"] == 3 for prediction in answer["predictions"]) >= 15
