@@ -22,6 +22,7 @@ import random
 import secrets
 import threading
 import zlib
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,8 @@ from sqlalchemy.orm import Session
 from app.db.tables import FeedbackPolicy, LoggedSample, Model, utcnow
 
 log = logging.getLogger(__name__)
+
+MAX_BUFFERED = 200_000  # rows held while the database cannot be written; past it, predictions go unlogged
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class PredictionLog:
         self.flush_interval = flush_interval
         self.policy_interval = policy_interval
         self.policies: dict[str, LogPolicy] = {}
-        self._pending: list[tuple] = []
+        self._pending: deque[tuple] = deque()  # appends and pops are atomic: no lock on the request side
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,9 +85,11 @@ class PredictionLog:
     # ------------------------------------------------------------------------------- the request side
     def record(self, policy: LogPolicy, version_id: int, samples, predictions) -> list[str | None]:
         """A ``prediction_id`` per sample (None for one the sampling skipped); the logged ones buffered."""
+        rows = self._pending
+        if len(rows) >= MAX_BUFFERED:  # the writer is failing: serving goes on, unlogged
+            return [None] * len(predictions)
         ids: list[str | None] = []
         rate, draw = policy.log_rate, self._random.random
-        rows = self._pending
         for index, prediction in enumerate(predictions):
             if rate < 1.0 and draw() >= rate:
                 ids.append(None)
@@ -144,8 +149,9 @@ class PredictionLog:
         """Write every buffered row in one transaction and trim each model to its ``log_max_samples``.
         Returns the number of rows written. Thread-safe; a concurrent call waits for this one."""
         with self._write_lock:
-            # swap the list: requests append to the new one while this one is written
-            rows, self._pending = self._pending, []
+            # take what is there now; requests keep appending behind it meanwhile
+            pending = self._pending
+            rows = [pending.popleft() for _ in range(len(pending))]
             if not rows:
                 return 0
             now = utcnow()
@@ -169,7 +175,7 @@ class PredictionLog:
                         trim(session, model_id, bound)
                     session.commit()
             except Exception:
-                self._pending[:0] = rows  # kept for the next try, in order
+                self._pending.extendleft(reversed(rows))  # kept for the next try, in order
                 raise
             return len(rows)
 
