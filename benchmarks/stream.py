@@ -155,10 +155,11 @@ def train_seconds(client: RetainClient, model: str) -> float:
     return sum(v.get("train_seconds") or 0.0 for v in client.get(f"/models/{model}/versions") if v["number"] > 1)
 
 
-def teach(client: RetainClient, model: str, x, y, directory: Path, epochs: int) -> dict:
+def teach(client: RetainClient, model: str, x, y, directory: Path, epochs: int | None) -> dict:
     path = directory / f"{model}.npz"
     path.write_bytes(npz_bytes(x, y))
-    job = client.submit_task(path, {"model": model, **FORM, "epochs": str(epochs)})
+    epochs_field = {} if epochs is None else {"epochs": str(epochs)}  # None: the service chooses
+    job = client.submit_task(path, {"model": model, **FORM, **epochs_field})
     final = client.follow_job(job["job_id"], timeout=1800)
     if final["status"] not in ("succeeded", "rejected"):
         raise SystemExit(f"teaching {model} failed: {final}")
@@ -217,10 +218,10 @@ def run_stream(stream: str, args, directory: Path) -> dict:
                 model,
                 {
                     "log_rate": 1.0,
-                    "min_labels": 50,
+                    "min_labels": args.min_labels,
                     "accuracy_window": 100,
                     "triggers": triggers,
-                    "update": {"epochs": args.epochs, "ewc_lambda": 100},
+                    "update": {"ewc_lambda": 100, **({} if args.epochs is None else {"epochs": args.epochs})},
                 },
             )
             console.print(f"[bold]{stream}[/] {policy}: playing {sum(len(y) for _, y in segments)} samples")
@@ -324,8 +325,9 @@ def main() -> None:
     parser.add_argument("--policies", nargs="*", choices=list(POLICIES), help="default: all")
     parser.add_argument("--per-segment", type=int, default=400, help="samples per task (pmnist) or new class (mnist)")
     parser.add_argument("--initial", type=int, default=1000, help="samples the first model is taught")
-    parser.add_argument("--initial-epochs", type=int, default=5, help="epochs of the first model")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of each update (and each scratch retrain)")
+    parser.add_argument("--initial-epochs", type=int, help="epochs of the first model (default: the service's choice)")
+    parser.add_argument("--epochs", type=int, help="epochs of each update and scratch retrain (default: the service's)")
+    parser.add_argument("--min-labels", type=int, default=150, help="labels a trigger-made update needs")
     parser.add_argument("--rate", type=float, default=40.0, help="samples per second")
     parser.add_argument("--batch", type=int, default=10, help="samples per request")
     parser.add_argument("--window", type=int, default=100, help="rolling window of the served accuracy")

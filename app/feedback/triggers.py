@@ -6,7 +6,8 @@ every trigger, records the decision in ``trigger_decisions`` (fired or not, and 
 same as that trigger's last one is not written again), and when one fires, builds a task named
 ``feedback-<UTC timestamp>`` from the labels not yet learnt from, submitted through the same service
 as an upload (app/tasks/service.py: its own train/validation/test splits, the model's strategy, the
-gate, the accuracy table). At most one trigger-made update per model is queued or running at a time:
+gate, the accuracy table). At most one trigger-made update per model is queued or running at a time
+(checked again under the model's lock as the task is written, so two workers cannot both queue one):
 a trigger that fires meanwhile is recorded as fired and not queued.
 
 Drift is a two-sample Kolmogorov-Smirnov test per input feature (``scipy.stats.ks_2samp``) between
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from app.datasets.storage import load_dataset_splits
 from app.db.tables import Dataset, FeedbackPolicy, Job, LoggedSample, Model, ModelVersion, Task, TriggerDecision
-from app.errors import DomainError
+from app.errors import Conflict, DomainError
 from app.feedback.prediction_log import unpack_inputs
 from app.feedback.schemas import AccuracyBelow, AccuracyDrop, Drift, EveryNLabels, EverySeconds, FeedbackPolicyIn
 from app.feedback.service import buffered_labels, live_accuracy, promotion_accuracy
@@ -215,18 +216,23 @@ def model_state(session: Session, model_id: int) -> ModelState | None:
     model = session.get(Model, model_id)
     if row is None or model is None:
         return None
-    pending = session.scalar(
-        select(Job.id)
-        .join(Task, Job.task_id == Task.id)
-        .where(Job.model_id == model_id, Job.status.in_(UNFINISHED), Task.name.like(f"{TASK_PREFIX}%"))
-        .limit(1)
-    )
+    pending = pending_update(session, model_id)
     return ModelState(
         model=model,
         policy=FeedbackPolicyIn.model_validate(row.policy),
         policy_set_at=row.updated_at,
         buffered=buffered_labels(session, model_id),
         pending_job=pending,
+    )
+
+
+def pending_update(session: Session, model_id: int) -> int | None:
+    """The job of an unfinished trigger-made update of the model, if any."""
+    return session.scalar(
+        select(Job.id)
+        .join(Task, Job.task_id == Task.id)
+        .where(Job.model_id == model_id, Job.status.in_(UNFINISHED), Task.name.like(f"{TASK_PREFIX}%"))
+        .limit(1)
     )
 
 
@@ -288,7 +294,14 @@ def submit_buffer(session: Session, store, settings, state: ModelState) -> int:
         max_forgetting=None,
     )
     session.rollback()
-    out = submit_task(session, store, settings, request, "feedback.npz", buffer.getvalue())
+
+    def one_at_a_time(locked: Model | None) -> None:
+        """Under the model's lock: another worker may have queued a trigger-made update meanwhile."""
+        pending = pending_update(session, model.id)
+        if pending is not None:
+            raise Conflict(f"job {pending}, made by a trigger, is still unfinished")
+
+    out = submit_task(session, store, settings, request, "feedback.npz", buffer.getvalue(), admit=one_at_a_time)
     ids = [row.id for row in rows]
     for start in range(0, len(ids), 500):
         session.execute(

@@ -86,9 +86,17 @@ def check_labels(session: Session, settings: Settings, model: Model | None, pars
 
 
 def submit_task(
-    session: Session, store, settings: Settings, request: TaskRequest, filename: str, data: bytes
+    session: Session,
+    store,
+    settings: Settings,
+    request: TaskRequest,
+    filename: str,
+    data: bytes,
+    admit: Callable[[Model | None], None] | None = None,
 ) -> TaskOut:
-    """Check, parse and store the upload with no transaction open, then write its rows (`add_task_rows`)."""
+    """Check, parse and store the upload with no transaction open, then write its rows (`add_task_rows`).
+    ``admit(model)``, when given, is one more check made under the model's lock just before the rows
+    are written (the feedback loop's one-update-at-a-time rule): it raises a DomainError to refuse."""
     model = session.scalar(select(Model).where(Model.name == request.model))
     check_admission(session, settings, request, model)
     shapeless = False
@@ -112,6 +120,8 @@ def submit_task(
     reference = store_dataset(store, parsed)  # idempotent: content-addressed
 
     def recheck(locked: Model | None, request: TaskRequest) -> TaskRequest:
+        if admit is not None:
+            admit(locked)
         if locked is not None and not locked.input_shape:
             request = settle_shapeless_model(session, locked, request)
         if locked is None and checked_new:

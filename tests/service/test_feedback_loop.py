@@ -303,6 +303,20 @@ def test_one_trigger_made_update_at_a_time(client, settings, served):
     assert len(made) == 1
     assert client.get("/models/m/triggers").json()["buffered_labels"] == 20  # kept for the next update
 
+    # two workers that both judged before either queued: the second is refused under the model's lock
+    from sqlalchemy import select
+
+    from app.db.tables import Model
+    from app.errors import Conflict
+    from app.feedback.triggers import model_state, submit_buffer
+
+    with session_factory_of(settings)() as session:
+        state = model_state(session, session.scalar(select(Model.id).where(Model.name == "m")))
+        state.pending_job = None  # what a worker that judged a moment earlier saw
+        with pytest.raises(Conflict, match="still unfinished"):
+            submit_buffer(session, store_of(settings), settings, state)
+    assert client.get("/models/m/triggers").json()["buffered_labels"] == 20
+
 
 def test_a_restart_loses_no_label_nor_logged_prediction(settings, served, client):
     from tests.conftest import keyed_client
