@@ -46,6 +46,7 @@ from app.learning import as_samples
 from app.registry.service import get_model_by_name
 
 HISTORY_POINTS = 200  # points of the live accuracy line
+HISTORY_ROWS = 20_000  # the most recent labelled predictions the line is drawn over
 
 
 # ------------------------------------------------------------------------------------------ policy
@@ -265,13 +266,14 @@ def accuracy_report(session: Session, name: str, window: int | None = None) -> L
 
 def accuracy_history(session: Session, model_id: int, window: int) -> list[AccuracyPoint]:
     """The served accuracy over time: a rolling mean over ``window`` labelled predictions, sampled at
-    up to HISTORY_POINTS labels (the line the dashboard draws)."""
+    up to HISTORY_POINTS labels over the last HISTORY_ROWS (the line the dashboard draws)."""
     rows = session.execute(
         select(LoggedSample.labelled_at, LoggedSample.correct, ModelVersion.number)
         .join(ModelVersion, LoggedSample.model_version_id == ModelVersion.id)
         .where(LoggedSample.model_id == model_id, LoggedSample.correct.is_not(None))
-        .order_by(LoggedSample.labelled_at, LoggedSample.id)
-    ).all()
+        .order_by(LoggedSample.labelled_at.desc(), LoggedSample.id.desc())
+        .limit(HISTORY_ROWS)
+    ).all()[::-1]
     if not rows:
         return []
     correct = np.fromiter((bool(row.correct) for row in rows), dtype=np.float64, count=len(rows))
