@@ -28,7 +28,7 @@ from app.db.tables import (
     utcnow,
 )
 from app.errors import InvalidInput, NotFound, PayloadTooLarge
-from app.feedback.prediction_log import LogPolicy, new_prediction_id, pack_inputs
+from app.feedback.prediction_log import LogPolicy, new_prediction_id, pack_inputs, unpack_inputs
 from app.feedback.schemas import (
     AccuracyPoint,
     FeedbackIn,
@@ -108,6 +108,17 @@ class LabelCheck:
         self.strings = bool(labels) and all(isinstance(label, str) for label in labels)
         self.known = {str(label) for label in labels}
         self.limit = settings.max_labels_per_model
+        self.max_abs_value = settings.max_abs_value
+
+    def inputs_problem(self, sample: np.ndarray) -> str | None:
+        """Inputs a task would refuse (app/datasets/parsing.py) must not enter the buffer: every
+        trigger-made task after them would be refused too."""
+        if sample.size and float(np.abs(sample).max()) > self.max_abs_value:
+            return (
+                f"the sample has a value beyond {self.max_abs_value:g} in absolute value (max_abs_value); "
+                "it cannot be learnt"
+            )
+        return None
 
     def problem(self, label) -> str | None:
         if self.strings:
@@ -155,7 +166,7 @@ def label_prediction(session: Session, model: Model, check: LabelCheck, predicti
             detail=f"no logged prediction {prediction_id!r} of model {model.name!r} (not logged, or dropped "
             "past log_max_samples)",
         )
-    problem = check.problem(label)
+    problem = check.problem(label) or check.inputs_problem(unpack_inputs(row.inputs, (-1,)))
     if problem is not None:
         return FeedbackResult(prediction_id=prediction_id, status=422, detail=problem)
     if row.labelled_at is not None and row.label == label:
@@ -181,7 +192,7 @@ def add_samples(session: Session, model: Model, check: LabelCheck, inputs: list,
         raise InvalidInput(f"inputs: {error}") from error
     results = []
     for sample, label in zip(samples, labels, strict=True):
-        problem = check.problem(label)
+        problem = check.problem(label) or check.inputs_problem(sample)
         if problem is not None:
             results.append(FeedbackResult(prediction_id=None, status=422, detail=problem))
             continue

@@ -144,6 +144,7 @@ def test_logged_predictions_take_labels_later(client, served):
         {"model": "m", "items": [{"prediction_id": ids[5], "label": 2.5}]},
         {"model": "m", "inputs": [[1.0, 2.0]], "labels": [1]},  # not the model's shape
         {"model": "m", "inputs": inputs[:2].tolist(), "labels": [1]},
+        {"model": "m", "inputs": (inputs[:1] * 1e12).tolist(), "labels": [1]},  # past max_abs_value
         {"model": "m"},
     ):
         refused = client.post("/feedback", json=bad)
