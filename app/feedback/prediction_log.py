@@ -186,7 +186,7 @@ def trim(session: Session, model_id: int, bound: int) -> int:
         LoggedSample.labelled_at.is_not(None) & LoggedSample.task_id.is_(None)
     )
     total = session.scalar(select(func.count(LoggedSample.id)).where(LoggedSample.model_id == model_id))
-    excess = total - bound
+    excess = (total or 0) - bound
     if excess <= 0:
         return 0
     oldest = select(LoggedSample.id).where(droppable).order_by(LoggedSample.id).limit(excess)

@@ -3,7 +3,7 @@ and GET /models/{name}/triggers: the feedback loop's routes (docs/feedback-loop.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
@@ -22,8 +22,8 @@ from app.registry.service import get_model_by_name
 
 router = APIRouter(tags=["feedback"])
 
-NOT_FOUND = {404: {"description": "unknown model, or (GET) no policy set"}}
-FEEDBACK_ANSWERS = {
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "unknown model, or (GET) no policy set"}}
+FEEDBACK_ANSWERS: dict[int | str, dict[str, Any]] = {
     207: {"description": "some items were kept, others refused: each item's ``status`` says which and why"},
     404: {"description": "unknown model; or every item named an unknown prediction id (nothing was kept)"},
     422: {"description": "nothing was kept: every item was refused (each says why), or the request is malformed"},

@@ -213,7 +213,7 @@ def add_samples(session: Session, model: Model, check: LabelCheck, inputs: list,
 
 def buffered_labels(session: Session, model_id: int) -> int:
     """Labels not yet learnt from: what the next trigger-made task would hold."""
-    return session.scalar(
+    return session.scalar(  # type: ignore[return-value]  # a count is never NULL
         select(func.count(LoggedSample.id)).where(
             LoggedSample.model_id == model_id, LoggedSample.labelled_at.is_not(None), LoggedSample.task_id.is_(None)
         )

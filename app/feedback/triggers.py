@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.datasets.storage import load_dataset_splits
@@ -109,6 +109,8 @@ class TriggerEvaluator:
     # ------------------------------------------------------------------------------------- judging
     def judge(self, session: Session, state: ModelState, trigger) -> Verdict:
         policy, version_id = state.policy, state.model.serving_version_id
+        if version_id is None:
+            return Verdict(trigger.kind, False, "the model has no serving version yet")
         if isinstance(trigger, EveryNLabels):
             fired = state.buffered >= trigger.n
             return Verdict(trigger.kind, fired, f"{state.buffered} labels buffered, fires at {trigger.n}")
@@ -120,7 +122,7 @@ class TriggerEvaluator:
             return Verdict(trigger.kind, fired, f"due at {when} ({trigger.seconds:g} s after {since:%H:%M:%S})")
         if isinstance(trigger, (AccuracyBelow, AccuracyDrop)):
             accuracy, n = live_accuracy(session, state.model.id, version_id, policy.accuracy_window)
-            if n < trigger.min_samples:
+            if accuracy is None or n < trigger.min_samples:
                 return Verdict(
                     trigger.kind, False, f"{n} labelled predictions of the serving version; needs {trigger.min_samples}"
                 )
@@ -143,11 +145,11 @@ class TriggerEvaluator:
                 f"({'>=' if fired else '<'} {trigger.drop:g})",
             )
         if isinstance(trigger, Drift):
-            return self.judge_drift(session, state, trigger)
+            return self.judge_drift(session, state, trigger, version_id)
         raise TypeError(f"unknown trigger {trigger!r}")
 
-    def judge_drift(self, session: Session, state: ModelState, trigger: Drift) -> Verdict:
-        from scipy.stats import ks_2samp  # only a worker with a drift trigger pays the import
+    def judge_drift(self, session: Session, state: ModelState, trigger: Drift, version_id: int) -> Verdict:
+        from scipy.stats import ks_2samp  # type: ignore[import-untyped]  # only a drift trigger pays the import
 
         rows = list(
             session.scalars(
@@ -163,7 +165,7 @@ class TriggerEvaluator:
             )
         shape = state.model.input_shape
         recent = np.stack([unpack_inputs(data, shape).reshape(-1) for data in rows])
-        reference = self.reference(session, state.model.serving_version_id, trigger.reference_samples)
+        reference = self.reference(session, version_id, trigger.reference_samples)
         if reference is None:
             return Verdict(trigger.kind, False, "the serving version's training data cannot be read")
         pvalues = np.nan_to_num(np.atleast_1d(ks_2samp(reference, recent, axis=0).pvalue), nan=1.0)
@@ -305,7 +307,7 @@ def submit_buffer(session: Session, store, settings, state: ModelState) -> int:
     ids = [row.id for row in rows]
     for start in range(0, len(ids), 500):
         session.execute(
-            LoggedSample.__table__.update().where(LoggedSample.id.in_(ids[start : start + 500])).values(task_id=out.id)
+            update(LoggedSample).where(LoggedSample.id.in_(ids[start : start + 500])).values(task_id=out.id)
         )
     session.commit()
     return out.id
