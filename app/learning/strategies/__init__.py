@@ -1,10 +1,11 @@
 """Continual-learning strategies, one class per method behind one interface (``base.Strategy``).
 
-Importing this package registers the library's strategies, in this order: ``ewc`` and
-``finetune``, ``replay`` and ``ewc_replay`` (the EWC family) and ``ccll`` (its own family). Look one up by name with
-``strategy_class``; add one with ``@register``.
+Importing this package registers the library's strategies, in this order: ``ewc``,
+``finetune``, ``replay``, ``ewc_replay`` and ``auto`` (the EWC family) and ``ccll`` (its own
+family). Look one up by name with ``strategy_class``; add one with ``@register``.
 """
 
+from app.learning.strategies.auto import Auto
 from app.learning.strategies.base import (
     Strategy,
     family_names,
@@ -29,6 +30,7 @@ __all__ = [
     "Finetune",
     "Replay",
     "EWCReplay",
+    "Auto",
     "CCLL",
     "register",
     "strategy_class",

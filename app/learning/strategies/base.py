@@ -70,6 +70,14 @@ class Strategy:
             )
         self.check_architecture(learner.architecture)
 
+    # ------------------------------------------------------------------ the task's strategy
+    choice: dict | None = None  # set by a strategy that chooses per task: {"strategy": ..., "reason": ...}
+
+    def for_task(self, learner: Learner, task_labels: list) -> Strategy:
+        """The strategy that learns a task of ``task_labels`` (before anything changes): itself; a
+        strategy that chooses per task (``auto``) returns its choice, with ``choice`` saying why."""
+        return self
+
     # ------------------------------------------------------------------- the network
     def network_from(self, base: nn.Module, options: dict) -> nn.Module:
         """The family's network around a freshly built model, given the family's own ``options``."""
