@@ -21,7 +21,7 @@ from app.jobs.status import TERMINAL_STATUSES, JobStatus
 
 # The service's registered strategies (app.learning's registry; the CLI stays light and does not
 # import the learning library: tests/cli checks the two agree).
-STRATEGIES = ("auto", "ewc", "finetune", "replay", "ewc_replay", "ccll")
+STRATEGIES = ("ewc", "finetune", "replay", "ewc_replay", "auto", "ccll")
 
 
 def register(commands: Subcommands) -> None:

@@ -252,6 +252,7 @@ class ContinualLearner:
             self.input_scaling.fit(train.x, as_samples(train.x, self.input_shape))
         x, labels = self._inputs(train.x), plain_labels(train.y)
         method = method.for_task(self, unique_in_order(labels))  # auto: ewc, or ewc_replay for new labels
+        config = method.train_config(config)
         given = validation or {}
         validation = {key: given[key] for key in [*self.task_keys, task_key] if key in given}  # learnt tasks, this one
         before = {

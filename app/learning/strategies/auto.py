@@ -9,7 +9,8 @@ Ven et al. 2022: split MNIST class-incremental, EWC ≈ 0.20 against replay ≈ 
   learns it (the same λ search, the same steps);
 * a task that brings labels the model has never seen is learnt with ``ewc_replay``: half of
   every batch replayed from the rehearsal memory, and EWC's pull (``EWCConfig.replay_lambda``
-  when λ is "auto", as ``ewc_replay`` does).
+  when λ is "auto", as ``ewc_replay`` does), for at least a plain update's ``min_steps``
+  (``train_config``; epochs the user gave are kept exactly, as for every strategy).
 
 Either way the task's samples join the rehearsal memory (bounded by the model's
 ``memory_size``, as for ``replay``), from the first task on, so the memory is there on the day
@@ -21,6 +22,7 @@ alike, and the update's record says which it chose and why (``choice``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -64,6 +66,14 @@ class Auto(EWCReplay):
                 f"without erasing old ones, so {len(memory)} stored samples of earlier tasks are rehearsed",
             )
         return Auto(replaying=chosen == "ewc_replay", choice={"strategy": chosen, "reason": reason})
+
+    def train_config(self, config: TrainConfig) -> TrainConfig:
+        """A task that brings new classes gets a plain update's floor (``min_steps``), not the shorter
+        ``replay_min_steps`` that suits rehearsal on tasks of known labels: its new classes must be told
+        apart from every old one, which the old tasks' training never asked."""
+        if self.replaying and config.replay_min_steps < config.min_steps:
+            return replace(config, replay_min_steps=config.min_steps)
+        return config
 
     def resolve_lambda(self, learner: Learner, requested: float | str | None) -> float | str:
         if self.replaying:

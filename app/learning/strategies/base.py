@@ -78,6 +78,10 @@ class Strategy:
         strategy that chooses per task (``auto``) returns its choice, with ``choice`` saying why."""
         return self
 
+    def train_config(self, config: TrainConfig) -> TrainConfig:
+        """The training settings this task is learnt with: the caller's (a strategy may change its budget)."""
+        return config
+
     # ------------------------------------------------------------------- the network
     def network_from(self, base: nn.Module, options: dict) -> nn.Module:
         """The family's network around a freshly built model, given the family's own ``options``."""
