@@ -176,12 +176,16 @@ def run_update(
     evaluation[str(task.id)] = store.put(evaluation_payload(current))
     consolidation = write_consolidation(store, learner, manifest, evaluation)
     new_task = splits_of[task.id]
-    not_learnt = learning_check(
-        str(task.id),
-        result.validation_after.get(str(task.id)),
-        plain_labels(new_task["validation"].y),
-        plain_labels(new_task["train"].y),
-        result.train_config,
+    not_learnt = (
+        learning_check(
+            str(task.id),
+            result.validation_after.get(str(task.id)),
+            plain_labels(new_task["validation"].y),
+            plain_labels(new_task["train"].y),
+            result.train_config,
+        )
+        if settings.reject_not_learnt
+        else None
     )
     gate = forgetting_gate(result, plan.max_forgetting, not_learnt)
 

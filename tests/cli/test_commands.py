@@ -325,6 +325,8 @@ def test_teach_a_folder_of_image_folders_then_matrix_png(capsys, server, tmp_pat
         "folders",
         "--follow",
         *FAST,
+        "--epochs",
+        "30",  # 72 training images: one step an epoch, and an update that learns nothing is rejected
     )
     assert code == 0, err
     assert "model cli-images version 1" in out

@@ -6,7 +6,14 @@ with rehearsal, promoted at every step."""
 import io
 
 import numpy as np
+import pytest
 from data_files import parquet_bytes
+
+
+@pytest.fixture
+def settings(settings):
+    """The service's default: an update whose task was not learnt is rejected (the suite's fixture turns it off)."""
+    return settings.model_copy(update={"reject_not_learnt": True})
 
 
 def all_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -101,3 +108,16 @@ def test_classes_added_task_by_task_under_the_default_strategy_are_kept(client, 
         assert client.get(f"/tasks/{task['id']}/accuracy").json()["current"] >= 0.75
     memory = client.get("/models/growing").json()["replay_memory"]
     assert memory["capacity"] == 1000 and 0 < memory["samples"] <= 1000 and memory["bytes"] > 0
+
+
+def test_the_learning_check_allows_for_the_size_of_the_validation_set():
+    from app.updates.gate import learning_check, wilson_lower_bound
+
+    assert wilson_lower_bound(6, 6) > 0.5 >= wilson_lower_bound(5, 6)  # six samples: only a clean sweep shows it
+    balanced = [0, 1] * 3
+    assert learning_check("t", 1.0, balanced, [0, 1] * 10) is None
+    verdict = learning_check("t", 5 / 6, balanced, [0, 1] * 10, {"lr": 0.05, "epochs_trained": 3})
+    assert verdict["majority_share"] == 0.5 and "lr 0.05" in verdict["reason"] and "3 trained" in verdict["reason"]
+    assert learning_check("t", 0.59, [0, 1] * 50, [0, 1] * 50) is None  # a hundred samples: 0.59 beats 0.5
+    assert learning_check("t", 1.0, [3] * 10, [3] * 10) is None  # one label: nothing to judge
+    assert learning_check("t", None, [], [0, 1]) is None  # no validation samples

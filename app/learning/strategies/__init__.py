@@ -5,7 +5,6 @@ Importing this package registers the library's strategies, in this order: ``ewc`
 family). Look one up by name with ``strategy_class``; add one with ``@register``.
 """
 
-from app.learning.strategies.auto import Auto
 from app.learning.strategies.base import (
     Strategy,
     family_names,
@@ -21,6 +20,7 @@ from app.learning.strategies.base import (
 from app.learning.strategies.ewc import EWC
 from app.learning.strategies.finetune import Finetune
 from app.learning.strategies.replay import EWCReplay, Replay
+from app.learning.strategies.auto import Auto
 from app.learning.strategies.ccll import CCLL
 # isort: on
 
