@@ -385,6 +385,7 @@ def environment_for(settings, **overrides) -> dict[str, str]:
         "RETAIN_POLL_INTERVAL": str(settings.poll_interval),
         "RETAIN_PROGRESS_INTERVAL": str(settings.progress_interval),
         "RETAIN_MAX_ATTEMPTS": str(settings.max_attempts),
+        "RETAIN_REJECT_NOT_LEARNT": str(settings.reject_not_learnt).lower(),
         "PYTHONUNBUFFERED": "1",
         "OMP_NUM_THREADS": "1",  # two workers on two cores: no thread oversubscription
     }
