@@ -157,7 +157,7 @@ def report_finished_job(client: RetainClient, submitted: dict, job: dict) -> Non
                 f"The serving version is unchanged. Serve this one anyway with `retain promote {task_id}`."
             )
     else:
-        render.console.print(f"[red]Job {job['id']} {status}[/]: {job.get('error') or 'no reason given'}")
+        render.console.print(f"[red]Job {job['id']} {status}[/]: {escape(job.get('error') or 'no reason given')}")
 
 
 def exit_status(job: dict) -> int:
