@@ -67,7 +67,7 @@ class InputScaling:
     def __call__(self, samples: torch.Tensor) -> torch.Tensor:
         """Checked float samples (already on their device) -> what the network takes."""
         x = samples * self.scale if self.scale != 1.0 else samples
-        if self.mean is None:
+        if self.mean is None or self.std is None:
             return x
         if self.mean.device != x.device:
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
@@ -78,7 +78,7 @@ class InputScaling:
         return {"scale": self.scale, "standardize": self.standardize, "standardized": self.standardized}
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        if self.mean is None:
+        if self.mean is None or self.std is None:
             return {}
         return {f"{PREFIX}mean": self.mean.detach().cpu(), f"{PREFIX}std": self.std.detach().cpu()}
 

@@ -137,7 +137,7 @@ def get_model(session: Session, name: str, load_learner=None) -> ModelOut:
     model = get_model_by_name(session, name)
     counts, memory = None, None
     if model.serving_version_id is not None:
-        serving = session.get(ModelVersion, model.serving_version_id)
+        serving = session.get_one(ModelVersion, model.serving_version_id)
         memory = (serving.train_config or {}).get("replay_memory")  # recorded by the update that made it
         if load_learner is not None:
             counts = load_learner(serving).parameter_counts()
