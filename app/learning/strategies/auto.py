@@ -3,7 +3,7 @@
 EWC keeps old tasks when a new task asks the same outputs something new (domain-incremental:
 the same labels, other inputs), but it cannot add classes without erasing old ones: the new
 task's loss pushes every old label's logit down and nothing in the loss defends them (van de
-Ven et al. 2022: split MNIST class-incremental, EWC ≈ 0.20 against replay ≈ 0.90). So:
+Ven et al. 2022, and this repository's split MNIST results in docs/safeguards.md). So:
 
 * a task whose labels are all known to the model is learnt with ``ewc``, exactly as ``ewc``
   learns it (the same λ search, the same steps);
