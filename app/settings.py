@@ -213,6 +213,15 @@ class Settings(BaseSettings):
         "validation accuracy drops by more than this (absolute, 0..1)",
     )
 
+    # A task not learnt (docs/safeguards.md): its validation accuracy's Wilson 95% lower bound is no higher
+    # than the share of its most frequent label, the accuracy of a model that learnt nothing.
+    reject_not_learnt: bool = Field(
+        True,
+        description="reject an update (stored, not promoted; job rejected with the reason) when its new task, "
+        "the first of a model included, was not learnt: validation accuracy no better than always answering the "
+        "task's most frequent label (Wilson 95% lower bound); false: such updates are promoted as before",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _psycopg_driver(cls, url: str) -> str:

@@ -9,8 +9,9 @@ from app.learning.data import TaskData, as_samples
 from app.learning.evaluation import Evaluation, accuracy_matrix_metrics
 from app.learning.learner import ContinualLearner, Prediction, UpdateResult
 from app.learning.models import ARCHITECTURES
+from app.learning.preprocessing import InputScaling
 from app.learning.strategies import Strategy, register, strategy_class, strategy_names
-from app.learning.training import Progress, TrainingStopped
+from app.learning.training import Progress, TrainingDiverged, TrainingStopped
 
 __all__ = [
     "ContinualLearner",
@@ -21,6 +22,8 @@ __all__ = [
     "UpdateResult",
     "Progress",
     "TrainingStopped",
+    "TrainingDiverged",
+    "InputScaling",
     "Prediction",
     "Evaluation",
     "accuracy_matrix_metrics",

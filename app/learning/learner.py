@@ -42,6 +42,7 @@ from app.learning.ewc_penalty import Consolidation
 from app.learning.lambda_search import constrained_score, search_cost, successive_halving
 from app.learning.memory import RehearsalMemory
 from app.learning.models import build_model
+from app.learning.preprocessing import InputScaling
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
 from app.learning.strategies import Strategy, family_strategy, options_of_other_families, strategy_class
 from app.learning.training import (
@@ -54,6 +55,7 @@ from app.learning.training import (
 )
 
 FORMAT = "retain.learner/1"
+PREPROCESSING_OPTIONS = ("standardize",)  # options the learner reads itself (never passed to the network)
 WEIGHTS_FILE, CONSOLIDATION_FILE = "weights.safetensors", "consolidation.safetensors"
 TRAIN_SHARE = 0.9  # share of an update's progress bar spent training; the rest is Fisher + evaluation
 FISHER_SHARE = 0.05
@@ -81,6 +83,8 @@ class UpdateResult:
     validation_after: dict[str, float]
     parameters_added: int
     capacity_warning: str | None = None  # set when every λ tried lost an old task (see capacity_warning)
+    strategy_choice: dict | None = None  # auto: {"strategy": the one it learnt with, "reason": why}
+    replay_memory: dict | None = None  # the rehearsal memory after the update: samples, bytes, capacity
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -102,11 +106,9 @@ class ContinualLearner:
     ):
         self._family = family_strategy(family)  # defines the network, logits and stored state
         self.architecture, self.input_shape, self.family = architecture, tuple(int(s) for s in input_shape), family
-        self.architecture_options, self.ewc, self.input_scale, self.seed = (
-            dict(architecture_options),
-            ewc,
-            float(input_scale),
-            seed,
+        self.architecture_options, self.ewc, self.seed = dict(architecture_options), ewc, seed
+        self.input_scaling = InputScaling(
+            scale=float(input_scale), standardize=_standardize_option(architecture_options)
         )
         self.labels: list[Label] = []
         self.task_keys: list[str] = []
@@ -145,13 +147,18 @@ class ContinualLearner:
         return learner
 
     @property
+    def input_scale(self) -> float:
+        """The fixed factor raw samples are multiplied by (1/255 for uint8 images), before any standardization."""
+        return self.input_scaling.scale
+
+    @property
     def predicts_per_task(self) -> bool:
         """Whether outputs are per task (CCLL): prediction then needs the task, and scoring is per task."""
         return self._family.predicts_per_task
 
     def _split_options(self) -> tuple[dict, dict]:
         """The architecture's own options, and the family's (ccll: alpha, beta)."""
-        options = dict(self.architecture_options)
+        options = {key: v for key, v in self.architecture_options.items() if key not in PREPROCESSING_OPTIONS}
         own = {key: options.pop(key) for key in self._family.options if key in options}
         elsewhere = options_of_other_families(self.family)
         misplaced = [key for key in options if key in elsewhere]
@@ -187,8 +194,9 @@ class ContinualLearner:
 
     # --------------------------------------------------------------------------- inputs
     def _inputs(self, x) -> torch.Tensor:
-        """Raw samples -> checked float tensor on the learner's device, with the input scaling applied."""
-        return as_samples(x, self.input_shape).to(self.device) * self.input_scale
+        """Raw samples -> network inputs: checked (``as_samples``), on the learner's device, scaled
+        and standardized (``InputScaling``). Every input of the model passes here."""
+        return self.input_scaling(as_samples(x, self.input_shape).to(self.device))
 
     def targets(self, y, task_key: str | None = None) -> torch.Tensor:
         """Raw labels -> output indices (the vocabulary's, or within a task's labels when outputs are per task)."""
@@ -240,7 +248,11 @@ class ContinualLearner:
         self.to(config.device)
         if len(train) == 0:
             raise ValueError("the task has no training samples")
+        if not self.task_keys:  # the first task fixes the standardization (later tasks keep it)
+            self.input_scaling.fit(train.x, as_samples(train.x, self.input_shape))
         x, labels = self._inputs(train.x), plain_labels(train.y)
+        method = method.for_task(self, unique_in_order(labels))  # auto: ewc, or ewc_replay for new labels
+        config = method.train_config(config)
         given = validation or {}
         validation = {key: given[key] for key in [*self.task_keys, task_key] if key in given}  # learnt tasks, this one
         before = {
@@ -271,6 +283,7 @@ class ContinualLearner:
                 **config.as_dict(),
                 "epochs_trained": trained.budget["epochs_trained"],
                 "budget": trained.budget,
+                **({"strategy_choice": method.choice} if method.choice else {}),
             },
             train_seconds=trained.seconds,
             search_seconds=trained.search_seconds,
@@ -279,11 +292,14 @@ class ContinualLearner:
             validation_after=after,
             parameters_added=parameters_added,
             capacity_warning=capacity_warning(trained.search, self.ewc.capacity_warning_drop),
+            strategy_choice=method.choice,
+            replay_memory=self.memory_footprint(),
         )
         self.updates.append(
             {
                 "task_key": task_key,
                 "strategy": method.name,
+                **({"strategy_choice": method.choice} if method.choice else {}),
                 "ewc_lambda": result.ewc_lambda,
                 "fisher_recipe": result.fisher_recipe,
             }
@@ -509,6 +525,13 @@ class ContinualLearner:
         if self.network is None or not self.task_keys:
             raise ValueError("this model has not learnt any task yet")
 
+    def memory_footprint(self) -> dict | None:
+        """The rehearsal memory's samples, bytes (its tensors as stored) and capacity; None without one."""
+        if self.memory is None:
+            return None
+        size = sum(t.numel() * t.element_size() for t in self.memory.tensors().values())
+        return {"samples": len(self.memory), "bytes": int(size), "capacity": self.memory.capacity}
+
     def parameter_counts(self) -> dict:
         if self.network is None:
             return {"base": 0, "per_task": {}, "total": 0}
@@ -524,6 +547,7 @@ class ContinualLearner:
             "architecture_options": self.architecture_options,
             "ewc": self.ewc.as_dict(),
             "input_scale": self.input_scale,
+            "input_scaling": self.input_scaling.metadata(),
             "seed": self.seed,
             "labels": self.labels,
             "task_keys": self.task_keys,
@@ -535,6 +559,7 @@ class ContinualLearner:
         """Everything a prediction needs: the network's state and the learner's metadata."""
         self._ready()
         tensors = {f"model.{name}": t for name, t in self.built_network.state_dict().items()}
+        tensors |= self.input_scaling.tensors()
         return tensors, {"retain": json.dumps(self._metadata())}
 
     def export_consolidation(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -565,10 +590,10 @@ class ContinualLearner:
         learner.task_keys = list(meta["task_keys"])
         learner.task_labels = {k: [plain_label(label) for label in v] for k, v in meta["task_labels"].items()}
         learner.updates = meta.get("updates", [])
+        learner.input_scaling = InputScaling.from_state(meta.get("input_scaling", {}), tensors, meta["input_scale"])
         learner._family.rebuild_network(learner)
-        learner.built_network.load_state_dict(
-            {name.removeprefix("model."): t for name, t in tensors.items()}, strict=True
-        )
+        network_state = {name.removeprefix("model."): t for name, t in tensors.items() if name.startswith("model.")}
+        learner.built_network.load_state_dict(network_state, strict=True)
         if consolidation is None:
             learner._family.load_state(learner, None, None)
         else:
@@ -590,6 +615,15 @@ class ContinualLearner:
             from_safetensors_bytes((directory / CONSOLIDATION_FILE).read_bytes()) if with_consolidation else None
         )
         return cls.from_exports(weights, consolidation)
+
+
+def _standardize_option(options: dict) -> bool:
+    """The ``standardize`` option: whether float inputs are standardized on the first task's statistics.
+    Off unless asked for in the library; the service asks for it unless the model's options say false."""
+    value = options.get("standardize", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"standardize must be true or false, got {value!r}")
+    return value
 
 
 @dataclass

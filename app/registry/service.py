@@ -97,7 +97,9 @@ def resolve_version(session: Session, model: Model, number: int | None) -> Model
     return version
 
 
-def model_out(session: Session, model: Model, parameter_counts: dict | None = None) -> ModelOut:
+def model_out(
+    session: Session, model: Model, parameter_counts: dict | None = None, replay_memory: dict | None = None
+) -> ModelOut:
     n_versions = session.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.model_id == model.id))
     n_tasks = session.scalar(select(func.count()).select_from(Task).where(Task.model_id == model.id))
     counts = None
@@ -111,6 +113,7 @@ def model_out(session: Session, model: Model, parameter_counts: dict | None = No
             per_task_percent_of_base={k: round(100.0 * v / base, 3) for k, v in per_task.items()} if base else {},
         )
     return ModelOut(
+        replay_memory=replay_memory,
         name=model.name,
         architecture=model.architecture,
         family=model.family,
@@ -132,10 +135,13 @@ def list_models(session: Session) -> list[ModelOut]:
 def get_model(session: Session, name: str, load_learner=None) -> ModelOut:
     """One model; with ``load_learner(version)`` also the serving version's parameter counts (per task for ccll)."""
     model = get_model_by_name(session, name)
-    counts = None
-    if load_learner is not None and model.serving_version_id is not None:
-        counts = load_learner(session.get(ModelVersion, model.serving_version_id)).parameter_counts()
-    return model_out(session, model, counts)
+    counts, memory = None, None
+    if model.serving_version_id is not None:
+        serving = session.get_one(ModelVersion, model.serving_version_id)
+        memory = (serving.train_config or {}).get("replay_memory")  # recorded by the update that made it
+        if load_learner is not None:
+            counts = load_learner(serving).parameter_counts()
+    return model_out(session, model, counts, memory)
 
 
 def version_out(
@@ -149,6 +155,7 @@ def version_out(
         task_id=version.task_id,
         task_name=task.name if task else None,
         strategy=task.strategy if task else None,
+        strategy_choice=(version.train_config or {}).get("strategy_choice"),
         ewc_lambda=version.ewc_lambda,
         lambda_search=version.lambda_search,
         fisher_recipe=version.fisher_recipe,

@@ -29,7 +29,11 @@ def load_for_update(store: ArtifactStore, version: ModelVersion) -> tuple[Contin
     weights = store.get_tensors(version.weights_uri, version.weights_sha256)
     consolidation, manifest = None, None
     if version.consolidation_uri:
-        shapes = {name.removeprefix("model."): tensor.shape for name, tensor in weights[0].items()}
+        shapes = {
+            name.removeprefix("model."): tensor.shape
+            for name, tensor in weights[0].items()
+            if name.startswith("model.")
+        }
         consolidation, manifest = read_consolidation(
             store, version.consolidation_uri, version.consolidation_sha256, shapes
         )

@@ -111,10 +111,11 @@ def submit_task(
     strategy: Annotated[
         str,
         Form(
-            description="ewc (default) | finetune | replay | ewc_replay | ccll; the replay "
-            "memory's size is the architecture option memory_size"
+            description="auto (default: ewc for a task of known labels, ewc_replay for one that brings new "
+            "labels) | ewc | finetune | replay | ewc_replay | ccll; the replay memory's size is the architecture "
+            "option memory_size"
         ),
-    ] = "ewc",
+    ] = "auto",
     ewc_lambda: Annotated[str, Form(description="a number, or auto (chosen on validation data)")] = "auto",
     epochs: Annotated[
         int | None,

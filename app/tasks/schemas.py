@@ -192,7 +192,7 @@ TASK_EXAMPLE: JsonDict = {
     "status": "queued",
     "model": "digits",
     "name": "permuted digits",
-    "strategy": "ewc",
+    "strategy": "auto",
     "hyperparameters": {"ewc_lambda": "auto", "epochs": 4, "test_fraction": 0.2, "validation_fraction": 0.1},
     "dataset": {
         "id": 3,

@@ -267,6 +267,11 @@ function recipeText(recipe) {
   return parts.filter(Boolean).join(" · ");
 }
 
+function strategyText(version) {
+  const chosen = version.strategy_choice && version.strategy_choice.strategy;
+  return chosen ? `${version.strategy || "auto"} → ${chosen}` : version.strategy || "–";
+}
+
 function gateCell(version) {
   const gate = version.validation;
   if (!gate) return el("td", { text: "–" });
@@ -275,8 +280,13 @@ function gateCell(version) {
     return el("td", { class: "gate passed", text: drops.length === 0 ? "passed (no earlier task)"
       : `passed: largest drop ${fixed3(Math.max(...drops))} ≤ ${fixed3(gate.max_forgetting)}` });
   }
-  const falls = (gate.tripped_by || []).map((key) => `task ${key} −${fixed3(gate.drops[key])}`).join(", ");
   const note = version.promoted ? "; promoted by hand" : "";
+  if (gate.not_learnt) { // the new task itself was not learnt: its reason says what to try
+    return el("td", { class: "gate tripped", title: gate.not_learnt.reason,
+      text: `rejected: task ${gate.not_learnt.task} not learnt (${fixed3(gate.not_learnt.accuracy)} ≤ always `
+        + `answering ${gate.not_learnt.majority_label}: ${fixed3(gate.not_learnt.majority_share)})${note}` });
+  }
+  const falls = (gate.tripped_by || []).map((key) => `task ${key} −${fixed3(gate.drops[key])}`).join(", ");
   return el("td", { class: "gate tripped", text: `rejected: ${falls} > ${fixed3(gate.max_forgetting)}${note}` });
 }
 
@@ -301,7 +311,7 @@ function renderVersions(versions) {
         : v.promoted ? null : el("span", { class: "badge rejected", text: "rejected" })),
       el("td", { text: v.parent_number ? `v${v.parent_number}` : "–" }),
       el("td", { text: v.task_id === null ? "–" : taskLabel({ task_id: v.task_id, name: v.task_name }) }),
-      el("td", { text: v.strategy || "–" }),
+      el("td", { text: strategyText(v), title: (v.strategy_choice && v.strategy_choice.reason) || "" }),
       el("td", { class: "lambda", text: lambdaText(v.ewc_lambda) + search }),
       el("td", { class: "recipe", text: recipeText(v.fisher_recipe),
         title: v.fisher_recipe ? JSON.stringify(v.fisher_recipe, null, 1) : null }),
@@ -414,7 +424,8 @@ function jobDetail(job) {
   }
   if (job.status === "queued") return `queued, attempt ${job.attempt}/${job.max_attempts}`;
   const made = job.model_version ? `v${job.model_version}` : "no version";
-  return job.status === "rejected" ? `${made} stored, not promoted (forgetting gate)` : `${made}${job.error && job.status !== "succeeded" ? " · " + job.error : ""}`;
+  if (job.status === "rejected") return `${made} stored, not promoted · ${job.error || "forgetting gate"}`;
+  return `${made}${job.error && job.status !== "succeeded" ? " · " + job.error : ""}`;
 }
 
 function renderJobs(jobs) {
