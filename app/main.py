@@ -33,7 +33,7 @@ from app.metrics.router import router as metrics_router
 from app.openapi import document_common_answers
 from app.predict.batching import DynamicBatcher
 from app.predict.cache import LearnerCache
-from app.predict.router import add_prediction_routes, oip_router
+from app.predict.router import oip_router, prediction_router, prediction_routes
 from app.predict.served_versions import ServingDirectory
 from app.predict.service import Serving
 from app.registry.router import artifacts_router
@@ -80,6 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "as an EWC (or CCLL) update, every version is kept with its accuracy on every past task.",
         version="0.1.0",
         lifespan=lifespan,
+        # The prediction routes first, before FastAPI's documentation routes and every router included below:
+        # plain Starlette routes, the hot path (app/predict/lean_route.py); prediction_router documents them.
+        routes=prediction_routes(),
     )
     app.state.settings = settings
     app.state.engine = get_engine(settings)
@@ -104,9 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def domain_error(request: Request, error: DomainError) -> JSONResponse:
         return JSONResponse(status_code=error.status_code, content={"detail": error.message}, headers=error.headers)
 
-    # Prediction routes first: routes are matched in order, and these are the ones hit at load.
-    add_prediction_routes(app.router)
     for router in (
+        prediction_router,
         oip_router,
         keys_router,
         tasks_router,
