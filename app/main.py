@@ -108,7 +108,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=error.status_code, content={"detail": error.message}, headers=error.headers)
 
     for router in (
-        prediction_router,
         oip_router,
         keys_router,
         tasks_router,
@@ -119,6 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         metrics_router,
         ui_router,
+        # Last: the prediction routes' declarations, for /openapi.json; the lean routes at the head answer their
+        # requests, and every other request is matched against these only once nothing else matched it.
+        prediction_router,
     ):
         app.include_router(router)
     document_common_answers(app)

@@ -152,8 +152,8 @@ class Soak:
                 row = {
                     "minute": minute,
                     "predictions": len(latencies),
-                    "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
-                    "p99_ms": round(1000 * np.percentile(latencies, 99), 2) if latencies else None,
+                    "p50_ms": round(1000 * float(statistics.median(latencies)), 2) if latencies else None,
+                    "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 2) if latencies else None,
                     "errors": dict(self.errors),
                     "tasks_taught": self.taught,
                     "version_moves": self.moves,
@@ -184,9 +184,9 @@ def verdict(minutes: list[dict], errors: dict[str, int]) -> dict:
         "zero_errors": sum(errors.values()) == 0,
         "rss_growth_since_minute": baseline_minute,
         "rss_growth": round(growth, 4),
-        "rss_growth_under_10_percent": growth < 0.10,
+        "rss_growth_under_10_percent": bool(growth < 0.10),
         "p99_last_over_first": round(p99_ratio, 2),
-        "p99_within_1_5x": p99_ratio <= 1.5,
+        "p99_within_1_5x": bool(p99_ratio <= 1.5),
     }
 
 
