@@ -7,7 +7,8 @@ mapping it, so the PSS of a tree adds up to what it really takes. Both are read 
 has loaded the model), as a deployment holds them.
 
 The service is the embedded default (SQLite, the embedded worker training in the supervisor when
-N > 1), taught the digits MLP 64-100-100-10 once, through the API, as benchmarks/serving.py does.
+N > 1; with --no-embedded-worker it only serves, as compose's api does), taught the digits MLP
+64-100-100-10 once, through the API, as benchmarks/serving.py does.
 
     python benchmarks/replica_memory.py --workers 2 --json benchmarks/results/replica_memory.json
 """
@@ -45,8 +46,10 @@ def role(process: psutil.Process, supervisor: int) -> str:
     return "replica" if "spawn_main" in command else "other"
 
 
-def measure(data_dir: Path, workers: int, sample: list[float], requests: int) -> dict:
+def measure(data_dir: Path, workers: int, sample: list[float], requests: int, embedded_worker: bool) -> dict:
     env = {"RETAIN_WORKERS": str(workers), "OMP_NUM_THREADS": "1"}
+    if not embedded_worker:
+        env["RETAIN_EMBEDDED_WORKER"] = "false"
     with LocalServer(data_dir, extra_env=env, startup_timeout=300) as server:
         headers = {"Authorization": f"Bearer {server.api_key}"}
 
@@ -76,6 +79,7 @@ def measure(data_dir: Path, workers: int, sample: list[float], requests: int) ->
             )
     return {
         "workers": workers,
+        "embedded_worker": embedded_worker,
         "processes": rows,
         "replicas_that_answered": len(answered),
         "total_rss_mib": round(sum(row["rss_mib"] for row in rows), 1),
@@ -87,6 +91,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[2], help="replica counts to measure beside 1")
     parser.add_argument("--requests", type=int, default=200, help="predictions sent before measuring")
+    parser.add_argument(
+        "--no-embedded-worker",
+        action="store_true",
+        help="serve only (training elsewhere, as compose does): the supervisor then loads no torch",
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="retain-replica-memory-") as directory:
@@ -95,7 +104,8 @@ def main() -> None:
         with LocalServer(data_dir / "service", extra_env={"OMP_NUM_THREADS": "1"}) as server:
             teach(server.url, server.api_key, path)
         sample = sample_array.tolist()
-        runs = [measure(data_dir / "service", workers, sample, args.requests) for workers in [1, *args.workers]]
+        embedded = not args.no_embedded_worker
+        runs = [measure(data_dir / "service", n, sample, args.requests, embedded) for n in [1, *args.workers]]
     one = runs[0]
     for run in runs:
         run["pss_vs_one_worker"] = round(run["total_pss_mib"] / one["total_pss_mib"], 2)
