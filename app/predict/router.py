@@ -109,14 +109,6 @@ async def infer_version(
     return await service.infer(serving, name, version, await request.body(), request.scope["headers"])
 
 
-PROTOCOL_INFERENCE = {
-    "methods": ["POST"],
-    "route_class_override": oip.OIPRoute,
-    "tags": OIP_TAGS,
-    "response_model": InferOut,
-    "responses": OIP_ERRORS,
-    "openapi_extra": INFER_BODY,
-}
 PREDICT_PATH = "/predict"
 INFER_PATH = "/v2/models/{name}/infer"
 INFER_VERSION_PATH = "/v2/models/{name}/versions/{version}/infer"
@@ -148,15 +140,21 @@ prediction_router.add_api_route(
     tags=["predict"],
     summary="Predict labels with a model version",
 )
-prediction_router.add_api_route(
-    INFER_PATH, infer, **PROTOCOL_INFERENCE, summary="Inference with the serving version (JSON or binary tensor data)"
-)
-prediction_router.add_api_route(
-    INFER_VERSION_PATH,
-    infer_version,
-    **PROTOCOL_INFERENCE,
-    summary="Inference with one version (JSON or binary tensor data)",
-)
+for path, endpoint, summary in (
+    (INFER_PATH, infer, "Inference with the serving version (JSON or binary tensor data)"),
+    (INFER_VERSION_PATH, infer_version, "Inference with one version (JSON or binary tensor data)"),
+):
+    prediction_router.add_api_route(
+        path,
+        endpoint,
+        methods=["POST"],
+        route_class_override=oip.OIPRoute,
+        tags=OIP_TAGS,
+        response_model=InferOut,
+        responses=OIP_ERRORS,
+        openapi_extra=INFER_BODY,
+        summary=summary,
+    )
 
 
 @oip_router.get("", summary="Server metadata")
