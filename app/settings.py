@@ -8,6 +8,7 @@ artifact directory under ``./data`` and a worker thread inside the API process.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -21,6 +22,11 @@ def sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a container's or taskset's limit, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -57,6 +63,19 @@ class Settings(BaseSettings):
         None,
         min_length=32,
         description="an admin key to register at start (compose: RETAIN_ADMIN_KEY); no key file is written then",
+    )
+
+    # API processes (`retain serve`; docs/replicas.md)
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1,
+        description="API processes `retain serve` runs on one port under uvicorn's process manager (auto: one "
+        "per core); each has its own learner cache and batcher, and with more than one the embedded "
+        "worker trains in the supervising process, once",
+    )
+    prepare_on_start: bool = Field(
+        True,
+        description="the app's start migrates an embedded SQLite database and makes sure an admin key exists; "
+        "`retain serve --workers N` does both once before its replicas start and turns this off in them",
     )
 
     # Workers
@@ -257,6 +276,11 @@ class Settings(BaseSettings):
     @property
     def decoded_bytes_limit(self) -> int:
         return self.max_decoded_bytes or max(4 * self.max_upload_bytes, 1 << 20)
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` as a number: auto is the cores this process may run on."""
+        return available_cores() if self.workers == "auto" else self.workers
 
     @property
     def is_sqlite(self) -> bool:

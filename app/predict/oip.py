@@ -12,7 +12,7 @@ predictions back into protocol bodies:
   (``parameters.binary_data``), the request parameter ``binary_data_output`` sets the default;
 * errors are typed exceptions mapped once to ``{"error": "..."}`` with the protocol's status,
   as KServe's ``errors.py`` does; domain errors raised on a protocol route become these in
-  `OIPRoute`, so no route builds an error body.
+  `protocol_answer` (lean routes) and `OIPRoute` (the others), so no route builds an error body.
 """
 
 from __future__ import annotations
@@ -20,22 +20,23 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from typing import Annotated, Any, NotRequired
 
 import numpy as np
 import pydantic_core
-from fastapi import Response
+from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from app.errors import DomainError, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from app.learning import Prediction
 from app.learning.data import Label
-from app.predict.lean_route import ServingRoute
+from app.predict.lean_route import answer_or_raise
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()  # as ASGI carries header names
@@ -68,7 +69,7 @@ INTEGER_PARAMETERS = frozenset({"task_id", "top_k", "version"})
 # ------------------------------------------------------------------------------------------- errors
 class InferenceServerError(DomainError):
     """An error of the protocol: a domain error that protocol routes answer as ``{"error": message}``
-    with ``status_code`` (OIPRoute), where the rest of the API says ``{"detail": ...}``."""
+    with ``status_code`` (protocol_answer), where the rest of the API says ``{"detail": ...}``."""
 
     status_code = 500
 
@@ -118,16 +119,30 @@ def error_response(error: InferenceServerError) -> JSONResponse:
     return JSONResponse(status_code=error.status_code, content={"error": error.message}, headers=error.headers)
 
 
-class OIPRoute(ServingRoute):
-    """Routes of the protocol: domain and protocol errors raised by their handlers answer in the
-    protocol's error shape (the rest of the API keeps ``{"detail": ...}``)."""
+def protocol_answer(error: Exception) -> Response | None:
+    """The protocol's answer to an error a protocol route raised (``{"error": ...}``), or None for errors
+    the app's handlers answer (the rest of the API keeps ``{"detail": ...}``)."""
+    if isinstance(error, DomainError):  # the protocol's own errors included
+        return error_response(protocol_error(error))
+    if isinstance(error, RequestValidationError):  # a path or query parameter outside its schema
+        return error_response(InvalidRequest("; ".join(map(parameter_problem, error.errors()))))
+    return None
 
-    def answer_error(self, error: Exception) -> Response | None:
-        if isinstance(error, DomainError):  # the protocol's own errors included
-            return error_response(protocol_error(error))
-        if isinstance(error, RequestValidationError):  # a path or query parameter outside its schema
-            return error_response(InvalidRequest("; ".join(map(parameter_problem, error.errors()))))
-        return None
+
+class OIPRoute(APIRoute):
+    """Protocol routes served by FastAPI's own handler: what it raises is answered by `protocol_answer`
+    (FastAPI's documented way of customising a route: ``get_route_handler`` wrapping the default)."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def answering(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as error:
+                return answer_or_raise(protocol_answer, error)
+
+        return answering
 
 
 # ------------------------------------------------------------------------------------------ requests

@@ -2,7 +2,9 @@
 
 The prediction routes are async: their only waits (a query on a stale alias, a learner load,
 the batched forward) run off the event loop in app/predict/service.py, so a request costs the
-loop no thread hop of its own. Protocol routes answer errors as ``{"error": ...}`` (oip.OIPRoute).
+loop no thread hop of its own. The three inference routes are lean Starlette routes at the head of
+the app (``prediction_routes``) and FastAPI declarations that document them (``prediction_router``).
+Protocol routes answer errors as ``{"error": ...}`` (oip.protocol_answer, oip.OIPRoute).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from app.auth.deps import PredictKey
 from app.deps import EngineDep, ServingDep, SessionDep
 from app.openapi import Responses
 from app.predict import oip, service
-from app.predict.lean_route import ServingRoute
+from app.predict.lean_route import LeanRoute
 from app.predict.schemas import InferOut, ModelMetadataOut, PredictIn, PredictOut
 
 OIP_TAGS: list[str | Enum] = ["open inference protocol"]  # as FastAPI types its tags
@@ -107,51 +109,52 @@ async def infer_version(
     return await service.infer(serving, name, version, await request.body(), request.scope["headers"])
 
 
-def add_prediction_routes(app_router: APIRouter) -> None:
-    """``POST /predict`` and the protocol's two inference routes, at the head of the app's own router.
+PREDICT_PATH = "/predict"
+INFER_PATH = "/v2/models/{name}/infer"
+INFER_VERSION_PATH = "/v2/models/{name}/versions/{version}/infer"
 
-    Not an included router: FastAPI (0.160 and later) matches an included router's routes twice per
-    request, once to pick the router and once inside it, each candidate through a per-route context
-    layer. Included, an OIP inference request (matched after ``/predict``, twice) paid for it on
-    routing alone, a large part of the gap between the two routes; added here, both routes run fewer
-    instructions a request (benchmarks/serving_instructions.py counts them). At the head, before the
-    documentation routes FastAPI adds when the app is made (``/openapi.json``, ``/docs``,
-    ``/docs/oauth2-redirect``, ``/redoc``): otherwise every prediction goes through their four
-    refusals first.
-    """
-    before = len(app_router.routes)
-    app_router.add_api_route(
-        "/predict",
-        predict,
+
+def prediction_routes() -> list[LeanRoute]:
+    """``POST /predict`` and the protocol's two inference routes as lean Starlette routes, for
+    ``FastAPI(routes=...)``: first in the app's table, before the documentation routes FastAPI adds
+    (``/openapi.json``, ``/docs``, ...) and every router included afterwards, so a prediction is matched
+    at once (an included router's routes are matched twice per request by FastAPI 0.160 and later,
+    each through a per-route context layer) and every other request is refused by them by its path's
+    end in a few opcodes (app/predict/lean_route.py)."""
+    return [
+        LeanRoute(PREDICT_PATH, predict, methods=["POST"]),
+        LeanRoute(INFER_PATH, infer, methods=["POST"], answer_error=oip.protocol_answer),
+        LeanRoute(INFER_VERSION_PATH, infer_version, methods=["POST"], answer_error=oip.protocol_answer),
+    ]
+
+
+# The same endpoints declared as FastAPI routes: what /openapi.json documents. Behind the lean routes of
+# `prediction_routes` they see no request; without them they would give the same answers.
+prediction_router = APIRouter()
+prediction_router.add_api_route(
+    PREDICT_PATH,
+    predict,
+    methods=["POST"],
+    response_model=PredictOut,
+    responses=ERRORS,
+    tags=["predict"],
+    summary="Predict labels with a model version",
+)
+for path, endpoint, summary in (
+    (INFER_PATH, infer, "Inference with the serving version (JSON or binary tensor data)"),
+    (INFER_VERSION_PATH, infer_version, "Inference with one version (JSON or binary tensor data)"),
+):
+    prediction_router.add_api_route(
+        path,
+        endpoint,
         methods=["POST"],
-        route_class_override=ServingRoute,
-        response_model=PredictOut,
-        responses=ERRORS,
-        tags=["predict"],
-        summary="Predict labels with a model version",
+        route_class_override=oip.OIPRoute,
+        tags=OIP_TAGS,
+        response_model=InferOut,
+        responses=OIP_ERRORS,
+        openapi_extra=INFER_BODY,
+        summary=summary,
     )
-    for path, endpoint, summary in (
-        ("/v2/models/{name}/infer", infer, "Inference with the serving version (JSON or binary tensor data)"),
-        (
-            "/v2/models/{name}/versions/{version}/infer",
-            infer_version,
-            "Inference with one version (JSON or binary tensor data)",
-        ),
-    ):
-        app_router.add_api_route(
-            path,
-            endpoint,
-            methods=["POST"],
-            route_class_override=oip.OIPRoute,
-            tags=OIP_TAGS,
-            response_model=InferOut,
-            responses=OIP_ERRORS,
-            openapi_extra=INFER_BODY,
-            summary=f"{summary} (JSON or binary tensor data)",
-        )
-    prediction_routes = app_router.routes[before:]
-    del app_router.routes[before:]
-    app_router.routes[:0] = prediction_routes
 
 
 @oip_router.get("", summary="Server metadata")

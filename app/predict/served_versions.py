@@ -18,11 +18,13 @@ Why a polled stamp and not Postgres LISTEN/NOTIFY: it works the same on SQLite (
 default), needs no connection held open per replica nor a reconnect/missed-notification story,
 and costs at most one indexed query per interval while requests arrive (none while idle). On a
 server database the check runs on a background thread while requests go on with the aliases
-they have (stale while revalidate), so no request waits on the network for it; on SQLite it runs
+they have (stale while revalidate), so no request waits on the network for it, unless the aliases
+were last checked more than two intervals ago (an idle replica: its first request would otherwise be
+answered with aliases of any age, and is sent through ``resolve`` instead); on SQLite it runs
 inline, on the event loop: reading a local file's index is cheap, while waking another thread at
 every interval cost every request a GIL handoff, which showed in the median latency of a single
-client (docs/benchmarks/measurements.md). Either way a rollback reaches every replica within the
-interval plus one query.
+client (docs/benchmarks/measurements.md). Either way a rollback reaches every replica within two
+intervals plus one query (tests/test_replicas.py checks it across the processes of `retain serve --workers N`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from app.db.tables import AliasChange, Model, ModelVersion
 from app.errors import NotFound
 from app.registry.service import committed_alias_changes, get_model_by_name, resolve_version
 
+STALE_WHILE_REVALIDATE = 2
+"""A cached alias checked less than this many intervals ago is answered while the check runs; an older one (a
+replica that saw no request for a while) is checked first, so a change reaches every replica within this many."""
 STAMP_QUERY = f"SELECT (SELECT max(id) FROM {AliasChange.__tablename__}), (SELECT count(*) FROM {Model.__tablename__})"
 
 
@@ -75,6 +80,11 @@ class ServingDirectory:
         if committed_alias_changes() != self._local_changes:
             return None
         if self._stale() and not self._refreshing:
+            if (
+                not self.check_inline
+                and time.monotonic() - self._checked_at > STALE_WHILE_REVALIDATE * self.check_interval
+            ):
+                return None  # not checked for a while (an idle replica): the check goes before the answer
             if self.check_inline:
                 self._refresh()
             else:
