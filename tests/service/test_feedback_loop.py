@@ -5,9 +5,9 @@ import time
 
 import numpy as np
 import pytest
+from test_metrics import scrape, value
 
 from app.feedback.triggers import TriggerEvaluator
-from tests.service.test_metrics import scrape, value
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
