@@ -1,7 +1,7 @@
 """Continual learning in pure PyTorch: models, Fisher, EWC, strategies, training, evaluation.
 
 No web framework and no database here: the service calls this package, and it works on
-its own as a library (see README, "The learning library").
+its own as a library (see docs/architecture.md, "The learning library's API").
 """
 
 from app.learning.config import EWCConfig, FisherConfig, TrainConfig

@@ -9,7 +9,8 @@ not forget, at the price of needing the task at prediction time.
 
 Choices this implementation makes (the paper leaves them open or we adapt to our models):
 
-* Placement: one SCM+CCM after every entry of the base's ``feature_blocks`` (design.md §3).
+* Placement: one SCM+CCM after every entry of the base's ``feature_blocks`` (docs/architecture.md,
+  "CCLL network contract").
   The paper calibrates after every conv layer; a block here may hold several convs (a
   ResNet stage), so per-task growth is smaller than the paper's for the same α, β.
 * CCM gate: the batch-normalised 1×1 group-conv response goes through a sigmoid before it
@@ -133,7 +134,9 @@ def _count(parameters) -> int:
 
 
 class CalibratedNetwork(nn.Module):
-    """A shared conv base with per-task calibration modules and classifiers (design.md §3).
+    """A shared conv base with per-task calibration modules and classifiers.
+
+    The contract it keeps with the base network: docs/architecture.md, "CCLL network contract".
 
     ``base`` is a ``cnn``/``resnet18`` model from ``app.learning.models``: only its
     ``feature_blocks`` and ``feature_dim`` are used (its own ``head`` is not, and is not

@@ -30,7 +30,7 @@ from app.learning.memory import RehearsalMemory
 from app.learning.models import grow_head
 from app.learning.strategies.base import Learner, StepHooks, Strategy, register
 
-DEFAULT_MEMORY_SIZE = 1000  # samples a replay model keeps in all (README, "Rehearsal")
+DEFAULT_MEMORY_SIZE = 1000  # samples a replay model keeps in all (docs/concepts.md, "Strategies")
 
 
 def _count(network: nn.Module | None) -> int:
