@@ -193,7 +193,8 @@ def test_every_n_labels_fires_at_n_and_the_update_lands(client, settings, served
         fired = wait_until(lambda: [d for d in decisions(client) if d["fired"]], what="the trigger")[0]
         assert fired["task_id"] is not None and "60 labels buffered" in fired["reason"]
         task = client.get(f"/tasks/{fired['task_id']}").json()
-        assert task["name"].startswith("feedback-") and task["strategy"] == "ewc"
+        first_strategy = client.get("/tasks/1").json()["strategy"]  # the model's strategy: the default, auto
+        assert task["name"].startswith("feedback-") and task["strategy"] == first_strategy == "auto"
         assert task["dataset"]["n_train"] + task["dataset"]["n_validation"] + task["dataset"]["n_test"] == 60
         job = wait_for_job(task["job_id"])
         assert job["status"] == "succeeded", job
@@ -319,15 +320,13 @@ def test_one_trigger_made_update_at_a_time(client, settings, served):
     assert client.get("/models/m/triggers").json()["buffered_labels"] == 20
 
 
-def test_a_restart_loses_no_label_nor_logged_prediction(settings, served, client):
-    from tests.conftest import keyed_client
-
+def test_a_restart_loses_no_label_nor_logged_prediction(settings, served, client, api_client):
     set_policy(client, log_rate=1.0, min_labels=20, triggers=[{"kind": "every_n_labels", "n": 30}])
     stream(client, 25, seed=16)
     x, y = blobs(5, seed=17)
     ids = predict_ids(client, x)  # buffered in memory: written at shutdown at the latest
     client.__exit__(None, None, None)  # the app stops (lifespan shutdown)
-    with keyed_client(settings) as restarted:
+    with api_client(settings) as restarted:
         assert restarted.get("/models/m/triggers").json()["buffered_labels"] == 25
         assert label(restarted, ids, y).json()["accepted"] == 5
         assert fired(evaluator_of(settings).run(), "every_n_labels")
