@@ -34,6 +34,11 @@ ADMIN_KEY = "retain_topology-test-admin-key-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
+# The tasks are cut small for speed, too small to pass the not-learnt check (tested in test_safeguards.py):
+# these tests are about where processes run, so every update counts, as in the rest of the suite.
+LEARNT_OR_NOT = {"RETAIN_REJECT_NOT_LEARNT": "false"}
+
+
 @pytest.fixture
 def small_tasks(pmnist_file):
     """Two conflicting pmnist tasks, cut small so each update takes seconds."""
@@ -102,6 +107,7 @@ def test_compose_topology_as_processes(empty_postgres_url, small_tasks, tmp_path
         "RETAIN_ARTIFACT_URI": str(tmp_path / "artifacts"),  # the shared artifact volume
         "RETAIN_EMBEDDED_WORKER": "false",
         "RETAIN_ADMIN_KEY": ADMIN_KEY,  # compose passes it from the environment
+        **LEARNT_OR_NOT,
     }
     migrate(env)
 
@@ -160,6 +166,7 @@ def test_api_and_workers_on_separate_machines_share_only_postgres_and_a_bucket(
         "RETAIN_ARTIFACT_URI": f"s3://{prefix}",
         "RETAIN_EMBEDDED_WORKER": "false",
         "RETAIN_ADMIN_KEY": ADMIN_KEY,
+        **LEARNT_OR_NOT,
     }
     migrate(env)
     machines = {name: tmp_path / name for name in ("api", "worker1", "worker2", "serving")}
