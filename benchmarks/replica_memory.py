@@ -6,8 +6,9 @@ mapping it, so the PSS of a tree adds up to what it really takes. Both are read 
 /proc/<pid>/smaps_rollup after the service has answered predictions on every replica (each replica
 has loaded the model), as a deployment holds them.
 
-The service is the embedded default (SQLite, the embedded worker training in the supervisor when
-N > 1; with --no-embedded-worker it only serves, as compose's api does), taught the digits MLP
+The service is the embedded default (SQLite; when N > 1 the embedded worker trains in the supervisor,
+which forked gunicorn's master, which forked the replicas; with --no-embedded-worker it only serves,
+as compose's api does, and the supervisor is the master), taught the digits MLP
 64-100-100-10 once, through the API, as benchmarks/serving.py does.
 
     python benchmarks/replica_memory.py --workers 2 --json benchmarks/results/replica_memory.json
@@ -37,13 +38,16 @@ def smaps_rollup(pid: int) -> dict[str, int]:
     return fields
 
 
-def role(process: psutil.Process, supervisor: int) -> str:
-    command = " ".join(process.cmdline())
+def role(process: psutil.Process, supervisor: int, workers: int, embedded_worker: bool) -> str:
+    """Where the process stands in the tree: `retain serve` forks gunicorn's master when it trains (and is
+    the master itself when it does not); the master forks the replicas (app/cli/serve.py)."""
+    if workers == 1:
+        return "service"
     if process.pid == supervisor:
-        return "supervisor" if "spawn_main" not in command else "replica"
-    if "resource_tracker" in command:
-        return "multiprocessing resource tracker"
-    return "replica" if "spawn_main" in command else "other"
+        return "supervisor (embedded worker training)" if embedded_worker else "gunicorn master"
+    if embedded_worker and process.ppid() == supervisor:
+        return "gunicorn master"
+    return "replica"
 
 
 def measure(data_dir: Path, workers: int, sample: list[float], requests: int, embedded_worker: bool) -> dict:
@@ -69,7 +73,7 @@ def measure(data_dir: Path, workers: int, sample: list[float], requests: int, em
             rows.append(
                 {
                     "pid": process.pid,
-                    "role": role(process, supervisor.pid),
+                    "role": role(process, supervisor.pid, workers, embedded_worker),
                     "answered_predictions": process.pid in answered,
                     "rss_mib": round(rollup["Rss"] / 1024, 1),
                     "pss_mib": round(rollup["Pss"] / 1024, 1),
@@ -94,7 +98,7 @@ def main() -> None:
     parser.add_argument(
         "--no-embedded-worker",
         action="store_true",
-        help="serve only (training elsewhere, as compose does): the supervisor then loads no torch",
+        help="serve only (training elsewhere, as compose does): the supervisor is then gunicorn's master",
     )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
