@@ -1,8 +1,9 @@
 """Memory of `retain serve --workers N`: RSS and PSS of every process, for N = 1 and each N asked for.
 
 RSS counts every page a process maps, shared or not, so adding the RSS of N processes counts the
-shared libraries (libtorch and the rest) N times; PSS divides each shared page among the processes
-mapping it, so the PSS of a tree adds up to what it really takes. Both are read from
+shared libraries (libtorch and the rest), and every page a forked process still shares with its parent,
+N times; PSS divides each shared page among the processes mapping it, so the PSS of a tree adds up to
+what it really takes; USS (private pages) is what one process costs beside the others. Both are read from
 /proc/<pid>/smaps_rollup after the service has answered predictions on every replica (each replica
 has loaded the model), as a deployment holds them.
 
@@ -36,6 +37,14 @@ def smaps_rollup(pid: int) -> dict[str, int]:
         name, value = line.split(":", 1)
         fields[name] = int(value.split()[0])
     return fields
+
+
+def peak_rss_kib(pid: int) -> int:
+    """VmHWM: the most RSS the process ever had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def role(process: psutil.Process, supervisor: int, workers: int, embedded_worker: bool) -> str:
@@ -76,9 +85,12 @@ def measure(data_dir: Path, workers: int, sample: list[float], requests: int, em
                     "role": role(process, supervisor.pid, workers, embedded_worker),
                     "answered_predictions": process.pid in answered,
                     "rss_mib": round(rollup["Rss"] / 1024, 1),
+                    "peak_rss_mib": round(peak_rss_kib(process.pid) / 1024, 1),
                     "pss_mib": round(rollup["Pss"] / 1024, 1),
                     "pss_anon_mib": round(rollup.get("Pss_Anon", 0) / 1024, 1),
                     "pss_file_mib": round(rollup.get("Pss_File", 0) / 1024, 1),
+                    # USS: the pages this process alone maps, what it costs beside the others
+                    "uss_mib": round((rollup["Private_Clean"] + rollup["Private_Dirty"]) / 1024, 1),
                 }
             )
     return {
@@ -123,7 +135,7 @@ def main() -> None:
         for row in run["processes"]:
             console.print(
                 f"  {row['role']:<34} pid {row['pid']:>7}  RSS {row['rss_mib']:>7.1f}  PSS {row['pss_mib']:>7.1f} "
-                f"(anon {row['pss_anon_mib']:.1f}, file {row['pss_file_mib']:.1f}) MiB"
+                f"(anon {row['pss_anon_mib']:.1f}, file {row['pss_file_mib']:.1f}) USS {row['uss_mib']:>7.1f} MiB"
             )
     if args.json:
         write_json(args.json, {"runs": runs})

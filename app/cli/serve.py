@@ -4,10 +4,17 @@ Unlike the other commands these are no HTTP client: `serve` runs uvicorn here (o
 embedded default it also trains, in a worker thread) and `worker` is
 `python -m workers` with its options passed through untouched.
 
-`serve --workers N` (RETAIN_WORKERS) runs N API processes on one port under uvicorn's own process
-manager. This process is then their supervisor: it migrates and opens access once before they start
-(each would race the others for it), and the embedded worker trains here, in a thread of the
-supervisor, so training runs once however many replicas serve (docs/replicas.md).
+`serve --workers N` (RETAIN_WORKERS) runs N API processes on one port: replicas running uvicorn
+(uvicorn-worker's class), forked by gunicorn's master, a pre-forking process manager. uvicorn's own
+(`uvicorn.run(workers=N)`) starts every replica as a fresh interpreter that imports torch again,
+some 350 MiB of private memory each; forked after this process imported torch and the app and froze
+the collector, a replica shares those pages (docs/replicas.md has the figures).
+
+This process is their supervisor. It migrates and opens access once before they start (each would
+race the others for it), imports what they share, forks the master, and only then starts the embedded
+worker's training thread, here: training runs once however many replicas serve, and no process that
+runs a thread ever forks (a child forked while another thread holds a lock of torch, OpenMP or the
+allocator can hang). Why each step is where it is: `serve_replicas`.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ def register(commands: Subcommands) -> None:
         "--workers",
         type=workers_argument,
         default=None,
-        help="API processes serving this port (uvicorn's process manager); auto = one per core "
+        help="API processes serving this port (forked by gunicorn's master); auto = one per core "
         "(default: RETAIN_WORKERS, else 1)",
     )
     serve.add_argument("--log-level", default="info")
@@ -68,7 +75,8 @@ def workers_argument(text: str) -> int | str:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Run the API in this process; on the embedded default it also trains (worker thread).
-    With more than one worker, run them as replicas under uvicorn's supervisor (`serve_replicas`).
+    With more than one worker, run them as replicas forked by gunicorn's master (`serve_replicas`);
+    with one, plain uvicorn, as always.
 
     The schema is brought to the migration head first, so one command serves a fresh
     clone; deployments that migrate separately (compose's `migrate`) pass --no-migrate.
