@@ -169,6 +169,30 @@ def test_the_replicas_are_forked_from_one_master_that_the_training_supervisor_fo
     assert threads[master.pid] == 1, threads  # the master forks replicas: it must never run a thread
 
 
+def test_a_replica_killed_is_forked_again_by_the_master_and_serves_the_same_answers(replicas):
+    master, forked = replicas_and_their_master(server_processes(replicas))
+    before = answers_of_every_replica(replicas.url, replicas.api_key, replicas=2)
+    forked[0].kill()
+    deadline = time.monotonic() + 120
+    while True:
+        children = {process.pid for process in master.children()}
+        if len(children) == 2 and forked[0].pid not in children:
+            break
+        assert time.monotonic() < deadline, f"no new replica:\n{replicas.log()[-3000:]}"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 120
+    while True:  # the new replica answers once its app is made (after its fork)
+        try:
+            after = answers_of_every_replica(replicas.url, replicas.api_key, replicas=2)
+            break
+        except (AssertionError, httpx.TransportError):
+            assert time.monotonic() < deadline, replicas.log()[-3000:]
+    assert set(after) == children
+    assert {str(answer) for every in after.values() for answer in every} == {
+        str(answer) for every in before.values() for answer in every
+    }
+
+
 def test_sigterm_stops_every_replica_the_master_and_the_supervisor_with_no_process_left(tmp_path):
     with LocalServer(
         tmp_path, extra_env={"RETAIN_WORKERS": "2", "OMP_NUM_THREADS": "1"}, startup_timeout=180

@@ -181,12 +181,16 @@ def serve_replicas_and_train(settings, options: dict) -> int:
     gc.freeze()
     pid = os.fork()
     if pid == 0:  # the master: gunicorn's own signal handling, then never back into this function
-        code = 1
+        code = EXIT_ERROR
         try:
             for stop_signal in STOP_SIGNALS:
                 signal.signal(stop_signal, signal.SIG_DFL)
             gc.enable()
             code = run_replica_master(options)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -200,13 +204,14 @@ def serve_replicas_and_train(settings, options: dict) -> int:
         _, status = os.waitpid(pid, 0)
     finally:
         trainer.stop()
-    return os.waitstatus_to_exitcode(status)
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
 def replica_server_options(args: argparse.Namespace, workers: int) -> dict:
     """gunicorn settings: uvicorn's worker class, the port, the replica count, logs like uvicorn's."""
     return {
-        "bind": f"{args.host}:{args.port}",
+        "bind": f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}",  # IPv6 bracketed
         "workers": workers,
         "worker_class": "uvicorn_worker.UvicornWorker",
         "timeout": REPLICA_START_SECONDS,
