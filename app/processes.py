@@ -21,8 +21,9 @@ from pathlib import Path
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-UVICORN_URL = re.compile(r"Uvicorn running on (http://\S+)")
-"""uvicorn's startup line; with --port 0 it is the only place the chosen port is told."""
+UVICORN_URL = re.compile(r"(?:Uvicorn running on|Listening at:) (http://[^\s,]+)")
+"""uvicorn's startup line, or gunicorn's (`retain serve --workers N`); with --port 0 it is the only place
+the chosen port is told."""
 
 
 class ServiceStartError(RuntimeError):

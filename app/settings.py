@@ -68,9 +68,9 @@ class Settings(BaseSettings):
     # API processes (`retain serve`; docs/replicas.md)
     workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         1,
-        description="API processes `retain serve` runs on one port under uvicorn's process manager (auto: one "
-        "per core); each has its own learner cache and batcher, and with more than one the embedded "
-        "worker trains in the supervising process, once",
+        description="API processes `retain serve` runs on one port, forked by gunicorn's master after torch "
+        "and the app are loaded, so they share those pages (auto: one per core); each has its own learner "
+        "cache and batcher, and with more than one the embedded worker trains in the supervising process, once",
     )
     prepare_on_start: bool = Field(
         True,

@@ -1,13 +1,15 @@
 """Memory of `retain serve --workers N`: RSS and PSS of every process, for N = 1 and each N asked for.
 
 RSS counts every page a process maps, shared or not, so adding the RSS of N processes counts the
-shared libraries (libtorch and the rest) N times; PSS divides each shared page among the processes
-mapping it, so the PSS of a tree adds up to what it really takes. Both are read from
+shared libraries (libtorch and the rest), and every page a forked process still shares with its parent,
+N times; PSS divides each shared page among the processes mapping it, so the PSS of a tree adds up to
+what it really takes; USS (private pages) is what one process costs beside the others. Both are read from
 /proc/<pid>/smaps_rollup after the service has answered predictions on every replica (each replica
 has loaded the model), as a deployment holds them.
 
-The service is the embedded default (SQLite, the embedded worker training in the supervisor when
-N > 1; with --no-embedded-worker it only serves, as compose's api does), taught the digits MLP
+The service is the embedded default (SQLite; when N > 1 the embedded worker trains in the supervisor,
+which forked gunicorn's master, which forked the replicas; with --no-embedded-worker it only serves,
+as compose's api does, and the supervisor is the master), taught the digits MLP
 64-100-100-10 once, through the API, as benchmarks/serving.py does.
 
     python benchmarks/replica_memory.py --workers 2 --json benchmarks/results/replica_memory.json
@@ -37,13 +39,24 @@ def smaps_rollup(pid: int) -> dict[str, int]:
     return fields
 
 
-def role(process: psutil.Process, supervisor: int) -> str:
-    command = " ".join(process.cmdline())
+def peak_rss_kib(pid: int) -> int:
+    """VmHWM: the most RSS the process ever had."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def role(process: psutil.Process, supervisor: int, workers: int, embedded_worker: bool) -> str:
+    """Where the process stands in the tree: `retain serve` forks gunicorn's master when it trains (and is
+    the master itself when it does not); the master forks the replicas (app/cli/serve.py)."""
+    if workers == 1:
+        return "service"
     if process.pid == supervisor:
-        return "supervisor" if "spawn_main" not in command else "replica"
-    if "resource_tracker" in command:
-        return "multiprocessing resource tracker"
-    return "replica" if "spawn_main" in command else "other"
+        return "supervisor (embedded worker training)" if embedded_worker else "gunicorn master"
+    if embedded_worker and process.ppid() == supervisor:
+        return "gunicorn master"
+    return "replica"
 
 
 def measure(data_dir: Path, workers: int, sample: list[float], requests: int, embedded_worker: bool) -> dict:
@@ -69,12 +82,15 @@ def measure(data_dir: Path, workers: int, sample: list[float], requests: int, em
             rows.append(
                 {
                     "pid": process.pid,
-                    "role": role(process, supervisor.pid),
+                    "role": role(process, supervisor.pid, workers, embedded_worker),
                     "answered_predictions": process.pid in answered,
                     "rss_mib": round(rollup["Rss"] / 1024, 1),
+                    "peak_rss_mib": round(peak_rss_kib(process.pid) / 1024, 1),
                     "pss_mib": round(rollup["Pss"] / 1024, 1),
                     "pss_anon_mib": round(rollup.get("Pss_Anon", 0) / 1024, 1),
                     "pss_file_mib": round(rollup.get("Pss_File", 0) / 1024, 1),
+                    # USS: the pages this process alone maps, what it costs beside the others
+                    "uss_mib": round((rollup["Private_Clean"] + rollup["Private_Dirty"]) / 1024, 1),
                 }
             )
     return {
@@ -94,7 +110,7 @@ def main() -> None:
     parser.add_argument(
         "--no-embedded-worker",
         action="store_true",
-        help="serve only (training elsewhere, as compose does): the supervisor then loads no torch",
+        help="serve only (training elsewhere, as compose does): the supervisor is then gunicorn's master",
     )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -119,7 +135,7 @@ def main() -> None:
         for row in run["processes"]:
             console.print(
                 f"  {row['role']:<34} pid {row['pid']:>7}  RSS {row['rss_mib']:>7.1f}  PSS {row['pss_mib']:>7.1f} "
-                f"(anon {row['pss_anon_mib']:.1f}, file {row['pss_file_mib']:.1f}) MiB"
+                f"(anon {row['pss_anon_mib']:.1f}, file {row['pss_file_mib']:.1f}) USS {row['uss_mib']:>7.1f} MiB"
             )
     if args.json:
         write_json(args.json, {"runs": runs})

@@ -1,9 +1,10 @@
-"""`retain serve --workers N`: N API processes on one port under uvicorn's supervisor (docs/replicas.md).
+"""`retain serve --workers N`: N API processes on one port, forked by gunicorn's master (docs/replicas.md).
 
 One server of two replicas per database kind serves the module: both replicas give the same answers,
 a change of serving version made through one reaches the other within two stamp intervals, and every
-job is trained by the supervisor's one embedded worker. A server of its own checks that SIGTERM
-leaves no process behind.
+job is trained by the supervisor's one embedded worker; the replicas are forked children of one master
+(the supervisor's one child), so they share the pages of torch and the app. Servers of their own check
+that SIGTERM and SIGINT leave no process behind.
 """
 
 from __future__ import annotations
@@ -119,9 +120,9 @@ def replicas(request, tmp_path_factory):
 
 
 def test_every_replica_serves_the_same_answers(replicas):
-    processes = server_processes(replicas)
+    _, forked = replicas_and_their_master(server_processes(replicas))
     answers = answers_of_every_replica(replicas.url, replicas.api_key, replicas=2)
-    assert set(answers) <= {process.pid for process in processes[1:]}, "replicas are the supervisor's children"
+    assert set(answers) == {process.pid for process in forked}, "the master's children answer"
     distinct = {str(answer) for every in answers.values() for answer in every}
     assert len(distinct) == 1, distinct
 
@@ -150,19 +151,72 @@ def test_one_training_worker_claims_every_job_and_it_is_the_supervisors(replicas
     assert len(owners) == 2 and all(owner.startswith(trainer) for owner in owners), (trainer, owners)
 
 
-def test_sigterm_stops_every_replica_and_the_supervisor_with_no_process_left(tmp_path):
+def replicas_and_their_master(processes: list[psutil.Process]) -> tuple[psutil.Process, list[psutil.Process]]:
+    """The supervisor's one child is gunicorn's master; its children are the replicas."""
+    supervisor, *descendants = processes
+    masters = [process for process in descendants if process.ppid() == supervisor.pid]
+    assert len(masters) == 1, [(process.pid, process.ppid()) for process in descendants]
+    return masters[0], [process for process in descendants if process.ppid() == masters[0].pid]
+
+
+def test_the_replicas_are_forked_from_one_master_that_the_training_supervisor_forked(replicas):
+    supervisor, *_ = processes = server_processes(replicas)
+    master, forked = replicas_and_their_master(processes)
+    assert len(forked) == 2 and len(processes) == 4, [(process.pid, process.ppid()) for process in processes]
+    for process in (master, *forked):  # forked, not spawned: the same command line, no fresh interpreter
+        assert process.cmdline() == supervisor.cmdline(), process.cmdline()
+    threads = {process.pid: process.num_threads() for process in (master, *forked)}
+    assert threads[master.pid] == 1, threads  # the master forks replicas: it must never run a thread
+
+
+def test_a_replica_killed_is_forked_again_by_the_master_and_serves_the_same_answers(replicas):
+    master, forked = replicas_and_their_master(server_processes(replicas))
+    before = answers_of_every_replica(replicas.url, replicas.api_key, replicas=2)
+    forked[0].kill()
+    deadline = time.monotonic() + 120
+    while True:
+        children = {process.pid for process in master.children()}
+        if len(children) == 2 and forked[0].pid not in children:
+            break
+        assert time.monotonic() < deadline, f"no new replica:\n{replicas.log()[-3000:]}"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 120
+    while True:  # the new replica answers once its app is made (after its fork)
+        try:
+            after = answers_of_every_replica(replicas.url, replicas.api_key, replicas=2)
+            break
+        except (AssertionError, httpx.TransportError):
+            assert time.monotonic() < deadline, replicas.log()[-3000:]
+    assert set(after) == children
+    assert {str(answer) for every in after.values() for answer in every} == {
+        str(answer) for every in before.values() for answer in every
+    }
+
+
+def test_sigterm_stops_every_replica_the_master_and_the_supervisor_with_no_process_left(tmp_path):
     with LocalServer(
         tmp_path, extra_env={"RETAIN_WORKERS": "2", "OMP_NUM_THREADS": "1"}, startup_timeout=180
     ) as server:
         processes = server_processes(server)
-        replicas = {process.pid for process in processes if "spawn_main" in " ".join(process.cmdline())}
-        assert len(replicas) == 2, [process.cmdline() for process in processes]
+        _, forked = replicas_and_their_master(processes)
+        assert len(forked) == 2, [process.cmdline() for process in processes]
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=90) == 0, server.log()[-3000:]
     gone, alive = psutil.wait_procs(processes, timeout=30)
     assert not alive, f"left running: {[process.pid for process in alive]}\n{server.log()[-3000:]}"
     log = server.log()
     assert log.count("Application shutdown complete") == 2, log[-3000:]
+
+
+def test_sigint_to_the_supervisor_stops_the_whole_tree(tmp_path):
+    with LocalServer(
+        tmp_path, extra_env={"RETAIN_WORKERS": "2", "OMP_NUM_THREADS": "1"}, startup_timeout=180
+    ) as server:
+        processes = server_processes(server)
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=90) == 0, server.log()[-3000:]
+    gone, alive = psutil.wait_procs(processes, timeout=30)
+    assert not alive, f"left running: {[process.pid for process in alive]}\n{server.log()[-3000:]}"
 
 
 def test_the_supervisor_shares_out_the_cores_and_keeps_preparation_and_training_to_itself(tmp_path):

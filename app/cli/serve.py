@@ -4,16 +4,24 @@ Unlike the other commands these are no HTTP client: `serve` runs uvicorn here (o
 embedded default it also trains, in a worker thread) and `worker` is
 `python -m workers` with its options passed through untouched.
 
-`serve --workers N` (RETAIN_WORKERS) runs N API processes on one port under uvicorn's own process
-manager. This process is then their supervisor: it migrates and opens access once before they start
-(each would race the others for it), and the embedded worker trains here, in a thread of the
-supervisor, so training runs once however many replicas serve (docs/replicas.md).
+`serve --workers N` (RETAIN_WORKERS) runs N API processes on one port: replicas running uvicorn
+(uvicorn-worker's class), forked by gunicorn's master, a pre-forking process manager. uvicorn's own
+(`uvicorn.run(workers=N)`) starts every replica as a fresh interpreter that imports torch again,
+some 350 MiB of private memory each; forked after this process imported torch and the app and froze
+the collector, a replica shares those pages (docs/replicas.md has the figures).
+
+This process is their supervisor. It migrates and opens access once before they start (each would
+race the others for it), imports what they share, forks the master, and only then starts the embedded
+worker's training thread, here: training runs once however many replicas serve, and no process that
+runs a thread ever forks (a child forked while another thread holds a lock of torch, OpenMP or the
+allocator can hang). Why each step is where it is: `serve_replicas`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -42,7 +50,7 @@ def register(commands: Subcommands) -> None:
         "--workers",
         type=workers_argument,
         default=None,
-        help="API processes serving this port (uvicorn's process manager); auto = one per core "
+        help="API processes serving this port (forked by gunicorn's master); auto = one per core "
         "(default: RETAIN_WORKERS, else 1)",
     )
     serve.add_argument("--log-level", default="info")
@@ -67,7 +75,8 @@ def workers_argument(text: str) -> int | str:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Run the API in this process; on the embedded default it also trains (worker thread).
-    With more than one worker, run them as replicas under uvicorn's supervisor (`serve_replicas`).
+    With more than one worker, run them as replicas forked by gunicorn's master (`serve_replicas`);
+    with one, plain uvicorn, as always.
 
     The schema is brought to the migration head first, so one command serves a fresh
     clone; deployments that migrate separately (compose's `migrate`) pass --no-migrate.
@@ -96,50 +105,158 @@ def run_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-REPLICA_START_SECONDS = 60.0
-"""How long uvicorn's supervisor waits for a replica's health answer (its default, 5 s, is shorter than
-importing torch takes on a loaded machine, and a replica that misses it is killed and started again)."""
+REPLICA_START_SECONDS = 60
+"""gunicorn's worker timeout: how long a replica may go without telling the master it is alive (its
+default, 30 s, is shorter than a replica's start can take on a loaded machine, and a replica that misses
+it is killed and started again)."""
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def serve_replicas(args: argparse.Namespace, settings, workers: int) -> int:
-    """``workers`` API processes on one port, started, watched and stopped by uvicorn's supervisor.
+    """``workers`` API processes on one port, forked, watched and stopped by gunicorn's master.
 
-    What must happen once happens here, before any replica starts: the schema migrated (run_serve),
-    the admin key made (`prepare_service`); the replicas are told not to (``prepare_on_start``).
-    Training runs once, in a thread of this supervising process (not in a replica, where it would
-    slow that replica's answers), started before the replicas and stopped after they exit: a job in
-    training goes back to the queue. Each replica is its own process, with its own learner cache and
-    batcher; promotions and rollbacks reach it through the alias stamp, as they reach any replica.
+    The order is what makes the replicas share memory and keeps every fork safe:
+
+    1. What must happen once happens here first: the schema migrated (run_serve), the admin key made
+       (`prepare_service`), its connections closed; the replicas are told not to (``prepare_on_start``).
+    2. torch and the app's modules are imported here with the collector off, then frozen
+       (``gc.freeze()``): every process forked afterwards shares those pages copy-on-write, and no
+       reference count or collection in a child writes to them (Python's documented recipe for fork).
+    3. With the embedded worker (the default), this process forks the gunicorn master and only then
+       starts the training thread, here: training runs once, never in a replica (where it would slow
+       that replica's answers) nor in the master (which forks a new replica whenever one dies, and a
+       child forked while another thread holds a lock of torch, OpenMP or the allocator can hang).
+       This process never forks again; it forwards SIGTERM and SIGINT to the master, waits for it to
+       stop its replicas, then stops training (a job in training goes back to the queue). Without the
+       embedded worker (compose: training is `retain worker`'s) this process is the master itself.
+    4. The master (gunicorn's arbiter, public `BaseApplication` API) binds the port and forks the
+       replicas; each makes its own app after the fork (`run_replica_master`): its own engines,
+       learner cache, batcher and threads, none inherited.
     """
-    import uvicorn
+    import gc
 
     from app.db.session import get_engine
+    from app.settings import get_settings
     from app.startup import prepare_service
 
     engine = get_engine(settings)
     try:
         prepare_service(settings, engine)
     finally:
-        engine.dispose()  # no connection of the supervisor outlives its use
+        engine.dispose()  # no connection exists when the processes fork
     os.environ.update(replica_environment(settings, workers))
-    trainer = None
-    if settings.embedded_worker:
-        from app.updates.loop import start_embedded_worker
+    get_settings.cache_clear()  # the replicas' settings from here on
+    gc.disable()  # no collection leaves holes in the pages the children will share
+    import app.main  # noqa: F401  torch and every module of the app, loaded once for every replica
 
-        trainer = start_embedded_worker(settings)
+    options = replica_server_options(args, workers)
+    if not settings.embedded_worker:
+        gc.freeze()
+        gc.enable()
+        return run_replica_master(options)
+    return serve_replicas_and_train(settings, options)
+
+
+def serve_replicas_and_train(settings, options: dict) -> int:
+    """Fork the gunicorn master, then train in this process until the master exits (see serve_replicas)."""
+    import gc
+    import threading
+
+    from app.updates.loop import start_embedded_worker
+
+    if threading.active_count() != 1:
+        raise RuntimeError("the replicas' master must be forked from a process with no other thread")
+    master: dict[str, int] = {}
+    stop_asked: list[int] = []
+
+    def forward(signum: int, _frame) -> None:
+        """A stop asked of this process is a graceful stop of the master (it stops its replicas)."""
+        stop_asked.append(signum)
+        if "pid" in master:
+            os.kill(master["pid"], signal.SIGTERM)
+
+    for stop_signal in STOP_SIGNALS:  # set before the fork: a signal that comes during it is not lost
+        signal.signal(stop_signal, forward)
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:  # the master: gunicorn's own signal handling, then never back into this function
+        code = EXIT_ERROR
+        try:
+            for stop_signal in STOP_SIGNALS:
+                signal.signal(stop_signal, signal.SIG_DFL)
+            gc.enable()
+            code = run_replica_master(options)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    master["pid"] = pid
+    if stop_asked:
+        os.kill(pid, signal.SIGTERM)
+    gc.enable()
+    trainer = start_embedded_worker(settings)  # after the fork: this process forks no more
     try:
-        uvicorn.run(
-            "app.main:app",
-            host=args.host,
-            port=args.port,
-            workers=workers,
-            log_level=args.log_level,
-            access_log=not args.no_access_log,
-            timeout_worker_healthcheck=REPLICA_START_SECONDS,
-        )
+        _, status = os.waitpid(pid, 0)
     finally:
-        if trainer is not None:
-            trainer.stop()
+        trainer.stop()
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
+
+
+def replica_server_options(args: argparse.Namespace, workers: int) -> dict:
+    """gunicorn settings: uvicorn's worker class, the port, the replica count, logs like uvicorn's."""
+    return {
+        "bind": f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}",  # IPv6 bracketed
+        "workers": workers,
+        "worker_class": "uvicorn_worker.UvicornWorker",
+        "timeout": REPLICA_START_SECONDS,
+        "graceful_timeout": 30,
+        "keepalive": 5,  # uvicorn's own keep-alive timeout (gunicorn's default is 2 s)
+        "loglevel": args.log_level,
+        "errorlog": "-",
+        "accesslog": None if args.no_access_log else "-",
+        "preload_app": False,  # the modules are loaded before the fork (serve_replicas); the app is made after
+        "pre_fork": freeze_before_fork,
+        "control_socket_disable": True,  # its default path is one per user: two services would share it
+    }
+
+
+def freeze_before_fork(_arbiter, _worker) -> None:
+    """What the master allocated since it was forked is frozen too before it forks a replica."""
+    import gc
+
+    gc.freeze()
+
+
+def run_replica_master(options: dict) -> int:
+    """gunicorn's master (its arbiter) in this process, until it stops; its exit status."""
+    from gunicorn.app.base import BaseApplication
+
+    class ReplicaServer(BaseApplication):
+        """gunicorn run from Python, its documented custom application: options given, not read from argv."""
+
+        def load_config(self) -> None:
+            for name, value in options.items():
+                if name in self.cfg.settings:  # control_socket_disable is gunicorn 25's and later
+                    self.cfg.set(name, value)
+
+        def load(self):
+            """In each replica, after the fork: engines and the app made here, none inherited."""
+            from app.db.session import forget_inherited_engines
+            from app.main import create_app
+
+            forget_inherited_engines()
+            return create_app()
+
+    try:
+        ReplicaServer().run()
+    except SystemExit as stopped:
+        return stopped.code if isinstance(stopped.code, int) else (0 if stopped.code is None else EXIT_ERROR)
     return EXIT_OK
 
 

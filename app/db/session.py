@@ -48,6 +48,19 @@ def engine_for(url: str) -> Engine:
     return engine
 
 
+def forget_inherited_engines() -> None:
+    """In a process just forked: leave the parent's engines to the parent, so this one makes its own.
+
+    SQLAlchemy's documented way for a forked child (``dispose(close=False)``): the pool is replaced
+    without closing the parent's connections, which would end them for the parent too. `retain serve
+    --workers N` forks with no connection open; this keeps a replica from ever using one that was.
+    """
+    from app.settings import get_settings
+
+    engine_for(get_settings().database_url).dispose(close=False)
+    engine_for.cache_clear()
+
+
 def get_engine(settings: Settings) -> Engine:
     return engine_for(settings.database_url)
 
