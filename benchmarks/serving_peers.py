@@ -125,19 +125,30 @@ class Server:
         self.processes = max(self.processes, count)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        # The peer runs in a session of its own (start_new_session): signal that group, its children
-        # (TorchServe's Java and workers, Triton's server) included.
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 20 s. A peer runs in a session of its own (`launch`): the signal
+    goes to that process group, its children (TorchServe's Java and workers, Triton's server) included."""
+    if process.poll() is not None:
+        return
+    own_group = os.getpgid(process.pid) == process.pid
+
+    def send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if own_group:
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)
+
+    send(signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait(10)
 
 
 def wait_for_answer(
@@ -234,7 +245,11 @@ def _started(name, process, url, route, body, log, started, timeout=240.0) -> Se
     post = lambda: httpx.post(  # noqa: E731  (a one-line poll)
         url + route, content=body, headers={"Content-Type": "application/json"}, timeout=5
     )
-    ready = wait_for_answer(name, process, post, log, timeout)
+    try:
+        ready = wait_for_answer(name, process, post, log, timeout)
+    except BaseException:
+        stop_process(process)
+        raise
     return Server(name=name, url=url, process=process, root_pid=process.pid, first_inference_s=ready - started)
 
 
@@ -303,7 +318,8 @@ def start_torchserve(batched: bool) -> Callable[[Path, Path, np.ndarray], Server
             ],
             log,
             home,
-            {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"},
+            # TorchServe keeps one pid file in the temporary folder and refuses to start beside it.
+            {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "TMPDIR": str(home)},
         )
         url = f"http://127.0.0.1:{port}"
         return _started(name, process, url, f"/predictions/{MODEL}", plain_body(sample), log, started)
