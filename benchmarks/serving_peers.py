@@ -291,6 +291,8 @@ def start_torchserve(batched: bool) -> Callable[[Path, Path, np.ndarray], Server
                     f"inference_address=http://127.0.0.1:{port}",
                     f"management_address=http://127.0.0.1:{management}",
                     f"metrics_address=http://127.0.0.1:{metrics}",
+                    f"grpc_inference_port={free_port()}",
+                    f"grpc_management_port={free_port()}",
                     f"model_store={store}",
                     f"load_models={MODEL}.mar",
                     "default_workers_per_model=1",
