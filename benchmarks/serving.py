@@ -195,7 +195,15 @@ def start_retain(
         local.stop()
         raise SystemExit(f"retain gave no prediction: {local.log()[-2000:]}")
     first = time.monotonic() - started
-    return local, Server("retain", local.url, None, local.process.pid, first_inference_s=first)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT)
+    version = f"retain {commit.stdout.strip() or '?'}, torch {torch_version()}"
+    return local, Server("retain", local.url, None, local.process.pid, first_inference_s=first, version=version)
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 def retain_has_workers() -> bool:

@@ -324,7 +324,10 @@ def start_torchserve(batched: bool) -> Callable[[Path, Path, np.ndarray], Server
             {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "TMPDIR": str(home)},
         )
         url = f"http://127.0.0.1:{port}"
-        return _started(name, process, url, f"/predictions/{MODEL}", plain_body(sample), log, started)
+        server = _started(name, process, url, f"/predictions/{MODEL}", plain_body(sample), log, started)
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
+        server.version = f"torchserve {package_version('torchserve', 'torchserve')}, {java[0] if java else 'java ?'}"
+        return server
 
     return start
 
