@@ -16,6 +16,15 @@ like for like.
 
     python benchmarks/serving.py --json benchmarks/results/serving.json
 
+With ``--peers`` (default: every peer whose virtual environment benchmarks/peers/setup.sh made) the
+same rounds also drive real inference servers serving the same weights (TorchServe with batching off
+and on, Triton via PyTriton, MLServer with adaptive batching off and on, KServe; see serving_peers.py),
+and retain with ``--retain-workers`` processes where ``retain serve`` has ``--workers``; every server's
+answers are checked against retain's first, and its processes, RSS and time to first inference are
+reported with its latency and req/s:
+
+    python benchmarks/serving.py --peers torchserve,pytriton --json benchmarks/results/serving_peers.json
+
 Needs wrk (Debian: apt-get install wrk). Timings are noisy on a shared machine.
 """
 
