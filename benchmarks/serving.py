@@ -99,7 +99,8 @@ def teach(url: str, api_key: str, path: Path) -> None:
 
 # ------------------------------------------------------------------------------ the comparison apps
 def serving_network(data_dir: Path):
-    """The serving version of the digits model in the service's data dir: (network, input scale, labels)."""
+    """The serving version of the digits model in the service's data dir: (network, its input scaling
+    (raw samples -> network inputs: the scale, and the standardization fitted on the first task), labels)."""
     from sqlalchemy.orm import Session
 
     from app.db.session import get_engine
@@ -114,7 +115,7 @@ def serving_network(data_dir: Path):
         learner = load_version(
             artifact_store(settings), session.get(ModelVersion, model.serving_version_id), with_consolidation=False
         )
-    return learner.network.eval(), learner.input_scale, learner.labels
+    return learner.network.eval(), learner.input_scaling, learner.labels
 
 
 def comparison_app(data_dir: Path | None):
@@ -132,11 +133,11 @@ def comparison_app(data_dir: Path | None):
 
         return app
 
-    network, scale, labels = serving_network(data_dir)
+    network, scaling, labels = serving_network(data_dir)
 
     @app.post("/predict")
     def predict(body: dict) -> dict:
-        x = torch.tensor(body["inputs"], dtype=torch.float32) * scale
+        x = scaling(torch.tensor(body["inputs"], dtype=torch.float32))
         with torch.no_grad():
             probabilities = torch.softmax(network(x), dim=-1)
         probability, index = probabilities.max(dim=-1)
@@ -362,8 +363,8 @@ def main() -> None:
             locals_.append(local)
             requests[f"retain OIP JSON, {workers} workers"] = requests["retain OIP JSON"]
         if peers:
-            network, scale, labels = serving_network(work / "service")
-            weights = export_weights(network, scale, labels, work / "weights")
+            network, scaling, labels = serving_network(work / "service")
+            weights = export_weights(network, scaling, labels, work / "weights")
             for name in peers:
                 peer = PEERS[name]
                 console.print(f"starting {peer.label} ({peer.venv} venv)")

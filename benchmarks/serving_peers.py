@@ -47,9 +47,11 @@ def free_port() -> int:
 
 
 # ------------------------------------------------------------------------------------ the weights
-def export_weights(network, input_scale: float, labels: list, directory: Path) -> Path:
-    """retain's serving MLP as safetensors: its Linear layers in order, with the input scale and
-    the label vocabulary as metadata (what benchmarks/peers/digits_mlp.py reads)."""
+def export_weights(network, scaling, labels: list, directory: Path) -> Path:
+    """retain's serving MLP as safetensors: its Linear layers in order, the input scaling's per-feature
+    mean and std when it standardizes, and the scale, the label vocabulary and the layer count as
+    metadata (what benchmarks/peers/digits_mlp.py reads). ``scaling`` is the learner's ``input_scaling``
+    (``scale``, ``mean``, ``std``) or a plain number (a scale alone)."""
     import torch
     from safetensors.torch import save_file
 
@@ -58,13 +60,14 @@ def export_weights(network, input_scale: float, labels: list, directory: Path) -
     for i, linear in enumerate(linears):
         tensors[f"layer{i}.weight"] = linear.weight.detach().cpu().contiguous()
         tensors[f"layer{i}.bias"] = linear.bias.detach().cpu().contiguous()
+    scale = float(getattr(scaling, "scale", scaling))
+    mean, std = getattr(scaling, "mean", None), getattr(scaling, "std", None)
+    if mean is not None and std is not None:
+        tensors["input.mean"] = mean.detach().cpu().reshape(-1).contiguous()
+        tensors["input.std"] = std.detach().cpu().reshape(-1).contiguous()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "digits.safetensors"
-    metadata = {
-        "input_scale": repr(float(input_scale)),
-        "labels": json.dumps(list(labels)),
-        "layers": str(len(linears)),
-    }
+    metadata = {"input_scale": repr(scale), "labels": json.dumps(list(labels)), "layers": str(len(linears))}
     save_file(tensors, str(path), metadata=metadata)
     shutil.copy(PEERS_DIR / "digits_mlp.py", directory / "digits_mlp.py")
     return directory

@@ -1,5 +1,6 @@
 """The digits MLP that every peer serves, rebuilt in plain torch from the safetensors file that
-benchmarks/serving.py exports from retain's serving version (so each peer runs the same weights).
+benchmarks/serving.py exports from retain's serving version (so each peer runs the same weights and
+scales its inputs as retain does: ``(x · scale − mean) / std``).
 
 Peers import this from their own virtual environment: it needs only torch, numpy and safetensors.
 """
@@ -39,11 +40,16 @@ class DigitsMLP:
                 layers.append(torch.nn.ReLU())
         self.network = torch.nn.Sequential(*layers).eval()
         self.n_features = int(tensors["layer0.weight"].shape[1])
+        # retain standardizes float inputs per feature with statistics fitted on the first task
+        self.mean, self.std = tensors.get("input.mean"), tensors.get("input.std")
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x: (n, features) -> labels (n,) int64 and the top probability (n,) float32."""
         inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32).reshape(-1, self.n_features))
         with torch.inference_mode():
-            probabilities = torch.softmax(self.network(inputs * self.input_scale), dim=-1)
+            inputs = inputs * self.input_scale
+            if self.mean is not None:
+                inputs = (inputs - self.mean) / self.std
+            probabilities = torch.softmax(self.network(inputs), dim=-1)
             probability, index = probabilities.max(dim=-1)
         return self.labels[index.numpy()], probability.numpy()

@@ -22,19 +22,24 @@ import serving_peers  # noqa: E402
 from digits_mlp import DigitsMLP  # noqa: E402
 
 from app.learning.models import MLP  # noqa: E402
+from app.learning.preprocessing import InputScaling  # noqa: E402
 
 
-def test_exported_weights_answer_as_the_network_does(tmp_path):
+@pytest.mark.parametrize("standardize", [False, True])
+def test_exported_weights_answer_as_the_learner_does(tmp_path, standardize):
     torch.manual_seed(0)
     network = MLP((64,), 10, (100, 100)).eval()
     labels = [3, 1, 4, 0, 5, 9, 2, 6, 8, 7]  # a vocabulary that is not the output order
-    directory = serving_peers.export_weights(network, 1 / 16, labels, tmp_path / "weights")
     samples = np.random.default_rng(0).uniform(0, 16, size=(50, 64)).astype(np.float32)
+    scaling = InputScaling(scale=1 / 16, standardize=standardize)
+    scaling.fit(samples, torch.from_numpy(samples))
+    directory = serving_peers.export_weights(network, scaling, labels, tmp_path / "weights")
 
     predicted, probability = DigitsMLP(directory).predict(samples)
 
     with torch.no_grad():
-        expected = torch.softmax(network(torch.from_numpy(samples) / 16), dim=-1)
+        expected = torch.softmax(network(scaling(torch.from_numpy(samples))), dim=-1)
+    assert scaling.standardized == standardize
     assert predicted.tolist() == [labels[i] for i in expected.argmax(dim=-1).tolist()]
     np.testing.assert_allclose(probability, expected.max(dim=-1).values.numpy(), rtol=1e-5)
     assert (directory / "digits_mlp.py").exists()  # the peers load it from the weights folder
