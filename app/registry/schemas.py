@@ -46,7 +46,9 @@ class ModelOut(BaseModel):
     family: str = Field(
         description="model family: ewc (its updates may use strategy ewc, finetune, replay or ewc_replay) or ccll"
     )
-    input_shape: list[int]
+    input_shape: list[int | str] = Field(
+        description='one sample\'s shape: [features], [C, H, W], or ["text"] for one string per sample'
+    )
     options: dict[str, Any]
     serving_version: int | None
     max_forgetting: float | None
