@@ -22,7 +22,6 @@ import numpy as np
 from app.datasets.images import is_image_folder_zip, parse_image_zip
 from app.datasets.parquet import is_parquet, parse_parquet
 from app.datasets.text import (
-    TEXT_INPUT_SHAPE,
     TextSamples,
     is_text_header,
     looks_like_jsonl,
@@ -30,6 +29,7 @@ from app.datasets.text import (
     parse_text_csv,
 )
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedFormat
+from app.learning.text_source import TEXT_INPUT_SHAPE  # a text dataset's input_shape: one string per sample
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 NPY_MAGIC = b"\x93NUMPY"

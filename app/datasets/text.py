@@ -22,7 +22,6 @@ from app.errors import InvalidInput, PayloadTooLarge, UnsupportedFormat
 
 TEXT = "text"
 LABEL = "label"
-TEXT_INPUT_SHAPE = (TEXT,)  # a text dataset's and a text model's input_shape: one string per sample
 
 
 class TextSamples:

@@ -25,13 +25,13 @@ from sqlalchemy.orm import Session
 
 from app.datasets.parsing import ParsedDataset, parse_dataset
 from app.datasets.storage import store_dataset
-from app.datasets.text import TEXT_INPUT_SHAPE
 from app.db.session import begin_write
 from app.db.tables import Accuracy, Dataset, Job, Model, ModelVersion, Task
 from app.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from app.jobs.queue import UNFINISHED, enqueue
 from app.jobs.status import JobStatus
 from app.learning import ContinualLearner, strategy_class, strategy_names
+from app.learning.text_source import TEXT_INPUT_SHAPE
 from app.registry.service import serving_number, set_serving_version
 from app.settings import Settings
 from app.tasks.schemas import AccuracyEntry, DatasetOut, PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest

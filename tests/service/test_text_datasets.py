@@ -12,8 +12,9 @@ from safetensors.torch import load
 
 from app.datasets.parsing import parse_dataset
 from app.datasets.storage import dataset_to_bytes, evaluation_payload, splits_from_bytes
-from app.datasets.text import TEXT_INPUT_SHAPE, TextSamples
+from app.datasets.text import TextSamples
 from app.errors import InvalidInput, PayloadTooLarge
+from app.learning.text_source import TEXT_INPUT_SHAPE
 
 ROWS = [(f'the cat sat on mat {i}, "quoted"\nand a second line é', "cat") for i in range(15)] + [
     (f"shares fell by {i} percent", "money") for i in range(15)
