@@ -45,7 +45,13 @@ from app.learning.models import build_model
 from app.learning.preprocessing import InputScaling
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
 from app.learning.strategies import Strategy, family_strategy, options_of_other_families, strategy_class
-from app.learning.text_source import ADAPTER_PREFIX, TEXT_ARCHITECTURE, TEXT_INPUT_SHAPE, HuggingFaceTextSource
+from app.learning.text_source import (
+    ADAPTER_PREFIX,
+    TEXT_ARCHITECTURE,
+    TEXT_INPUT_SHAPE,
+    TEXT_TRAIN_DEFAULTS,
+    HuggingFaceTextSource,
+)
 from app.learning.training import (
     Progress,
     ThroughputMeter,
@@ -191,6 +197,12 @@ class ContinualLearner:
     def input_scale(self) -> float:
         """The fixed factor raw samples are multiplied by (1/255 for uint8 images), before any standardization."""
         return self.input_scaling.scale
+
+    @property
+    def train_defaults(self) -> dict:
+        """TrainConfig fields this model trains with unless a task says otherwise: transformers fine-tune
+        with Adam at a small rate (``TEXT_TRAIN_DEFAULTS``); retain's own networks take the library's."""
+        return dict(TEXT_TRAIN_DEFAULTS) if self.is_text else {}
 
     @property
     def predicts_per_task(self) -> bool:
@@ -569,7 +581,8 @@ class ContinualLearner:
         return predictions
 
     def _ready(self) -> None:
-        if self.network is None or not self.task_keys:
+        """A network with labels: one that learnt a task, or an imported classifier (its head's labels)."""
+        if self.network is None or not self.labels:
             raise ValueError("this model has not learnt any task yet")
 
     def memory_footprint(self) -> dict | None:

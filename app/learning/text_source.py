@@ -37,6 +37,7 @@ TEXT_ARCHITECTURE = "hf_text"
 TEXT_INPUT_SHAPE = ("text",)
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_LORA_RANK = 8
+TEXT_TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 1e-4}  # a task's lr overrides it (small models like more)
 PAD = -1  # padding in token-id tensors: the mask is ``ids >= 0``
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 ADAPTER_PREFIX = "adapter."  # LoRA tensors in the consolidation payload
