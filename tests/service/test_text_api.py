@@ -113,3 +113,22 @@ def test_the_dynamic_batcher_pads_texts_within_a_batch_and_answers_as_alone(tiny
         alone = run_batch(learner, "topics", None, [Pending(texts, 2, None, 0.0)])[0]
         assert [a.label for a in answers] == [a.label for a in alone]
         assert [a.probability for a in answers] == pytest.approx([a.probability for a in alone], abs=1e-5)
+
+
+def test_a_text_file_by_reference_is_read_by_the_worker_like_an_upload(
+    settings, session_factory, tiny_text_model, api_client, tmp_path, run_worker_once
+):
+    root = tmp_path / "data"
+    root.mkdir()
+    path = root / "topics.jsonl"
+    path.write_bytes(jsonl_bytes(list(zip(*topic_task(["sport", "business"], 20), strict=True))))
+    ref_settings = settings.model_copy(update={"data_roots": [str(root)]})
+    register_text_model(ref_settings, session_factory, "topics", tiny_text_model)
+    with api_client(ref_settings) as client:
+        answer = client.post("/tasks", data={"model": "topics", "uri": str(path), **FAST})
+        assert answer.status_code == 202, answer.text
+        assert run_worker_once(ref_settings) == 1
+        job = client.get(f"/jobs/{answer.json()['job_id']}").json()
+        assert job["status"] == "succeeded", job
+        dataset = client.get(f"/tasks/{answer.json()['id']}").json()["dataset"]
+        assert dataset["format"] == "jsonl" and dataset["input_shape"] == ["text"]
