@@ -27,7 +27,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -92,6 +92,7 @@ class UpdateResult:
     capacity_warning: str | None = None  # set when every λ tried lost an old task (see capacity_warning)
     strategy_choice: dict | None = None  # auto: {"strategy": the one it learnt with, "reason": why}
     replay_memory: dict | None = None  # the rehearsal memory after the update: samples, bytes, capacity
+    new_labels: list = field(default_factory=list)  # labels the model had never seen: its head grew for them
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -320,6 +321,7 @@ class ContinualLearner:
             if key != task_key
         }
         resolved_lambda = method.resolve_lambda(self, ewc_lambda)
+        new_labels = [label for label in unique_in_order(labels) if label not in self.labels]
         reporter = _Reporter(progress, total_steps=1, epochs=config.epochs_for(len(x)))
 
         # From here on the learner is mid-update: if this raises (stopped, bad input), discard it and reload.
@@ -353,6 +355,7 @@ class ContinualLearner:
             capacity_warning=capacity_warning(trained.search, self.ewc.capacity_warning_drop),
             strategy_choice=method.choice,
             replay_memory=self.memory_footprint(),
+            new_labels=new_labels,
         )
         self.updates.append(
             {

@@ -41,6 +41,8 @@ def test_a_text_task_is_learnt_and_served_through_predict(client, text_model):
     predicted = [p["label"] for p in answer.json()["predictions"]]
     assert sum(p == label for p, label in zip(predicted, labels, strict=True)) >= 24
     assert answer.json()["model_version"] == 2
+    version = client.get(f"/models/{text_model}/versions").json()[-1]
+    assert version["number"] == 2 and version["new_labels"] == ["tech"]  # the head grew for it
 
 
 def test_text_errors_name_what_is_wrong(client, imported_text_model, settings, database_url):
