@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import threading
 from functools import cached_property
 from pathlib import Path
 
@@ -68,6 +69,9 @@ class HuggingFaceTextSource:
         self.trainable = str(options.get("trainable", "all"))
         self.lora_rank = int(options.get("lora_rank", DEFAULT_LORA_RANK))
         self.mode, self.last_layers = parse_trainable(self.trainable)
+        # A fast tokenizer sets its truncation and padding state on every call: two serving threads
+        # tokenizing at once would collide ("Already borrowed"), so calls take turns.
+        self._tokenizing = threading.Lock()
         if not 8 <= self.max_length <= 8192:
             raise ValueError(f"max_length must be between 8 and 8192 tokens, got {self.max_length}")
         limit = self.config.get("max_position_embeddings")
@@ -140,7 +144,13 @@ class HuggingFaceTextSource:
         for text in texts:
             if not isinstance(text, str):
                 raise ValueError(f"inputs of a text model must be strings, got {type(text).__name__}")
-        encoded = self.tokenizer(
+        with self._tokenizing:
+            encoded = self._tokenize(texts, pad_to_max_length)
+        ids = encoded["input_ids"].to(torch.int64)
+        return ids.masked_fill(encoded["attention_mask"] == 0, PAD)
+
+    def _tokenize(self, texts: list[str], pad_to_max_length: bool):
+        return self.tokenizer(
             texts,
             truncation=True,
             max_length=self.max_length,
@@ -148,8 +158,6 @@ class HuggingFaceTextSource:
             return_attention_mask=True,
             return_tensors="pt",
         )
-        ids = encoded["input_ids"].to(torch.int64)
-        return ids.masked_fill(encoded["attention_mask"] == 0, PAD)
 
     # ----------------------------------------------------------------------- building
     def build(self, n_classes: int, adapters: bool = True) -> TextClassifier:
