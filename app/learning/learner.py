@@ -585,7 +585,7 @@ class ContinualLearner:
 
     def _ready(self) -> None:
         """A network with labels: one that learnt a task, or an imported classifier (its head's labels)."""
-        if self.network is None or not self.labels:
+        if self.network is None or not (self.task_keys or self.labels):
             raise ValueError("this model has not learnt any task yet")
 
     def memory_footprint(self) -> dict | None:
