@@ -240,7 +240,7 @@ def main() -> None:
         console.print(f"pretrained on {base_topics} in {pretrain_seconds:.0f} s")
         bound = joint(directory, parts, base_topics + new_topics, args)
         console.print(f"joint: {bound['all_topic_accuracy']:.3f}")
-        measured_latency = None
+        measured_latency, weights_bytes = None, None
         for trainable in args.trainable.split(","):
             for strategy in args.strategies.split(","):
                 result = run(directory, parts, base_topics, new_topics, strategy, trainable, args)
@@ -249,20 +249,20 @@ def main() -> None:
                     measured_latency = latency(
                         learner, "Shares in the bank rose after its profits beat forecasts.", args.latency_repeats
                     )
+                    weights_bytes = len(to_safetensors_bytes(*learner.export_weights()))
                 runs.append(result)
-        weights_bytes = len(to_safetensors_bytes(*learner.export_weights()))
-    payload = {
-        "data": str(args.data),
-        "base_topics": base_topics,
-        "new_topics": new_topics,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "pretrain_seconds": pretrain_seconds,
-        "joint": bound,
-        "runs": runs,
-        "predict_latency_batch1": measured_latency,
-        "weights_bytes": weights_bytes,
-    }
-    write_json(args.out, payload)
+                payload = {  # written after every run: a long benchmark leaves what it measured
+                    "data": str(args.data),
+                    "base_topics": base_topics,
+                    "new_topics": new_topics,
+                    "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                    "pretrain_seconds": pretrain_seconds,
+                    "joint": bound,
+                    "runs": runs,
+                    "predict_latency_batch1": measured_latency,
+                    "weights_bytes": weights_bytes,
+                }
+                write_json(args.out, payload)
     console.print(json.dumps({r["strategy"] + "/" + r["trainable"]: r["all_topic_accuracy"][-1] for r in runs}))
 
 
