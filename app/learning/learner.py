@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +105,7 @@ class ContinualLearner:
         self,
         *,
         architecture: str,
-        input_shape: tuple[int, ...],
+        input_shape: tuple[int | str, ...],
         family: str,
         architecture_options: dict,
         ewc: EWCConfig,
@@ -114,7 +114,7 @@ class ContinualLearner:
     ):
         self._family = family_strategy(family)  # defines the network, logits and stored state
         self.architecture, self.family = architecture, family
-        self.input_shape = tuple(s if isinstance(s, str) else int(s) for s in input_shape)  # ("text",) for text
+        self.input_shape: tuple[Any, ...] = tuple(s if isinstance(s, str) else int(s) for s in input_shape)  # ("text",)
         self.architecture_options, self.ewc, self.seed = dict(architecture_options), ewc, seed
         self.input_scaling = InputScaling(
             scale=float(input_scale), standardize=_standardize_option(architecture_options)
@@ -233,6 +233,7 @@ class ContinualLearner:
         """A fresh network from the learner's seed: the architecture's model, as the family wraps it."""
         torch.manual_seed(self.seed)
         base_options, family_options = self._split_options()
+        model: nn.Module
         if self.text_source is not None:
             model = self.text_source.build(n_classes)
         else:
@@ -623,7 +624,7 @@ class ContinualLearner:
     def export_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """Everything a prediction needs: the network's state and the learner's metadata."""
         self._ready()
-        network = self.built_network
+        network: Any = self.built_network  # a TextClassifier for text models
         state = network.serving_state_dict() if self.is_text else network.state_dict()  # LoRA merged
         tensors = {f"model.{name}": t for name, t in state.items()}
         tensors |= self.input_scaling.tensors()
@@ -633,8 +634,9 @@ class ContinualLearner:
         """The family's state between updates: Fisher and anchors of every consolidated task (EWC
         family); nothing for CCLL, which needs none."""
         tensors, metadata = self._family.export_state(self)
-        if self.is_text and self.text_source.mode == "lora":  # the adapters learn on; served weights hold them merged
-            tensors = {**tensors, **{ADAPTER_PREFIX + name: t for name, t in self.network.adapter_tensors().items()}}
+        if self.text_source is not None and self.text_source.mode == "lora":  # served weights hold them merged
+            network: Any = self.built_network
+            tensors = {**tensors, **{ADAPTER_PREFIX + name: t for name, t in network.adapter_tensors().items()}}
         return tensors, {"retain": json.dumps({"format": FORMAT, **metadata})}
 
     @classmethod
@@ -675,8 +677,10 @@ class ContinualLearner:
                 k.removeprefix(ADAPTER_PREFIX): t for k, t in state_tensors.items() if k.startswith(ADAPTER_PREFIX)
             }
             state_tensors = {k: t for k, t in state_tensors.items() if not k.startswith(ADAPTER_PREFIX)}
-            if learner.is_text and learner.text_source.mode == "lora":  # learning on: the adapters back, unmerged
-                learner.network.restore_adapters(learner.text_source.lora_rank, adapters)
+            source = learner.text_source
+            if source is not None and source.mode == "lora":  # learning on: the adapters back, unmerged
+                network: Any = learner.built_network
+                network.restore_adapters(source.lora_rank, adapters)
             learner._family.load_state(learner, state_tensors, json.loads(state_metadata["retain"]))
         return learner
 

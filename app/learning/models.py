@@ -147,8 +147,9 @@ def grow_head(model: nn.Module, n_classes: int) -> None:
     consolidation pads it), so new outputs are free until a task that uses them is learnt.
     A network whose head is not ``model.head`` (a text model's) grows its own the same way.
     """
-    if hasattr(model, "grow_head"):
-        model.grow_head(n_classes)
+    own = getattr(model, "grow_head", None)
+    if callable(own):
+        own(n_classes)
         return
     old = model.head
     if not isinstance(old, nn.Linear):

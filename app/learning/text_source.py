@@ -30,6 +30,7 @@ import tempfile
 import threading
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -208,6 +209,7 @@ class TextClassifier(nn.Module):
     # HF forwards branch on tensor values (mask checks), which torch.func's vmap cannot trace: the
     # Fisher takes per-sample gradients one sample at a time for this network (app.learning.fisher).
     per_sample_gradients_by_loop = True
+    model: Any  # a transformers PreTrainedModel (config, base_model, base_model_prefix)
 
     def __init__(self, model: nn.Module, pad_token_id: int):
         super().__init__()
@@ -305,7 +307,7 @@ class TextClassifier(nn.Module):
             if "lora_" in name:
                 p.requires_grad_(True)
 
-    def _lora_layers(self) -> dict[str, nn.Module]:
+    def _lora_layers(self) -> dict[str, Any]:
         from peft.tuners.lora import LoraLayer
 
         return {name: m for name, m in self.named_modules() if isinstance(m, LoraLayer)}

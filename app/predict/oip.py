@@ -302,16 +302,17 @@ def text_elements(tensor: TensorIn, binary: bytes | None, size) -> list[str]:
         elements = list(np.asarray(tensor["data"], dtype=object).reshape(-1))
     if len(elements) != shape[0]:
         raise InvalidRequest(f"input {name!r}: shape {shape} says {shape[0]} texts; the data holds {len(elements)}")
-    texts = []
+    texts: list[str] = []
     for i, element in enumerate(elements):
+        text: object = element
         if isinstance(element, bytes):
             try:
-                element = element.decode("utf-8")
+                text = element.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidRequest(f"input {name!r}: element {i} is not UTF-8 text") from None
-        if not isinstance(element, str):
-            raise InvalidRequest(f"input {name!r}: BYTES elements must be strings; element {i} is {element!r}")
-        texts.append(element)
+        if not isinstance(text, str):
+            raise InvalidRequest(f"input {name!r}: BYTES elements must be strings; element {i} is {text!r}")
+        texts.append(text)
     return texts
 
 

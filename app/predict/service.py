@@ -11,6 +11,7 @@ loaded: serving never needs the Fisher/anchor snapshot.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 from weakref import WeakKeyDictionary
 
 from fastapi import Response
@@ -106,7 +107,7 @@ def checked_samples(model: ServedModel, inputs, max_samples: int, max_text_chars
             f"{list(model.input_shape)}; the inputs are text"
         )
     try:
-        return as_samples(inputs, model.input_shape)
+        return as_samples(inputs, cast(tuple[int, ...], model.input_shape))
     except ValueError as error:
         raise InvalidInput(str(error)) from error
 
