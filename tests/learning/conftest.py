@@ -30,12 +30,3 @@ def pmnist_tasks(shared_file):
             (TaskData(x[:1500], y[:1500]), TaskData(x[1500:1800], y[1500:1800]), TaskData(x_test[:500], y_test[:500]))
         )
     return tasks
-
-
-@pytest.fixture(scope="session")
-def tiny_text_model(tmp_path_factory):
-    """A tiny BERT sequence classifier (labels sport, business) and its WordPiece tokenizer, saved with
-    save_pretrained (tests/tiny_text_model.py)."""
-    from tiny_text_model import save_tiny_text_classifier
-
-    return save_tiny_text_classifier(tmp_path_factory.mktemp("tiny-bert"))

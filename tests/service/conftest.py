@@ -108,12 +108,3 @@ def api_replica(settings):
         server.should_exit = True
         thread.join(30)
         listener.close()
-
-
-@pytest.fixture(scope="session")
-def tiny_text_model(tmp_path_factory):
-    """A tiny BERT sequence classifier (labels sport, business) and its WordPiece tokenizer, saved with
-    save_pretrained (tests/tiny_text_model.py)."""
-    from tiny_text_model import save_tiny_text_classifier
-
-    return save_tiny_text_classifier(tmp_path_factory.mktemp("tiny-bert"))
