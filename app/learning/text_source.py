@@ -303,8 +303,9 @@ class TextClassifier(nn.Module):
         torch.manual_seed(0)  # the same adapters' starting point on every rank and every reload
         inject_adapter_in_model(config, self.model)
         torch.random.set_rng_state(generator_state)
-        for name, p in self.model.named_parameters():
-            if "lora_" in name:
+        prefix = self.model.base_model_prefix + "."
+        for name, p in self.model.named_parameters():  # peft leaves only the adapters trainable: the head trains too
+            if "lora_" in name or not name.startswith(prefix):
                 p.requires_grad_(True)
 
     def _lora_layers(self) -> dict[str, Any]:

@@ -90,6 +90,7 @@ def test_trainable_modes_train_only_their_parameters(tiny_text_model, trainable)
         assert any(".layer.1." in name for name in changed) and not any(".layer.0." in name for name in changed)
     if trainable == "lora":
         assert changed - head and all("lora_" in name for name in changed - head)
+        assert head <= changed  # the head learns with the adapters
     fisher = model.consolidation.entries["1"]["fisher"]
     assert set(fisher) == {name for name, p in model.network.named_parameters() if p.requires_grad}
 
