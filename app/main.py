@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         prediction_log=PredictionLog(
             app.state.engine, settings.feedback_flush_interval, settings.feedback_policy_interval
         ),
+        max_text_chars=settings.max_text_chars,
     )
 
     @app.exception_handler(DomainError)

@@ -146,6 +146,12 @@ class Settings(BaseSettings):
         "predictions (float32 training overflows long before "
         "1e300; raise it for data with large raw values)",
     )
+    max_text_chars: int = Field(
+        100_000,
+        gt=0,
+        description="most characters in one text sample (a row of a text dataset, or one text to predict); "
+        "longer texts are refused, never cut",
+    )
     max_labels_per_task: int = Field(1000, ge=2, description="most distinct labels in one upload")
     max_labels_per_model: int = Field(
         10_000, ge=2, description="most distinct labels a model's tasks may hold together (its classifier's width)"

@@ -12,6 +12,8 @@ Fixtures
                      off, cpu, short leases (5 s), fast polling.
     session_factory  sessionmaker bound to the test database.
     store            the ArtifactStore of ``settings``.
+    tiny_text_model  (session) a directory as save_pretrained writes it: a 2-layer BERT sequence classifier
+                     (labels sport, business) and its WordPiece tokenizer, built offline in seconds.
 
     run_worker_once  callable: the real worker loop in this process, reap + claim + run at most
                      one job; returns the number of jobs run (0 or 1).
@@ -526,3 +528,12 @@ def s3(s3_endpoint, monkeypatch):
     if not fs.exists(S3_BUCKET):
         fs.mkdir(S3_BUCKET)
     return fs
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory):
+    """A tiny BERT sequence classifier (labels sport, business) and its WordPiece tokenizer, saved with
+    save_pretrained (tests/tiny_text_model.py)."""
+    from tiny_text_model import save_tiny_text_classifier
+
+    return save_tiny_text_classifier(tmp_path_factory.mktemp("tiny-bert"))

@@ -1,4 +1,5 @@
-"""`retain predict`: labels for samples read from an .npz/.npy/.json file or a JSON string."""
+"""`retain predict`: labels for samples read from an .npz/.npy/.json file or a JSON string, or for
+texts given with ``--text`` (a text model; repeat it for several)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from app.client import ClientError, RetainClient
 def register(commands: Subcommands) -> None:
     predict = add_command(commands, "predict", "predict labels for samples", json_output=True)
     predict.add_argument("model")
-    predict.add_argument("inputs", help="an .npz/.npy/.json file, or a JSON list of samples")
+    predict.add_argument("inputs", nargs="?", help="an .npz/.npy/.json file, or a JSON list of samples")
+    predict.add_argument(
+        "--text", action="append", metavar="TEXT", help="a text to classify (text models; repeat for several)"
+    )
     predict.add_argument("--task", type=int, help="task id: task-aware prediction (required for ccll models)")
     predict.add_argument("--top-k", type=int, default=1)
     predict.add_argument("--version", type=int, help="a version other than the serving one")
@@ -24,7 +28,12 @@ def register(commands: Subcommands) -> None:
 
 
 def run_predict(client: RetainClient, args: argparse.Namespace) -> int:
-    inputs, expected = load_inputs(args.inputs, key=args.key, limit=args.limit)
+    if (args.inputs is None) == (not args.text):
+        raise ClientError("give either INPUTS (a file or a JSON list of samples) or --text, not both or neither")
+    if args.text:
+        inputs, expected = args.text[: args.limit], None
+    else:
+        inputs, expected = load_inputs(args.inputs, key=args.key, limit=args.limit)
     body = {"model": args.model, "inputs": inputs, "top_k": args.top_k}
     if args.task is not None:
         body["task_id"] = args.task
@@ -35,7 +44,7 @@ def run_predict(client: RetainClient, args: argparse.Namespace) -> int:
         render.print_json(answer)
     else:
         title = f"{args.model} version {answer['model_version']}" + (f", task {args.task}" if args.task else "")
-        render.show_predictions(answer, title, args.top_k, expected)
+        render.show_predictions(answer, title, args.top_k, expected, texts=inputs if args.text else None)
     return EXIT_OK
 
 

@@ -276,10 +276,12 @@ def show_matrix(report: dict, title: str) -> None:
     console.print("Rows: versions; columns: test accuracy on each task after that update. * = serving version.")
 
 
-def show_predictions(answer: dict, title: str, top_k: int, expected: list | None) -> None:
-    """One row per sample: label, probability, the file's label when it has one, the top k."""
+def show_predictions(answer: dict, title: str, top_k: int, expected: list | None, texts: list | None = None) -> None:
+    """One row per sample: label, probability, the file's label when it has one, the top k (and the text)."""
     table = Table(title=title)
     table.add_column("#", justify="right")
+    if texts is not None:
+        table.add_column("text", overflow="ellipsis", max_width=60)
     table.add_column("label", justify="right")
     table.add_column("probability", justify="right")
     if expected is not None:
@@ -287,7 +289,8 @@ def show_predictions(answer: dict, title: str, top_k: int, expected: list | None
     if top_k > 1:
         table.add_column(f"top {top_k}")
     for index, prediction in enumerate(answer["predictions"]):
-        cells = [str(index), str(prediction["label"]), f"{prediction['probability']:.3f}"]
+        cells = [str(index), *([texts[index]] if texts is not None else []), str(prediction["label"])]
+        cells.append(f"{prediction['probability']:.3f}")
         if expected is not None:
             cells.append(str(expected[index]))
         if top_k > 1:

@@ -146,6 +146,14 @@ def report_finished_job(client: RetainClient, submitted: dict, job: dict) -> Non
         if choice:
             render.console.print(f"Learnt with {choice['strategy']}: {escape(choice['reason'])}.", highlight=False)
         render.show_update_effect(client.get(f"/models/{model}/accuracy"), version)
+        if version.get("new_labels"):
+            shown = ", ".join(map(str, version["new_labels"][:10]))
+            advice = (
+                ""
+                if version.get("strategy") in ("replay", "ewc_replay")
+                else " (new classes: only rehearsal, strategy ewc_replay, keeps the old ones answering)"
+            )
+            render.console.print(f"New labels: {shown}{advice}", highlight=False)
         if version.get("capacity_warning"):
             render.console.print(f"[yellow]Capacity warning: {version['capacity_warning']}[/]", highlight=False)
         if status == JobStatus.REJECTED:

@@ -1,5 +1,5 @@
-"""Parquet datasets (pyarrow): a ``label`` column plus either numeric feature columns or one
-image column of encoded bytes, as Hugging Face ``datasets`` stores images
+"""Parquet datasets (pyarrow): a ``label`` column plus numeric feature columns, one string ``text``
+column (app/datasets/text.py), or one image column of encoded bytes, as Hugging Face ``datasets`` stores images
 (a struct ``{"bytes": binary, "path": string}``; a plain binary column works too).
 
 Everything the footer tells is checked before any data is read: the row count against
@@ -26,6 +26,7 @@ import json
 import numpy as np
 
 from app.datasets.images import ImageDecoder, check_decoded_size
+from app.datasets.text import TEXT, read_text_column
 from app.errors import InvalidInput, PayloadTooLarge
 
 PARQUET_MAGIC = b"PAR1"
@@ -62,6 +63,13 @@ def parse_parquet(content: bytes, limits, input_shape: tuple[int, ...] | None = 
     features = [name for name in names if name != LABEL]
     if not features:
         raise InvalidInput(f"the Parquet file has a {LABEL!r} column but no feature columns")
+    if TEXT in features and is_string_type(schema.field(TEXT).type):
+        if len(features) > 1:
+            raise InvalidInput(
+                f"a text Parquet file has exactly the columns {TEXT!r} and {LABEL!r}; this one also has "
+                f"{[name for name in features if name != TEXT][:10]}"
+            )
+        return read_text_column(file, TEXT, n, limits, limits.max_text_chars), read_labels(file, schema, limits)
     images = [name for name in features if is_image_type(schema.field(name).type)]
     if images:
         if len(features) > 1:
@@ -87,6 +95,14 @@ def check_uncompressed_size(file, limits) -> None:
         raise PayloadTooLarge(
             f"the Parquet columns decompress to {size} bytes; the limit is {limits.max_array_bytes} bytes"
         )
+
+
+def is_string_type(type_) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(type_):
+        type_ = type_.value_type
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_)
 
 
 def is_image_type(type_) -> bool:

@@ -21,15 +21,25 @@ import numpy as np
 
 from app.datasets.images import is_image_folder_zip, parse_image_zip
 from app.datasets.parquet import is_parquet, parse_parquet
+from app.datasets.text import (
+    TextSamples,
+    is_text_header,
+    looks_like_jsonl,
+    parse_jsonl,
+    parse_text_csv,
+)
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedFormat
+from app.learning.text_source import TEXT_INPUT_SHAPE  # a text dataset's input_shape: one string per sample
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 NPY_MAGIC = b"\x93NUMPY"
 PICKLE_EXTENSIONS = (".pkl", ".pickle", ".pt", ".pth", ".joblib")
 ACCEPTED = (
     "an .npz (arrays x, y and optionally x_test, y_test), a .csv or Parquet file with a 'label' "
-    "column, or a .zip of image folders (class_name/image.png)"
+    'column (and numeric features or one \'text\' column), a .jsonl of {"text": ..., "label": ...} '
+    "lines, or a .zip of image folders (class_name/image.png)"
 )
+DEFAULT_MAX_TEXT_CHARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -41,13 +51,14 @@ class Limits:
     # Largest decompressed size of all arrays in an .npz: compression must not smuggle in
     # more than a raw upload of ``max_bytes`` could (with generous room for real compression).
     max_array_bytes: int
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS  # characters in one text sample
 
 
 @dataclass(frozen=True)
 class LabelledArrays:
-    """Samples and their labels: ``x`` is N x *sample_shape (numeric), ``y`` N labels (int64 or str)."""
+    """Samples and their labels: ``x`` is N x *sample_shape (numeric) or N texts, ``y`` N labels (int64 or str)."""
 
-    x: np.ndarray
+    x: np.ndarray | TextSamples
     y: np.ndarray
 
     def __len__(self) -> int:
@@ -56,14 +67,14 @@ class LabelledArrays:
 
 @dataclass(frozen=True)
 class ParsedUpload:
-    format: str  # "npz" | "csv" | "images" | "parquet"
+    format: str  # "npz" | "csv" | "images" | "parquet" | "jsonl"
     sha256: str  # of the uploaded bytes
     samples: LabelledArrays  # x, y (or the csv rows)
     test: LabelledArrays | None  # x_test, y_test when the upload brings its own test split
 
     @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return tuple(self.samples.x.shape[1:])
+    def sample_shape(self) -> tuple:
+        return sample_shape_of(self.samples.x)
 
     @property
     def labels(self) -> list:
@@ -80,12 +91,17 @@ class DatasetSplits:
     test: LabelledArrays
 
     @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.x.shape[1:])
+    def sample_shape(self) -> tuple:
+        return sample_shape_of(self.train.x)
 
     @property
     def labels(self) -> list:
         return sorted_labels(np.concatenate([self.train.y, self.validation.y, self.test.y]))
+
+
+def sample_shape_of(x) -> tuple:
+    """One sample's shape; ``TEXT_INPUT_SHAPE`` for texts."""
+    return TEXT_INPUT_SHAPE if isinstance(x, TextSamples) else tuple(x.shape[1:])
 
 
 def sorted_labels(y: np.ndarray) -> list:
@@ -115,6 +131,8 @@ def parse_upload(
         return ParsedUpload(
             "parquet", digest, _labelled(*parse_parquet(content, limits, input_shape), "features", "label"), None
         )
+    if looks_like_jsonl(name, content) and not content.startswith(ZIP_MAGIC):
+        return ParsedUpload("jsonl", digest, _labelled(*parse_jsonl(content, limits, limits.max_text_chars)), None)
     if content.startswith(ZIP_MAGIC):
         samples, test = _parse_npz(content, limits)
         return ParsedUpload("npz", digest, samples, test)
@@ -232,6 +250,8 @@ def _read_csv(content: bytes, limits: Limits) -> LabelledArrays:
         raise InvalidInput(f"the .csv header has no 'label' column (columns: {header[:20]})")
     if header.count("label") > 1:
         raise InvalidInput("the .csv header has more than one 'label' column")
+    if is_text_header(header):
+        return _labelled(*parse_text_csv(reader, header, limits, limits.max_text_chars))
     label_column = header.index("label")
     feature_columns = [i for i in range(len(header)) if i != label_column]
     if not feature_columns:
@@ -282,8 +302,15 @@ def _is_int(text: str) -> bool:
 # ------------------------------------------------------------------------- validation
 
 
-def _labelled(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str) -> LabelledArrays:
-    """Check one (x, y) pair on its own: numeric finite samples of a usable shape, one label each."""
+def _labelled(
+    x: np.ndarray | TextSamples, y: np.ndarray, x_name: str = "text", y_name: str = "label"
+) -> LabelledArrays:
+    """Check one (x, y) pair on its own: numeric finite samples of a usable shape (or texts), one label each."""
+    if isinstance(x, TextSamples):  # every text was checked as it was read (app.datasets.text)
+        y = _label_array(y, y_name)
+        if len(x) != len(y):
+            raise InvalidInput(f"{x_name} has {len(x)} samples but {y_name} has {len(y)} labels")
+        return LabelledArrays(x, y)
     if x.dtype.kind not in "biuf":
         raise InvalidInput(f"{x_name} must hold numbers; it has dtype {x.dtype}")
     if x.ndim < 2:
@@ -341,9 +368,10 @@ def check_compatible(upload: ParsedUpload, input_shape: tuple[int, ...] | None =
     """A test split brought with the upload must match its training samples."""
     if upload.test is None:
         return
-    if upload.test.x.shape[1:] != upload.samples.x.shape[1:]:
+    if sample_shape_of(upload.test.x) != sample_shape_of(upload.samples.x):
         raise InvalidInput(
-            f"x_test samples have shape {upload.test.x.shape[1:]} but x samples have {upload.samples.x.shape[1:]}"
+            f"x_test samples have shape {sample_shape_of(upload.test.x)} but x samples have "
+            f"{sample_shape_of(upload.samples.x)}"
         )
     if (upload.test.y.dtype.kind == "U") != (upload.samples.y.dtype.kind == "U"):
         raise InvalidInput("y and y_test must both hold integers or both strings")
@@ -410,7 +438,7 @@ SPLITS = ("train", "validation", "test")
 class Split:
     """One stored split: samples as uploaded, labels as indices into the dataset's ``labels``."""
 
-    x: np.ndarray
+    x: np.ndarray | TextSamples
     label_index: np.ndarray  # int64, N
 
     def __len__(self) -> int:
@@ -423,7 +451,7 @@ class ParsedDataset:
 
     format: str
     sha256: str
-    input_shape: tuple[int, ...]
+    input_shape: tuple  # ints, or TEXT_INPUT_SHAPE
     labels: list
     splits: dict[str, Split]
 
@@ -456,6 +484,7 @@ def parse_dataset(
     max_decoded_bytes: int | None = None,
     max_abs_value: float = math.inf,
     max_labels: int | None = None,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
 ) -> ParsedDataset:
     """Parse, check and split an upload; every failure is a domain error naming the problem.
 
@@ -472,11 +501,14 @@ def parse_dataset(
             max_bytes=max_bytes,
             max_samples=max_samples,
             max_array_bytes=max_decoded_bytes or max(4 * max_bytes, 1 << 20),
+            max_text_chars=max_text_chars,
         ),
         input_shape,
     )
     for part, name in ((upload.samples, "x"), (upload.test, "x_test")):
-        peak = max(abs(float(part.x.max())), abs(float(part.x.min()))) if part is not None else 0.0
+        if part is None or isinstance(part.x, TextSamples):
+            continue
+        peak = max(abs(float(part.x.max())), abs(float(part.x.min())))
         if peak > max_abs_value:
             raise InvalidInput(
                 f"{name} holds values as large as {peak:.3g}; the limit is "
@@ -494,7 +526,8 @@ def parse_dataset(
 
     def stored(part: LabelledArrays) -> Split:
         y = [value.item() if isinstance(value, np.generic) else value for value in part.y]
-        return Split(np.ascontiguousarray(part.x), np.asarray([index[v] for v in y], dtype=np.int64))
+        x = part.x if isinstance(part.x, TextSamples) else np.ascontiguousarray(part.x)
+        return Split(x, np.asarray([index[v] for v in y], dtype=np.int64))
 
     return ParsedDataset(
         format=upload.format,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from app.datasets.parsing import SPLITS, ParsedDataset
+from app.datasets.text import TextSamples
 from app.learning import TaskData
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
 
@@ -28,7 +29,11 @@ def dataset_to_bytes(dataset: ParsedDataset) -> bytes:
     tensors = {}
     for name in SPLITS:
         split = dataset.splits[name]
-        tensors[f"{name}.x"] = torch.from_numpy(np.ascontiguousarray(split.x))
+        if isinstance(split.x, TextSamples):  # UTF-8 bytes and offsets: plain tensors, nothing to unpickle
+            tensors[f"{name}.text_bytes"] = torch.from_numpy(split.x.data.copy())
+            tensors[f"{name}.text_offsets"] = torch.from_numpy(split.x.offsets)
+        else:
+            tensors[f"{name}.x"] = torch.from_numpy(np.ascontiguousarray(split.x))
         tensors[f"{name}.label_index"] = torch.from_numpy(np.ascontiguousarray(split.label_index, dtype=np.int64))
     metadata = {
         "retain": json.dumps(
@@ -53,7 +58,10 @@ def splits_from_bytes(data: bytes) -> dict[str, TaskData]:
     labels = meta["labels"]
     splits = {}
     for name in SPLITS:
-        x = tensors[f"{name}.x"].numpy()
+        if f"{name}.text_bytes" in tensors:  # texts: the learner tokenizes them with the model's tokenizer
+            x = TextSamples(tensors[f"{name}.text_bytes"].numpy(), tensors[f"{name}.text_offsets"].numpy()).tolist()
+        else:
+            x = tensors[f"{name}.x"].numpy()
         y = [labels[i] for i in tensors[f"{name}.label_index"].tolist()]
         splits[name] = TaskData(x=x, y=y)
     return splits
@@ -73,6 +81,9 @@ def evaluation_payload(data: bytes) -> bytes:
     """A stored dataset's payload without its training samples (an empty train split), readable
     by ``splits_from_bytes`` like any other."""
     tensors, metadata = from_safetensors_bytes(data)
-    for name in ("train.x", "train.label_index"):
-        tensors[name] = tensors[name][:0]
+    for name in ("train.x", "train.label_index", "train.text_bytes"):
+        if name in tensors:
+            tensors[name] = tensors[name][:0]
+    if "train.text_offsets" in tensors:
+        tensors["train.text_offsets"] = tensors["train.text_offsets"][:1]
     return to_safetensors_bytes(tensors, metadata)

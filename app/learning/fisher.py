@@ -128,6 +128,7 @@ def diagonal_fisher(
             return F.log_softmax(logits.float(), dim=-1)[0].gather(0, label.unsqueeze(0)).squeeze(0)
 
         per_sample_grad = vmap(grad(log_prob), in_dims=(None, 0, 0))
+        by_loop = getattr(model, "per_sample_gradients_by_loop", False)  # forwards vmap cannot trace (HF models)
         for start in range(0, len(x), chunk_size):
             xb = x[start : start + chunk_size]
             if linears:  # one forward serves the class probabilities and the factored layers
@@ -144,7 +145,9 @@ def diagonal_fisher(
                     (torch.full((len(xb),), c, dtype=torch.long, device=x.device), probs[:, c])
                     for c in range(probs.shape[1])
                 ]
-            if vmapped:
+            if vmapped and by_loop:
+                _add_fisher_by_loop(model, vmapped, xb, classes, fisher)
+            elif vmapped:
                 for labels, weight in classes:
                     for name, g in per_sample_grad(vmapped, xb, labels).items():
                         fisher[name] += torch.einsum("b,b...->...", weight, g.pow(2))
@@ -154,6 +157,31 @@ def diagonal_fisher(
                 on_chunk(min(start + chunk_size, len(x)), len(x))
     fisher, n_samples = distributed.all_reduce_sums(fisher, len(x))
     return {name: f / n_samples for name, f in fisher.items()}
+
+
+def _add_fisher_by_loop(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    xb: torch.Tensor,
+    classes: list[tuple[torch.Tensor, torch.Tensor]],
+    fisher: Fisher,
+) -> None:
+    """Per-sample gradients one sample at a time (one forward, one backward per label set): for
+    networks whose forward branches on tensor values, which vmap cannot trace."""
+    named = dict(model.named_parameters())
+    targets = [named[name] for name in params]
+    for i in range(len(xb)):
+        with torch.enable_grad():
+            log_probs = F.log_softmax(model(xb[i : i + 1]).float(), dim=-1)[0]
+            for index, (labels, weight) in enumerate(classes):
+                if float(weight[i]) == 0.0:
+                    continue
+                gradients = torch.autograd.grad(
+                    log_probs[labels[i]], targets, retain_graph=index < len(classes) - 1, allow_unused=True
+                )
+                for name, g in zip(params, gradients, strict=True):
+                    if g is not None:
+                        fisher[name] += weight[i] * g.pow(2)
 
 
 class _LinearTrace:

@@ -27,9 +27,9 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,13 @@ from app.learning.models import build_model
 from app.learning.preprocessing import InputScaling
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
 from app.learning.strategies import Strategy, family_strategy, options_of_other_families, strategy_class
+from app.learning.text_source import (
+    ADAPTER_PREFIX,
+    TEXT_ARCHITECTURE,
+    TEXT_INPUT_SHAPE,
+    TEXT_TRAIN_DEFAULTS,
+    HuggingFaceTextSource,
+)
 from app.learning.training import (
     Progress,
     ThroughputMeter,
@@ -85,6 +92,7 @@ class UpdateResult:
     capacity_warning: str | None = None  # set when every λ tried lost an old task (see capacity_warning)
     strategy_choice: dict | None = None  # auto: {"strategy": the one it learnt with, "reason": why}
     replay_memory: dict | None = None  # the rehearsal memory after the update: samples, bytes, capacity
+    new_labels: list = field(default_factory=list)  # labels the model had never seen: its head grew for them
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -97,7 +105,7 @@ class ContinualLearner:
         self,
         *,
         architecture: str,
-        input_shape: tuple[int, ...],
+        input_shape: tuple[int | str, ...],
         family: str,
         architecture_options: dict,
         ewc: EWCConfig,
@@ -105,7 +113,8 @@ class ContinualLearner:
         seed: int,
     ):
         self._family = family_strategy(family)  # defines the network, logits and stored state
-        self.architecture, self.input_shape, self.family = architecture, tuple(int(s) for s in input_shape), family
+        self.architecture, self.family = architecture, family
+        self.input_shape: tuple[Any, ...] = tuple(s if isinstance(s, str) else int(s) for s in input_shape)  # ("text",)
         self.architecture_options, self.ewc, self.seed = dict(architecture_options), ewc, seed
         self.input_scaling = InputScaling(
             scale=float(input_scale), standardize=_standardize_option(architecture_options)
@@ -114,6 +123,7 @@ class ContinualLearner:
         self.task_keys: list[str] = []
         self.task_labels: dict[str, list[Label]] = {}
         self.network: nn.Module | None = None
+        self.text_source: HuggingFaceTextSource | None = None  # text models: config, tokenizer, what trains
         self.consolidation: Consolidation | None = None  # the EWC family's state (set by its init_state)
         self.memory: RehearsalMemory | None = None  # the EWC family's rehearsal memory (replay strategies)
         self._family.init_state(self)
@@ -146,10 +156,54 @@ class ContinualLearner:
         learner.network = None
         return learner
 
+    @classmethod
+    def from_text_directory(
+        cls,
+        directory: str | Path,
+        options: dict | None = None,
+        family: str = "ewc",
+        ewc: EWCConfig | None = None,
+        seed: int = 0,
+    ) -> ContinualLearner:
+        """A learner around a Hugging Face sequence classifier saved with ``save_pretrained``
+        (``app.learning.text_source``): its weights, its head's labels (``id2label``) and its tokenizer.
+        ``options``: ``max_length``, ``trainable``, ``lora_rank`` and the family's (``memory_size``, ...)."""
+        learner = cls(
+            architecture=TEXT_ARCHITECTURE,
+            input_shape=TEXT_INPUT_SHAPE,
+            family=family,
+            architecture_options=options or {},
+            ewc=ewc or EWCConfig(),
+            input_scale=1.0,
+            seed=seed,
+        )
+        if learner.predicts_per_task:
+            raise ValueError(f"text models take the ewc family's strategies; {family} models predict per task")
+        source_options, _ = learner._split_options()
+        learner.text_source, state, labels = HuggingFaceTextSource.read_directory(directory, source_options)
+        network = learner.text_source.build(len(labels), adapters=False)
+        network.model.load_state_dict(state, strict=True)
+        if learner.text_source.mode == "lora":
+            network.add_adapters(learner.text_source.lora_rank)
+        learner.network = network
+        learner.labels = list(labels)
+        learner._family.init_state(learner)  # again, now that it is a text model (a memory bounded in bytes)
+        return learner
+
+    @property
+    def is_text(self) -> bool:
+        return self.text_source is not None
+
     @property
     def input_scale(self) -> float:
         """The fixed factor raw samples are multiplied by (1/255 for uint8 images), before any standardization."""
         return self.input_scaling.scale
+
+    @property
+    def train_defaults(self) -> dict:
+        """TrainConfig fields this model trains with unless a task says otherwise: transformers fine-tune
+        with Adam at a small rate (``TEXT_TRAIN_DEFAULTS``); retain's own networks take the library's."""
+        return dict(TEXT_TRAIN_DEFAULTS) if self.is_text else {}
 
     @property
     def predicts_per_task(self) -> bool:
@@ -157,7 +211,7 @@ class ContinualLearner:
         return self._family.predicts_per_task
 
     def _split_options(self) -> tuple[dict, dict]:
-        """The architecture's own options, and the family's (ccll: alpha, beta)."""
+        """The architecture's own options (text models: the source's), and the family's (ccll: alpha, beta)."""
         options = {key: v for key, v in self.architecture_options.items() if key not in PREPROCESSING_OPTIONS}
         own = {key: options.pop(key) for key in self._family.options if key in options}
         elsewhere = options_of_other_families(self.family)
@@ -179,7 +233,11 @@ class ContinualLearner:
         """A fresh network from the learner's seed: the architecture's model, as the family wraps it."""
         torch.manual_seed(self.seed)
         base_options, family_options = self._split_options()
-        model = build_model(self.architecture, self.input_shape, n_classes, **base_options)
+        model: nn.Module
+        if self.text_source is not None:
+            model = self.text_source.build(n_classes)
+        else:
+            model = build_model(self.architecture, self.input_shape, n_classes, **base_options)
         self.network = self._family.network_from(model, family_options).to(self.device)
 
     def to(self, device: str | torch.device) -> ContinualLearner:
@@ -193,9 +251,12 @@ class ContinualLearner:
         return self
 
     # --------------------------------------------------------------------------- inputs
-    def _inputs(self, x) -> torch.Tensor:
+    def _inputs(self, x, pad_to_max_length: bool = True) -> torch.Tensor:
         """Raw samples -> network inputs: checked (``as_samples``), on the learner's device, scaled
-        and standardized (``InputScaling``). Every input of the model passes here."""
+        and standardized (``InputScaling``). Every input of the model passes here. Texts -> token ids
+        (padded to ``max_length``, or to the longest text when not ``pad_to_max_length``)."""
+        if self.text_source is not None:
+            return self.text_source.encode(x, pad_to_max_length).to(self.device)
         return self.input_scaling(as_samples(x, self.input_shape).to(self.device))
 
     def targets(self, y, task_key: str | None = None) -> torch.Tensor:
@@ -248,7 +309,7 @@ class ContinualLearner:
         self.to(config.device)
         if len(train) == 0:
             raise ValueError("the task has no training samples")
-        if not self.task_keys:  # the first task fixes the standardization (later tasks keep it)
+        if not self.task_keys and not self.is_text:  # the first task fixes the standardization (later tasks keep it)
             self.input_scaling.fit(train.x, as_samples(train.x, self.input_shape))
         x, labels = self._inputs(train.x), plain_labels(train.y)
         method = method.for_task(self, unique_in_order(labels))  # auto: ewc, or ewc_replay for new labels
@@ -261,6 +322,7 @@ class ContinualLearner:
             if key != task_key
         }
         resolved_lambda = method.resolve_lambda(self, ewc_lambda)
+        new_labels = [label for label in unique_in_order(labels) if label not in self.labels]
         reporter = _Reporter(progress, total_steps=1, epochs=config.epochs_for(len(x)))
 
         # From here on the learner is mid-update: if this raises (stopped, bad input), discard it and reload.
@@ -294,6 +356,7 @@ class ContinualLearner:
             capacity_warning=capacity_warning(trained.search, self.ewc.capacity_warning_drop),
             strategy_choice=method.choice,
             replay_memory=self.memory_footprint(),
+            new_labels=new_labels,
         )
         self.updates.append(
             {
@@ -507,7 +570,7 @@ class ContinualLearner:
         self._check_task(task_key)
         if top_k < 1:
             raise ValueError("top_k must be at least 1")
-        inputs = self._inputs(x)
+        inputs = self._inputs(x, pad_to_max_length=False)
         network = self.built_network
         if network.training:  # eval() walks every module: skipped when serving calls again and again
             network.eval()
@@ -522,7 +585,8 @@ class ContinualLearner:
         return predictions
 
     def _ready(self) -> None:
-        if self.network is None or not self.task_keys:
+        """A network with labels: one that learnt a task, or an imported classifier (its head's labels)."""
+        if self.network is None or not (self.task_keys or self.labels):
             raise ValueError("this model has not learnt any task yet")
 
     def memory_footprint(self) -> dict | None:
@@ -539,7 +603,9 @@ class ContinualLearner:
 
     # --------------------------------------------------------------------------- state
     def _metadata(self) -> dict:
+        text = {"text_source": self.text_source.metadata()} if self.text_source is not None else {}
         return {
+            **text,
             "format": FORMAT,
             "architecture": self.architecture,
             "input_shape": list(self.input_shape),
@@ -558,7 +624,9 @@ class ContinualLearner:
     def export_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """Everything a prediction needs: the network's state and the learner's metadata."""
         self._ready()
-        tensors = {f"model.{name}": t for name, t in self.built_network.state_dict().items()}
+        network: Any = self.built_network  # a TextClassifier for text models
+        state = network.serving_state_dict() if self.is_text else network.state_dict()  # LoRA merged
+        tensors = {f"model.{name}": t for name, t in state.items()}
         tensors |= self.input_scaling.tensors()
         return tensors, {"retain": json.dumps(self._metadata())}
 
@@ -566,6 +634,9 @@ class ContinualLearner:
         """The family's state between updates: Fisher and anchors of every consolidated task (EWC
         family); nothing for CCLL, which needs none."""
         tensors, metadata = self._family.export_state(self)
+        if self.text_source is not None and self.text_source.mode == "lora":  # served weights hold them merged
+            network: Any = self.built_network
+            tensors = {**tensors, **{ADAPTER_PREFIX + name: t for name, t in network.adapter_tensors().items()}}
         return tensors, {"retain": json.dumps({"format": FORMAT, **metadata})}
 
     @classmethod
@@ -591,13 +662,25 @@ class ContinualLearner:
         learner.task_labels = {k: [plain_label(label) for label in v] for k, v in meta["task_labels"].items()}
         learner.updates = meta.get("updates", [])
         learner.input_scaling = InputScaling.from_state(meta.get("input_scaling", {}), tensors, meta["input_scale"])
-        learner._family.rebuild_network(learner)
+        if "text_source" in meta:  # the plain architecture: served weights hold LoRA merged
+            learner.text_source = HuggingFaceTextSource.from_metadata(meta["text_source"])
+            learner.network = learner.text_source.build(len(learner.labels), adapters=False).to(learner.device)
+        else:
+            learner._family.rebuild_network(learner)
         network_state = {name.removeprefix("model."): t for name, t in tensors.items() if name.startswith("model.")}
         learner.built_network.load_state_dict(network_state, strict=True)
         if consolidation is None:
             learner._family.load_state(learner, None, None)
         else:
             state_tensors, state_metadata = consolidation
+            adapters = {
+                k.removeprefix(ADAPTER_PREFIX): t for k, t in state_tensors.items() if k.startswith(ADAPTER_PREFIX)
+            }
+            state_tensors = {k: t for k, t in state_tensors.items() if not k.startswith(ADAPTER_PREFIX)}
+            source = learner.text_source
+            if source is not None and source.mode == "lora":  # learning on: the adapters back, unmerged
+                network: Any = learner.built_network
+                network.restore_adapters(source.lora_rank, adapters)
             learner._family.load_state(learner, state_tensors, json.loads(state_metadata["retain"]))
         return learner
 

@@ -145,7 +145,12 @@ def grow_head(model: nn.Module, n_classes: int) -> None:
 
     New rows get the usual Linear initialisation; their Fisher starts at zero (the
     consolidation pads it), so new outputs are free until a task that uses them is learnt.
+    A network whose head is not ``model.head`` (a text model's) grows its own the same way.
     """
+    own = getattr(model, "grow_head", None)
+    if callable(own):
+        own(n_classes)
+        return
     old = model.head
     if not isinstance(old, nn.Linear):
         raise ValueError(f"the model's head is a {type(old).__name__}; only a Linear head can grow")

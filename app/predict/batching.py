@@ -31,7 +31,7 @@ from app.metrics import predict as metrics
 
 @dataclass
 class Pending:
-    samples: torch.Tensor
+    samples: torch.Tensor | list[str]  # a text model's are strings: the learner pads them per batch
     top_k: int
     future: asyncio.Future
     enqueued_at: float
@@ -110,12 +110,19 @@ class DynamicBatcher:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
+def joined(parts: list) -> torch.Tensor | list[str]:
+    """Requests' samples as one batch: tensors concatenated, texts listed (tokenized and padded together)."""
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return [text for part in parts for text in part]
+
+
 def run_batch(
     learner: ContinualLearner, model_name: str, task_key: str | None, batch: list[Pending]
 ) -> list[list[Prediction] | Exception]:
     """One forward over the whole batch, split back per request; on failure, each request alone."""
     queued = time.perf_counter() - batch[0].enqueued_at
-    samples = batch[0].samples if len(batch) == 1 else torch.cat([p.samples for p in batch])
+    samples = batch[0].samples if len(batch) == 1 else joined([p.samples for p in batch])
     top_k = max(p.top_k for p in batch)
     try:
         with torch.inference_mode(), metrics.inference(model_name, len(samples), queued_seconds=queued):

@@ -177,8 +177,10 @@ class InferRequest(TypedDict):
 INFER_REQUEST = TypeAdapter(InferRequest)
 
 
-def read_request(body: bytes, raw_headers: Iterable[tuple[bytes, bytes]]) -> tuple[InferRequest, np.ndarray]:
-    """The request and its samples (the first input tensor as an array of its shape). ``raw_headers``
+def read_request(
+    body: bytes, raw_headers: Iterable[tuple[bytes, bytes]]
+) -> tuple[InferRequest, np.ndarray | list[str]]:
+    """The request and its samples (the first input tensor as an array of its shape; BYTES: its texts). ``raw_headers``
     as ASGI carries them (lower-case names, bytes).
 
     tritonclient writes ``Inference-Header-Content-Length`` (after a binary call) and
@@ -240,15 +242,17 @@ def whole_json_request(body: bytes) -> InferRequest | None:
     return None if binary else request
 
 
-def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray:
+def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray | list[str]:
     name, datatype, shape = tensor["name"], tensor["datatype"], tensor["shape"]
+    parameters = tensor.get("parameters")
+    size = parameters.get("binary_data_size") if parameters else None
+    if datatype.upper() == "BYTES":
+        return text_elements(tensor, binary if size is not None else None, size)
     dtype = DATATYPES.get(datatype) or DATATYPES.get(datatype.upper())
     if dtype is None:
         raise InvalidRequest(
-            f"input {name!r}: datatype {datatype!r} is not supported; use one of {', '.join(DATATYPES)}"
+            f"input {name!r}: datatype {datatype!r} is not supported; use one of {', '.join(DATATYPES)} or BYTES (text)"
         )
-    parameters = tensor.get("parameters")
-    size = parameters.get("binary_data_size") if parameters else None
     try:
         values: np.ndarray
         if size is not None:
@@ -266,6 +270,50 @@ def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray:
         raise InvalidRequest(
             f"input {name!r}: data does not fit shape {shape} and datatype {datatype}: {error}"
         ) from error
+
+
+def text_elements(tensor: TensorIn, binary: bytes | None, size) -> list[str]:
+    """A BYTES tensor as UTF-8 texts: JSON ``data`` holds strings; binary data is each element's 4-byte
+    little-endian length, then its bytes (as tritonclient writes ``InferInput(name, shape, "BYTES")``).
+    Shape [N] or [N, 1]: one text per sample."""
+    name, shape = tensor["name"], tensor["shape"]
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        raise InvalidRequest(
+            f"input {name!r}: a BYTES input holds one text per sample, shape [N] or [N, 1]; got {shape}"
+        )
+    if binary is not None:
+        if int(size) != len(binary):
+            raise InvalidRequest(
+                f"input {name!r}: binary_data_size is {size}, but {len(binary)} bytes follow the JSON header"
+            )
+        elements, offset = [], 0
+        while offset < len(binary):
+            if offset + 4 > len(binary):
+                raise InvalidRequest(f"input {name!r}: BYTES data ends inside an element's 4-byte length")
+            (length,) = struct.unpack_from("<I", binary, offset)
+            offset += 4
+            if offset + length > len(binary):
+                raise InvalidRequest(f"input {name!r}: a BYTES element of {length} bytes runs past the data")
+            elements.append(binary[offset : offset + length])
+            offset += length
+    elif tensor.get("data") is None:
+        raise InvalidRequest(f"input {name!r} has neither data nor parameters.binary_data_size")
+    else:
+        elements = list(np.asarray(tensor["data"], dtype=object).reshape(-1))
+    if len(elements) != shape[0]:
+        raise InvalidRequest(f"input {name!r}: shape {shape} says {shape[0]} texts; the data holds {len(elements)}")
+    texts: list[str] = []
+    for i, element in enumerate(elements):
+        text: object = element
+        if isinstance(element, bytes):
+            try:
+                text = element.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest(f"input {name!r}: element {i} is not UTF-8 text") from None
+        if not isinstance(text, str):
+            raise InvalidRequest(f"input {name!r}: BYTES elements must be strings; element {i} is {text!r}")
+        texts.append(text)
+    return texts
 
 
 def request_options(request: InferRequest) -> dict[str, Any]:

@@ -13,12 +13,16 @@ class PredictIn(BaseModel):
             "examples": [
                 {"model": "digits", "inputs": [[0.0, 0.5, 1.0, 0.25]], "top_k": 3},
                 {"model": "calibrated", "inputs": [[[[0, 12, 255]]]], "task_id": 4, "version": 2},
+                {"model": "tickets", "inputs": ["my invoice is wrong", "the app crashes on start"], "top_k": 2},
             ]
         }
     )
 
     model: str
-    inputs: list[Any] = Field(description="samples in the same form as the uploads: N nested lists of the input shape")
+    inputs: list[Any] = Field(
+        description="samples in the same form as the uploads: N nested lists of the input shape, "
+        "or N strings for a text model"
+    )
     version: int | None = Field(None, ge=1, description="a version number; default the serving version")
     task_id: int | None = Field(
         None, description="task-aware prediction (restricts to that task's labels); required for ccll"

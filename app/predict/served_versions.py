@@ -52,7 +52,7 @@ class ServedModel:
     """What serving needs of a model row, detached from any session."""
 
     name: str
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int | str, ...]  # ("text",) for a text model
     serving: ModelVersion | None  # None: no version promoted yet
 
 

@@ -11,6 +11,7 @@ loaded: serving never needs the Fisher/anchor snapshot.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 from weakref import WeakKeyDictionary
 
 from fastapi import Response
@@ -23,6 +24,7 @@ from app.errors import InvalidInput, PayloadTooLarge
 from app.feedback.prediction_log import PredictionLog
 from app.learning import ContinualLearner, Prediction, as_samples
 from app.learning.data import Label
+from app.learning.text_source import TEXT_INPUT_SHAPE
 from app.predict import oip
 from app.predict.batching import DynamicBatcher
 from app.predict.cache import LearnerCache, version_key
@@ -31,6 +33,13 @@ from app.predict.served_versions import ServedModel, ServingDirectory
 from app.registry.service import get_model_by_name, list_versions, resolve_version
 from app.registry.versions import load_version
 from app.storage.artifacts import ArtifactStore
+
+
+def model_input(input_shape) -> dict:
+    """The protocol's description of the one input tensor: N texts (BYTES) or N samples of FP32."""
+    if tuple(input_shape) == TEXT_INPUT_SHAPE:
+        return {"name": "input-0", "datatype": "BYTES", "shape": [-1]}
+    return {"name": "input-0", "datatype": "FP32", "shape": [-1, *input_shape]}
 
 
 @dataclass
@@ -43,6 +52,7 @@ class Serving:
     store: ArtifactStore
     max_samples: int
     prediction_log: PredictionLog  # the models whose policy logs predictions (app/feedback/)
+    max_text_chars: int = 100_000
 
 
 async def resolve(serving: Serving, name: str, number: int | None) -> tuple[ServedModel, ModelVersion]:
@@ -61,7 +71,7 @@ async def run_predictions(
     made them, and their ``prediction_id``s when the model's feedback policy logs them (else None: one
     dict lookup)."""
     model, version = resolved
-    samples = checked_samples(model, inputs, serving.max_samples)
+    samples = checked_samples(model, inputs, serving.max_samples, serving.max_text_chars)
 
     def load() -> ContinualLearner:
         return load_version(serving.store, version, with_consolidation=False)
@@ -84,15 +94,40 @@ async def run_predictions(
     return version.number, predictions, learner, serving.prediction_log.record(policy, version.id, samples, predictions)
 
 
-def checked_samples(model: ServedModel, inputs, max_samples: int):
-    """The samples as a float tensor, checked before any learner is loaded for them."""
+def checked_samples(model: ServedModel, inputs, max_samples: int, max_text_chars: int = 100_000):
+    """The samples as a float tensor (texts: a list of strings), checked before any learner is loaded for them."""
     count = len(inputs)
     if count > max_samples:
         raise PayloadTooLarge(f"at most {max_samples} samples per request (max_predict_samples); got {count}")
+    if tuple(model.input_shape) == TEXT_INPUT_SHAPE:
+        return checked_texts(model.name, inputs, max_text_chars)
+    if count and any(isinstance(sample, str) for sample in inputs):
+        raise InvalidInput(
+            f"model {model.name!r} takes {'images' if len(model.input_shape) == 3 else 'numeric vectors'} of shape "
+            f"{list(model.input_shape)}; the inputs are text"
+        )
     try:
-        return as_samples(inputs, model.input_shape)
+        return as_samples(inputs, cast(tuple[int, ...], model.input_shape))
     except ValueError as error:
         raise InvalidInput(str(error)) from error
+
+
+def checked_texts(name: str, inputs, max_text_chars: int) -> list[str]:
+    """A text model's inputs: a non-empty list of non-empty strings, each within the character limit."""
+    if not len(inputs):
+        raise InvalidInput("inputs holds no texts")
+    for i, text in enumerate(inputs):
+        if not isinstance(text, str):
+            raise InvalidInput(
+                f"model {name!r} takes text: inputs must be a list of strings; input {i} is {type(text).__name__}"
+            )
+        if not text.strip():
+            raise InvalidInput(f"input {i} is an empty text")
+        if len(text) > max_text_chars:
+            raise PayloadTooLarge(
+                f"input {i} has {len(text)} characters; the limit is {max_text_chars} (RETAIN_MAX_TEXT_CHARS)"
+            )
+    return list(inputs)
 
 
 def task_key_for(learner: ContinualLearner, task_id: int | None) -> str | None:
@@ -170,7 +205,7 @@ def model_metadata_v2(session: Session, name: str, version: str | None = None) -
         name=model.name,
         versions=versions,
         platform="pytorch",
-        inputs=[{"name": "input-0", "datatype": "FP32", "shape": [-1, *model.input_shape]}],
+        inputs=[model_input(model.input_shape)],
         outputs=[
             {"name": "label", "datatype": label_type, "shape": [-1]},
             {"name": "probability", "datatype": "FP32", "shape": [-1]},

@@ -46,7 +46,9 @@ class ModelOut(BaseModel):
     family: str = Field(
         description="model family: ewc (its updates may use strategy ewc, finetune, replay or ewc_replay) or ccll"
     )
-    input_shape: list[int]
+    input_shape: list[int | str] = Field(
+        description='one sample\'s shape: [features], [C, H, W], or ["text"] for one string per sample'
+    )
     options: dict[str, Any]
     serving_version: int | None
     max_forgetting: float | None
@@ -140,6 +142,11 @@ class VersionOut(BaseModel):
         None,
         description="set when old tasks lost validation accuracy whatever λ the search tried: the model may be "
         "too small for its tasks (a wider model, or rehearsal with strategy ewc_replay, may help)",
+    )
+    new_labels: list[int | str] = Field(
+        default_factory=list,
+        description="labels this update's task brought that the model had never seen (its head grew for them); "
+        "only rehearsal (replay, ewc_replay) protects old classes against new ones",
     )
     train_seconds: float | None = Field(None, description="training time of the update, λ search included")
     search_seconds: float | None = Field(None, description="time spent choosing λ (0 when λ was given)")

@@ -162,6 +162,7 @@ def version_out(
         train_config=version.train_config,
         validation=version.validation,
         capacity_warning=(version.validation or {}).get("capacity_warning"),
+        new_labels=(version.validation or {}).get("new_labels") or [],
         train_seconds=version.train_seconds,
         search_seconds=version.search_seconds,
         promoted=version.promoted,

@@ -182,7 +182,9 @@ class DatasetOut(BaseModel):
     n_train: int
     n_validation: int
     n_test: int
-    input_shape: list[int]
+    input_shape: list[int | str] = Field(
+        description='one sample\'s shape: [features], [C, H, W], or ["text"] for one string per sample'
+    )
     labels: list[int | str]
 
 

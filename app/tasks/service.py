@@ -31,6 +31,7 @@ from app.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from app.jobs.queue import UNFINISHED, enqueue
 from app.jobs.status import JobStatus
 from app.learning import ContinualLearner, strategy_class, strategy_names
+from app.learning.text_source import TEXT_INPUT_SHAPE
 from app.registry.service import serving_number, set_serving_version
 from app.settings import Settings
 from app.tasks.schemas import AccuracyEntry, DatasetOut, PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
@@ -46,6 +47,7 @@ def parse_limits(settings: Settings) -> dict:
         max_decoded_bytes=settings.decoded_bytes_limit,
         max_abs_value=settings.max_abs_value,
         max_labels=settings.max_labels_per_task,
+        max_text_chars=settings.max_text_chars,
     )
 
 
@@ -231,8 +233,33 @@ def model_for_task(
     return model
 
 
+def modality(input_shape) -> str:
+    """What a model or dataset takes, in words: text, images or numeric vectors."""
+    shape = tuple(input_shape)
+    if shape == TEXT_INPUT_SHAPE:
+        return "text"
+    return "images" if len(shape) == 3 else "numeric vectors"
+
+
+def check_modality(model_name: str, model_shape, data_shape) -> None:
+    """A text dataset for a model of images or vectors (or the reverse) is refused naming both."""
+    model_kind, data_kind = modality(model_shape), modality(data_shape)
+    if (model_kind == "text") != (data_kind == "text"):
+        advice = (
+            "import a Hugging Face sequence classifier (source hf) to learn from text"
+            if data_kind == "text"
+            else "send a .csv, .jsonl or Parquet file with 'text' and 'label' columns"
+        )
+        raise InvalidInput(f"model {model_name!r} takes {model_kind}; this file holds {data_kind}: {advice}")
+
+
 def check_new_model(request: TaskRequest, parsed: ParsedDataset) -> None:
     """The first task fixes the model: its architecture must build for these inputs."""
+    if tuple(parsed.input_shape) == TEXT_INPUT_SHAPE:
+        raise InvalidInput(
+            f"a new {new_model_architecture(request)} model takes images or numeric vectors; this file holds "
+            "text: import a Hugging Face sequence classifier (source hf) to learn from text"
+        )
     if len(parsed.labels) < 2 or len(set(parsed.splits["train"].label_index.tolist())) < 2:
         raise InvalidInput(
             f"the first task of a model needs at least two classes; the training data has only "
@@ -263,6 +290,7 @@ def new_model_architecture(request: TaskRequest) -> str:
 
 
 def check_fits_model(model: Model, request: TaskRequest, parsed: ParsedDataset) -> None:
+    check_modality(model.name, model.input_shape, parsed.input_shape)
     if tuple(parsed.input_shape) != tuple(model.input_shape):
         raise InvalidInput(
             f"model {model.name!r} takes samples of shape {list(model.input_shape)}; "

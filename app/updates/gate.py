@@ -32,6 +32,7 @@ class GateDecision:
     capacity_warning: str | None = None
     # The new task's own check (``learning_check``): None when it was learnt (or could not be judged).
     not_learnt: dict | None = None
+    new_labels: list = field(default_factory=list)  # labels the task brought that the model had never seen
 
     @property
     def passed(self) -> bool:
@@ -69,6 +70,7 @@ def forgetting_gate(result: UpdateResult, max_forgetting: float, not_learnt: dic
         tripped_by=tripped,
         capacity_warning=result.capacity_warning,
         not_learnt=not_learnt,
+        new_labels=list(result.new_labels),
     )
 
 

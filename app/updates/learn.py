@@ -23,6 +23,12 @@ def train_config_of(hyperparameters: dict | None, device: str) -> TrainConfig:
     return TrainConfig(device=device, **given, **exact)
 
 
+def with_defaults(learner: ContinualLearner, hyperparameters: dict | None) -> dict:
+    """The task's hyperparameters over the model's own training defaults (text models: Adam)."""
+    given = {key: value for key, value in (hyperparameters or {}).items() if value is not None}
+    return {**learner.train_defaults, **given}
+
+
 def learn_and_evaluate(
     learner: ContinualLearner,
     task_id: int,
@@ -43,7 +49,7 @@ def learn_and_evaluate(
         validation={
             str(key): splits["validation"] for key, splits in splits_of.items() if len(splits["validation"].y) > 0
         },
-        train_config=train_config_of(hyperparameters, device),
+        train_config=train_config_of(with_defaults(learner, hyperparameters), device),
         ewc_lambda=(hyperparameters or {}).get("ewc_lambda"),
         progress=progress,
         should_stop=should_stop,

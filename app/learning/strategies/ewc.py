@@ -27,10 +27,12 @@ from app.learning.ewc_penalty import Consolidation
 from app.learning.fisher import diagonal_fisher
 from app.learning.memory import PREFIX as MEMORY_PREFIX
 from app.learning.memory import RehearsalMemory
-from app.learning.models import grow_head
+from app.learning.models import ARCHITECTURES, grow_head
 from app.learning.strategies.base import Learner, StepHooks, Strategy, register
+from app.learning.text_source import TEXT_ARCHITECTURE
 
 DEFAULT_MEMORY_SIZE = 1000  # samples a replay model keeps in all (docs/concepts.md, "Strategies")
+DEFAULT_TEXT_MEMORY_BYTES = 64 * 1024 * 1024  # a text model's memory: at most this many bytes of token ids
 
 
 def _count(network: nn.Module | None) -> int:
@@ -43,7 +45,8 @@ class EWC(Strategy):
 
     name = family = "ewc"
     uses_lambda = True
-    options = ("memory_size",)  # the rehearsal memory's capacity in samples (replay strategies)
+    architectures = (*ARCHITECTURES, TEXT_ARCHITECTURE)  # text models are imported, never built from scratch
+    options = ("memory_size", "memory_bytes")  # the rehearsal memory's capacity in samples and bytes (replay)
 
     def check_applies(self, learner: Learner) -> None:
         super().check_applies(learner)
@@ -118,7 +121,7 @@ class EWC(Strategy):
 
     def init_state(self, learner: Learner) -> None:
         learner.consolidation = Consolidation(learner.ewc.consolidation, learner.ewc.gamma)
-        learner.memory = RehearsalMemory(_memory_size(learner))
+        learner.memory = RehearsalMemory(_memory_size(learner), _memory_bytes(learner))
 
     def export_state(self, learner: Learner) -> tuple[dict[str, torch.Tensor], dict]:
         consolidation = learner.consolidation
@@ -144,7 +147,7 @@ class EWC(Strategy):
         learner.memory = (
             RehearsalMemory.from_tensors(tensors, metadata["memory"])
             if "memory" in metadata
-            else RehearsalMemory(_memory_size(learner))
+            else RehearsalMemory(_memory_size(learner), _memory_bytes(learner))
         )
 
 
@@ -152,4 +155,15 @@ def _memory_size(learner: Learner) -> int:
     size = learner.architecture_options.get("memory_size", DEFAULT_MEMORY_SIZE)
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise ValueError(f"memory_size must be a non-negative whole number of samples, got {size!r}")
+    return size
+
+
+def _memory_bytes(learner: Learner) -> int | None:
+    """The memory's bound in bytes: the option ``memory_bytes``, else ``DEFAULT_TEXT_MEMORY_BYTES`` for
+    text models (whose samples are ``max_length`` token ids each), else none (samples bound it)."""
+    size = learner.architecture_options.get("memory_bytes")
+    if size is None:
+        return DEFAULT_TEXT_MEMORY_BYTES if getattr(learner, "text_source", None) is not None else None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"memory_bytes must be a non-negative whole number of bytes, got {size!r}")
     return size

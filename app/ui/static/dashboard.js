@@ -10,7 +10,8 @@
 // [data-promoted]; #heatmap .cell[data-version][data-task][data-accuracy] (its .value text = the value to three
 // decimals, as `retain matrix` prints it); #serving-mark[data-version]; #task-lines circle[data-task]
 // [data-version]; #versions tr[data-version] with buttons [data-action=serve|promote]; #jobs
-// li[data-job-id][data-status].
+// li[data-job-id][data-status]; text models: #try-text (a form, shown only for them) with #try-text-input and
+// #try-text-results li[data-label][data-probability].
 "use strict";
 
 const KEY_STORAGE = "retain.apiKey";
@@ -380,6 +381,10 @@ async function refreshModel() {
   document.getElementById("model-summary").textContent = model
     ? `${model.architecture} · ${model.family} · ${model.n_versions} versions · forgetting gate ` +
       `${model.max_forgetting === null ? "default" : fixed3(model.max_forgetting)}` : "";
+  const isText = Boolean(model && model.input_shape.length === 1 && model.input_shape[0] === "text");
+  const tryText = document.getElementById("try-text");
+  if (tryText.hidden === isText) document.getElementById("try-text-results").replaceChildren();
+  tryText.hidden = !isText;
   document.getElementById("heatmap-box").replaceChildren(renderHeatmap(matrix));
   document.getElementById("lines-box").replaceChildren(renderTaskLines(matrix));
   document.getElementById("matrix-metrics").textContent =
@@ -487,6 +492,27 @@ function setUpKeyPrompt() {
   });
 }
 
+// ------------------------------------------------------------------ text models
+
+async function onTryText(event) {
+  event.preventDefault();
+  const name = state.model;
+  const texts = document.getElementById("try-text-input").value.split("\n").map((t) => t.trim()).filter(Boolean);
+  const results = document.getElementById("try-text-results");
+  if (!name || texts.length === 0) return;
+  try {
+    const answer = await api("predict", { method: "POST", body: { model: name, inputs: texts, top_k: 3 } });
+    results.replaceChildren(...answer.predictions.map((p, i) => el("li", {
+      "data-label": p.label, "data-probability": p.probability },
+      el("strong", { text: String(p.label) }), ` ${fixed3(p.probability)} · `,
+      el("span", { class: "hint", text: shorten(texts[i], 80) }),
+      el("small", { text: " (" + (p.top_k || []).slice(1).map(([l, q]) => `${l} ${fixed3(q)}`).join(", ") + ")" }))));
+    setStatus(`${name} v${answer.model_version} answered ${texts.length} text${texts.length === 1 ? "" : "s"}.`);
+  } catch (error) {
+    reportError(error);
+  }
+}
+
 // ------------------------------------------------------------------ start
 
 document.getElementById("models").addEventListener("click", (event) => {
@@ -494,5 +520,6 @@ document.getElementById("models").addEventListener("click", (event) => {
   if (button) selectModel(button.dataset.model).catch(reportError);
 });
 document.getElementById("versions").addEventListener("click", onVersionAction);
+document.getElementById("try-text").addEventListener("submit", onTryText);
 setUpKeyPrompt();
 refreshAll().then(pollJobs);

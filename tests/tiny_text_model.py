@@ -1,0 +1,147 @@
+"""A tiny Hugging Face text classifier built offline in seconds: a WordPiece tokenizer trained with
+``tokenizers`` on generated topic sentences, and a 2-layer BERT (hidden 64, 2 heads), both saved with
+``save_pretrained`` as a user's directory would be. Nothing is downloaded."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+TOPIC_WORDS = {
+    "sport": [
+        "football",
+        "match",
+        "goal",
+        "team",
+        "player",
+        "coach",
+        "league",
+        "score",
+        "win",
+        "cup",
+        "striker",
+        "keeper",
+    ],
+    "business": [
+        "market",
+        "shares",
+        "profit",
+        "bank",
+        "company",
+        "stocks",
+        "investor",
+        "trade",
+        "price",
+        "economy",
+        "deal",
+        "firm",
+    ],
+    "tech": [
+        "software",
+        "computer",
+        "phone",
+        "internet",
+        "chip",
+        "code",
+        "network",
+        "data",
+        "robot",
+        "device",
+        "app",
+        "cloud",
+    ],
+    "weather": [
+        "rain",
+        "storm",
+        "sunny",
+        "cloud",
+        "wind",
+        "snow",
+        "forecast",
+        "temperature",
+        "cold",
+        "heat",
+        "frost",
+        "flood",
+    ],
+}
+FILLER = [
+    "the",
+    "a",
+    "of",
+    "in",
+    "on",
+    "and",
+    "today",
+    "said",
+    "new",
+    "big",
+    "small",
+    "after",
+    "before",
+    "this",
+    "that",
+    "with",
+]
+
+
+def topic_texts(topic: str, n: int, seed: int = 0) -> list[str]:
+    """``n`` short sentences of one topic: topic words among common filler, in random order."""
+    rng = random.Random(f"{topic}-{seed}")
+    texts = []
+    for _ in range(n):
+        words = rng.choices(TOPIC_WORDS[topic], k=rng.randint(3, 6)) + rng.choices(FILLER, k=rng.randint(2, 8))
+        rng.shuffle(words)
+        texts.append(" ".join(words).capitalize() + ".")
+    return texts
+
+
+def topic_task(topics, n_per_topic: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    texts, labels = [], []
+    for topic in topics:
+        texts += topic_texts(topic, n_per_topic, seed)
+        labels += [topic] * n_per_topic
+    return texts, labels
+
+
+def save_tiny_text_classifier(directory: str | Path, labels=("sport", "business"), seed: int = 0) -> Path:
+    """A randomly initialised tiny BERT sequence classifier with ``labels`` as its id2label, and its tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    directory = Path(directory)
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    corpus = [text for topic in TOPIC_WORDS for text in topic_texts(topic, 50, seed=99)]
+    tokenizer.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        pad_token_id=tokenizer.token_to_id("[PAD]"),
+    )
+    BertForSequenceClassification(config).save_pretrained(directory, safe_serialization=True)
+    fast.save_pretrained(directory)
+    return directory
