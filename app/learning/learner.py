@@ -39,9 +39,11 @@ from app.learning.config import EWCConfig, TrainConfig
 from app.learning.data import Label, TaskData, as_samples, plain_label, plain_labels, unique_in_order
 from app.learning.evaluation import Evaluation, evaluate_logits
 from app.learning.ewc_penalty import Consolidation
+from app.learning.imported import ImportPlan, build_imported
 from app.learning.lambda_search import constrained_score, search_cost, successive_halving
 from app.learning.memory import RehearsalMemory
 from app.learning.models import build_model
+from app.learning.preprocessing import ImagePreprocessing
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
 from app.learning.strategies import Strategy, family_strategy, options_of_other_families, strategy_class
 from app.learning.training import (
@@ -108,6 +110,11 @@ class ContinualLearner:
             float(input_scale),
             seed,
         )
+        # An imported model's input preparation (mean/std, resize), after the input scaling; None for retain's own.
+        preprocessing = self.architecture_options.get("preprocessing")
+        self.preprocessing = (
+            ImagePreprocessing.from_options(preprocessing, self.input_shape) if preprocessing is not None else None
+        )
         self.labels: list[Label] = []
         self.task_keys: list[str] = []
         self.task_labels: dict[str, list[Label]] = {}
@@ -152,6 +159,7 @@ class ContinualLearner:
     def _split_options(self) -> tuple[dict, dict]:
         """The architecture's own options, and the family's (ccll: alpha, beta)."""
         options = dict(self.architecture_options)
+        options.pop("preprocessing", None)  # the learner's, applied to inputs (``_inputs``)
         own = {key: options.pop(key) for key in self._family.options if key in options}
         elsewhere = options_of_other_families(self.family)
         misplaced = [key for key in options if key in elsewhere]
@@ -165,8 +173,60 @@ class ContinualLearner:
         """A fresh network from the learner's seed: the architecture's model, as the family wraps it."""
         torch.manual_seed(self.seed)
         base_options, family_options = self._split_options()
-        model = build_model(self.architecture, self.input_shape, n_classes, **base_options)
+        if "imported" in base_options:
+            model = build_imported(self.architecture, self.input_shape, n_classes, base_options["imported"])
+        else:
+            model = build_model(self.architecture, self.input_shape, n_classes, **base_options)
         self.network = self._family.network_from(model, family_options).to(self.device)
+
+    @classmethod
+    def import_model(cls, plan: ImportPlan, input_scale: float = 1.0, seed: int = 0) -> ContinualLearner:
+        """A learner whose network is the checked import (``app.learning.imported.plan_import``): the
+        file's weights, its head and labels kept (or an empty label head with ``new_head``). It
+        predicts at once; no task is learnt yet (``adopt_base_task`` records what it already knows)."""
+        options: dict = {"imported": plan.imported, "preprocessing": plan.preprocessing}
+        if plan.memory_size is not None:
+            options["memory_size"] = plan.memory_size
+        learner = cls(
+            architecture=plan.source,
+            input_shape=plan.input_shape,
+            family="ewc",
+            architecture_options=options,
+            ewc=EWCConfig(),
+            input_scale=input_scale,
+            seed=seed,
+        )
+        torch.manual_seed(seed)  # LoRA adapters' initialisation
+        learner.network = build_imported(
+            plan.source, plan.input_shape, len(plan.labels), plan.imported, weights=plan.weights
+        )
+        learner.labels = list(plan.labels)
+        return learner
+
+    def adopt_base_task(
+        self, task_key: str, data: TaskData, train_config: TrainConfig | None = None, progress=None
+    ) -> dict:
+        """Record what an imported model already knows as task ``task_key`` without training: its
+        Fisher on ``data`` (the trainable parameters only) with the imported weights as anchor, and
+        its share of the rehearsal memory, so later updates protect it. Returns the Fisher recipe."""
+        from app.learning.strategies import strategy_class
+
+        task_key = self._new_task_key(task_key)
+        config = train_config or TrainConfig()
+        self.to(config.device)
+        if len(data) == 0:
+            raise ValueError("the base data has no training samples")
+        x, labels = self._inputs(data.x), plain_labels(data.y)
+        unknown = unique_in_order([label for label in labels if label not in self.labels])
+        if unknown:
+            raise ValueError(f"base data labels {unknown[:10]} are not among the imported head's labels")
+        method = strategy_class("ewc_replay" if self.memory is not None and self.memory.capacity else "ewc")()
+        self.task_labels[task_key] = unique_in_order(labels)
+        y = self.targets(labels)
+        reporter = _Reporter(progress, total_steps=1, epochs=1)
+        recipe = self._consolidate(method, task_key, x, y, config, reporter)
+        self.updates.append({"task_key": task_key, "strategy": "import", "ewc_lambda": None, "fisher_recipe": recipe})
+        return recipe
 
     def to(self, device: str | torch.device) -> ContinualLearner:
         self.device = resolve_device(device)
@@ -181,7 +241,8 @@ class ContinualLearner:
     # --------------------------------------------------------------------------- inputs
     def _inputs(self, x) -> torch.Tensor:
         """Raw samples -> checked float tensor on the learner's device, with the input scaling applied."""
-        return as_samples(x, self.input_shape).to(self.device) * self.input_scale
+        x = as_samples(x, self.input_shape).to(self.device) * self.input_scale
+        return self.preprocessing(x) if self.preprocessing is not None else x
 
     def targets(self, y, task_key: str | None = None) -> torch.Tensor:
         """Raw labels -> output indices (the vocabulary's, or within a task's labels when outputs are per task)."""
@@ -489,7 +550,7 @@ class ContinualLearner:
         return predictions
 
     def _ready(self) -> None:
-        if self.network is None or not self.task_keys:
+        if self.network is None or not (self.task_keys or self.labels):  # an import predicts before any task
             raise ValueError("this model has not learnt any task yet")
 
     def parameter_counts(self) -> dict:
@@ -552,6 +613,8 @@ class ContinualLearner:
         learner.network.load_state_dict({name.removeprefix("model."): t for name, t in tensors.items()}, strict=True)
         if consolidation is None:
             learner._family.load_state(learner, None, None)
+            if hasattr(learner.network, "merge_adapters"):  # a serving copy: LoRA folded into the weights
+                learner.network.merge_adapters()
         else:
             state_tensors, state_metadata = consolidation
             learner._family.load_state(learner, state_tensors, json.loads(state_metadata["retain"]))

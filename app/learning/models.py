@@ -143,7 +143,7 @@ def grow_head(model: nn.Module, n_classes: int) -> None:
     New rows get the usual Linear initialisation; their Fisher starts at zero (the
     consolidation pads it), so new outputs are free until a task that uses them is learnt.
     """
-    old: nn.Linear = model.head
+    old: nn.Linear = model.head  # an imported model's head is wherever its source put it (``set_head``)
     if n_classes < old.out_features:
         raise ValueError("a head can only grow")
     if n_classes == old.out_features:
@@ -151,4 +151,7 @@ def grow_head(model: nn.Module, n_classes: int) -> None:
     new = nn.Linear(old.in_features, n_classes).to(device=old.weight.device, dtype=old.weight.dtype)
     new.weight[: old.out_features] = old.weight
     new.bias[: old.out_features] = old.bias
-    model.head = new
+    if hasattr(model, "set_head"):
+        model.set_head(new)
+    else:
+        model.head = new

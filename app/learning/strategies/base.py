@@ -68,7 +68,8 @@ class Strategy:
                 f"strategy {self.name!r} does not apply to a {learner.family} model "
                 f"(allowed: {', '.join(strategy_names(learner.family))})"
             )
-        self.check_architecture(learner.architecture)
+        if "imported" not in learner.architecture_options:  # an imported model brings its own architecture
+            self.check_architecture(learner.architecture)
 
     # ------------------------------------------------------------------- the network
     def network_from(self, base: nn.Module, options: dict) -> nn.Module:
