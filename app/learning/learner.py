@@ -209,8 +209,6 @@ class ContinualLearner:
         """Record what an imported model already knows as task ``task_key`` without training: its
         Fisher on ``data`` (the trainable parameters only) with the imported weights as anchor, and
         its share of the rehearsal memory, so later updates protect it. Returns the Fisher recipe."""
-        from app.learning.strategies import strategy_class
-
         task_key = self._new_task_key(task_key)
         config = train_config or TrainConfig()
         self.to(config.device)

@@ -329,17 +329,35 @@ class HuggingFaceSource(ModelSource):
         return [id2label[key] for key in sorted(id2label, key=int)]
 
     def load(self, model, weights, skip):
-        if skip is not None:
-            return super().load(model, weights, skip)
+        """transformers' own loader (``from_pretrained``: safetensors only, no repository code), which
+        also renames the legacy checkpoint keys older transformers saved; refuses (422) a checkpoint
+        with missing, unexpected or mismatched keys, as ``check_weights`` does for the other sources."""
         from transformers import AutoModelForImageClassification
 
-        return AutoModelForImageClassification.from_pretrained(
-            str(weights.parent),
-            config=self._config(len(self.labels() or [])),
-            use_safetensors=True,
-            trust_remote_code=False,
-            local_files_only=True,
+        try:
+            loaded, info = AutoModelForImageClassification.from_pretrained(
+                str(weights.parent),
+                config=self._config(model.get_submodule(self.head_path(model)).out_features),
+                use_safetensors=True,
+                trust_remote_code=False,
+                local_files_only=True,
+                output_loading_info=True,
+            )
+        except (OSError, RuntimeError, ValueError) as error:
+            raise ImportRefused(f"the weights do not fit the hf architecture: {str(error)[:500]}") from None
+        ignored = (lambda key: key == skip or key.startswith(skip + ".")) if skip else (lambda key: False)
+        problems = {
+            kind: sorted(str(k) for k in info.get(kind, ()) if not ignored(str(k if isinstance(k, str) else k[0])))
+            for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
+        shown = "; ".join(
+            f"{len(keys)} {kind.replace('_', ' ')} ({', '.join(keys[:SHOWN])})"
+            for kind, keys in problems.items()
+            if keys
         )
+        if shown:
+            raise ImportRefused(f"the weights do not fit the architecture: {shown}")
+        return loaded
 
 
 class PluginSource(ModelSource):
