@@ -27,6 +27,7 @@ from app.auth.router import router as keys_router
 from app.db.migrate import upgrade
 from app.db.session import get_engine
 from app.errors import DomainError
+from app.imports.router import router as imports_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodyLimit
 from app.metrics.http import HttpMetricsMiddleware
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         oip_router,
         keys_router,
         tasks_router,
+        imports_router,
         jobs_router,
         registry_router,
         artifacts_router,

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, description="largest accepted upload, in bytes")
     max_upload_samples: int = Field(1_000_000, gt=0, description="most samples in one upload")
     max_predict_samples: int = Field(10_000, gt=0, description="most samples in one prediction request")
+    max_model_parameters: int = Field(
+        200_000_000,
+        gt=0,
+        description="most parameters an imported model may have (POST /models answers 413 above it)",
+    )
     max_request_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="largest body of any other request (predict, inference), in bytes"
     )
