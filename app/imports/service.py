@@ -28,7 +28,7 @@ from app.db.session import begin_write
 from app.db.tables import Dataset, Model, Task
 from app.errors import Conflict, DomainError, InvalidInput, PayloadTooLarge, UnsupportedFormat
 from app.imports import IMPORT_STRATEGY
-from app.imports.unpack import unpack_weights
+from app.imports.unpack import refuse_pickled, unpack_weights
 from app.jobs.queue import enqueue
 from app.jobs.status import JobStatus
 from app.learning.imported import ImportPlan, plan_import
@@ -130,6 +130,10 @@ def import_model(
     if session.scalar(select(Model.id).where(Model.name == name)) is not None:
         raise Conflict(f"model {name!r} already exists; an import makes a new model (choose another name)")
     session.rollback()
+    try:
+        refuse_pickled(filename, data)
+    except ImportRefused as error:
+        raise as_domain_error(error) from None
     options = parse_options(options_text)
     if len(data) > settings.max_upload_bytes:
         raise PayloadTooLarge(f"the weights are over {settings.max_upload_bytes:,} bytes (max_upload_bytes)")

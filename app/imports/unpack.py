@@ -19,6 +19,20 @@ from app.learning.sources import PICKLE_SUFFIXES, refuse_pickle
 HF_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 
 
+def refuse_pickled(filename: str, data: bytes) -> None:
+    """415 for a pickle (by name, by pickle's protocol marker, or a zip holding one), before any other check."""
+    name = Path(filename or "weights").name
+    if name.lower().endswith(PICKLE_SUFFIXES) or data[:1] == b"\x80":
+        refuse_pickle(name)
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if any(
+                Path(m.filename).name == "data.pkl" or m.filename.lower().endswith(PICKLE_SUFFIXES)
+                for m in archive.infolist()
+            ):
+                refuse_pickle(name)
+
+
 def unpack_weights(directory: Path, source: str, filename: str, data: bytes, max_bytes: int) -> Path:
     """The path ``plan_import`` takes: the weights file, or the hf directory, inside ``directory``."""
     name = Path(filename or "weights").name
