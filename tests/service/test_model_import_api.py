@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save
+from safetensors.torch import save, save_file
 
 from app.learning.models import build_model
 from tests.service.test_bad_input import artifacts, counts
@@ -184,3 +184,56 @@ def test_each_refusal_answers_before_anything_is_stored(client, database_url, se
     assert answer.status_code == status, answer.text
     assert words in answer.json()["detail"], answer.text
     assert counts(database_url) == before and artifacts(settings) == stored
+
+
+def test_pretrained_digits_imported_with_base_data_keep_task_zero_while_learning_five_to_nine(
+    client, shared_file, tmp_path, run_worker_once, wait_for_job
+):
+    """A CNN "pretrained" elsewhere on digits 0-4, exported as safetensors, imported with base data,
+    then taught digits 5-9 with ewc_replay: task 0's row stays in the table, and the served model
+    answers both halves."""
+    with np.load(shared_file("mnist_5k.npz"), allow_pickle=False) as data:
+        x, y = data["x"], data["y"]
+    rng = np.random.default_rng(0)
+    low, high = rng.permutation(np.flatnonzero(y < 5))[:900], rng.permutation(np.flatnonzero(y >= 5))[:600]
+    torch.manual_seed(0)
+    model = build_model("cnn", (1, 28, 28), 5, channels=[8, 16])
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    inputs, targets = torch.tensor(x[low[:700]]).float() / 255, torch.tensor(y[low[:700]])
+    for _ in range(6):
+        for batch in torch.randperm(len(inputs)).split(32):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(inputs[batch]), targets[batch]).backward()
+            optimizer.step()
+    model.eval()
+    save_file(model.state_dict(), tmp_path / "digits.safetensors")
+
+    base = npz(x=x[low[:700]], y=y[low[:700]], x_test=x[low[700:]], y_test=y[low[700:]])
+    options = {"labels": [0, 1, 2, 3, 4], "channels": [8, 16], "memory_size": 200}
+    answer = post_import(
+        client, (tmp_path / "digits.safetensors").read_bytes(), base=base, options=json.dumps(options), source="cnn"
+    )
+    assert answer.status_code == 202, answer.text
+    run_worker_once()
+    assert wait_for_job(answer.json()["job_id"])["status"] == "succeeded"
+    task0 = answer.json()["id"]
+    with torch.no_grad():
+        pretrained = (model(torch.tensor(x[low[700:]]).float() / 255).argmax(-1).numpy() == y[low[700:]]).mean()
+    at_import = client.get(f"/tasks/{task0}/accuracy").json()["history"][0]["accuracy"]
+    assert at_import == pytest.approx(pretrained, abs=1e-6)  # version 1 answers as the weights did
+    assert at_import > 0.6  # the pretraining learnt the digits (chance is 0.2)
+
+    form = {"model": "imported", "strategy": "ewc_replay", "epochs": "3"}
+    new = npz(x=x[high[:450]], y=y[high[:450]], x_test=x[high[450:]], y_test=y[high[450:]])
+    taught = client.post("/tasks", data=form, files={"file": ("five_to_nine.npz", new)})
+    assert taught.status_code == 202, taught.text
+    run_worker_once()
+    job = wait_for_job(taught.json()["job_id"])
+    assert job["status"] in ("succeeded", "rejected"), job
+    history = client.get(f"/tasks/{task0}/accuracy").json()["history"]
+    assert [row["after_task_id"] for row in history] == [task0, taught.json()["id"]]
+    assert history[1]["accuracy"] > 0.5 * at_import  # replay and EWC kept much of task 0
+    served = client.post("/predict", json={"model": "imported", "inputs": x[high[450:480]].tolist(), "version": 2})
+    assert served.status_code == 200, served.text
+    labels = [p["label"] for p in served.json()["predictions"]]
+    assert np.mean(np.array(labels) == y[high[450:480]]) > 0.4  # the new digits are learnt (chance among 10: 0.1)
