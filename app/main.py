@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verified_keys = VerifiedKeys(settings.auth_cache_seconds)
     app.state.serving = Serving(
         directory=ServingDirectory(app.state.engine, settings.serving_check_interval),
-        learners=LearnerCache(capacity=settings.predict_cache_size),
+        learners=LearnerCache(capacity=settings.predict_cache_size, max_bytes=settings.predict_cache_bytes),
         batcher=DynamicBatcher(
             threads=settings.serving_threads,
             max_batch_size=settings.max_batch_size,

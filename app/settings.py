@@ -144,6 +144,12 @@ class Settings(BaseSettings):
         100, ge=1, description="most unfinished jobs per model; more are refused with 429 and Retry-After"
     )
     predict_cache_size: int = Field(8, ge=1, description="model versions kept loaded for prediction")
+    predict_cache_bytes: int = Field(
+        2 * 1024**3,
+        gt=0,
+        description="bytes of weights the prediction cache keeps loaded, all versions together (the least "
+        "recently used go first; one version larger than this is still served, alone)",
+    )
 
     # Serving (app/predict/batching.py, app.predict.served_versions.py)
     serving_threads: int = Field(
