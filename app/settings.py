@@ -67,6 +67,13 @@ class Settings(BaseSettings):
         description="where workers train: auto = cuda when present, cuda:K = GPU K (one worker "
         "per GPU on a many-GPU machine)",
     )
+    max_update_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="a worker's memory budget for one update, in bytes: an update whose estimated peak (network "
+        "and λ-search copies, gradients, optimizer state, Fisher, anchors, replay memory) is over it fails "
+        "with that reason before training; none: no check",
+    )
     fisher_samples: int = Field(
         4000,
         ge=1,

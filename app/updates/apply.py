@@ -48,6 +48,7 @@ from app.registry.service import set_serving_version
 from app.registry.versions import load_for_update
 from app.storage.artifacts import ArtifactRef, ArtifactStore
 from app.updates.adopt import adopt_and_evaluate, imported_learner
+from app.updates.budget import check_update_budget
 from app.updates.gate import GateDecision, forgetting_gate
 from app.updates.learn import learn_and_evaluate
 from app.updates.lease import LeaseKeeper
@@ -138,6 +139,7 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
         refs_of[int(key)] = (
             (dataset.artifact_uri, dataset.artifact_sha256) if whole else (evaluation[key].uri, evaluation[key].sha256)
         )
+    check_update_budget(learner, settings.max_update_bytes)  # refuse with a reason, not be killed for memory
     learner.to(device)
     learner.ewc.fisher = replace(learner.ewc.fisher, max_samples=settings.fisher_samples)  # this worker's budget
 

@@ -237,3 +237,19 @@ def test_pretrained_digits_imported_with_base_data_keep_task_zero_while_learning
     assert served.status_code == 200, served.text
     labels = [p["label"] for p in served.json()["predictions"]]
     assert np.mean(np.array(labels) == y[high[450:480]]) > 0.4  # the new digits are learnt (chance among 10: 0.1)
+
+
+def test_an_update_over_the_worker_memory_budget_fails_with_the_reason(client, settings, run_worker_once, wait_for_job):
+    model = tiny_mlp()
+    options = json.dumps({"labels": [0, 1, 2], "hidden": [16], "input_shape": list(SHAPE)})
+    answer = post_import(client, save(model.state_dict()), options=options)
+    run_worker_once()
+    assert wait_for_job(answer.json()["job_id"])["status"] == "succeeded"
+    x = np.random.default_rng(3).integers(0, 256, (60, *SHAPE), dtype=np.uint8)
+    form = {"model": "imported", "epochs": "1", "ewc_lambda": "10"}
+    taught = client.post("/tasks", data=form, files={"file": ("t.npz", npz(x=x, y=np.arange(60) % 2))})
+    settings.max_update_bytes = 1_000  # the tiny MLP alone is about 4.3 kB
+    run_worker_once(settings)
+    job = wait_for_job(taught.json()["job_id"])
+    assert job["status"] == "failed" and "max_update_bytes" in job["error"], job
+    assert client.get("/models/imported").json()["serving_version"] == 1
