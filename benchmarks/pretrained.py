@@ -35,10 +35,8 @@ import torchvision
 from common import SHARED_DATA, console
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.learning import ContinualLearner, TaskData, TrainConfig  # noqa: E402
-from app.learning.imported import plan_import  # noqa: E402
+from app.learning import ContinualLearner, TaskData, TrainConfig
+from app.learning.imported import plan_import
 
 SHAPE = (3, 28, 28)
 RSS_PROBE = """
