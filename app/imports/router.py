@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 
 from app.auth.deps import PredictKey, TrainKey
+from app.datasets.data_uris import ReferencePolicy, check_reference, read_reference
 from app.deps import SessionDep, SettingsDep, StoreDep
 from app.errors import InvalidInput
 from app.imports import service
@@ -60,7 +61,10 @@ def import_model(
     file: Annotated[
         UploadFile | None, File(description="the weights: .safetensors (hf: a .zip of save_pretrained's files)")
     ] = None,
-    uri: Annotated[str | None, Form(description="not yet: send the weights as a file")] = None,
+    uri: Annotated[
+        str | None,
+        Form(description="instead of a file: s3://bucket/key or an absolute path under RETAIN_DATA_ROOTS"),
+    ] = None,
     options: Annotated[
         str | None,
         Form(
@@ -74,11 +78,13 @@ def import_model(
     ] = None,
     base_name: Annotated[str | None, Form(description="a name for the base task")] = None,
 ) -> TaskOut:
-    if uri is not None:
-        raise InvalidInput("weights by uri are not supported yet; send them as a file")
-    if file is None:
-        raise InvalidInput("send the weights as a file (.safetensors, or a .zip for hf)")
-    data = file.file.read(settings.max_upload_bytes + 1)
+    if (file is None) == (uri is None):
+        raise InvalidInput("send the weights as a file (.safetensors, or a .zip for hf) or as a uri, one of them")
+    if uri is not None:  # read now: every check happens before the answer
+        policy = ReferencePolicy.of(settings)
+        filename, data = check_reference(uri, policy).name, read_reference(uri, policy)
+    else:
+        filename, data = file.filename or "", file.file.read(settings.max_upload_bytes + 1)
     base = base_data.file.read(settings.max_upload_bytes + 1) if base_data is not None else None
     return service.import_model(
         session,
@@ -87,7 +93,7 @@ def import_model(
         name=name,
         source=source,
         options_text=options,
-        filename=file.filename or "",
+        filename=filename,
         data=data,
         base_filename=base_data.filename if base_data is not None else None,
         base_data=base,

@@ -135,7 +135,7 @@ def import_model(
     except ImportRefused as error:
         raise as_domain_error(error) from None
     options = parse_options(options_text)
-    if len(data) > settings.max_upload_bytes:
+    if len(data) > max(settings.max_upload_bytes, settings.max_reference_bytes or 0):
         raise PayloadTooLarge(f"the weights are over {settings.max_upload_bytes:,} bytes (max_upload_bytes)")
     base = None
     if base_data is not None:

@@ -253,3 +253,16 @@ def test_an_update_over_the_worker_memory_budget_fails_with_the_reason(client, s
     job = wait_for_job(taught.json()["job_id"])
     assert job["status"] == "failed" and "max_update_bytes" in job["error"], job
     assert client.get("/models/imported").json()["serving_version"] == 1
+
+
+def test_weights_by_uri_are_read_and_checked_before_the_answer(client, settings, tmp_path, database_url):
+    settings.data_roots = [str(tmp_path)]
+    save_file(tiny_mlp().state_dict(), tmp_path / "model.safetensors")
+    options = json.dumps({"labels": [0, 1, 2], "hidden": [16], "input_shape": list(SHAPE)})
+    form = {"name": "by-uri", "source": "mlp", "options": options}
+    answer = client.post("/models", data={**form, "uri": str(tmp_path / "model.safetensors")})
+    assert answer.status_code == 202, answer.text
+    before, stored = counts(database_url), artifacts(settings)
+    outside = client.post("/models", data={**form, "name": "outside", "uri": "/etc/hostname"})
+    assert outside.status_code in (403, 422), outside.text
+    assert counts(database_url) == before and artifacts(settings) == stored
