@@ -99,7 +99,7 @@ def run(path: Path, trainable: str, strategy: str, base, tasks, args) -> dict:
     learner.ewc.fisher = replace(
         learner.ewc.fisher, max_samples=args.fisher_samples, chunk_size=args.fisher_chunk, label_mode=args.fisher_labels
     )
-    config = TrainConfig(epochs=args.epochs, min_steps=0, replay_min_steps=0, patience=0, seed=args.seed)
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, min_steps=0, replay_min_steps=0, patience=0, seed=args.seed)
     at_import = learner.evaluate(base[1]).accuracy
     trainable_count = sum(p.numel() for p in learner.network.parameters() if p.requires_grad)
     started = time.perf_counter()
@@ -143,7 +143,7 @@ def joint(path: Path, base, tasks, args) -> dict:
     union = TaskData(
         np.concatenate([base[1].x, *[t[1].x for t in tasks]]), np.concatenate([base[1].y, *[t[1].y for t in tasks]])
     )
-    config = TrainConfig(epochs=args.epochs, min_steps=0, patience=0, seed=args.seed)
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, min_steps=0, patience=0, seed=args.seed)
     started = time.perf_counter()
     learner.learn_task("joint", train, strategy="finetune", train_config=config)
     return {
@@ -185,6 +185,12 @@ def main() -> None:
     parser.add_argument("--pretrain-epochs", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--ewc-lambda", type=float, default=100.0)
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=0.005,
+        help="SGD's learning rate for the updates (retain's default 0.05 drove this BatchNorm network to one class)",
+    )
     parser.add_argument("--memory-size", type=int, default=300)
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--fisher-samples", type=int, default=200)
