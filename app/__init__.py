@@ -1,1 +1,1 @@
-"""Retain: a model service that keeps learning without forgetting (see docs/design.md)."""
+"""Retain: a model service that keeps learning without forgetting (see docs/architecture.md)."""

@@ -127,6 +127,40 @@ class RetainClient:
         """GET with query parameters; a parameter given as None is left out."""
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
+    def send_feedback(
+        self, model: str, labels: Mapping[str, Any] | None = None, file: str | Path | None = None
+    ) -> dict:
+        """POST /feedback with true labels by prediction id (``labels``), or POST /feedback/file with a
+        CSV of prediction_id,label or a file of labelled samples (any format POST /tasks takes)."""
+        if file is None:
+            items = [{"prediction_id": key, "label": label} for key, label in (labels or {}).items()]
+            return self.request("POST", "/feedback", json={"model": model, "items": items})
+        path = Path(file)
+        if not path.is_file():
+            raise ClientError(f"{path}: no such file")
+        with path.open("rb") as upload:
+            return self.request(
+                "POST", "/feedback/file", data={"model": model}, files={"file": (path.name, upload)}, timeout=600.0
+            )
+
+    def set_feedback_policy(self, model: str, policy: Mapping[str, Any]) -> dict:
+        """PUT /models/{model}/feedback-policy: turns the loop on (or changes it)."""
+        return self.request("PUT", f"/models/{model}/feedback-policy", json=dict(policy))
+
+    def feedback_status(self, model: str) -> dict:
+        """The policy (None when unset), live accuracy and the trigger decisions of one model."""
+        try:
+            policy = self.get(f"/models/{model}/feedback-policy")
+        except ClientError as error:
+            if "(404)" not in str(error) or "no feedback policy" not in str(error):
+                raise
+            policy = None
+        return {
+            "policy": policy,
+            "live_accuracy": self.get(f"/models/{model}/live-accuracy"),
+            "triggers": self.get(f"/models/{model}/triggers"),
+        }
+
     def submit_task(
         self, source: str | Path, fields: Mapping[str, Any], progress: Callable[[int, int], None] | None = None
     ) -> dict:

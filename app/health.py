@@ -1,13 +1,15 @@
-"""/livez (the process answers) and /readyz (the database is reachable and migrated to head, and the
-embedded worker thread, where there is one, is still running: a service that accepts tasks it will
-never train is not ready); the Open Inference Protocol's /v2/health/* (app/predict/router.py) answer
-the same questions."""
+"""/livez (the process answers, and says which: its process id tells replicas apart) and /readyz (the
+database is reachable and migrated to head, and the embedded worker thread, where there is one, is still
+running: a service that accepts tasks it will never train is not ready); the Open Inference Protocol's
+/v2/health/* (app/predict/router.py) answer the same questions."""
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, text
 
 from app.db.migrate import migration_heads
@@ -23,9 +25,17 @@ class Health(BaseModel):
     detail: str | None = None
 
 
-@router.get("/livez", response_model=Health, summary="The process is alive")
-def livez() -> Health:
-    return Health(status="ok")
+class Liveness(Health):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok", "detail": None, "process": 4242}]})
+
+    process: int = Field(
+        description="the id of the process that answered: under `retain serve --workers N`, which replica"
+    )
+
+
+@router.get("/livez", response_model=Liveness, summary="The process is alive")
+def livez() -> Liveness:
+    return Liveness(status="ok", process=os.getpid())
 
 
 @router.get(

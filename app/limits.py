@@ -13,10 +13,12 @@ import json
 
 from fastapi import HTTPException
 
+from app.settings import Settings
+
 FORM_FIELDS_ALLOWANCE = 64 * 1024  # the form fields and multipart boundaries around an upload
 
 
-def body_limit(settings, method: str, path: str) -> tuple[int, str]:
+def body_limit(settings: Settings, method: str, path: str) -> tuple[int, str]:
     """The byte limit of a request's body, and the setting it comes from (named in the refusal)."""
     if method == "POST" and path.rstrip("/") == "/tasks":
         return settings.max_upload_bytes + FORM_FIELDS_ALLOWANCE, "max_upload_bytes"
@@ -37,7 +39,7 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimit:
-    def __init__(self, app, settings):
+    def __init__(self, app, settings: Settings):
         self.app = app
         self.settings = settings
 

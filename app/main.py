@@ -3,7 +3,8 @@
 Builds the FastAPI app from the settings: the engine, the artifact store and the learner cache
 are made once here and kept on ``app.state``, where the typed dependencies of app/deps.py find
 them (routes never read ``app.state`` themselves); the lifespan migrates the embedded SQLite
-database and starts the embedded worker thread when the settings say so
+database and makes sure an admin key exists (app/startup.py; done once before them in the replicas
+of `retain serve --workers N`) and starts the embedded worker thread when the settings say so
 (the default, so one command gives a service that trains), and stops it on shutdown.
 Domain errors raised by the services become HTTP answers in one handler here.
 """
@@ -12,21 +13,19 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import SQLAlchemyError
 
 from app import health
-from app.auth.keys import VerifiedKeys, bootstrap_admin_key
+from app.auth.keys import VerifiedKeys
 from app.auth.router import router as keys_router
-from app.db.migrate import upgrade
 from app.db.session import get_engine
 from app.errors import DomainError
+from app.feedback.prediction_log import PredictionLog
+from app.feedback.router import router as feedback_router
 from app.imports.router import router as imports_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodyLimit
@@ -35,12 +34,13 @@ from app.metrics.router import router as metrics_router
 from app.openapi import document_common_answers
 from app.predict.batching import DynamicBatcher
 from app.predict.cache import LearnerCache
-from app.predict.router import add_prediction_routes, oip_router
+from app.predict.router import oip_router, prediction_router, prediction_routes
 from app.predict.served_versions import ServingDirectory
 from app.predict.service import Serving
 from app.registry.router import artifacts_router
 from app.registry.router import router as registry_router
 from app.settings import Settings, get_settings
+from app.startup import prepare_service
 from app.storage.artifacts import artifact_store
 from app.tasks.router import router as tasks_router
 from app.ui.router import router as ui_router
@@ -49,41 +49,21 @@ from app.updates.loop import start_embedded_worker
 log = logging.getLogger("retain")
 
 
-def open_access(settings: Settings, engine) -> None:
-    """Auth on: make sure an admin key exists (the first start creates one, see app/auth/keys.py).
-    Auth off: say loudly that anyone who reaches the port may do anything."""
-    if settings.auth == "off":
-        print(
-            "retain: WARNING: RETAIN_AUTH=off: no API key is checked; anyone who can reach this port can "
-            "teach, promote, roll back and delete. Use it for a throwaway local run only.",
-            file=sys.stderr,
-            flush=True,
-        )
-        return
-    try:
-        bootstrap_admin_key(engine, admin_key=settings.admin_key, key_file=Path(settings.admin_key_file))
-    except SQLAlchemyError as error:  # not migrated yet: /readyz says so; keys are bootstrapped on a later start
-        log.warning("no admin key bootstrapped: the database is not ready (%s)", error.__class__.__name__)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if settings.is_sqlite:
-            # The embedded default: `uvicorn app.main:app` on a fresh checkout must serve, so its own
-            # SQLite file is brought to the migration head (a no-op when it already is). Server
-            # databases are migrated by the deployment (`alembic upgrade head`, compose's migrate).
-            upgrade(settings.database_url)
+        if settings.prepare_on_start:  # off in the replicas of `retain serve --workers N`: done once before them
+            prepare_service(settings, app.state.engine)
         if settings.torch_threads is not None:  # serving and the embedded worker share this process's cores
             torch.set_num_threads(settings.torch_threads)
-        open_access(settings, app.state.engine)
+        app.state.serving.prediction_log.start()
         worker = start_embedded_worker(settings) if settings.embedded_worker else None
         app.state.worker = worker
         # Everything alive now (torch, the ORM, the app) lives as long as the process: moved out of
-        # the collector's reach, a full collection no longer walks it while requests wait. Under
-        # 32 concurrent predictions p99 fell from 140-210 ms to 50-90 ms (benchmarks/serving.py).
+        # the collector's reach, a full collection no longer walks it while requests wait: the tail
+        # latency of concurrent predictions drops (benchmarks/serving.py measures it).
         gc.collect()
         gc.freeze()
         try:
@@ -92,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if worker is not None:
                 worker.stop()  # a job in training goes back to the queue
             app.state.serving.batcher.shutdown()
+            app.state.serving.prediction_log.close()  # what is buffered is written
             app.state.serving.directory.close()
 
     app = FastAPI(
@@ -100,6 +81,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "as an EWC (or CCLL) update, every version is kept with its accuracy on every past task.",
         version="0.1.0",
         lifespan=lifespan,
+        # The prediction routes first, before FastAPI's documentation routes and every router included below:
+        # plain Starlette routes, the hot path (app/predict/lean_route.py); prediction_router documents them.
+        routes=prediction_routes(),
     )
     app.state.settings = settings
     app.state.engine = get_engine(settings)
@@ -110,19 +94,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         learners=LearnerCache(capacity=settings.predict_cache_size, max_bytes=settings.predict_cache_bytes),
         batcher=DynamicBatcher(
             threads=settings.serving_threads,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=settings.predict_max_batch_size,
             max_queue_delay=settings.max_queue_delay,
         ),
         store=app.state.store,
         max_samples=settings.max_predict_samples,
+        prediction_log=PredictionLog(
+            app.state.engine, settings.feedback_flush_interval, settings.feedback_policy_interval
+        ),
     )
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, error: DomainError) -> JSONResponse:
         return JSONResponse(status_code=error.status_code, content={"detail": error.message}, headers=error.headers)
 
-    # Prediction routes first: routes are matched in order, and these are the ones hit at load.
-    add_prediction_routes(app.router)
     for router in (
         oip_router,
         keys_router,
@@ -130,10 +115,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         imports_router,
         jobs_router,
         registry_router,
+        feedback_router,
         artifacts_router,
         health.router,
         metrics_router,
         ui_router,
+        # Last: the prediction routes' declarations, for /openapi.json; the lean routes at the head answer their
+        # requests, and every other request is matched against these only once nothing else matched it.
+        prediction_router,
     ):
         app.include_router(router)
     document_common_answers(app)

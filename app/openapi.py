@@ -8,16 +8,21 @@ code the service sends is in the schema (Schemathesis checks that, tests/service
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from app.auth.deps import AUTH_RESPONSES
+
+Responses = dict[int | str, dict[str, Any]]
+"""The ``responses`` of a route, as FastAPI takes them: status code -> description, content, ..."""
 
 
 def _answer(description: str, example: str) -> dict:
     return {"description": description, "content": {"application/json": {"example": {"detail": example}}}}
 
 
-BODY_RESPONSES = {
+BODY_RESPONSES: Responses = {
     400: _answer("the body cannot be parsed (not JSON, a broken form)", "There was an error parsing the body"),
     413: _answer(
         "the body is over its byte limit (max_upload_bytes for POST /tasks, else max_request_bytes)",

@@ -8,6 +8,7 @@ artifact directory under ``./data`` and a worker thread inside the API process.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -21,6 +22,11 @@ def sqlalchemy_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a container's or taskset's limit, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -57,6 +63,19 @@ class Settings(BaseSettings):
         None,
         min_length=32,
         description="an admin key to register at start (compose: RETAIN_ADMIN_KEY); no key file is written then",
+    )
+
+    # API processes (`retain serve`; docs/replicas.md)
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1,
+        description="API processes `retain serve` runs on one port under uvicorn's process manager (auto: one "
+        "per core); each has its own learner cache and batcher, and with more than one the embedded "
+        "worker trains in the supervising process, once",
+    )
+    prepare_on_start: bool = Field(
+        True,
+        description="the app's start migrates an embedded SQLite database and makes sure an admin key exists; "
+        "`retain serve --workers N` does both once before its replicas start and turns this off in them",
     )
 
     # Workers
@@ -166,11 +185,12 @@ class Settings(BaseSettings):
         "each); torch's intra-op threads per forward are set by "
         "torch_threads",
     )
-    max_batch_size: int = Field(
+    predict_max_batch_size: int = Field(
         64,
         ge=1,
-        description="most samples one forward pass takes when concurrent "
-        "requests for a model version are batched together",
+        description="most samples one serving forward pass takes when concurrent "
+        "requests for a model version are batched together (the training batch is a task's "
+        "batch_size, at most max_batch_size)",
     )
     max_queue_delay: float = Field(
         0.0,
@@ -185,6 +205,23 @@ class Settings(BaseSettings):
         description="seconds a replica trusts its cached serving versions before checking the alias stamp again",
     )
     split_seed: int = Field(0, description="seed of the train/validation/test split of uploads")
+
+    # The feedback loop (app/feedback/; docs/feedback-loop.md)
+    feedback_flush_interval: float = Field(
+        0.5, gt=0, description="seconds between writes of the buffered prediction log (a background thread)"
+    )
+    feedback_policy_interval: float = Field(
+        5.0, gt=0, description="seconds an API replica keeps the feedback policies before reading them again"
+    )
+    feedback_check_interval: float = Field(
+        5.0, gt=0, description="seconds between evaluations of the feedback triggers by a worker"
+    )
+    feedback_max_log_samples: int = Field(
+        1_000_000, ge=1, description="the largest log_max_samples a feedback policy may set"
+    )
+    max_feedback_items: int = Field(
+        10_000, ge=1, description="feedback items (labels or labelled samples) accepted per POST /feedback"
+    )
 
     # Data by reference (POST /tasks with uri=...; app.datasets.data_uris.py)
     data_roots: Annotated[list[str], NoDecode] = Field(
@@ -201,17 +238,25 @@ class Settings(BaseSettings):
         None, gt=0, description="largest dataset read by reference; default max_upload_bytes"
     )
 
-    # Learning quality. Measured on pmnist-conflict (MLP, 5 tasks, 2000 training and 500 validation
-    # samples each, default settings): under EWC (λ auto) no update lowered an earlier task's
-    # validation accuracy by more than 0.02; under plain fine-tuning every update lowered one by
-    # 0.14-0.33. 0.1 passes every EWC update with a 5x margin (validation noise of small uploads
-    # included) and stops every fine-tuning update.
+    # Learning quality. The default gate sits between what EWC and plain fine-tuning do to earlier
+    # tasks on pmnist-conflict (MLP, 5 tasks, default settings): it passes every EWC update with a wide
+    # margin (validation noise of small uploads included) and stops every fine-tuning update
+    # (docs/benchmarks/measurements.md).
     default_max_forgetting: float = Field(
         0.1,
         ge=0,
         le=1,
         description="forgetting gate of new models: an update is stored but not promoted when any earlier task's "
         "validation accuracy drops by more than this (absolute, 0..1)",
+    )
+
+    # A task not learnt (docs/safeguards.md): its validation accuracy's Wilson 95% lower bound is no higher
+    # than the share of its most frequent label, the accuracy of a model that learnt nothing.
+    reject_not_learnt: bool = Field(
+        True,
+        description="reject an update (stored, not promoted; job rejected with the reason) when its new task, "
+        "the first of a model included, was not learnt: validation accuracy no better than always answering the "
+        "task's most frequent label (Wilson 95% lower bound); false: such updates are promoted as before",
     )
 
     @field_validator("database_url")
@@ -224,10 +269,16 @@ class Settings(BaseSettings):
     def _split_roots(cls, value):
         return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between two heartbeats of a busy worker: ``heartbeat_seconds``, by default
+        min(5, lease_seconds / 3)."""
+        return self.heartbeat_seconds if self.heartbeat_seconds is not None else min(5.0, self.lease_seconds / 3)
+
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> Settings:
         if self.heartbeat_seconds is None:
-            self.heartbeat_seconds = min(5.0, self.lease_seconds / 3)
+            self.heartbeat_seconds = self.heartbeat_interval
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError(
                 f"heartbeat_seconds ({self.heartbeat_seconds}) must be shorter than lease_seconds "
@@ -243,6 +294,11 @@ class Settings(BaseSettings):
     @property
     def decoded_bytes_limit(self) -> int:
         return self.max_decoded_bytes or max(4 * self.max_upload_bytes, 1 << 20)
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` as a number: auto is the cores this process may run on."""
+        return available_cores() if self.workers == "auto" else self.workers
 
     @property
     def is_sqlite(self) -> bool:

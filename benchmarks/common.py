@@ -4,7 +4,7 @@ Every benchmark reads tasks the same way (``taskK.npz`` with ``x, y, x_test, y_t
 input shape, loaded with ``allow_pickle=False``; or one labelled npz split into tasks by label,
 ``load_split_tasks``), holds out validation data from the *train* split only (test is never
 used to choose anything), and writes its JSON with the machine it ran on, so a figure in the
-README can be traced to a command and a machine.
+docs can be traced to a command and a machine.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def load_digits_tasks(
 
 
 def input_scale_for(data: TaskData) -> float:
-    """The learner's convention (design.md §1): uint8 samples are scaled by 1/255."""
+    """The learner's convention (docs/architecture.md, "Data"): uint8 samples are scaled by 1/255."""
     return 1.0 / 255.0 if np.asarray(data.x).dtype == np.uint8 else 1.0
 
 

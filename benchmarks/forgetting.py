@@ -10,6 +10,11 @@ average accuracy, BWT, and task 0's accuracy right after it was learnt and at th
                            samples are split, seeded and stratified, 80/20 into train and test
                            (``--test-fraction``). Task-incremental: every method is evaluated
                            task-aware.
+* ``--scenario class``     class-incremental split MNIST (van de Ven et al. 2022): the split tasks above,
+                           evaluated over the whole vocabulary (no task given at test time); each
+                           update is also judged as the service judges it (forgetting gate at
+                           ``--max-forgetting``, the new task's learning check), and
+                           ``all_test_accuracy`` is the accuracy on every task's test samples together.
 * ``--digits-tasks N``     N small tasks from scikit-learn's bundled 8x8 digits (~1,290 train
                            samples each): task 0 as is, task k>0 with its pixels and labels
                            permuted; same 20% test split as ``--split-mnist``.
@@ -23,6 +28,9 @@ Methods:
                    (``--memory-size``) filling half of every batch of later updates
 * ``ewc_replay``   EWC and replay together (λ as for EWC; with ``auto``, ``--replay-lambda`` once
                    the memory holds samples)
+* ``auto``         the service's default: ``ewc`` for a task of known labels, ``ewc_replay`` for one that
+                   brings new labels, every task's samples kept in the memory from the first on
+* ``ewc``          ``ewc_separate`` under the service's name
 * ``joint``        training from fresh weights on every task seen so far (the upper bound)
 * ``ccll``         frozen base + per-task calibration modules and classifier (Singh et al. 2020);
                    cnn / resnet18 only; always evaluated task-aware (it predicts per task). The
@@ -51,6 +59,7 @@ import argparse
 import time
 from statistics import mean
 
+import numpy as np
 from baselines import Joint
 from common import (
     SHARED_DATA,
@@ -69,18 +78,21 @@ from app.learning import (
     ContinualLearner,
     EWCConfig,
     FisherConfig,
+    TaskData,
     TrainConfig,
     accuracy_matrix_metrics,
     strategy_class,
 )
-from app.learning.data import unique_in_order
+from app.learning.data import plain_labels, unique_in_order
 from app.learning.state import to_safetensors_bytes
 from app.learning.strategies.ewc import DEFAULT_MEMORY_SIZE
+from app.updates.gate import forgetting_gate, learning_check
 
-EWC_METHODS = {"ewc_separate": "separate", "ewc_online": "online"}
-REPLAY_METHODS = ("replay", "ewc_replay")
-LAMBDA_METHODS = (*EWC_METHODS, "ewc_replay")  # the methods λ weighs (swept, or searched with auto)
-ALL_METHODS = ("finetune", "ewc_separate", "ewc_online", *REPLAY_METHODS, "joint", "ccll")
+EWC_METHODS = {"ewc_separate": "separate", "ewc_online": "online", "ewc": "separate"}
+REPLAY_METHODS = ("replay", "ewc_replay", "auto")  # the methods that keep a rehearsal memory
+LAMBDA_METHODS = (*EWC_METHODS, "ewc_replay", "auto")  # the methods λ weighs (swept, or searched with auto)
+ALL_METHODS = ("finetune", "ewc_separate", "ewc_online", "ewc", "replay", "ewc_replay", "auto", "joint", "ccll")
+CLASS_METHODS = ("auto", "ewc", "replay", "ewc_replay", "finetune", "joint")  # --scenario class's default
 DEFAULT_METHODS = ("finetune", "ewc_separate", "ewc_online", "joint", "ccll")  # the replay methods when asked
 CONV_ARCHITECTURES = strategy_class("ccll").architectures
 SPLIT_MNIST = SHARED_DATA / "mnist_5k.npz"
@@ -104,6 +116,18 @@ def parse_args() -> argparse.Namespace:
         type=int,
         metavar="N",
         help="N small tasks from scikit-learn's 8x8 digits, task k>0 permuting pixels and labels",
+    )
+    parser.add_argument(
+        "--scenario",
+        choices=("task", "class"),
+        help="class: class-incremental split MNIST (--split-mnist's tasks, evaluated over every label; "
+        f"methods {', '.join(CLASS_METHODS)}, λ auto, unless given)",
+    )
+    parser.add_argument(
+        "--max-forgetting",
+        type=float,
+        default=0.1,
+        help="--scenario class: the forgetting gate each update is judged by (the service's default 0.1)",
     )
     parser.add_argument("--classes-per-task", type=int, default=2, help="with --split-mnist (default 2)")
     parser.add_argument(
@@ -130,8 +154,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--lambda",
         dest="ewc_lambda",
-        default="1,10,100,1000,10000",
-        help="'auto' or comma-separated values to sweep (default 1,10,100,1000,10000)",
+        help="'auto' or comma-separated values to sweep (default 1,10,100,1000,10000; --scenario class: auto)",
     )
     parser.add_argument(
         "--lambda-candidates",
@@ -200,6 +223,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu (default, for comparable timings), cuda or auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.scenario == "class":
+        args.split_mnist = args.split_mnist or str(SPLIT_MNIST)
+        args.methods = args.methods or ",".join(CLASS_METHODS)
+    if args.ewc_lambda is None:  # the service's default in the class scenario, a sweep otherwise
+        args.ewc_lambda = "auto" if args.scenario == "class" else "1,10,100,1000,10000"
 
     if sum(bool(source) for source in (args.tasks, args.split_mnist, args.digits_tasks)) > 1:
         parser.error("give one of --tasks, --split-mnist, --digits-tasks")
@@ -207,7 +235,7 @@ def parse_args() -> argparse.Namespace:
         parser.error("--digits-tasks needs at least one task")
     if not args.split_mnist and not args.digits_tasks:
         args.tasks = args.tasks or str(SHARED_DATA / "pmnist-conflict")
-    args.task_aware = args.task_aware or bool(args.split_mnist)
+    args.task_aware = args.task_aware or (bool(args.split_mnist) and args.scenario != "class")
     available = [m for m in DEFAULT_METHODS if m != "ccll" or args.arch in CONV_ARCHITECTURES]
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else available
     if not args.methods:
@@ -267,6 +295,7 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
     )
     # joint keeps every task's data: one instance for all of this learner's tasks
     strategy = Joint() if method == "joint" else "ewc" if method in EWC_METHODS else method
+    judged = []  # --scenario class: each update judged as the service judges it
     label = method if ewc_lambda is None else f"{method} λ={ewc_lambda}"
     matrix, updates = [], []
     for i, task in enumerate(tasks):
@@ -279,6 +308,23 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
             validation={t.key: t.validation for t in tasks[: i + 1]},
             ewc_lambda=ewc_lambda if method in LAMBDA_METHODS else None,
         )
+        if args.scenario == "class":
+            not_learnt = learning_check(
+                task.key,
+                result.validation_after.get(task.key),
+                plain_labels(task.validation.y),
+                plain_labels(task.train.y),
+                result.train_config,
+            )
+            gate = forgetting_gate(result, args.max_forgetting, not_learnt)
+            judged.append(
+                {
+                    "promoted": gate.passed,
+                    "tripped_by": gate.tripped_by,
+                    "not_learnt": not_learnt["reason"] if not_learnt else None,
+                    "strategy_choice": result.strategy_choice,
+                }
+            )
         # CCLL needs the task at prediction time; the others predict over the whole vocabulary
         # unless the benchmark is task-aware (a split benchmark, or --task-aware).
         matrix.append(
@@ -328,6 +374,13 @@ def run_method(method: str, ewc_lambda, tasks, args, bar, bar_task) -> dict:
         "train_config": config.as_dict(),
     }
     outcome["last_update_cost"] = last_update_cost(outcome)
+    if args.scenario == "class":
+        every = TaskData(
+            np.concatenate([np.asarray(t.test.x) for t in tasks]), np.concatenate([np.asarray(t.test.y) for t in tasks])
+        )
+        outcome["all_test_accuracy"] = learner.evaluate(every).accuracy
+        outcome["gate"] = judged
+        outcome["every_update_promoted"] = all(entry["promoted"] for entry in judged)
     if ccll:
         outcome["parameters"] = ccll_parameters(learner.parameter_counts())
         outcome["architecture_options"] = options
@@ -423,7 +476,10 @@ def print_table(results: dict, args) -> None:
         title=f"{len(next(iter(results.values()))['matrix'])} tasks, {args.arch}, {args.optimizer} "
         f"lr={args.lr}, {args.epochs} epochs, λ={args.ewc_lambda}" + (", task-aware" if args.task_aware else "")
     )
-    for column in ("method", "λ", "avg acc", "BWT", "task 0 initial → final", "kept", "train s"):
+    columns = ["method", "λ", "avg acc", "BWT", "task 0 initial → final", "kept", "train s"]
+    if args.scenario == "class":
+        columns += ["all digits", "promoted"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "method" else "right")
     for method, r in results.items():
         lam = r["lambda"]
@@ -440,6 +496,11 @@ def print_table(results: dict, args) -> None:
             f"{r['task0_initial']:.3f} → {r['task0_final']:.3f}",
             "–" if r["task0_kept"] is None else f"{r['task0_kept']:.3f}",
             f"{r['train_seconds']:.1f}",
+            *(
+                [f"{r['all_test_accuracy']:.3f}", f"{sum(g['promoted'] for g in r['gate'])}/{len(r['gate'])}"]
+                if args.scenario == "class"
+                else []
+            ),
         )
     console.print(table)
 
@@ -561,6 +622,7 @@ def main() -> None:
             args.json,
             {
                 "benchmark": "digits" if args.digits_tasks else "split" if args.split_mnist else "task-files",
+                "scenario": args.scenario or ("task" if args.task_aware else "domain"),
                 "tasks": [
                     {
                         "key": t.key,

@@ -268,6 +268,9 @@ def settings(database_url, tmp_path):
         max_upload_bytes=5_000_000,
         max_upload_samples=20_000,
         admin_key_file=str(tmp_path / "admin.key"),
+        # The suite's toy tasks (one epoch of 250 samples, to run in a second) learn next to nothing, which
+        # the service now rightly rejects; tests of the check itself turn it on (tests/service/test_safeguards.py).
+        reject_not_learnt=False,
     )
 
 
@@ -382,6 +385,7 @@ def environment_for(settings, **overrides) -> dict[str, str]:
         "RETAIN_POLL_INTERVAL": str(settings.poll_interval),
         "RETAIN_PROGRESS_INTERVAL": str(settings.progress_interval),
         "RETAIN_MAX_ATTEMPTS": str(settings.max_attempts),
+        "RETAIN_REJECT_NOT_LEARNT": str(settings.reject_not_learnt).lower(),
         "PYTHONUNBUFFERED": "1",
         "OMP_NUM_THREADS": "1",  # two workers on two cores: no thread oversubscription
     }

@@ -109,7 +109,8 @@ def test_migrate_runs_alembic_once_after_the_database_is_healthy(config):
 
 def test_api_waits_for_db_and_migration_and_probes_readyz(config):
     api = config["services"]["api"]
-    assert api["command"][:2] == ["uvicorn", "app.main:app"]
+    assert api["command"][:2] == ["retain", "serve"] and "--no-migrate" in api["command"]
+    assert api["environment"]["RETAIN_WORKERS"] == "auto", "one API process per core unless RETAIN_WORKERS says"
     assert api["depends_on"]["db"]["condition"] == "service_healthy"
     assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "/readyz" in " ".join(api["healthcheck"]["test"])

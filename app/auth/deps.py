@@ -35,7 +35,7 @@ class ScopedKey(HTTPBearer):
 
     One dependency per route, not a chain (bearer → settings, engine, verified keys → key → scope):
     FastAPI resolves every dependency node on every request, and on the prediction routes the
-    chain of seven cost more than the forward pass (about 0.1 ms of CPU per request, measured).
+    chain of seven cost more CPU than the forward pass (docs/benchmarks/measurements.md).
     Being an ``HTTPBearer`` it still marks the operation with the bearer security scheme in
     /openapi.json (the Authorize button of /docs, and the 401/403 answers of app/openapi.py). Async
     so that a key verified within the cache TTL costs no thread hop (the common case under load);

@@ -333,6 +333,13 @@ def show_keys(keys: list[dict]) -> None:
     console.print(table)
 
 
+def strategy_text(version: dict) -> str:
+    """The strategy a task asked for, and with auto the one it was learnt with: "auto → ewc_replay"."""
+    chosen = (version.get("strategy_choice") or {}).get("strategy")
+    asked = fmt_optional(version.get("strategy"))
+    return f"{asked} → {chosen}" if chosen else asked
+
+
 def show_versions(model: str, versions: list[dict]) -> None:
     table = Table(title=f"Versions of {model} (* = serving)")
     for column in ("version", "parent", "task", "strategy", "λ", "promoted", "warning", "weights", "created"):
@@ -343,7 +350,7 @@ def show_versions(model: str, versions: list[dict]) -> None:
             f"{version['number']}{' *' if version.get('serving') else ''}",
             fmt_optional(version.get("parent_number")),
             "–" if task is None else f"{task}: {version['task_name']}" if version.get("task_name") else str(task),
-            fmt_optional(version.get("strategy")),
+            strategy_text(version),
             fmt_optional(version.get("ewc_lambda"), "g"),
             "yes" if version.get("promoted") else "no (rejected)",
             "capacity" if version.get("capacity_warning") else "–",

@@ -12,6 +12,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from rich.markup import escape
+
 from app.cli import render
 from app.cli.command import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, Subcommands, add_command
 from app.client import ClientError, RetainClient
@@ -19,7 +21,7 @@ from app.jobs.status import TERMINAL_STATUSES, JobStatus
 
 # The service's registered strategies (app.learning's registry; the CLI stays light and does not
 # import the learning library: tests/cli checks the two agree).
-STRATEGIES = ("ewc", "finetune", "replay", "ewc_replay", "ccll")
+STRATEGIES = ("ewc", "finetune", "replay", "ewc_replay", "auto", "ccll")
 
 
 def register(commands: Subcommands) -> None:
@@ -41,7 +43,9 @@ def register(commands: Subcommands) -> None:
         "memory, in samples) (repeatable)",
     )
     teach.add_argument(
-        "--strategy", choices=STRATEGIES, help="ewc (default) | finetune | replay | ewc_replay (EWC + rehearsal) | ccll"
+        "--strategy",
+        choices=STRATEGIES,
+        help="auto (default: ewc, or ewc_replay for new labels) | ewc | finetune | replay | ewc_replay | ccll",
     )
     teach.add_argument(
         "--epochs",
@@ -138,16 +142,22 @@ def report_finished_job(client: RetainClient, submitted: dict, job: dict) -> Non
             + (f", λ = {chosen:g}{how}" if chosen is not None else "")
             + ("." if status == JobStatus.SUCCEEDED else ", [yellow]stored but not promoted[/].")
         )
+        choice = version.get("strategy_choice")
+        if choice:
+            render.console.print(f"Learnt with {choice['strategy']}: {escape(choice['reason'])}.", highlight=False)
         render.show_update_effect(client.get(f"/models/{model}/accuracy"), version)
         if version.get("capacity_warning"):
             render.console.print(f"[yellow]Capacity warning: {version['capacity_warning']}[/]", highlight=False)
         if status == JobStatus.REJECTED:
-            render.console.print(f"[yellow]{job.get('error') or 'forgetting gate: an earlier task dropped too far'}[/]")
+            render.console.print(
+                f"[yellow]{escape(job.get('error') or 'forgetting gate: an earlier task dropped too far')}[/]",
+                highlight=False,
+            )
             render.console.print(
                 f"The serving version is unchanged. Serve this one anyway with `retain promote {task_id}`."
             )
     else:
-        render.console.print(f"[red]Job {job['id']} {status}[/]: {job.get('error') or 'no reason given'}")
+        render.console.print(f"[red]Job {job['id']} {status}[/]: {escape(job.get('error') or 'no reason given')}")
 
 
 def exit_status(job: dict) -> int:

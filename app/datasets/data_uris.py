@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from app.errors import InvalidInput, PayloadTooLarge
+from app.settings import Settings
 
 REMOTE_SCHEMES = ("s3", "http", "https")
 
@@ -50,7 +51,7 @@ class ReferencePolicy:
     max_bytes: int
 
     @classmethod
-    def of(cls, settings) -> ReferencePolicy:
+    def of(cls, settings: Settings) -> ReferencePolicy:
         return cls(
             roots=tuple(settings.data_roots),
             allow_http=settings.allow_http_data,

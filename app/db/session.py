@@ -15,6 +15,8 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.settings import Settings
+
 WRITE_LOCK_OPTION = "retain_write_lock"
 
 
@@ -46,11 +48,11 @@ def engine_for(url: str) -> Engine:
     return engine
 
 
-def get_engine(settings) -> Engine:
+def get_engine(settings: Settings) -> Engine:
     return engine_for(settings.database_url)
 
 
-def session_factory(settings) -> sessionmaker[Session]:
+def session_factory(settings: Settings) -> sessionmaker[Session]:
     return sessionmaker(get_engine(settings), expire_on_commit=False)
 
 

@@ -20,6 +20,8 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -203,3 +205,51 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class FeedbackPolicy(Base):
+    """A model's feedback loop (app/feedback/): what predictions to log, and the triggers that turn
+    labels into updates, as the JSON of ``app.feedback.schemas.FeedbackPolicyIn``."""
+
+    __tablename__ = "feedback_policies"
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoggedSample(Base):
+    """A served prediction (``prediction_id`` given to the caller) or a labelled sample sent as feedback
+    (no version, no prediction). ``inputs``: the sample as zlib-compressed float32 bytes. ``label`` is the
+    true label once known; ``task_id`` the trigger-made task it went into (None: still in the buffer)."""
+
+    __tablename__ = "logged_samples"
+    __table_args__ = (
+        Index("ix_logged_samples_model_id_id", "model_id", "id"),
+        Index("ix_logged_samples_model_buffer", "model_id", "task_id", "labelled_at"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(String(32), unique=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), nullable=True)
+    inputs: Mapped[bytes] = mapped_column(LargeBinary)
+    predicted: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    label: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    correct: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    labelled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TriggerDecision(Base):
+    """One evaluation of a model's trigger that decided something (fired, or why not), newest last."""
+
+    __tablename__ = "trigger_decisions"
+    __table_args__ = (Index("ix_trigger_decisions_model_id_id", "model_id", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    trigger: Mapped[str] = mapped_column(String(32))
+    fired: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -15,7 +15,8 @@ KEPT = (LEASE_EXPIRIES, REQUEUES)
 
 def carried(progress: dict | None) -> dict:
     """The counts in ``progress``, to merge into the progress that replaces it."""
-    return {key: progress[key] for key in KEPT if key in (progress or {})}
+    held = progress or {}
+    return {key: held[key] for key in KEPT if key in held}
 
 
 def counted(progress: dict | None, *keys: str) -> dict:

@@ -77,7 +77,7 @@ def database_now(session: Session) -> datetime:
     workers on different machines all use one clock (a worker whose clock runs ahead would reap
     live jobs). SQLite has no server: its workers share the machine that holds the file."""
     if _is_postgres(session):
-        return session.scalar(select(func.now()))
+        return session.execute(select(func.now())).scalar_one()
     return utcnow()
 
 
@@ -139,7 +139,7 @@ def heartbeat(
     return beat
 
 
-def reap(session: Session, now: datetime | None = None) -> dict[int, str]:
+def reap(session: Session, now: datetime | None = None) -> dict[int, JobStatus]:
     """Requeue every running job whose lease expired (attempt + 1), or fail it after its last
     attempt; returns {job id: new status}. Commits."""
     expired = (Job.status == JobStatus.RUNNING) & (Job.lease_expires_at < (now or database_now(session)))

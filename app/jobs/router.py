@@ -11,10 +11,11 @@ from app.deps import RowId, SessionDep, WriteSessionDep
 from app.jobs import service
 from app.jobs.schemas import JobOut
 from app.jobs.status import JobStatus
+from app.openapi import Responses
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-NOT_FOUND = {
+NOT_FOUND: Responses = {
     404: {
         "description": "unknown job",
         "content": {"application/json": {"example": {"detail": "job 99 does not exist"}}},

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from app.jobs.status import JobStatus
 
-JOB_EXAMPLE = {
+JOB_EXAMPLE: JsonDict = {
     "id": 7,
     "task_id": 7,
     "model": "digits",

@@ -13,7 +13,7 @@ from app.jobs.status import TERMINAL_STATUSES, JobStatus
 
 
 def job_out(session: Session, job: Job) -> JobOut:
-    model = session.get(Model, job.model_id)
+    model = session.get_one(Model, job.model_id)
     version_number = session.scalar(select(ModelVersion.number).where(ModelVersion.task_id == job.task_id))
     progress = dict(job.progress or {})
     return JobOut(

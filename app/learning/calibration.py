@@ -9,7 +9,8 @@ not forget, at the price of needing the task at prediction time.
 
 Choices this implementation makes (the paper leaves them open or we adapt to our models):
 
-* Placement: one SCM+CCM after every entry of the base's ``feature_blocks`` (design.md §3).
+* Placement: one SCM+CCM after every entry of the base's ``feature_blocks`` (docs/architecture.md,
+  "CCLL network contract").
   The paper calibrates after every conv layer; a block here may hold several convs (a
   ResNet stage), so per-task growth is smaller than the paper's for the same α, β.
 * CCM gate: the batch-normalised 1×1 group-conv response goes through a sigmoid before it
@@ -44,6 +45,8 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from app.learning.models import ConvNet
 
 __all__ = ["SpatialCalibration", "ChannelCalibration", "CalibrationModule", "CalibratedNetwork"]
 
@@ -131,18 +134,24 @@ def _count(parameters) -> int:
 
 
 class CalibratedNetwork(nn.Module):
-    """A shared conv base with per-task calibration modules and classifiers (design.md §3).
+    """A shared conv base with per-task calibration modules and classifiers.
+
+    The contract it keeps with the base network: docs/architecture.md, "CCLL network contract".
 
     ``base`` is a ``cnn``/``resnet18`` model from ``app.learning.models``: only its
     ``feature_blocks`` and ``feature_dim`` are used (its own ``head`` is not, and is not
     part of this module's state); every task has its own classifier instead.
     """
 
+    base_frozen: torch.Tensor  # a registered buffer (see __init__)
+
     def __init__(self, base: nn.Module, alpha: int = 1, beta: int = 1):
         super().__init__()
-        for attribute in ("feature_blocks", "feature_dim"):
-            if not hasattr(base, attribute):
-                raise ValueError(f"CCLL needs a convolutional base with `{attribute}` (architecture cnn or resnet18)")
+        if not isinstance(base, ConvNet):
+            raise ValueError(
+                f"CCLL needs a convolutional base with `feature_blocks` (architecture cnn or resnet18); "
+                f"got a {type(base).__name__}"
+            )
         self.alpha, self.beta = alpha, beta
         self.blocks: nn.ModuleList = base.feature_blocks
         self.feature_dim = int(base.feature_dim)
@@ -163,7 +172,7 @@ class CalibratedNetwork(nn.Module):
 
     def task_classes(self) -> dict[str, int]:
         """Classes of every task's classifier (what ``add_task`` needs to rebuild this network)."""
-        return {key: head.out_features for key, head in self.heads.items()}
+        return {key: head.out_features for key, head in self.heads.items() if isinstance(head, nn.Linear)}
 
     def add_task(self, task_key: str, n_classes: int) -> int:
         """Add a task's calibration modules and classifier; return the parameters added.
@@ -242,10 +251,9 @@ class CalibratedNetwork(nn.Module):
         Call once a task is trained ("precise BN", as ``torch.optim.swa_utils.update_bn``).
         A CCM normalises pooled channel means, whose spread across samples is tiny next to
         how far they move while the task trains; running averages taken along the way then
-        lag so far behind that eval-mode gates differ from the trained ones (measured: the
-        cnn on split MNIST's first task, 2 epochs of Adam, test accuracy 0.50 before the
-        refresh and 0.985 after). Only the newest task may
-        be refreshed — an older task's outputs must never change — and the base's own
+        lag so far behind that eval-mode gates differ from the trained ones: without the
+        refresh a well-trained task can answer at chance level (docs/benchmarks/measurements.md).
+        Only the newest task may be refreshed — an older task's outputs must never change — and the base's own
         BatchNorm (resnet18) is refreshed only while it is not yet frozen.
         """
         self._check_task(task_key)
@@ -275,7 +283,9 @@ class CalibratedNetwork(nn.Module):
     def features(self, x: torch.Tensor, task_key: str) -> torch.Tensor:
         """Blocks, each followed by this task's calibration; then global average pool."""
         self._check_task(task_key)
-        for block, calibration in zip(self.blocks, self.calibrations[task_key], strict=True):
+        calibrations = self.calibrations[task_key]
+        assert isinstance(calibrations, nn.ModuleList)  # one CalibrationModule per block (add_task)
+        for block, calibration in zip(self.blocks, calibrations, strict=True):
             x = calibration(block(x))
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 

@@ -1,6 +1,6 @@
 """Hyper-parameters of an update, in one place, with defaults chosen from measurement.
 
-The defaults are the ones the forgetting benchmark supports (README, "Choosing the
+The defaults are the ones the forgetting benchmark supports (docs/benchmarks/forgetting.md, "Choosing the
 defaults"): SGD with momentum keeps old tasks far better under EWC than Adam, whose
 per-coordinate step normalisation moves even parameters with tiny Fisher a full learning
 rate per step. λ only has a meaning together with the Fisher recipe, so both live here and
@@ -27,13 +27,14 @@ class TrainConfig:
     epochs: int = 4
     # The budget's floor grows for small tasks: an update trains at least this many optimizer
     # steps, in whole epochs, whatever the task's size (at batch 64 a 3,600-sample task gets 6
-    # epochs, 342 steps; a 1,300-sample task 16). README, "Small and crowded tasks".
+    # epochs, 342 steps; a 1,300-sample task 16). docs/benchmarks/forgetting.md, "Small and crowded tasks".
     min_steps: int = 320
     # A replaying update's floor (rehearsal, half of every batch from the memory). Lower than
     # ``min_steps``: the replayed half puts the old tasks' loss into every step, so the update needs no
     # long new-task training to hold them, and an epoch of the new task already takes twice the steps.
-    # With the floor at ``min_steps`` (8 epochs of a 1,295-sample task), ewc_replay cost 0.55-0.70x
-    # joint's gradients at the fifth digits task; README, "Small and crowded tasks".
+    # With the floor at ``min_steps``, ewc_replay's small updates cost a large share of retraining on
+    # every task jointly, which replay exists to avoid (docs/benchmarks/measurements.md;
+    # docs/benchmarks/forgetting.md, "Small and crowded tasks").
     replay_min_steps: int = 0
     # Early stopping above the floor, on validation data: after the floor the update trains whole
     # epochs while the validation score of every learnt task improves, stops after ``patience``
@@ -42,9 +43,9 @@ class TrainConfig:
     # search at 3x a plain update's steps (search 2x, then at most 1x more for its winner).
     patience: int = 2
     max_epochs_factor: int = 2
-    # 64, not 32, since the budget rule above: with it, batch 64 kept more of old tasks on every
-    # benchmark (pmnist EWC 0.897 against 0.889; two digits tasks kept >= 0.95 on every seed, where
-    # 32 did not). Before the rule, 32 had been better (README, "Choosing the defaults").
+    # 64, not 32, since the budget rule above: with it, batch 64 kept more of the old tasks on every
+    # benchmark (benchmarks/results/defaults/; docs/benchmarks/forgetting.md, "Choosing the defaults").
+    # Before the rule, 32 had been better.
     batch_size: int = 64
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when present, else cpu
@@ -135,7 +136,7 @@ class EWCConfig:
     ewc_lambda: float | Literal["auto"] = "auto"
     default_lambda: float = 1000.0  # used when auto has no validation data to choose with
     lambda_candidates: tuple[float, ...] = (10.0, 100.0, 1000.0, 10000.0)
-    # ewc_replay's λ for "auto" once its memory holds samples: no search (README, "Rehearsal").
+    # ewc_replay's λ for "auto" once its memory holds samples: no search (docs/concepts.md, "Strategies").
     replay_lambda: float = 10.0
     # λ search: a candidate that drops an old task's validation accuracy by more than this
     # (absolute) ranks after every candidate that does not; when none keeps within it, the update

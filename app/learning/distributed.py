@@ -25,7 +25,7 @@ ranks with ``torch.multiprocessing``, or run under ``torchrun`` (its ``RANK``/``
 of more than one rank every function here is the identity, so single-process code pays nothing.
 
 ``traffic`` counts the bytes each rank contributed to all-reduces, per kind (``fisher``,
-``gradients``), for the README's figures.
+``gradients``), for the benchmarks' figures.
 """
 
 from __future__ import annotations

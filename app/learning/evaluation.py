@@ -58,11 +58,12 @@ def accuracy_matrix_metrics(matrix: Sequence[Sequence[float | None]]) -> dict:
         return {"average_accuracy": average, "bwt": None, "forgetting": None, "forgetting_per_task": []}
     bwt_terms, forgetting = [], []
     for j in range(n - 1):
-        if last[j] is None or matrix[j][j] is None:
+        final, learnt_at = last[j], matrix[j][j]
+        if final is None or learnt_at is None:
             continue
-        bwt_terms.append(last[j] - matrix[j][j])
-        earlier = [matrix[i][j] for i in range(j, n - 1) if matrix[i][j] is not None]
-        forgetting.append(max(earlier) - last[j])
+        bwt_terms.append(final - learnt_at)
+        earlier = [a for a in (matrix[i][j] for i in range(j, n - 1)) if a is not None]
+        forgetting.append(max(earlier) - final)
     return {
         "average_accuracy": average,
         "bwt": sum(bwt_terms) / len(bwt_terms) if bwt_terms else None,

@@ -141,8 +141,8 @@ class Consolidation:
 
         @torch.no_grad()
         def add() -> None:
-            grads = [p.grad for p in params]
-            if any(g is None for g in grads):
+            grads = [p.grad for p in params if p.grad is not None]
+            if len(grads) != len(params):
                 raise RuntimeError("the EWC gradient needs every consolidated parameter's .grad; run backward first")
             torch._foreach_addcmul_(grads, importance, [p.detach() for p in params], value=ewc_lambda)
             torch._foreach_add_(grads, pull, alpha=-ewc_lambda)

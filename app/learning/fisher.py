@@ -111,6 +111,7 @@ def diagonal_fisher(
     probe = x[:1]  # a rank's shard may be empty (fewer samples than ranks); the probe never is
     x, *rest = distributed.shard(x, *([] if y is None else [y]))  # the identity in a single process
     y = rest[0] if rest else None
+    empirical_labels = y if label_mode == "empirical" else None  # None: every class, by the model's probability
     params = _trainable(model)
     buffers = {name: b.detach() for name, b in model.named_buffers()}
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
@@ -135,8 +136,8 @@ def diagonal_fisher(
             else:
                 with torch.no_grad():
                     logits = model(xb).float()
-            if label_mode == "empirical":
-                classes = [(y[start : start + chunk_size], torch.ones(len(xb), device=x.device))]
+            if empirical_labels is not None:
+                classes = [(empirical_labels[start : start + chunk_size], torch.ones(len(xb), device=x.device))]
             else:
                 probs = F.softmax(logits, dim=-1)
                 classes = [

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from app.learning.preprocessing import ImagePreprocessing
+from app.learning.image_inputs import ImagePreprocessing
 from app.learning.sources import (
     PICKLE_SUFFIXES,
     ImportRefused,

@@ -39,11 +39,12 @@ from app.learning.config import EWCConfig, TrainConfig
 from app.learning.data import Label, TaskData, as_samples, plain_label, plain_labels, unique_in_order
 from app.learning.evaluation import Evaluation, evaluate_logits
 from app.learning.ewc_penalty import Consolidation
+from app.learning.image_inputs import ImagePreprocessing
 from app.learning.imported import ImportPlan, build_imported
 from app.learning.lambda_search import constrained_score, search_cost, successive_halving
 from app.learning.memory import RehearsalMemory
 from app.learning.models import build_model
-from app.learning.preprocessing import ImagePreprocessing
+from app.learning.preprocessing import InputScaling
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
 from app.learning.strategies import Strategy, family_strategy, options_of_other_families, strategy_class
 from app.learning.training import (
@@ -56,6 +57,7 @@ from app.learning.training import (
 )
 
 FORMAT = "retain.learner/1"
+PREPROCESSING_OPTIONS = ("standardize",)  # options the learner reads itself (never passed to the network)
 WEIGHTS_FILE, CONSOLIDATION_FILE = "weights.safetensors", "consolidation.safetensors"
 TRAIN_SHARE = 0.9  # share of an update's progress bar spent training; the rest is Fisher + evaluation
 FISHER_SHARE = 0.05
@@ -83,6 +85,8 @@ class UpdateResult:
     validation_after: dict[str, float]
     parameters_added: int
     capacity_warning: str | None = None  # set when every λ tried lost an old task (see capacity_warning)
+    strategy_choice: dict | None = None  # auto: {"strategy": the one it learnt with, "reason": why}
+    replay_memory: dict | None = None  # the rehearsal memory after the update: samples, bytes, capacity
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -104,11 +108,9 @@ class ContinualLearner:
     ):
         self._family = family_strategy(family)  # defines the network, logits and stored state
         self.architecture, self.input_shape, self.family = architecture, tuple(int(s) for s in input_shape), family
-        self.architecture_options, self.ewc, self.input_scale, self.seed = (
-            dict(architecture_options),
-            ewc,
-            float(input_scale),
-            seed,
+        self.architecture_options, self.ewc, self.seed = dict(architecture_options), ewc, seed
+        self.input_scaling = InputScaling(
+            scale=float(input_scale), standardize=_standardize_option(architecture_options)
         )
         # An imported model's input preparation (mean/std, resize), after the input scaling; None for retain's own.
         preprocessing = self.architecture_options.get("preprocessing")
@@ -152,14 +154,19 @@ class ContinualLearner:
         return learner
 
     @property
+    def input_scale(self) -> float:
+        """The fixed factor raw samples are multiplied by (1/255 for uint8 images), before any standardization."""
+        return self.input_scaling.scale
+
+    @property
     def predicts_per_task(self) -> bool:
         """Whether outputs are per task (CCLL): prediction then needs the task, and scoring is per task."""
         return self._family.predicts_per_task
 
     def _split_options(self) -> tuple[dict, dict]:
         """The architecture's own options, and the family's (ccll: alpha, beta)."""
-        options = dict(self.architecture_options)
-        options.pop("preprocessing", None)  # the learner's, applied to inputs (``_inputs``)
+        options = {key: v for key, v in self.architecture_options.items() if key not in PREPROCESSING_OPTIONS}
+        options.pop("preprocessing", None)  # an imported model's image preprocessing: the learner's (``_inputs``)
         own = {key: options.pop(key) for key in self._family.options if key in options}
         elsewhere = options_of_other_families(self.family)
         misplaced = [key for key in options if key in elsewhere]
@@ -168,6 +175,13 @@ class ContinualLearner:
                 f"{' and '.join(misplaced)} are {elsewhere[misplaced[0]]} options; this model's family is {self.family}"
             )
         return options, own
+
+    @property
+    def built_network(self) -> nn.Module:
+        """The network; a ValueError until a task has built it (or a load has rebuilt it)."""
+        if self.network is None:
+            raise ValueError("this model has no network yet: it has not learnt any task")
+        return self.network
 
     def build_network(self, n_classes: int) -> None:
         """A fresh network from the learner's seed: the architecture's model, as the family wraps it."""
@@ -238,13 +252,15 @@ class ContinualLearner:
 
     # --------------------------------------------------------------------------- inputs
     def _inputs(self, x) -> torch.Tensor:
-        """Raw samples -> checked float tensor on the learner's device, with the input scaling applied."""
-        x = as_samples(x, self.input_shape).to(self.device) * self.input_scale
+        """Raw samples -> network inputs: checked (``as_samples``), on the learner's device, scaled
+        and standardized (``InputScaling``), then an imported model's resize and mean/std
+        (``ImagePreprocessing``). Every input of the model passes here."""
+        x = self.input_scaling(as_samples(x, self.input_shape).to(self.device))
         return self.preprocessing(x) if self.preprocessing is not None else x
 
     def targets(self, y, task_key: str | None = None) -> torch.Tensor:
         """Raw labels -> output indices (the vocabulary's, or within a task's labels when outputs are per task)."""
-        vocabulary = self.task_labels[task_key] if self._task_local(task_key) else self.labels
+        vocabulary = self.task_labels[task_key] if task_key is not None and self.predicts_per_task else self.labels
         index = {label: i for i, label in enumerate(vocabulary)}
         labels = plain_labels(y)
         unknown = unique_in_order([label for label in labels if label not in index])
@@ -264,7 +280,7 @@ class ContinualLearner:
 
     def logits(self, x: torch.Tensor, task_key: str | None = None) -> torch.Tensor:
         """Logits over the vocabulary, or over ``task_key``'s labels only (task-aware)."""
-        return self._family.logits(self, self.network, x, task_key)
+        return self._family.logits(self, self.built_network, x, task_key)
 
     # ------------------------------------------------------------------------- learning
     def learn_task(
@@ -292,24 +308,30 @@ class ContinualLearner:
         self.to(config.device)
         if len(train) == 0:
             raise ValueError("the task has no training samples")
+        if not self.task_keys:  # the first task fixes the standardization (later tasks keep it)
+            self.input_scaling.fit(train.x, as_samples(train.x, self.input_shape))
         x, labels = self._inputs(train.x), plain_labels(train.y)
+        method = method.for_task(self, unique_in_order(labels))  # auto: ewc, or ewc_replay for new labels
+        config = method.train_config(config)
         given = validation or {}
         validation = {key: given[key] for key in [*self.task_keys, task_key] if key in given}  # learnt tasks, this one
         before = {
-            key: self._validation_accuracy(self.network, key, data)
+            key: self._validation_accuracy(self.built_network, key, data)
             for key, data in validation.items()
             if key != task_key
         }
-        ewc_lambda = method.resolve_lambda(self, ewc_lambda)
+        resolved_lambda = method.resolve_lambda(self, ewc_lambda)
         reporter = _Reporter(progress, total_steps=1, epochs=config.epochs_for(len(x)))
 
         # From here on the learner is mid-update: if this raises (stopped, bad input), discard it and reload.
         parameters_added, x, y = self._prepare(method, task_key, x, labels)  # 1.
         trained = self._train(
-            method, task_key, x, y, config, ewc_lambda, validation, before, reporter, should_stop
+            method, task_key, x, y, config, resolved_lambda, validation, before, reporter, should_stop
         )  # 2.
         fisher_recipe = self._consolidate(method, task_key, x, y, config, reporter)  # 3.
-        after = {key: self._validation_accuracy(self.network, key, data) for key, data in validation.items()}  # 4.
+        after = {
+            key: self._validation_accuracy(self.built_network, key, data) for key, data in validation.items()
+        }  # 4.
 
         result = UpdateResult(
             task_key=task_key,
@@ -321,6 +343,7 @@ class ContinualLearner:
                 **config.as_dict(),
                 "epochs_trained": trained.budget["epochs_trained"],
                 "budget": trained.budget,
+                **({"strategy_choice": method.choice} if method.choice else {}),
             },
             train_seconds=trained.seconds,
             search_seconds=trained.search_seconds,
@@ -329,11 +352,14 @@ class ContinualLearner:
             validation_after=after,
             parameters_added=parameters_added,
             capacity_warning=capacity_warning(trained.search, self.ewc.capacity_warning_drop),
+            strategy_choice=method.choice,
+            replay_memory=self.memory_footprint(),
         )
         self.updates.append(
             {
                 "task_key": task_key,
                 "strategy": method.name,
+                **({"strategy_choice": method.choice} if method.choice else {}),
                 "ewc_lambda": result.ewc_lambda,
                 "fisher_recipe": result.fisher_recipe,
             }
@@ -380,13 +406,15 @@ class ContinualLearner:
         started = time.perf_counter()
         if ewc_lambda == "auto" and not validation:
             ewc_lambda = self.ewc.default_lambda  # nothing to choose with: documented fallback
+        chosen: float
         if ewc_lambda == "auto":  # every candidate trains the floor; the winner goes on below
-            trainer, ewc_lambda, search = self._search_lambda(
+            trainer, chosen, search = self._search_lambda(
                 method, task_key, x, y, config, validation, before, reporter, should_stop
             )
             steps_run, phase = sum(entry["steps"] for entry in search), "lambda_search"
         else:
-            trainer = self._trainer(method, self.network, task_key, x, y, config, ewc_lambda)
+            chosen = float(ewc_lambda)  # a number: resolve_lambda refuses any other string
+            trainer = self._trainer(method, self.built_network, task_key, x, y, config, chosen)
             reporter.total_steps, steps_run, search, phase = trainer.total_steps, 0, None, "train"
         floor_steps = trainer.steps_done  # 0 unless the search trained it already
         # The budget: the floor, then early stopping on every learnt task's validation score (the
@@ -405,7 +433,12 @@ class ContinualLearner:
             reporter.step(phase, loss, n, trainer.epoch)
 
         epochs = train_with_early_stopping(
-            trainer, self.network, score, config.patience if validation else 0, on_step=on_step, should_stop=should_stop
+            trainer,
+            self.built_network,
+            score,
+            config.patience if validation else 0,
+            on_step=on_step,
+            should_stop=should_stop,
         )
         seconds = time.perf_counter() - started
         budget = {
@@ -416,7 +449,7 @@ class ContinualLearner:
             "steps_run": steps_run + trainer.steps_done - floor_steps,
             "samples_per_step": config.batch_size,
         }
-        return _Training(trainer.last_loss, ewc_lambda, search, seconds if search else 0.0, seconds, budget)
+        return _Training(trainer.last_loss, chosen, search, seconds if search else 0.0, seconds, budget)
 
     def _trainer(
         self, method: Strategy, network: nn.Module, task_key: str, x, y, config: TrainConfig, ewc_lambda: float
@@ -442,7 +475,7 @@ class ContinualLearner:
         trainers: dict[int, Trainer] = {}  # id(candidate network) -> its trainer
 
         def start(value: float) -> nn.Module:
-            network = copy.deepcopy(self.network)
+            network = copy.deepcopy(self.built_network)
             trainers[id(network)] = self._trainer(method, network, task_key, x, y, config, value)
             return network
 
@@ -457,7 +490,7 @@ class ContinualLearner:
         def score(network: nn.Module) -> dict[str, float]:
             return {key: self._validation_accuracy(network, key, data) for key, data in validation.items()}
 
-        probe = self._trainer(method, self.network, task_key, x, y, config, candidates[0])  # the floor's steps
+        probe = self._trainer(method, self.built_network, task_key, x, y, config, candidates[0])  # the floor's steps
         total_steps, steps_per_epoch = probe.total_steps, probe.steps_per_epoch
         reporter.total_steps = int(total_steps * search_cost(len(candidates)))
         winner, entries = successive_halving(
@@ -525,7 +558,7 @@ class ContinualLearner:
         """Accuracy and loss; with ``task_key``, task-aware (restricted to that task's labels)."""
         self._ready()
         self._check_task(task_key)
-        return self._evaluate(self.network, data, task_key)
+        return self._evaluate(self.built_network, data, task_key)
 
     @torch.no_grad()
     def predict(self, x, task_key: str | None = None, top_k: int = 1) -> list[Prediction]:
@@ -535,8 +568,9 @@ class ContinualLearner:
         if top_k < 1:
             raise ValueError("top_k must be at least 1")
         inputs = self._inputs(x)
-        if self.network.training:  # eval() walks every module: skipped when serving calls again and again
-            self.network.eval()
+        network = self.built_network
+        if network.training:  # eval() walks every module: skipped when serving calls again and again
+            network.eval()
         probs = F.softmax(self.logits(inputs, task_key).float(), dim=-1)
         vocabulary = self.task_labels[task_key] if task_key is not None else self.labels
         k = min(top_k, probs.shape[1])
@@ -550,6 +584,13 @@ class ContinualLearner:
     def _ready(self) -> None:
         if self.network is None or not (self.task_keys or self.labels):  # an import predicts before any task
             raise ValueError("this model has not learnt any task yet")
+
+    def memory_footprint(self) -> dict | None:
+        """The rehearsal memory's samples, bytes (its tensors as stored) and capacity; None without one."""
+        if self.memory is None:
+            return None
+        size = sum(t.numel() * t.element_size() for t in self.memory.tensors().values())
+        return {"samples": len(self.memory), "bytes": int(size), "capacity": self.memory.capacity}
 
     def parameter_counts(self) -> dict:
         if self.network is None:
@@ -566,6 +607,7 @@ class ContinualLearner:
             "architecture_options": self.architecture_options,
             "ewc": self.ewc.as_dict(),
             "input_scale": self.input_scale,
+            "input_scaling": self.input_scaling.metadata(),
             "seed": self.seed,
             "labels": self.labels,
             "task_keys": self.task_keys,
@@ -576,7 +618,8 @@ class ContinualLearner:
     def export_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """Everything a prediction needs: the network's state and the learner's metadata."""
         self._ready()
-        tensors = {f"model.{name}": t for name, t in self.network.state_dict().items()}
+        tensors = {f"model.{name}": t for name, t in self.built_network.state_dict().items()}
+        tensors |= self.input_scaling.tensors()
         return tensors, {"retain": json.dumps(self._metadata())}
 
     def export_consolidation(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -607,8 +650,10 @@ class ContinualLearner:
         learner.task_keys = list(meta["task_keys"])
         learner.task_labels = {k: [plain_label(label) for label in v] for k, v in meta["task_labels"].items()}
         learner.updates = meta.get("updates", [])
+        learner.input_scaling = InputScaling.from_state(meta.get("input_scaling", {}), tensors, meta["input_scale"])
         learner._family.rebuild_network(learner)
-        learner.network.load_state_dict({name.removeprefix("model."): t for name, t in tensors.items()}, strict=True)
+        network_state = {name.removeprefix("model."): t for name, t in tensors.items() if name.startswith("model.")}
+        learner.built_network.load_state_dict(network_state, strict=True)
         if consolidation is None:
             learner._family.load_state(learner, None, None)
             if hasattr(learner.network, "merge_adapters"):  # a serving copy: LoRA folded into the weights
@@ -632,6 +677,15 @@ class ContinualLearner:
             from_safetensors_bytes((directory / CONSOLIDATION_FILE).read_bytes()) if with_consolidation else None
         )
         return cls.from_exports(weights, consolidation)
+
+
+def _standardize_option(options: dict) -> bool:
+    """The ``standardize`` option: whether float inputs are standardized on the first task's statistics.
+    Off unless asked for in the library; the service asks for it unless the model's options say false."""
+    value = options.get("standardize", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"standardize must be true or false, got {value!r}")
+    return value
 
 
 @dataclass

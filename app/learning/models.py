@@ -43,10 +43,12 @@ class MLP(nn.Module):
         return self.head(self.features(x))
 
 
-class _ConvNet(nn.Module):
+class ConvNet(nn.Module):
     """Shared shape of the conv models: blocks, global average pool, head."""
 
     feature_blocks: nn.ModuleList
+    feature_dim: int
+    head: nn.Linear
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.feature_blocks:
@@ -57,7 +59,7 @@ class _ConvNet(nn.Module):
         return self.head(self.features(x))
 
 
-class SmallCNN(_ConvNet):
+class SmallCNN(ConvNet):
     """Three 3x3 conv blocks (conv-ReLU-conv-ReLU, max-pool between), no BatchNorm."""
 
     def __init__(self, input_shape: Sequence[int], n_classes: int, channels: Sequence[int] = (32, 64, 128)):
@@ -84,10 +86,11 @@ class SmallCNN(_ConvNet):
         for module in self.feature_blocks.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
 
-class ResNet18(_ConvNet):
+class ResNet18(ConvNet):
     """torchvision's ResNet-18 (weights=None: nothing is downloaded) for any channel count.
 
     The stem takes the input's channels; for small images (< 64 px) it is the CIFAR-style
@@ -143,7 +146,9 @@ def grow_head(model: nn.Module, n_classes: int) -> None:
     New rows get the usual Linear initialisation; their Fisher starts at zero (the
     consolidation pads it), so new outputs are free until a task that uses them is learnt.
     """
-    old: nn.Linear = model.head  # an imported model's head is wherever its source put it (``set_head``)
+    old = model.head  # an imported model's head is wherever its source put it (``set_head``)
+    if not isinstance(old, nn.Linear):
+        raise ValueError(f"the model's head is a {type(old).__name__}; only a Linear head can grow")
     if n_classes < old.out_features:
         raise ValueError("a head can only grow")
     if n_classes == old.out_features:

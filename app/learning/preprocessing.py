@@ -1,77 +1,93 @@
-"""How an imported model's inputs are prepared: part of the model record, applied the same way
-in training, evaluation and serving (``ContinualLearner._inputs`` is the one place inputs pass).
+"""How raw samples become network inputs: the one place a learner scales its inputs.
 
-Images sent as uint8 are scaled to [0, 1] first (torchvision's convention, and retain's own
-``input_scale``), then resized when, and only when, ``resize`` is set (never silently), then
-standardised channel by channel with ``mean`` / ``std`` (the weights' own statistics: given by
-the user, or defaulted from the timm / Hugging Face preprocessor configuration).
+``InputScaling`` is ``(x · scale − mean) / std``, per feature of a vector (per channel of an
+image), fixed once and then applied to
+every input of the model alike: training, validation, the λ search, the Fisher estimate, the
+rehearsal memory, serving and OIP (all go through ``ContinualLearner._inputs``). ``scale`` is
+1/255 for models whose first task was sent as uint8 (images), 1 otherwise. ``mean``/``std`` are
+set by ``fit`` on the model's first task when ``standardize`` is on and that task is not uint8:
+SGD at the default learning rate diverges or stalls on raw features in the hundreds (prices,
+counts, pixel values sent as floats), and per-feature standardization is what puts them on the
+scale the defaults are tuned for. A feature constant over the first task (std 0, or within float
+rounding of it) is left as it is: there is no spread to divide by. Later tasks keep the first
+task's statistics, so the EWC anchors and the rehearsal memory stay meaningful.
+
+A model whose preprocessing is declared (an imported pretrained network with its own mean and
+std) builds its ``InputScaling`` with those values and ``standardize=False``: ``fit`` then
+changes nothing. The statistics travel with the weights (``preprocessing.mean`` /
+``preprocessing.std`` in the weights payload), so every copy of a version scales identically.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+
+PREFIX = "preprocessing."
+CONSTANT_TOLERANCE = 1e-6  # a feature whose std is below this share of (1 + |mean|) counts as constant
 
 
-@dataclass(frozen=True)
-class ImagePreprocessing:
-    """Resize (optional) and per-channel standardisation of already scaled float inputs."""
+def is_uint8(x) -> bool:
+    """Whether raw samples were sent as uint8 (images): they are scaled by 1/255, never standardized."""
+    if isinstance(x, torch.Tensor):
+        return x.dtype == torch.uint8
+    return isinstance(x, np.ndarray) and x.dtype == np.uint8
 
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    resize: tuple[int, int] | None = None
 
-    @classmethod
-    def from_options(cls, options: dict | None, input_shape: Sequence[int]) -> ImagePreprocessing:
-        """From a model's options (``mean``, ``std``, ``resize``), checked against the input shape."""
-        options = dict(options or {})
-        mean, std, resize = options.get("mean"), options.get("std"), options.get("resize")
-        channels = int(input_shape[0]) if len(input_shape) == 3 else None
-        for name, values in (("mean", mean), ("std", std)):
-            if values is None:
-                continue
-            if not isinstance(values, (list, tuple)) or not all(isinstance(v, (int, float)) for v in values):
-                raise ValueError(f"{name} must be a list of numbers, one per channel, got {values!r}")
-            if channels is None or len(values) != channels:
-                raise ValueError(f"{name} needs one value per channel of image inputs {tuple(input_shape)}")
-        if (mean is None) != (std is None):
-            raise ValueError("give mean and std together")
-        if std is not None and not all(v > 0 for v in std):
-            raise ValueError(f"std must be positive, got {std!r}")
-        if resize is not None:
-            if isinstance(resize, int):
-                resize = [resize, resize]
-            if not (isinstance(resize, (list, tuple)) and len(resize) == 2 and all(isinstance(v, int) for v in resize)):
-                raise ValueError(f"resize must be [height, width] (or one size), got {resize!r}")
-            if channels is None or min(resize) < 1:
-                raise ValueError("resize applies to image inputs (C, H, W) and needs positive sizes")
-        return cls(
-            mean=tuple(float(v) for v in mean) if mean is not None else None,
-            std=tuple(float(v) for v in std) if std is not None else None,
-            resize=tuple(int(v) for v in resize) if resize is not None else None,
-        )
+@dataclass
+class InputScaling:
+    """Raw samples -> network inputs: ``(x · scale − mean) / std`` (mean/std per feature, when set)."""
+
+    scale: float = 1.0
+    standardize: bool = False  # fit mean/std on the first task (float inputs only)
+    mean: torch.Tensor | None = field(default=None, repr=False)  # (D,) or (C, 1, 1), float32
+    std: torch.Tensor | None = field(default=None, repr=False)  # the same shape; 1 on constant features
 
     @property
-    def is_identity(self) -> bool:
-        return self.mean is None and self.resize is None
+    def standardized(self) -> bool:
+        return self.mean is not None
 
-    def model_input_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
-        """The shape the network sees (after ``resize``)."""
-        shape = tuple(int(s) for s in input_shape)
-        return (shape[0], *self.resize) if self.resize is not None else shape
+    def fit(self, raw, samples: torch.Tensor) -> None:
+        """Fix mean/std from the first task: ``raw`` as sent (its dtype decides), ``samples`` its
+        checked float tensor (``as_samples``). Nothing when standardization is off or the task is uint8."""
+        self.mean = self.std = None
+        if not self.standardize or is_uint8(raw) or len(samples) == 0:
+            return
+        values = samples.detach().to("cpu", torch.float64) * self.scale
+        # vectors per feature; images per channel (the statistics broadcast over height and width)
+        dims = (0,) if values.ndim == 2 else (0, *range(2, values.ndim))
+        mean = values.mean(dim=dims, keepdim=True)[0]
+        std = values.std(dim=dims, unbiased=False, keepdim=True)[0]
+        constant = std <= CONSTANT_TOLERANCE * (1 + mean.abs())
+        self.mean = torch.where(constant, torch.zeros_like(mean), mean).to(torch.float32)
+        self.std = torch.where(constant, torch.ones_like(std), std).to(torch.float32)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: a batch of scaled float samples."""
-        if self.resize is not None and tuple(x.shape[-2:]) != self.resize:
-            x = F.interpolate(x, size=self.resize, mode="bilinear", align_corners=False, antialias=True)
-        if self.mean is not None:
-            mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-            x = (x - mean) / std
-        return x
+    def __call__(self, samples: torch.Tensor) -> torch.Tensor:
+        """Checked float samples (already on their device) -> what the network takes."""
+        x = samples * self.scale if self.scale != 1.0 else samples
+        if self.mean is None or self.std is None:
+            return x
+        if self.mean.device != x.device:
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        return (x - self.mean) / self.std
 
-    def as_dict(self) -> dict:
-        return {key: list(value) for key, value in asdict(self).items() if value is not None}
+    # ----------------------------------------------------------------------- state
+    def metadata(self) -> dict:
+        return {"scale": self.scale, "standardize": self.standardize, "standardized": self.standardized}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        if self.mean is None or self.std is None:
+            return {}
+        return {f"{PREFIX}mean": self.mean.detach().cpu(), f"{PREFIX}std": self.std.detach().cpu()}
+
+    @classmethod
+    def from_state(cls, metadata: dict, tensors: dict[str, torch.Tensor], input_scale: float) -> InputScaling:
+        """Inverse of ``metadata``/``tensors``; exports written before standardization carry only
+        ``input_scale`` (no metadata): they scale as they always did."""
+        scaling = cls(scale=float(metadata.get("scale", input_scale)), standardize=bool(metadata.get("standardize")))
+        if f"{PREFIX}mean" in tensors:
+            scaling.mean = tensors[f"{PREFIX}mean"].to(torch.float32)
+            scaling.std = tensors[f"{PREFIX}std"].to(torch.float32)
+        return scaling

@@ -11,6 +11,7 @@ batch, so a job shows live progress and stops within one batch of being asked to
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -27,6 +28,15 @@ from app.learning.config import TrainConfig
 class TrainingStopped(Exception):
     """Raised inside training when its stop check turns true. Why it was asked to stop (a user's
     cancel, a shutdown, a lost lease) is the caller's to know; training only stops."""
+
+
+class TrainingDiverged(ValueError):
+    """Raised inside training when the loss or the weights stop being finite numbers: the update is
+    worthless from there on, so it stops at once and nothing it produced may be stored."""
+
+    def __init__(self, epoch: int, loss: float):
+        self.epoch, self.loss = epoch, loss
+        super().__init__(f"training diverged at epoch {epoch} (loss {loss:g}); lower `lr` or check the features' scale")
 
 
 @dataclass
@@ -142,10 +152,19 @@ class Trainer:
             if self.after_step is not None:
                 self.after_step()
             self.steps_done += 1
-            self.last_loss = float(loss.detach())
+            self.last_loss = float(loss.detach())  # read for progress anyway: checking it costs no extra sync
+            if not math.isfinite(self.last_loss):
+                raise TrainingDiverged(self.epoch, self.last_loss)
             if on_step is not None:
                 on_step(self.last_loss, len(xb))
+        self.check_finite()
         return self.last_loss
+
+    def check_finite(self) -> None:
+        """A non-finite gradient with a finite loss turns the weights non-finite; the next step's loss
+        shows it, and this check (once per ``run``, one sync) catches it after the last step."""
+        if self.parameters and not bool(torch.stack([p.detach().isfinite().all() for p in self.parameters]).all()):
+            raise TrainingDiverged(self.epoch, float("nan"))
 
     def add_epoch(self) -> None:
         """Allow one more epoch (early stopping, up to ``max_epochs``)."""

@@ -19,7 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from app.db.tables import Accuracy, Job, Model, ModelVersion, utcnow
+from app.db.tables import Accuracy, FeedbackPolicy, Job, Model, ModelVersion, utcnow
+from app.feedback.service import buffered_labels, live_accuracy
 from app.jobs.status import JobStatus
 from app.learning.evaluation import accuracy_matrix_metrics
 
@@ -58,7 +59,7 @@ class DatabaseCollector:
         )
         try:
             with Session(self.engine) as session:
-                families = list(self._queue(session)) + list(self._learning(session))
+                families = list(self._queue(session)) + list(self._learning(session)) + list(self._feedback(session))
         except Exception:  # a scrape must still answer with the process's own metrics
             log.exception("metrics: could not read the database")
             up.add_metric([], 0.0)
@@ -227,3 +228,37 @@ class DatabaseCollector:
             for task_id, accuracy in sorted(cells[current.id].items()):
                 per_task.add_metric([model.name, str(task_id)], accuracy)
         yield from (serving, average, bwt, worst, per_task)
+
+    # ------------------------------------------------------------------ feedback loop (app/feedback/)
+    def _feedback(self, session: Session):
+        live = GaugeMetricFamily(
+            "retain_model_live_accuracy",
+            "Served accuracy of the serving version over its last accuracy_window labelled predictions "
+            "(models with a feedback policy; absent until a prediction of that version is labelled)",
+            labels=["model", "version"],
+        )
+        labelled = GaugeMetricFamily(
+            "retain_model_live_accuracy_samples",
+            "Labelled predictions of the serving version that retain_model_live_accuracy is measured over",
+            labels=["model", "version"],
+        )
+        buffered = GaugeMetricFamily(
+            "retain_model_feedback_buffered_labels",
+            "Labels received and not yet learnt by a trigger-made update",
+            labels=["model"],
+        )
+        rows = session.execute(
+            select(Model.id, Model.name, Model.serving_version_id, ModelVersion.number, FeedbackPolicy.policy)
+            .join(FeedbackPolicy, FeedbackPolicy.model_id == Model.id)
+            .outerjoin(ModelVersion, ModelVersion.id == Model.serving_version_id)
+            .order_by(Model.name)
+        ).all()
+        for model_id, name, version_id, number, policy in rows:
+            buffered.add_metric([name], float(buffered_labels(session, model_id)))
+            if version_id is None:
+                continue
+            accuracy, n = live_accuracy(session, model_id, version_id, int(policy.get("accuracy_window", 500)))
+            labelled.add_metric([name, str(number)], float(n))
+            if accuracy is not None:
+                live.add_metric([name, str(number)], accuracy)
+        yield from (live, labelled, buffered)

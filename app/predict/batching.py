@@ -3,9 +3,10 @@ version (and task) run as one forward pass.
 
 Each batch key has a queue and at most one batch in flight. A request joins its key's queue;
 when no batch of that key is running, a batch starts with whatever is waiting, up to
-``max_batch_size`` samples. While it runs, new requests queue up and form the next batch, so
-batches grow with load by themselves. ``max_queue_delay`` (default 0, as Triton's) is how long
-a batch that is not full may wait for more requests before it starts; 0 never waits.
+``max_batch_size`` samples (the setting ``predict_max_batch_size``). While it runs, new requests
+queue up and form the next batch, so batches grow with load by themselves. ``max_queue_delay``
+(default 0, as Triton's) is how long a batch that is not full may wait for more requests before
+it starts; 0 never waits.
 
 Forward passes run on ``serving_threads`` threads, off the event loop, under
 ``torch.inference_mode()``. A batch that fails is retried request by request, so one bad
@@ -18,7 +19,7 @@ import asyncio
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -77,6 +78,7 @@ class DynamicBatcher:
                 while queue and size + len(queue[0].samples) <= self.max_batch_size:
                     size += len(queue[0].samples)
                     batch.append(queue.popleft())
+                results: Sequence[list[Prediction] | BaseException]
                 try:
                     results = await loop.run_in_executor(
                         self.executor(), run_batch, learner, model_name, task_key, batch
@@ -122,7 +124,8 @@ def run_batch(
         if len(batch) == 1:
             return [error]
         return [run_batch(learner, model_name, task_key, [item])[0] for item in batch]
-    results, start = [], 0
+    results: list[list[Prediction] | Exception] = []
+    start = 0
     for item in batch:
         mine = predictions[start : start + len(item.samples)]
         start += len(item.samples)

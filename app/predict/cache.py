@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 
 from app.learning import ContinualLearner
@@ -34,22 +35,22 @@ class LearnerCache:
         self.capacity, self.max_bytes = capacity, max_bytes
         self._learners: OrderedDict[tuple[int, str], ContinualLearner] = OrderedDict()
         self._sizes: dict[tuple[int, str], int] = {}
-        self._loading: dict[tuple[int, str], Future] = {}
+        self._loading: dict[tuple[int, str], Future[ContinualLearner]] = {}
         self._lock = threading.Lock()
 
-    def get(self, version_id: tuple[int, str], load) -> ContinualLearner:
+    def get(self, version_id: tuple[int, str], load: Callable[[], ContinualLearner]) -> ContinualLearner:
         with self._lock:
             if version_id in self._learners:
                 self._learners.move_to_end(version_id)
                 metrics.cache_hit()
                 return self._learners[version_id]
             metrics.cache_miss()
-            pending = self._loading.get(version_id)
-            leader = pending is None
-            if leader:
-                pending = self._loading[version_id] = Future()
-        if not leader:
-            return pending.result()  # another request is loading this version: wait for its load
+            loading = self._loading.get(version_id)
+            if loading is None:
+                pending: Future[ContinualLearner] = Future()
+                self._loading[version_id] = pending
+        if loading is not None:
+            return loading.result()  # another request is loading this version: wait for its load
         try:
             with metrics.learner_load():
                 learner = load()  # outside the lock: loading can take a while

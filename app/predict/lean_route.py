@@ -1,12 +1,11 @@
-"""``ServingRoute``: the prediction routes, declared as FastAPI routes, called without FastAPI's
-per-request dependency solver.
+"""``LeanRoute``: the prediction routes as plain Starlette routes, called without FastAPI's per-request
+dependency solver, at the head of the app's route table; their FastAPI declarations document them.
 
 FastAPI resolves a route's parameters on every request by walking its dependency tree
 (``solve_dependencies``): on ``POST /predict`` that walk cost more CPU than everything else the
-request does, the forward pass included (in-process, 32 concurrent callers: about 600 µs of CPU
-per request with it, about 300 µs without; a FastAPI app with no model at all, 450 µs). The
-prediction routes need only three kinds of parameters, so this route class reads the endpoint's
-signature once, at startup, and builds a handler that fills exactly those:
+request does, the forward pass included (benchmarks/serving.py; docs/benchmarks/measurements.md). The
+prediction endpoints need only three kinds of parameters, so a ``LeanRoute`` reads the endpoint's
+signature once, at startup, and builds a Starlette handler that fills exactly those:
 
 * ``Request``;
 * dependencies that take the request alone (``ServingDep``, ``PredictKey``), called in the
@@ -16,133 +15,118 @@ signature once, at startup, and builds a handler that fills exactly those:
   (``model_validate_json``) whatever its Content-Type.
 
 A bad path parameter or body raises the ``RequestValidationError`` FastAPI would (422, with
-``loc`` starting ``path``/``body``). A subclass answers errors its own way in ``answer_error``
-(the protocol's ``{"error": ...}``, oip.OIPRoute) inside the same handler: a wrapping handler
-would cost every request one more coroutine. The declaration stays FastAPI's, so /openapi.json, the
-security scheme and the docs are unchanged. An endpoint with any other kind of parameter (a
-sync one, a session, a query parameter) gets FastAPI's own handler: ``route.lean`` says which.
+``loc`` starting ``path``/``body``), answered by the app's exception handlers as any route's. A route
+answers errors its own way with ``answer_error`` (the protocol's ``{"error": ...}``,
+oip.protocol_answer) inside the same handler: a wrapping handler would cost every request one more
+coroutine. An endpoint with any other kind of parameter is refused when the route is made.
+
+Only public APIs: the routes are ``starlette.routing.Route`` objects given to ``FastAPI(routes=...)``,
+which puts them before every route added afterwards (FastAPI's own documentation routes included), and
+the same endpoints are also declared as ordinary FastAPI routes (app/predict/router.py,
+``prediction_router``) further down the table. Those never see a request the lean routes take; they are
+what /openapi.json documents (body, answers, security scheme) and they would serve the same answers
+through FastAPI's solver if a lean route were removed.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from starlette.routing import Match
+from pydantic_core import ErrorDetails
+from starlette.routing import Match, Route, compile_path
 from starlette.types import Scope
 
-try:  # FastAPI >= 0.160: a route's handler is built per place it is included
-    from fastapi.routing import _effective_route_context_var
-except ImportError:  # pragma: no cover - older FastAPI
-    _effective_route_context_var = None
-
-Filler = Callable[[Request, dict[str, Any], list], Awaitable[None] | None]
+# fills one parameter: returns None, or (a dependency that is a coroutine function) a coroutine to await
+Filler = Callable[[Request, dict[str, Any], list], Any]
+ErrorAnswer = Callable[[Exception], Response | None]
 
 
-class ServingRoute(APIRoute):
-    lean: bool = False
+def no_answer(error: Exception) -> Response | None:
+    """Errors left to the app's exception handlers (``{"detail": ...}``)."""
+    return None
 
-    def __init__(self, path: str, *args, **kwargs):
-        super().__init__(path, *args, **kwargs)
+
+class LeanRoute(Route):
+    """A Starlette route running a FastAPI-style endpoint through `lean_handler`."""
+
+    def __init__(self, path: str, endpoint: Callable, *, methods: Sequence[str], answer_error: ErrorAnswer = no_answer):
+        _, _, convertors = compile_path(path)
+        super().__init__(
+            path, lean_handler(endpoint, set(convertors), answer_error), methods=list(methods), include_in_schema=False
+        )
+        self.declared_endpoint = endpoint
         # the literal end of the path ("/predict", "/infer"; "" after a final parameter), which every
         # path this route matches ends with, whatever root path precedes it
         self.path_suffix = path.rsplit("}", 1)[-1]
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        """Starlette's match, after a suffix check that refuses most paths in a few opcodes. The
-        prediction routes come first in the app's table, so every other request is matched against
-        them: through the regular expression and FastAPI's route context, a refusal cost a request
-        about 80 Python opcodes a route (an OIP inference request, matched after /predict, paid it)."""
+        """Starlette's match, after a suffix check that refuses most paths in a few opcodes: these routes
+        come first in the app's table, so every other request is matched against them."""
         if not scope["path"].endswith(self.path_suffix):
             return Match.NONE, {}
-        return super().matches(scope)
-
-    def answer_error(self, error: Exception) -> Response | None:
-        """The answer to an error the endpoint raised, or None to let it propagate (FastAPI's
-        handlers answer it). Protocol routes answer in the protocol's shape (oip.OIPRoute)."""
-        return None
-
-    def get_route_handler(self) -> Callable:
-        # FastAPI builds a handler per place the route is included (with that place's prefix and
-        # dependency overrides) while this context variable names it, as APIRoute does
-        context = _effective_route_context_var.get() if _effective_route_context_var is not None else None
-        route = context if context is not None and context.original_route is self else self
-        fillers = self._fillers(route)
-        if fillers is None:
-            return self.answering_errors(super().get_route_handler())
-        self.lean = True
-        endpoint, answer_error = route.endpoint, self.answer_error
-        # plain functions (the request, a path parameter) are called, coroutine functions awaited:
-        # a coroutine per parameter that never waits costs a request more than filling it
-        steps = [(fill, inspect.iscoroutinefunction(fill)) for fill in fillers]
-
-        async def handler(request: Request) -> Response:
-            arguments: dict[str, Any] = {}
-            errors: list = []
-            try:
-                for fill, awaits in steps:
-                    if awaits:
-                        await fill(request, arguments, errors)
-                    else:
-                        fill(request, arguments, errors)
-                if errors:
-                    raise RequestValidationError(errors)
-                return await endpoint(**arguments)
-            except Exception as error:
-                return answer_or_raise(answer_error, error)
-
-        return handler
-
-    def answering_errors(self, handler: Callable) -> Callable:
-        """FastAPI's own handler (a route with parameters the lean one does not fill), with
-        `answer_error` applied to what it raises."""
-        if type(self).answer_error is ServingRoute.answer_error:
-            return handler
-        answer_error = self.answer_error
-
-        async def answering(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception as error:
-                return answer_or_raise(answer_error, error)
-
-        return answering
-
-    @staticmethod
-    def _fillers(route) -> list[Filler] | None:
-        """One filler per parameter of the endpoint, or None if any is not one of the lean kinds."""
-        signature = inspect.signature(route.endpoint, eval_str=True)
-        answers_itself = isinstance(signature.return_annotation, type) and issubclass(
-            signature.return_annotation, Response
-        )
-        if not (inspect.iscoroutinefunction(route.endpoint) and answers_itself):
-            return None  # a sync endpoint needs the thread pool, a returned model FastAPI's serialisation
-        path_names = set(route.param_convertors)
-        fillers = []
-        for parameter in signature.parameters.values():
-            annotation, marker = split_annotated(parameter.annotation)
-            if annotation is Request:
-                fillers.append(request_filler(parameter.name))
-            elif isinstance(marker, Depends) and takes_request_only(marker.dependency):
-                fillers.append(
-                    dependency_filler(parameter.name, marker.dependency, route.dependency_overrides_provider)
-                )
-            elif parameter.name in path_names and marker is None:
-                fillers.append(path_filler(parameter.name, parameter.annotation))
-            elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and marker is None:
-                fillers.append(body_filler(parameter.name, annotation))
-            else:
-                return None
-        return fillers
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            # the route in the scope, as Starlette's router and FastAPI's for its own routes put it there
+            # (FastAPI's router does not for a Starlette route): the metrics label requests by its template
+            child_scope["route"] = self
+        return match, child_scope
 
 
-def answer_or_raise(answer_error: Callable[[Exception], Response | None], error: Exception) -> Response:
+def lean_handler(endpoint: Callable, path_names: set[str], answer_error: ErrorAnswer = no_answer) -> Callable:
+    """``async handler(request) -> Response`` calling ``endpoint`` with its parameters filled (see the module)."""
+    fillers = endpoint_fillers(endpoint, path_names)
+    # plain functions (the request, a path parameter) are called, coroutine functions awaited:
+    # a coroutine per parameter that never waits costs a request more than filling it
+    steps = [(fill, inspect.iscoroutinefunction(fill)) for fill in fillers]
+
+    async def handler(request: Request) -> Response:
+        arguments: dict[str, Any] = {}
+        errors: list = []
+        try:
+            for fill, awaits in steps:
+                if awaits:
+                    await fill(request, arguments, errors)
+                else:
+                    fill(request, arguments, errors)
+            if errors:
+                raise RequestValidationError(errors)
+            return await endpoint(**arguments)
+        except Exception as error:
+            return answer_or_raise(answer_error, error)
+
+    return handler
+
+
+def endpoint_fillers(endpoint: Callable, path_names: set[str]) -> list[Filler]:
+    """One filler per parameter of the endpoint; TypeError if one is not of the kinds a lean route fills."""
+    signature = inspect.signature(endpoint, eval_str=True)
+    answers_itself = isinstance(signature.return_annotation, type) and issubclass(signature.return_annotation, Response)
+    if not (inspect.iscoroutinefunction(endpoint) and answers_itself):
+        # a sync endpoint needs the thread pool, a returned model FastAPI's serialisation
+        raise TypeError(f"{endpoint.__name__}: a lean route needs a coroutine function that returns a Response")
+    fillers = []
+    for parameter in signature.parameters.values():
+        annotation, marker = split_annotated(parameter.annotation)
+        if annotation is Request:
+            fillers.append(request_filler(parameter.name))
+        elif isinstance(marker, Depends) and takes_request_only(marker.dependency):
+            fillers.append(dependency_filler(parameter.name, marker.dependency))
+        elif parameter.name in path_names and marker is None:
+            fillers.append(path_filler(parameter.name, parameter.annotation))
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and marker is None:
+            fillers.append(body_filler(parameter.name, annotation))
+        else:
+            raise TypeError(f"{endpoint.__name__}: a lean route cannot fill parameter {parameter.name!r}")
+    return fillers
+
+
+def answer_or_raise(answer_error: ErrorAnswer, error: Exception) -> Response:
     """The route's answer to ``error``; the error itself, raised again, when the route has none."""
     answer = answer_error(error)
     if answer is None:
@@ -170,9 +154,9 @@ def request_filler(name: str) -> Filler:
     return fill
 
 
-def dependency_filler(name: str, dependency, overrides_provider) -> Filler:
+def dependency_filler(name: str, dependency) -> Filler:
     async def fill(request: Request, arguments: dict, errors: list) -> None:
-        overrides = getattr(overrides_provider, "dependency_overrides", None)
+        overrides = request.app.dependency_overrides  # FastAPI's, as its solver reads them
         call = overrides.get(dependency, dependency) if overrides else dependency
         value = call(request)
         arguments[name] = await value if inspect.isawaitable(value) else value
@@ -208,7 +192,7 @@ def body_filler(name: str, model: type[BaseModel]) -> Filler:
     return fill
 
 
-def located(error: ValidationError, prefix: tuple) -> list[dict]:
+def located(error: ValidationError, prefix: tuple) -> list[ErrorDetails]:
     """pydantic's errors as FastAPI reports a request's: ``loc`` prefixed with where the value was. A body
     that is not JSON is echoed as text (its bytes may not be UTF-8, and the answer is JSON)."""
     problems = []

@@ -12,7 +12,7 @@ predictions back into protocol bodies:
   (``parameters.binary_data``), the request parameter ``binary_data_output`` sets the default;
 * errors are typed exceptions mapped once to ``{"error": "..."}`` with the protocol's status,
   as KServe's ``errors.py`` does; domain errors raised on a protocol route become these in
-  `OIPRoute`, so no route builds an error body.
+  `protocol_answer` (lean routes) and `OIPRoute` (the others), so no route builds an error body.
 """
 
 from __future__ import annotations
@@ -20,21 +20,23 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from typing import Annotated, Any, NotRequired
 
 import numpy as np
 import pydantic_core
-from fastapi import Response
+from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from app.errors import DomainError, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from app.learning import Prediction
-from app.predict.lean_route import ServingRoute
+from app.learning.data import Label
+from app.predict.lean_route import answer_or_raise
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()  # as ASGI carries header names
@@ -67,7 +69,7 @@ INTEGER_PARAMETERS = frozenset({"task_id", "top_k", "version"})
 # ------------------------------------------------------------------------------------------- errors
 class InferenceServerError(DomainError):
     """An error of the protocol: a domain error that protocol routes answer as ``{"error": message}``
-    with ``status_code`` (OIPRoute), where the rest of the API says ``{"detail": ...}``."""
+    with ``status_code`` (protocol_answer), where the rest of the API says ``{"detail": ...}``."""
 
     status_code = 500
 
@@ -117,21 +119,35 @@ def error_response(error: InferenceServerError) -> JSONResponse:
     return JSONResponse(status_code=error.status_code, content={"error": error.message}, headers=error.headers)
 
 
-class OIPRoute(ServingRoute):
-    """Routes of the protocol: domain and protocol errors raised by their handlers answer in the
-    protocol's error shape (the rest of the API keeps ``{"detail": ...}``)."""
+def protocol_answer(error: Exception) -> Response | None:
+    """The protocol's answer to an error a protocol route raised (``{"error": ...}``), or None for errors
+    the app's handlers answer (the rest of the API keeps ``{"detail": ...}``)."""
+    if isinstance(error, DomainError):  # the protocol's own errors included
+        return error_response(protocol_error(error))
+    if isinstance(error, RequestValidationError):  # a path or query parameter outside its schema
+        return error_response(InvalidRequest("; ".join(map(parameter_problem, error.errors()))))
+    return None
 
-    def answer_error(self, error: Exception) -> Response | None:
-        if isinstance(error, DomainError):  # the protocol's own errors included
-            return error_response(protocol_error(error))
-        if isinstance(error, RequestValidationError):  # a path or query parameter outside its schema
-            return error_response(InvalidRequest("; ".join(map(parameter_problem, error.errors()))))
-        return None
+
+class OIPRoute(APIRoute):
+    """Protocol routes served by FastAPI's own handler: what it raises is answered by `protocol_answer`
+    (FastAPI's documented way of customising a route: ``get_route_handler`` wrapping the default)."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def answering(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as error:
+                return answer_or_raise(protocol_answer, error)
+
+        return answering
 
 
 # ------------------------------------------------------------------------------------------ requests
 # TypedDicts, not models: validated by pydantic-core into plain dicts, a request costs no model
-# objects (a third of reading a one-sample request's header).
+# objects (which were a large share of reading a one-sample request's header).
 class TensorIn(TypedDict):
     name: str
     shape: list[int]
@@ -163,20 +179,27 @@ INFER_REQUEST = TypeAdapter(InferRequest)
 
 def read_request(body: bytes, raw_headers: Iterable[tuple[bytes, bytes]]) -> tuple[InferRequest, np.ndarray]:
     """The request and its samples (the first input tensor as an array of its shape). ``raw_headers``
-    as ASGI carries them (lower-case names, bytes)."""
+    as ASGI carries them (lower-case names, bytes).
+
+    tritonclient writes ``Inference-Header-Content-Length`` (after a binary call) and
+    ``Content-Encoding`` (after a compressed one) into the headers dict a caller hands it, and never
+    takes them out: a caller who reuses one dict for its API key, as most do, sends the next plain
+    JSON request with a stale length and encoding. A body that contradicts such a header is read as
+    what it plainly is: a body starting with ``{`` is not gzip or zlib data, and a whole-JSON request
+    with no binary input has no binary part for the length to mark off."""
     headers = dict(raw_headers)
     encoding, header_length = headers.get(b"content-encoding"), headers.get(HEADER_LENGTH_KEY)
-    if encoding is not None:
-        encoding = encoding.decode("latin-1").lower()
+    if encoding is not None and not body.startswith(b"{"):
+        coding = encoding.decode("latin-1").lower()
         try:
-            if encoding == "gzip":
+            if coding == "gzip":
                 body = gzip.decompress(body)
-            elif encoding == "deflate":
+            elif coding == "deflate":
                 body = zlib.decompress(body)
         except (OSError, zlib.error) as error:
-            raise InvalidRequest(f"the body is not valid {encoding} data: {error}") from error
+            raise InvalidRequest(f"the body is not valid {coding} data: {error}") from error
     if header_length is None:
-        header, binary = body, b""
+        request, binary = parse_header(body), b""
     else:
         try:
             length = int(header_length)
@@ -184,17 +207,37 @@ def read_request(body: bytes, raw_headers: Iterable[tuple[bytes, bytes]]) -> tup
             raise InvalidRequest(
                 f"{HEADER_LENGTH} must be an integer; got {header_length.decode('latin-1')!r}"
             ) from None
-        if not 0 <= length <= len(body):
-            raise InvalidRequest(f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes")
-        header, binary = body[:length], body[length:]
-    try:
-        request = INFER_REQUEST.validate_json(header)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors())
-        raise InvalidRequest(f"not an inference request: {problems}") from None
+        try:
+            if not 0 <= length <= len(body):
+                raise InvalidRequest(f"{HEADER_LENGTH} is {length}, but the body has {len(body)} bytes")
+            request, binary = parse_header(body[:length]), body[length:]
+        except InvalidRequest:
+            whole = whole_json_request(body)
+            if whole is None:
+                raise
+            request, binary = whole, b""
     if len(request["inputs"]) != 1:
         raise InvalidRequest(f"this model takes one input tensor (its samples); got {len(request['inputs'])}")
     return request, tensor_array(request["inputs"][0], binary)
+
+
+def parse_header(header: bytes) -> InferRequest:
+    """The JSON part of a request, validated; InvalidRequest saying what is wrong otherwise."""
+    try:
+        return INFER_REQUEST.validate_json(header)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors())
+        raise InvalidRequest(f"not an inference request: {problems}") from None
+
+
+def whole_json_request(body: bytes) -> InferRequest | None:
+    """The body as one JSON request with no binary input (what a stale header length came with), or None."""
+    try:
+        request = INFER_REQUEST.validate_json(body)
+    except ValidationError:
+        return None
+    binary = any((tensor.get("parameters") or {}).get("binary_data_size") is not None for tensor in request["inputs"])
+    return None if binary else request
 
 
 def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray:
@@ -207,6 +250,7 @@ def tensor_array(tensor: TensorIn, binary: bytes) -> np.ndarray:
     parameters = tensor.get("parameters")
     size = parameters.get("binary_data_size") if parameters else None
     try:
+        values: np.ndarray
         if size is not None:
             if int(size) != len(binary):
                 raise InvalidRequest(
@@ -240,16 +284,18 @@ def integer_options(options: dict[str, Any]) -> tuple[int | None, int, int | Non
         return None, 1, None
     version, top_k, task_id = (
         integer_option(options, "version"),
-        integer_option(options, "top_k", 1),
+        integer_option(options, "top_k"),
         integer_option(options, "task_id"),
     )
-    if not 1 <= top_k <= 1000:
+    if top_k is None:
+        top_k = 1
+    elif not 1 <= top_k <= 1000:
         raise InvalidRequest(f"parameter 'top_k' must be between 1 and 1000; got {top_k}")
     return version, top_k, task_id
 
 
-def integer_option(options: dict[str, Any], name: str, default: int | None = None) -> int | None:
-    value = options.get(name, default)
+def integer_option(options: dict[str, Any], name: str) -> int | None:
+    value = options.get(name)
     if value is None or type(value) is int:  # not bool, an int subclass
         return value
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -274,20 +320,32 @@ def version_number(version: str | None) -> int | None:
 
 
 # ----------------------------------------------------------------------------------------- responses
-def label_datatype(labels: Sequence) -> str:
+def label_datatype(labels: Iterable[Label]) -> str:
+    """The datatype of a model version's ``label`` and ``top_k_labels`` outputs, from every label the
+    version knows (not the ones a batch happened to predict): BYTES when any is a string, else INT64.
+    Model metadata and every inference of the version say the same."""
     return "BYTES" if any(map(isinstance, labels, repeat(str))) else "INT64"
 
 
-def output_tensors(predictions: list[Prediction], top_k: int) -> dict[str, tuple[str, list[int], list]]:
+def output_tensors(
+    predictions: list[Prediction], top_k: int, label_type: str | None = None
+) -> dict[str, tuple[str, list[int], list]]:
     """Every output this request can have: name -> (datatype, shape, values flat in row-major order).
-    Plain lists: on a one-sample answer, numpy arrays cost more than the values they hold."""
+    ``label_type``: the version's (`label_datatype` of all its labels); without it, the predicted
+    labels'. Plain lists: on a one-sample answer, numpy arrays cost more than the values they hold."""
     n = len(predictions)
     labels = [p.label for p in predictions]
-    label_type = label_datatype(labels)
-    tensors = {"label": (label_type, [n], labels), "probability": ("FP32", [n], [p.probability for p in predictions])}
+    if label_type is None:
+        label_type = label_datatype(labels)
+    text = label_type == "BYTES"  # a BYTES tensor holds strings: a version's integer labels among them too
+    tensors = {
+        "label": (label_type, [n], list(map(str, labels)) if text else labels),
+        "probability": ("FP32", [n], [p.probability for p in predictions]),
+    }
     if top_k > 1:
         k = len(predictions[0].top_k) if predictions else 0  # one k for the whole batch
-        tensors["top_k_labels"] = (label_type, [n, k], [label for p in predictions for label, _ in p.top_k])
+        ranked = [label for p in predictions for label, _ in p.top_k]
+        tensors["top_k_labels"] = (label_type, [n, k], list(map(str, ranked)) if text else ranked)
         tensors["top_k_probabilities"] = ("FP32", [n, k], [q for p in predictions for _, q in p.top_k])
     return tensors
 
@@ -331,14 +389,18 @@ def infer_response(
     predictions: list[Prediction],
     top_k: int,
     options: dict[str, Any] | None = None,
+    label_type: str | None = None,
+    prediction_ids: list[str | None] | None = None,
 ) -> Response:
     """The response body: JSON, or a JSON header followed by the binary outputs. Built from plain
     dicts and lists and serialised by pydantic-core: on a one-sample answer, model objects, numpy
     arrays and ``json.dumps`` cost more than the forward pass they report. ``options``: the
-    request's `request_options`, when the caller has them already."""
+    request's `request_options`, when the caller has them already; ``label_type``: the version's
+    `label_datatype`; ``prediction_ids``: when the model logs its predictions (app/feedback/), one
+    more output, ``prediction_id`` (BYTES, JSON data)."""
     binary_default = bool((request_options(request) if options is None else options).get("binary_data_output"))
     wanted = wanted_outputs(request.get("outputs"), top_k, binary_default)
-    tensors = output_tensors(predictions, top_k)
+    tensors = output_tensors(predictions, top_k, label_type)
     outputs, blobs = [], []
     for name, binary in wanted:
         datatype, shape, values = tensors[name]
@@ -352,7 +414,10 @@ def infer_response(
             if datatype == "FP32":  # the values a binary answer would hold, rounded to float32
                 values = list(struct.unpack(f"<{len(values)}f", tensor_bytes(datatype, values)))
             outputs.append({"name": name, "datatype": datatype, "shape": shape, "data": values})
-    body = {"model_name": model_name, "model_version": str(model_version), "outputs": outputs}
+    if prediction_ids is not None:  # the model logs predictions: one id per sample ("" when not sampled)
+        ids = [prediction_id or "" for prediction_id in prediction_ids]
+        outputs.append({"name": "prediction_id", "datatype": "BYTES", "shape": [len(ids)], "data": ids})
+    body: dict[str, Any] = {"model_name": model_name, "model_version": str(model_version), "outputs": outputs}
     if request.get("id") is not None:
         body["id"] = request["id"]
     header = pydantic_core.to_json(body)

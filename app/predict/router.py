@@ -2,12 +2,15 @@
 
 The prediction routes are async: their only waits (a query on a stale alias, a learner load,
 the batched forward) run off the event loop in app/predict/service.py, so a request costs the
-loop no thread hop of its own. Protocol routes answer errors as ``{"error": ...}`` (oip.OIPRoute).
+loop no thread hop of its own. The three inference routes are lean Starlette routes at the head of
+the app (``prediction_routes``) and FastAPI declarations that document them (``prediction_router``).
+Protocol routes answer errors as ``{"error": ...}`` (oip.protocol_answer, oip.OIPRoute).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from enum import Enum
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import StringConstraints
@@ -15,14 +18,15 @@ from pydantic import StringConstraints
 from app import health
 from app.auth.deps import PredictKey
 from app.deps import EngineDep, ServingDep, SessionDep
+from app.openapi import Responses
 from app.predict import oip, service
-from app.predict.lean_route import ServingRoute
+from app.predict.lean_route import LeanRoute
 from app.predict.schemas import InferOut, ModelMetadataOut, PredictIn, PredictOut
 
-OIP_TAGS = ["open inference protocol"]
+OIP_TAGS: list[str | Enum] = ["open inference protocol"]  # as FastAPI types its tags
 oip_router = APIRouter(prefix="/v2", tags=OIP_TAGS, route_class=oip.OIPRoute)
 
-ERRORS = {
+ERRORS: Responses = {
     404: {
         "description": "unknown model or version",
         "content": {"application/json": {"example": {"detail": "model 'nope' does not exist"}}},
@@ -35,7 +39,7 @@ ERRORS = {
         },
     },
 }
-OIP_ERRORS = {
+OIP_ERRORS: Responses = {
     400: {
         "description": "a request the model cannot serve",
         "content": {"application/json": {"example": {"error": "input 'input-0': data does not fit shape [1, 64]"}}},
@@ -69,7 +73,7 @@ def inlined(schema: dict) -> dict:
 # Only the JSON body is in the schema: the binary tensor data extension (a JSON header whose length
 # is the `Inference-Header-Content-Length` header, then raw tensors) cannot be described as an
 # OpenAPI media type without every random byte string looking valid to a schema-driven client.
-INFER_BODY = {
+INFER_BODY: dict[str, Any] = {
     "description": "A JSON inference request, whatever Content-Type it is sent with; or, with the header "
     f"`{oip.HEADER_LENGTH}: N`, the binary tensor data extension: N bytes of that JSON, then "
     "the tensors' bytes (as tritonclient sends with binary_data=True).",
@@ -105,54 +109,52 @@ async def infer_version(
     return await service.infer(serving, name, version, await request.body(), request.scope["headers"])
 
 
-PROTOCOL_INFERENCE = {
-    "methods": ["POST"],
-    "route_class_override": oip.OIPRoute,
-    "tags": OIP_TAGS,
-    "response_model": InferOut,
-    "responses": OIP_ERRORS,
-    "openapi_extra": INFER_BODY,
-}
+PREDICT_PATH = "/predict"
+INFER_PATH = "/v2/models/{name}/infer"
+INFER_VERSION_PATH = "/v2/models/{name}/versions/{version}/infer"
 
 
-def add_prediction_routes(app_router: APIRouter) -> None:
-    """``POST /predict`` and the protocol's two inference routes, at the head of the app's own router.
+def prediction_routes() -> list[LeanRoute]:
+    """``POST /predict`` and the protocol's two inference routes as lean Starlette routes, for
+    ``FastAPI(routes=...)``: first in the app's table, before the documentation routes FastAPI adds
+    (``/openapi.json``, ``/docs``, ...) and every router included afterwards, so a prediction is matched
+    at once (an included router's routes are matched twice per request by FastAPI 0.160 and later,
+    each through a per-route context layer) and every other request is refused by them by its path's
+    end in a few opcodes (app/predict/lean_route.py)."""
+    return [
+        LeanRoute(PREDICT_PATH, predict, methods=["POST"]),
+        LeanRoute(INFER_PATH, infer, methods=["POST"], answer_error=oip.protocol_answer),
+        LeanRoute(INFER_VERSION_PATH, infer_version, methods=["POST"], answer_error=oip.protocol_answer),
+    ]
 
-    Not an included router: FastAPI (0.160 and later) matches an included router's routes twice per
-    request, once to pick the router and once inside it, each candidate through a per-route context
-    layer. Included, an OIP inference request ran 430 more Python opcodes than a ``/predict`` one on
-    routing alone (it is matched after ``/predict``, twice): 40% of the gap between the two routes.
-    Added here, ``/predict`` runs 6,123 opcodes a request instead of 6,833, OIP binary 6,668 instead of
-    7,851 (README, "Serving"). At the head, before the documentation routes FastAPI adds when the app
-    is made (``/openapi.json``, ``/docs``, ``/docs/oauth2-redirect``, ``/redoc``): every prediction
-    went through their four refusals first, about 200 opcodes.
-    """
-    before = len(app_router.routes)
-    app_router.add_api_route(
-        "/predict",
-        predict,
+
+# The same endpoints declared as FastAPI routes: what /openapi.json documents. Behind the lean routes of
+# `prediction_routes` they see no request; without them they would give the same answers.
+prediction_router = APIRouter()
+prediction_router.add_api_route(
+    PREDICT_PATH,
+    predict,
+    methods=["POST"],
+    response_model=PredictOut,
+    responses=ERRORS,
+    tags=["predict"],
+    summary="Predict labels with a model version",
+)
+for path, endpoint, summary in (
+    (INFER_PATH, infer, "Inference with the serving version (JSON or binary tensor data)"),
+    (INFER_VERSION_PATH, infer_version, "Inference with one version (JSON or binary tensor data)"),
+):
+    prediction_router.add_api_route(
+        path,
+        endpoint,
         methods=["POST"],
-        route_class_override=ServingRoute,
-        response_model=PredictOut,
-        responses=ERRORS,
-        tags=["predict"],
-        summary="Predict labels with a model version",
+        route_class_override=oip.OIPRoute,
+        tags=OIP_TAGS,
+        response_model=InferOut,
+        responses=OIP_ERRORS,
+        openapi_extra=INFER_BODY,
+        summary=summary,
     )
-    app_router.add_api_route(
-        "/v2/models/{name}/infer",
-        infer,
-        **PROTOCOL_INFERENCE,
-        summary="Inference with the serving version (JSON or binary tensor data)",
-    )
-    app_router.add_api_route(
-        "/v2/models/{name}/versions/{version}/infer",
-        infer_version,
-        **PROTOCOL_INFERENCE,
-        summary="Inference with one version (JSON or binary tensor data)",
-    )
-    prediction_routes = app_router.routes[before:]
-    del app_router.routes[before:]
-    app_router.routes[:0] = prediction_routes
 
 
 @oip_router.get("", summary="Server metadata")

@@ -30,6 +30,9 @@ class PredictionOut(BaseModel):
     label: int | str
     probability: float
     top_k: list[tuple[int | str, float]] | None = None
+    prediction_id: str | None = Field(
+        None, description="the id to send the true label with (POST /feedback); only when the model logs predictions"
+    )
 
 
 class PredictOut(BaseModel):

@@ -8,7 +8,7 @@ serving alias moves (promotion, rollback, roll forward). Every such move goes th
 a version delete adds an alias change that records it, so the largest id moves; a model delete
 removes the model's row, so the stamp also holds the number of models. A move drops the cached
 versions by number too. (Not the number of alias changes: that table grows with every promotion,
-and counting it is a scan, every interval, on the event loop on SQLite: 0.74 ms at 10,000 rows.)
+and counting it is a scan that grows with it, every interval, on the event loop on SQLite.)
 A replica trusts its cached aliases for ``serving_check_interval`` seconds, then reads the stamp
 (an index lookup and a count of the models) and drops its aliases when it moved. The replica
 that made a change knows at once
@@ -18,11 +18,13 @@ Why a polled stamp and not Postgres LISTEN/NOTIFY: it works the same on SQLite (
 default), needs no connection held open per replica nor a reconnect/missed-notification story,
 and costs at most one indexed query per interval while requests arrive (none while idle). On a
 server database the check runs on a background thread while requests go on with the aliases
-they have (stale while revalidate), so no request waits on the network for it; on SQLite it runs
-inline, on the event loop: reading a local file's index takes microseconds, while waking another
-thread every few ms measurably cost every request its GIL handoff (p50 at 1 connection 2.4 ms
-against 1.1 ms without the wake-ups). Either way a rollback reaches every replica within the
-interval plus one query.
+they have (stale while revalidate), so no request waits on the network for it, unless the aliases
+were last checked more than two intervals ago (an idle replica: its first request would otherwise be
+answered with aliases of any age, and is sent through ``resolve`` instead); on SQLite it runs
+inline, on the event loop: reading a local file's index is cheap, while waking another thread at
+every interval cost every request a GIL handoff, which showed in the median latency of a single
+client (docs/benchmarks/measurements.md). Either way a rollback reaches every replica within two
+intervals plus one query (tests/test_replicas.py checks it across the processes of `retain serve --workers N`).
 """
 
 from __future__ import annotations
@@ -32,13 +34,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, PoolProxiedConnection
 from sqlalchemy.orm import Session
 
 from app.db.tables import AliasChange, Model, ModelVersion
 from app.errors import NotFound
 from app.registry.service import committed_alias_changes, get_model_by_name, resolve_version
 
+STALE_WHILE_REVALIDATE = 2
+"""A cached alias checked less than this many intervals ago is answered while the check runs; an older one (a
+replica that saw no request for a while) is checked first, so a change reaches every replica within this many."""
 STAMP_QUERY = f"SELECT (SELECT max(id) FROM {AliasChange.__tablename__}), (SELECT count(*) FROM {Model.__tablename__})"
 
 
@@ -65,7 +70,7 @@ class ServingDirectory:
         self._local_changes = committed_alias_changes()
         self._refresher: ThreadPoolExecutor | None = None  # made on first use, again after close
         self._refreshing = False
-        self._stamp_connection = None
+        self._stamp_connection: PoolProxiedConnection | None = None
         self.check_inline = engine.dialect.name == "sqlite"
 
     def cached(self, name: str, number: int | None) -> tuple[ServedModel, ModelVersion] | None:
@@ -75,6 +80,11 @@ class ServingDirectory:
         if committed_alias_changes() != self._local_changes:
             return None
         if self._stale() and not self._refreshing:
+            if (
+                not self.check_inline
+                and time.monotonic() - self._checked_at > STALE_WHILE_REVALIDATE * self.check_interval
+            ):
+                return None  # not checked for a while (an idle replica): the check goes before the answer
             if self.check_inline:
                 self._refresh()
             else:
@@ -134,17 +144,18 @@ class ServingDirectory:
     def _read_stamp(self) -> tuple[int | None, int]:
         """The largest alias change id and the number of models, on a DBAPI connection kept for it: through SQLAlchemy's
         connection checkout and statement machinery the check cost several times the query."""
-        if self._stamp_connection is None:
-            self._stamp_connection = self.engine.raw_connection()
+        connection = self._stamp_connection
+        if connection is None:
+            connection = self._stamp_connection = self.engine.raw_connection()
         try:
-            cursor = self._stamp_connection.cursor()
+            cursor = connection.cursor()
             cursor.execute(STAMP_QUERY)
-            stamp = tuple(cursor.fetchone())
+            last_change, models = cursor.fetchone() or (None, 0)  # one row, always
             cursor.close()
-            self._stamp_connection.rollback()  # no read transaction left open (SQLite would keep its snapshot)
-            return stamp
+            connection.rollback()  # no read transaction left open (SQLite would keep its snapshot)
+            return last_change, models
         except Exception:
-            self._stamp_connection.invalidate()
+            connection.invalidate()
             self._stamp_connection = None
             raise
 

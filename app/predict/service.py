@@ -11,14 +11,18 @@ loaded: serving never needs the Fisher/anchor snapshot.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 from fastapi import Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.db.tables import ModelVersion
+from app.db.tables import Dataset, Model, ModelVersion, Task
 from app.errors import InvalidInput, PayloadTooLarge
+from app.feedback.prediction_log import PredictionLog
 from app.learning import ContinualLearner, Prediction, as_samples
+from app.learning.data import Label
 from app.predict import oip
 from app.predict.batching import DynamicBatcher
 from app.predict.cache import LearnerCache, version_key
@@ -38,18 +42,24 @@ class Serving:
     batcher: DynamicBatcher
     store: ArtifactStore
     max_samples: int
+    prediction_log: PredictionLog  # the models whose policy logs predictions (app/feedback/)
 
 
 async def resolve(serving: Serving, name: str, number: int | None) -> tuple[ServedModel, ModelVersion]:
     """The model and version a request for ``number`` (None: the serving one) uses: from the cache
     when fresh (no SQL, no thread hop), else looked up in the thread pool; NotFound otherwise."""
-    return serving.directory.cached(name, number) or await run_in_threadpool(serving.directory.resolve, name, number)
+    cached = serving.directory.cached(name, number)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(serving.directory.resolve, name, number)
 
 
 async def run_predictions(
     serving: Serving, resolved: tuple[ServedModel, ModelVersion], inputs, task_id: int | None, top_k: int
-) -> tuple[int, list[Prediction]]:
-    """The version number that answered and one prediction per sample of ``inputs``."""
+) -> tuple[int, list[Prediction], ContinualLearner, list[str | None] | None]:
+    """The version number that answered, one prediction per sample of ``inputs``, the learner that
+    made them, and their ``prediction_id``s when the model's feedback policy logs them (else None: one
+    dict lookup)."""
     model, version = resolved
     samples = checked_samples(model, inputs, serving.max_samples)
 
@@ -68,7 +78,10 @@ async def run_predictions(
         predictions = await serving.batcher.predict((key, task_key), learner, model.name, task_key, samples, top_k)
     except ValueError as error:
         raise InvalidInput(str(error)) from error
-    return version.number, predictions
+    policy = serving.prediction_log.policies.get(model.name)
+    if policy is None:
+        return version.number, predictions, learner, None
+    return version.number, predictions, learner, serving.prediction_log.record(policy, version.id, samples, predictions)
 
 
 def checked_samples(model: ServedModel, inputs, max_samples: int):
@@ -98,18 +111,17 @@ def task_key_for(learner: ContinualLearner, task_id: int | None) -> str | None:
 
 
 async def predict(serving: Serving, request: PredictIn) -> PredictOut:
-    number, predictions = await run_predictions(
+    number, predictions, _, prediction_ids = await run_predictions(
         serving, await resolve(serving, request.model, request.version), request.inputs, request.task_id, request.top_k
     )
-    return PredictOut(
-        model=request.model,
-        model_version=number,
-        task_id=request.task_id,
-        predictions=[
-            PredictionOut(label=p.label, probability=p.probability, top_k=p.top_k if request.top_k > 1 else None)
-            for p in predictions
-        ],
-    )
+    answers = [
+        PredictionOut(label=p.label, probability=p.probability, top_k=p.top_k if request.top_k > 1 else None)
+        for p in predictions
+    ]
+    if prediction_ids is not None:
+        for answer, prediction_id in zip(answers, prediction_ids, strict=True):
+            answer.prediction_id = prediction_id
+    return PredictOut(model=request.model, model_version=number, task_id=request.task_id, predictions=answers)
 
 
 async def infer(serving: Serving, name: str, version: str | None, body: bytes, raw_headers) -> Response:
@@ -122,8 +134,22 @@ async def infer(serving: Serving, name: str, version: str | None, body: bytes, r
     asked, top_k, task_id = oip.integer_options(options)
     if number is None and asked is not None:
         resolved = await resolve(serving, name, asked)
-    answered, predictions = await run_predictions(serving, resolved, samples, task_id, top_k)
-    return oip.infer_response(request, name, answered, predictions, top_k, options)
+    answered, predictions, learner, prediction_ids = await run_predictions(serving, resolved, samples, task_id, top_k)
+    return oip.infer_response(
+        request, name, answered, predictions, top_k, options, learned_label_datatype(learner), prediction_ids
+    )
+
+
+# a loaded learner's labels never change: their datatype is worked out once per learner held in the cache
+LABEL_DATATYPES: WeakKeyDictionary[ContinualLearner, str] = WeakKeyDictionary()
+
+
+def learned_label_datatype(learner: ContinualLearner) -> str:
+    """The protocol datatype of a loaded version's labels (`oip.label_datatype` of all it knows)."""
+    datatype = LABEL_DATATYPES.get(learner)
+    if datatype is None:
+        datatype = LABEL_DATATYPES[learner] = oip.label_datatype(learner.labels)
+    return datatype
 
 
 def model_ready(serving: Serving, name: str, version: str | None) -> dict:
@@ -133,20 +159,52 @@ def model_ready(serving: Serving, name: str, version: str | None) -> dict:
 
 
 def model_metadata_v2(session: Session, name: str, version: str | None = None) -> ModelMetadataOut:
+    """The protocol's model metadata. Its label outputs have the datatype inference answers them in: that of
+    the version asked for, else of the serving one (what an inference naming no version runs)."""
     model = get_model_by_name(session, name)
     number = oip.version_number(version)
-    if number is not None:
-        resolve_version(session, model, number)
+    described = resolve_version(session, model, number) if number is not None else serving_version(session, model)
     versions = [str(v.number) for v in list_versions(session, model.name)] if number is None else [str(number)]
+    label_type = oip.label_datatype(version_labels(session, model, described))
     return ModelMetadataOut(
         name=model.name,
         versions=versions,
         platform="pytorch",
         inputs=[{"name": "input-0", "datatype": "FP32", "shape": [-1, *model.input_shape]}],
         outputs=[
-            {"name": "label", "datatype": "INT64", "shape": [-1]},
+            {"name": "label", "datatype": label_type, "shape": [-1]},
             {"name": "probability", "datatype": "FP32", "shape": [-1]},
-            {"name": "top_k_labels", "datatype": "INT64", "shape": [-1, -1]},
+            {"name": "top_k_labels", "datatype": label_type, "shape": [-1, -1]},
             {"name": "top_k_probabilities", "datatype": "FP32", "shape": [-1, -1]},
         ],
     )
+
+
+def serving_version(session: Session, model: Model) -> ModelVersion | None:
+    if model.serving_version_id is None:
+        return None
+    return session.get(ModelVersion, model.serving_version_id)
+
+
+def version_labels(session: Session, model: Model, version: ModelVersion | None) -> list[Label]:
+    """Every label a version knows: those of the tasks along its parent chain (a version is its parent
+    plus one task, and deletion keeps every kept version's chain whole). Without a version (none
+    serves yet), the labels of all the model's tasks."""
+    if version is None:
+        task_ids = list(session.scalars(select(Task.id).where(Task.model_id == model.id)))
+    else:
+        chain = {
+            row.id: row
+            for row in session.execute(
+                select(ModelVersion.id, ModelVersion.parent_id, ModelVersion.task_id).where(
+                    ModelVersion.model_id == model.id
+                )
+            )
+        }
+        task_ids, link = [], chain.get(version.id)
+        while link is not None:
+            if link.task_id is not None:
+                task_ids.append(link.task_id)
+            link = chain.get(link.parent_id) if link.parent_id is not None else None
+    query = select(Dataset.labels).join(Task, Task.dataset_id == Dataset.id).where(Task.id.in_(task_ids))
+    return [label for labels in session.scalars(query) for label in labels]

@@ -74,7 +74,8 @@ def referenced_artifacts(session: Session, store: ArtifactStore) -> set[str]:
         referenced.add(weights)
         if consolidation_uri is None or consolidation in manifests:
             continue
-        referenced.add(consolidation)
+        if consolidation is not None:
+            referenced.add(consolidation)
         manifests.add(consolidation)
         try:
             referenced.update(ref.sha256 for ref in manifest_references(store, consolidation_uri, consolidation))

@@ -27,11 +27,22 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import CursorResult, Delete, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.session import begin_write
-from app.db.tables import Accuracy, AliasChange, Dataset, Job, Model, ModelVersion, Task
+from app.db.tables import (
+    Accuracy,
+    AliasChange,
+    Dataset,
+    FeedbackPolicy,
+    Job,
+    LoggedSample,
+    Model,
+    ModelVersion,
+    Task,
+    TriggerDecision,
+)
 from app.errors import Conflict
 from app.jobs.queue import UNFINISHED
 from app.jobs.status import JobStatus
@@ -89,6 +100,10 @@ def delete_version(session: Session, store: ArtifactStore, grace_seconds: float,
             )
         )
         session.flush()
+    # its logged predictions stay (their labels still teach), as samples of no known version
+    session.execute(
+        update(LoggedSample).where(LoggedSample.model_version_id == version.id).values(model_version_id=None)
+    )
     session.execute(delete(ModelVersion).where(ModelVersion.id == version.id))
     session.info["alias_changed"] = True  # this process's serving directory looks again at once
     session.commit()
@@ -116,6 +131,8 @@ def delete_model(session: Session, store: ArtifactStore, grace_seconds: float, n
     task_ids = select(Task.id).where(Task.model_id == model.id)
     dataset_ids = list(session.scalars(select(Task.dataset_id).where(Task.model_id == model.id)))
     session.execute(update(Model).where(Model.id == model.id).values(serving_version_id=None))
+    for feedback_table in (LoggedSample, TriggerDecision, FeedbackPolicy):
+        session.execute(delete(feedback_table).where(feedback_table.model_id == model.id))
     session.execute(delete(AliasChange).where(AliasChange.model_id == model.id))
     session.execute(
         delete(Accuracy).where(
@@ -126,8 +143,8 @@ def delete_model(session: Session, store: ArtifactStore, grace_seconds: float, n
         )
     )
     session.execute(delete(ModelVersion).where(ModelVersion.model_id == model.id))
-    jobs = session.execute(delete(Job).where(Job.model_id == model.id)).rowcount
-    tasks = session.execute(delete(Task).where(Task.model_id == model.id)).rowcount
+    jobs = deleted_rows(session, delete(Job).where(Job.model_id == model.id))
+    tasks = deleted_rows(session, delete(Task).where(Task.model_id == model.id))
     session.execute(
         delete(Dataset).where(
             Dataset.id.in_(dataset_ids), ~select(Task.id).where(Task.dataset_id == Dataset.id).exists()
@@ -143,6 +160,13 @@ def delete_model(session: Session, store: ArtifactStore, grace_seconds: float, n
         jobs=jobs,
         artifacts=collect_after_delete(session, store, grace_seconds),
     )
+
+
+def deleted_rows(session: Session, statement: Delete) -> int:
+    """How many rows a DELETE removed (a DELETE's result is a cursor result, which counts them)."""
+    result = session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount
 
 
 def collect_after_delete(session: Session, store: ArtifactStore, grace_seconds: float) -> CollectionOut | None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query
 
 from app.auth.deps import AdminKey, PredictKey
 from app.deps import INT64_MAX, LearnersDep, SessionDep, SettingsDep, StoreDep, WriteSessionDep
+from app.openapi import Responses
 from app.predict.cache import version_key
 from app.registry import deletion, service
 from app.registry.collection import collect_garbage
@@ -28,13 +29,13 @@ artifacts_router = APIRouter(prefix="/artifacts", tags=["artifacts"])
 
 VersionNumber = Annotated[int, Path(ge=1, le=INT64_MAX, description="a version number of the model")]
 
-NOT_FOUND = {
+NOT_FOUND: Responses = {
     404: {
         "description": "unknown model or version",
         "content": {"application/json": {"example": {"detail": "model 'nope' does not exist"}}},
     }
 }
-REFUSED_DELETE = {
+REFUSED_DELETE: Responses = {
     409: {
         "description": "the delete would remove what is still needed; the message says what to do first",
         "content": {
@@ -47,7 +48,7 @@ REFUSED_DELETE = {
         },
     }
 }
-UNKNOWN_REFERENCES = {
+UNKNOWN_REFERENCES: Responses = {
     409: {
         "description": "a kept version's consolidation cannot be read: nothing was removed",
         "content": {

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 
 class ParameterCounts(BaseModel):
@@ -15,7 +16,13 @@ class ParameterCounts(BaseModel):
     total: int
 
 
-MODEL_EXAMPLE = {
+class ReplayMemory(BaseModel):
+    samples: int
+    bytes: int
+    capacity: int = Field(description="memory_size: the most samples it keeps, shared equally among tasks")
+
+
+MODEL_EXAMPLE: JsonDict = {
     "name": "digits",
     "architecture": "mlp",
     "family": "ewc",
@@ -26,6 +33,7 @@ MODEL_EXAMPLE = {
     "n_versions": 2,
     "n_tasks": 2,
     "parameter_counts": {"base": 89610, "per_task": {}, "per_task_percent_of_base": {}, "total": 89610},
+    "replay_memory": {"samples": 1000, "bytes": 3144000, "capacity": 1000},
     "created_at": "2025-01-01T12:00:00Z",
 }
 
@@ -47,16 +55,25 @@ class ModelOut(BaseModel):
     parameter_counts: ParameterCounts | None = Field(
         None, description="of the serving version; only in GET /models/{name}"
     )
+    replay_memory: ReplayMemory | None = Field(
+        None,
+        description="the serving version's rehearsal memory (strategies auto, replay, ewc_replay): samples kept, "
+        "their bytes in its consolidation payload, and the memory_size bound; only in GET /models/{name}",
+    )
     created_at: datetime
 
 
-VERSION_EXAMPLE = {
+VERSION_EXAMPLE: JsonDict = {
     "id": 12,
     "number": 2,
     "parent_number": 1,
     "task_id": 8,
     "task_name": "permuted digits",
-    "strategy": "ewc",
+    "strategy": "auto",
+    "strategy_choice": {
+        "strategy": "ewc",
+        "reason": "every label of the task is known to the model: EWC keeps the old tasks",
+    },
     "ewc_lambda": 100.0,
     "lambda_search": [
         {"lambda": 10.0, "validation_accuracy": 0.81, "per_task": {"7": 0.7, "8": 0.92}, "epochs": 1},
@@ -102,7 +119,12 @@ class VersionOut(BaseModel):
     parent_number: int | None
     task_id: int | None
     task_name: str | None
-    strategy: str | None
+    strategy: str | None = Field(None, description="the strategy the task asked for")
+    strategy_choice: dict[str, Any] | None = Field(
+        None,
+        description="with strategy auto: the strategy the update was learnt with (ewc, or ewc_replay for a task "
+        "that brought new labels) and why",
+    )
     ewc_lambda: float | None = Field(None, description="the λ used (the chosen one when ewc_lambda was auto)")
     lambda_search: list[dict[str, Any]] | None = Field(
         None, description="the λ candidates with their validation scores"
@@ -152,7 +174,7 @@ class MatrixRow(BaseModel):
     accuracy: list[MatrixCell]
 
 
-MATRIX_EXAMPLE = {
+MATRIX_EXAMPLE: JsonDict = {
     "model": "digits",
     "tasks": [{"task_id": 7, "name": "digits"}, {"task_id": 8, "name": "permuted digits"}],
     "rows": [

@@ -88,7 +88,7 @@ def resolve_version(session: Session, model: Model, number: int | None) -> Model
                 f"model {model.name!r} has no serving version yet (its first task is still training, "
                 "or no update was promoted)"
             )
-        return session.get(ModelVersion, model.serving_version_id)
+        return session.get_one(ModelVersion, model.serving_version_id)
     version = session.scalar(
         select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.number == number)
     )
@@ -97,7 +97,9 @@ def resolve_version(session: Session, model: Model, number: int | None) -> Model
     return version
 
 
-def model_out(session: Session, model: Model, parameter_counts: dict | None = None) -> ModelOut:
+def model_out(
+    session: Session, model: Model, parameter_counts: dict | None = None, replay_memory: dict | None = None
+) -> ModelOut:
     n_versions = session.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.model_id == model.id))
     n_tasks = session.scalar(select(func.count()).select_from(Task).where(Task.model_id == model.id))
     counts = None
@@ -111,6 +113,7 @@ def model_out(session: Session, model: Model, parameter_counts: dict | None = No
             per_task_percent_of_base={k: round(100.0 * v / base, 3) for k, v in per_task.items()} if base else {},
         )
     return ModelOut(
+        replay_memory=replay_memory,
         name=model.name,
         architecture=model.architecture,
         family=model.family,
@@ -132,23 +135,27 @@ def list_models(session: Session) -> list[ModelOut]:
 def get_model(session: Session, name: str, load_learner=None) -> ModelOut:
     """One model; with ``load_learner(version)`` also the serving version's parameter counts (per task for ccll)."""
     model = get_model_by_name(session, name)
-    counts = None
-    if load_learner is not None and model.serving_version_id is not None:
-        counts = load_learner(session.get(ModelVersion, model.serving_version_id)).parameter_counts()
-    return model_out(session, model, counts)
+    counts, memory = None, None
+    if model.serving_version_id is not None:
+        serving = session.get_one(ModelVersion, model.serving_version_id)
+        memory = (serving.train_config or {}).get("replay_memory")  # recorded by the update that made it
+        if load_learner is not None:
+            counts = load_learner(serving).parameter_counts()
+    return model_out(session, model, counts, memory)
 
 
 def version_out(
     version: ModelVersion, numbers: dict[int, int], tasks: dict[int, Task], serving_id: int | None
 ) -> VersionOut:
-    task = tasks.get(version.task_id)
+    task = tasks.get(version.task_id) if version.task_id is not None else None
     return VersionOut(
         id=version.id,
         number=version.number,
-        parent_number=numbers.get(version.parent_id),
+        parent_number=numbers.get(version.parent_id) if version.parent_id is not None else None,
         task_id=version.task_id,
         task_name=task.name if task else None,
         strategy=task.strategy if task else None,
+        strategy_choice=(version.train_config or {}).get("strategy_choice"),
         ewc_lambda=version.ewc_lambda,
         lambda_search=version.lambda_search,
         fisher_recipe=version.fisher_recipe,

@@ -19,7 +19,7 @@ def load_version(store: ArtifactStore, version: ModelVersion, *, with_consolidat
     if with_consolidation:
         return load_for_update(store, version)[0]
     learner = ContinualLearner.from_exports(store.get_tensors(version.weights_uri, version.weights_sha256))
-    learner.network.eval()
+    learner.built_network.eval()
     return learner
 
 
@@ -29,10 +29,14 @@ def load_for_update(store: ArtifactStore, version: ModelVersion) -> tuple[Contin
     weights = store.get_tensors(version.weights_uri, version.weights_sha256)
     consolidation, manifest = None, None
     if version.consolidation_uri:
-        shapes = {name.removeprefix("model."): tensor.shape for name, tensor in weights[0].items()}
+        shapes = {
+            name.removeprefix("model."): tensor.shape
+            for name, tensor in weights[0].items()
+            if name.startswith("model.")
+        }
         consolidation, manifest = read_consolidation(
             store, version.consolidation_uri, version.consolidation_sha256, shapes
         )
     learner = ContinualLearner.from_exports(weights, consolidation)
-    learner.network.eval()
+    learner.built_network.eval()
     return learner, manifest

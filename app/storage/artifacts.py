@@ -42,6 +42,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from app.errors import ArtifactCorrupt
 from app.learning.state import from_safetensors_bytes, to_safetensors_bytes
+from app.settings import Settings
 
 SUFFIX = ".safetensors"
 ARTIFACT_NAME = re.compile(r"(?:.*/)?([0-9a-f]{2})/(\1[0-9a-f]{62})" + re.escape(SUFFIX))
@@ -218,5 +219,5 @@ class ArtifactStore:
         return fs.exists(path)
 
 
-def artifact_store(settings) -> ArtifactStore:
+def artifact_store(settings: Settings) -> ArtifactStore:
     return ArtifactStore(settings.artifact_uri, refresh_after=settings.artifact_gc_grace_seconds / 2)

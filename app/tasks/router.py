@@ -9,19 +9,20 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from app.auth.deps import AdminKey, PredictKey, TrainKey
 from app.deps import INT64_MAX, RowId, SessionDep, SettingsDep, StoreDep, WriteSessionDep
 from app.errors import InvalidInput
+from app.openapi import Responses
 from app.tasks import service
 from app.tasks.schemas import PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
 from app.tasks.submit_by_uri import submit_reference
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
-NOT_FOUND = {
+NOT_FOUND: Responses = {
     404: {
         "description": "unknown task",
         "content": {"application/json": {"example": {"detail": "task 99 does not exist"}}},
     }
 }
-BAD_UPLOAD = {
+BAD_UPLOAD: Responses = {
     413: {
         "description": "body, file or sample count over the configured limits",
         "content": {
@@ -110,10 +111,11 @@ def submit_task(
     strategy: Annotated[
         str,
         Form(
-            description="ewc (default) | finetune | replay | ewc_replay | ccll; the replay "
-            "memory's size is the architecture option memory_size"
+            description="auto (default: ewc for a task of known labels, ewc_replay for one that brings new "
+            "labels) | ewc | finetune | replay | ewc_replay | ccll; the replay memory's size is the architecture "
+            "option memory_size"
         ),
-    ] = "ewc",
+    ] = "auto",
     ewc_lambda: Annotated[str, Form(description="a number, or auto (chosen on validation data)")] = "auto",
     epochs: Annotated[
         int | None,
@@ -155,14 +157,12 @@ def submit_task(
         nproc=nproc,
         max_nproc=settings.max_nproc,
     )
-    if (file is None) == (uri is None):
-        raise InvalidInput(
-            "send the data as a file or as a uri (data by reference)"
-            if file is None
-            else "send the data as a file or as a uri, not both"
-        )
     if uri is not None:
+        if file is not None:
+            raise InvalidInput("send the data as a file or as a uri, not both")
         return submit_reference(session, settings, task_request, uri)
+    if file is None:
+        raise InvalidInput("send the data as a file or as a uri (data by reference)")
     # A plain `def` route: FastAPI runs it in its thread pool, so parsing, hashing and storing an upload
     # never block the event loop (the body itself was counted as it streamed in: app/limits.py).
     data = file.file.read(settings.max_upload_bytes + 1)  # one byte over the limit is enough to refuse it

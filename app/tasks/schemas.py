@@ -9,10 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from app.errors import InvalidInput
 from app.jobs.status import JobStatus
 from app.learning import ARCHITECTURES, strategy_names
+from app.settings import Settings
 
 MAX_OPTIONS_CHARACTERS = 4096
 LAYER_OPTIONS = ("hidden", "channels")  # the architecture options that are lists of layer widths
@@ -105,7 +107,7 @@ class TaskRequest:
             nproc=nproc,
         )
 
-    def check_limits(self, settings) -> None:
+    def check_limits(self, settings: Settings) -> None:
         """The budget a task may ask for: layer widths and depth, epochs, batch size (from settings)."""
         for option in LAYER_OPTIONS:
             widths = (self.architecture_options or {}).get(option)
@@ -184,13 +186,13 @@ class DatasetOut(BaseModel):
     labels: list[int | str]
 
 
-TASK_EXAMPLE = {
+TASK_EXAMPLE: JsonDict = {
     "id": 7,
     "job_id": 7,
     "status": "queued",
     "model": "digits",
     "name": "permuted digits",
-    "strategy": "ewc",
+    "strategy": "auto",
     "hyperparameters": {"ewc_lambda": "auto", "epochs": 4, "test_fraction": 0.2, "validation_fraction": 0.1},
     "dataset": {
         "id": 3,
@@ -234,7 +236,7 @@ class AccuracyEntry(BaseModel):
     created_at: datetime
 
 
-ACCURACY_EXAMPLE = {
+ACCURACY_EXAMPLE: JsonDict = {
     "task_id": 1,
     "history": [
         {

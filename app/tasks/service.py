@@ -32,12 +32,13 @@ from app.jobs.queue import UNFINISHED, enqueue
 from app.jobs.status import JobStatus
 from app.learning import ContinualLearner, strategy_class, strategy_names
 from app.registry.service import serving_number, set_serving_version
+from app.settings import Settings
 from app.tasks.schemas import AccuracyEntry, DatasetOut, PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
 
 QUOTA_RETRY_SECONDS = 30  # a queued update takes seconds to minutes; half a minute frees a few slots
 
 
-def parse_limits(settings) -> dict:
+def parse_limits(settings: Settings) -> dict:
     """The limits of parse_dataset from the settings, the same for uploads and data read by reference."""
     return dict(
         max_samples=settings.max_upload_samples,
@@ -48,12 +49,14 @@ def parse_limits(settings) -> dict:
     )
 
 
-def check_admission(session: Session, settings, request: TaskRequest, model: Model | None) -> None:
+def check_admission(session: Session, settings: Settings, request: TaskRequest, model: Model | None) -> None:
     """What a task is refused for before its data is looked at: its budget, and the model's queue quota."""
     request.check_limits(settings)
     if model is None:
         return
-    unfinished = session.scalar(select(func.count(Job.id)).where(Job.model_id == model.id, Job.status.in_(UNFINISHED)))
+    unfinished = session.execute(
+        select(func.count(Job.id)).where(Job.model_id == model.id, Job.status.in_(UNFINISHED))
+    ).scalar_one()
     if unfinished >= settings.max_queued_per_model:
         raise QuotaExceeded(
             f"model {model.name!r} has {unfinished} unfinished jobs; the limit is "
@@ -62,7 +65,7 @@ def check_admission(session: Session, settings, request: TaskRequest, model: Mod
         )
 
 
-def check_labels(session: Session, settings, model: Model | None, parsed: ParsedDataset) -> None:
+def check_labels(session: Session, settings: Settings, model: Model | None, parsed: ParsedDataset) -> None:
     """Labels per model are capped (per task, parse_dataset caps them): the classifier, Fisher (one
     backward pass per class) and every prediction grow with them."""
     if model is None or model.id is None:
@@ -82,12 +85,23 @@ def check_labels(session: Session, settings, model: Model | None, parsed: Parsed
         )
 
 
-def submit_task(session: Session, store, settings, request: TaskRequest, filename: str, data: bytes) -> TaskOut:
-    """Check, parse and store the upload with no transaction open, then write its rows (`add_task_rows`)."""
+def submit_task(
+    session: Session,
+    store,
+    settings: Settings,
+    request: TaskRequest,
+    filename: str,
+    data: bytes,
+    admit: Callable[[Model | None], None] | None = None,
+) -> TaskOut:
+    """Check, parse and store the upload with no transaction open, then write its rows (`add_task_rows`).
+    ``admit(model)``, when given, is one more check made under the model's lock just before the rows
+    are written (the feedback loop's one-update-at-a-time rule): it raises a DomainError to refuse."""
     model = session.scalar(select(Model).where(Model.name == request.model))
     check_admission(session, settings, request, model)
-    shapeless = model is not None and not model.input_shape  # made by a data reference not (yet) read
-    if shapeless:
+    shapeless = False
+    if model is not None and not model.input_shape:  # made by a data reference not (yet) read
+        shapeless = True
         request = settle_shapeless_model(session, model, request)  # 409 while that reference is still queued
     input_shape = tuple(model.input_shape) if model is not None and not shapeless else None
     session.rollback()  # no transaction stays open while the upload is parsed ...
@@ -106,6 +120,8 @@ def submit_task(session: Session, store, settings, request: TaskRequest, filenam
     reference = store_dataset(store, parsed)  # idempotent: content-addressed
 
     def recheck(locked: Model | None, request: TaskRequest) -> TaskRequest:
+        if admit is not None:
+            admit(locked)
         if locked is not None and not locked.input_shape:
             request = settle_shapeless_model(session, locked, request)
         if locked is None and checked_new:
@@ -131,7 +147,7 @@ def submit_task(session: Session, store, settings, request: TaskRequest, filenam
 
 
 def check_upload_fits(
-    session: Session, settings, request: TaskRequest, model: Model | None, parsed: ParsedDataset
+    session: Session, settings: Settings, request: TaskRequest, model: Model | None, parsed: ParsedDataset
 ) -> bool:
     """The parsed upload against its model (or as a new model's first task); True when it was checked as new."""
     check_labels(session, settings, model, parsed)
@@ -144,7 +160,7 @@ def check_upload_fits(
 
 def add_task_rows(
     session: Session,
-    settings,
+    settings: Settings,
     request: TaskRequest,
     dataset: Callable[[], Dataset],
     recheck: Callable[[Model | None, TaskRequest], TaskRequest],
@@ -190,7 +206,7 @@ def add_task_rows(
 
 
 def model_for_task(
-    session: Session, settings, request: TaskRequest, model: Model | None, input_shape: list | None
+    session: Session, settings: Settings, request: TaskRequest, model: Model | None, input_shape: list | None
 ) -> Model:
     """The task's model: created on first use (``input_shape`` empty for data by reference, set by the
     worker that reads it), else given the request's forgetting gate and a shapeless model its shape."""
@@ -309,8 +325,8 @@ def task_out(
     session: Session, task: Task, job: Job | None = None, model: Model | None = None, dataset: Dataset | None = None
 ) -> TaskOut:
     job = job or latest_job(session, task)
-    model = model or session.get(Model, task.model_id)
-    dataset = dataset or session.get(Dataset, task.dataset_id)
+    model = model or session.get_one(Model, task.model_id)
+    dataset = dataset or session.get_one(Dataset, task.dataset_id)
     version_number = session.scalar(select(ModelVersion.number).where(ModelVersion.task_id == task.id))
     return TaskOut(
         id=task.id,
@@ -349,7 +365,7 @@ def list_tasks(session: Session, model: str | None = None, after_id: int = 0, li
 def task_accuracy(session: Session, task_id: int) -> TaskAccuracyOut:
     """The task's row of the accuracy table over time: one entry per version that measured it, oldest first."""
     task = get_task_row(session, task_id)
-    model = session.get(Model, task.model_id)
+    model = session.get_one(Model, task.model_id)
     rows = session.execute(
         select(Accuracy, ModelVersion)
         .join(ModelVersion, Accuracy.model_version_id == ModelVersion.id)
@@ -393,7 +409,7 @@ def promote_task(session: Session, task_id: int) -> PromoteOut:
     ``promoted`` flag and the alias change record that a user overruled it.
     """
     task = get_task_row(session, task_id)
-    model = session.get(Model, task.model_id)
+    model = session.get_one(Model, task.model_id)
     version = session.scalar(select(ModelVersion).where(ModelVersion.task_id == task.id))
     if version is None:
         job = latest_job(session, task)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from app.datasets.data_uris import ReferencePolicy, check_reference
 from app.db.tables import Dataset, Model
 from app.errors import InvalidInput
+from app.settings import Settings
 from app.tasks.schemas import TaskOut, TaskRequest
 from app.tasks.service import add_task_rows, check_admission, check_request_fits_model, new_model_architecture
 
@@ -33,7 +34,7 @@ def check_fractions(request: TaskRequest) -> None:
             raise InvalidInput(f"{name} must be between 0 and 1 (exclusive), got {value}")
 
 
-def submit_reference(session: Session, settings, request: TaskRequest, uri: str) -> TaskOut:
+def submit_reference(session: Session, settings: Settings, request: TaskRequest, uri: str) -> TaskOut:
     """Cheap checks (the reference is looked at: a stat or a HEAD) with no transaction open, then the rows."""
     check_fractions(request)
     model = session.scalar(select(Model).where(Model.name == request.model))

@@ -41,15 +41,17 @@ from app.jobs import queue, state_machine
 from app.jobs.queue import Claim
 from app.jobs.status import JobStatus
 from app.learning import ContinualLearner, Evaluation, TaskData, TrainingStopped, UpdateResult
+from app.learning.data import plain_labels
 from app.learning.strategies import strategy_class
 from app.learning.training import resolve_device
 from app.registry.consolidation import write_consolidation
 from app.registry.service import set_serving_version
 from app.registry.versions import load_for_update
+from app.settings import Settings
 from app.storage.artifacts import ArtifactRef, ArtifactStore
 from app.updates.adopt import adopt_and_evaluate, imported_learner
 from app.updates.budget import check_update_budget
-from app.updates.gate import GateDecision, forgetting_gate
+from app.updates.gate import GateDecision, forgetting_gate, learning_check
 from app.updates.learn import learn_and_evaluate
 from app.updates.lease import LeaseKeeper
 from app.updates.ranks import RankLost, learn_across_processes
@@ -75,8 +77,8 @@ class UpdatePlan:
 
 
 def read_plan(session: Session, held: Claim, default_max_forgetting: float) -> UpdatePlan:
-    task = session.get(Task, held.task_id)
-    model = session.get(Model, held.model_id)
+    task = session.get_one(Task, held.task_id)
+    model = session.get_one(Model, held.model_id)
     parent = session.get(ModelVersion, model.serving_version_id) if model.serving_version_id else None
     rows = session.execute(
         select(Task.id, Dataset).join(Dataset, Task.dataset_id == Dataset.id).where(Task.model_id == model.id)
@@ -92,19 +94,22 @@ def read_plan(session: Session, held: Claim, default_max_forgetting: float) -> U
 
 
 def new_learner(model: Model, first_task: TaskData) -> ContinualLearner:
-    """The model's first task fixes the input scale: samples sent as uint8 (images) are scaled by
-    1/255, now and in every later update and prediction."""
+    """The model's first task fixes the input scaling: samples sent as uint8 (images) are scaled by
+    1/255; other samples are standardized per feature on the first task's statistics (the learner
+    fits them, ``app.learning.preprocessing``) unless the model's options say ``standardize: false``."""
     input_scale = 1 / 255 if np.asarray(first_task.x).dtype == np.uint8 else 1.0
     return ContinualLearner.create(
         model.architecture,
         tuple(model.input_shape),
         family=model.family,
-        architecture_options=model.options or {},
+        architecture_options={"standardize": True, **(model.options or {})},
         input_scale=input_scale,
     )
 
 
-def run_update(session_factory, store: ArtifactStore, settings, held: Claim, keeper: LeaseKeeper) -> JobStatus:
+def run_update(
+    session_factory, store: ArtifactStore, settings: Settings, held: Claim, keeper: LeaseKeeper
+) -> JobStatus:
     """Steps 1-5 of the module docstring; returns the job's new status (succeeded | rejected | cancelled)."""
     with session_factory() as session:
         plan = read_plan(session, held, settings.default_max_forgetting)
@@ -180,7 +185,19 @@ def run_update(session_factory, store: ArtifactStore, settings, held: Claim, kee
     weights = store.put_tensors(*learner.export_weights())
     evaluation[str(task.id)] = store.put(evaluation_payload(current))
     consolidation = write_consolidation(store, learner, manifest, evaluation)
-    gate = forgetting_gate(result, plan.max_forgetting)
+    new_task = splits_of[task.id]
+    not_learnt = (
+        learning_check(
+            str(task.id),
+            result.validation_after.get(str(task.id)),
+            plain_labels(new_task["validation"].y),
+            plain_labels(new_task["train"].y),
+            result.train_config,
+        )
+        if settings.reject_not_learnt
+        else None
+    )
+    gate = forgetting_gate(result, plan.max_forgetting, not_learnt)
 
     def commit() -> JobStatus:
         with session_factory() as session:
@@ -238,7 +255,7 @@ def commit_update(
         state_machine.cancel(session, job, "cancelled while running (after training, before it was stored)")
         session.commit()
         return JobStatus.CANCELLED
-    model = session.get(Model, plan.model.id)
+    model = session.get_one(Model, plan.model.id)
     number = (session.scalar(select(func.max(ModelVersion.number)).where(ModelVersion.model_id == model.id)) or 0) + 1
     version = ModelVersion(
         model_id=model.id,
@@ -254,7 +271,7 @@ def commit_update(
         ewc_lambda=result.ewc_lambda,
         lambda_search=result.lambda_search,
         fisher_recipe=result.fisher_recipe,
-        train_config=result.train_config,
+        train_config={**result.train_config, "replay_memory": result.replay_memory},
         validation=gate.as_dict(),
         train_seconds=result.train_seconds,
         search_seconds=result.search_seconds,
@@ -299,12 +316,16 @@ def commit_update(
         held.job_id,
         number,
         model.name,
-        "promoted" if gate.passed else f"stored, not promoted ({gate.tripped_by} forgot)",
+        "promoted"
+        if gate.passed
+        else "stored, not promoted (not learnt)"
+        if gate.not_learnt
+        else f"stored, not promoted ({gate.tripped_by} forgot)",
     )
     return JobStatus(job.status)
 
 
-def run_job(session_factory, store: ArtifactStore, settings, held: Claim, shutdown) -> JobStatus | None:
+def run_job(session_factory, store: ArtifactStore, settings: Settings, held: Claim, shutdown) -> JobStatus | None:
     """Run a claimed job under its lease; whatever happens, the job ends in a clear state:
     succeeded/rejected (committed), cancelled, failed (with the reason), back in the queue
     (shutdown), or untouched when the lease was lost (the new owner finishes it).

@@ -6,6 +6,7 @@ task asks for more (``app.updates.ranks``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from app.learning import ContinualLearner, Evaluation, TaskData, TrainConfig, UpdateResult
 
@@ -18,7 +19,7 @@ def train_config_of(hyperparameters: dict | None, device: str) -> TrainConfig:
     then early stopping on validation up to twice that)."""
     hyperparameters = hyperparameters or {}
     given = {key: hyperparameters[key] for key in TRAIN_CONFIG_KEYS if hyperparameters.get(key) is not None}
-    exact = {"min_steps": 0, "replay_min_steps": 0, "patience": 0} if "epochs" in given else {}
+    exact: dict[str, Any] = {"min_steps": 0, "replay_min_steps": 0, "patience": 0} if "epochs" in given else {}
     return TrainConfig(device=device, **given, **exact)
 
 

@@ -19,16 +19,17 @@ from app.jobs import queue
 from app.jobs.queue import Claim
 from app.learning import Progress
 from app.metrics.phases import PhaseClock
+from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
-    def __init__(self, session_factory, held: Claim, settings, shutdown: threading.Event):
+    def __init__(self, session_factory, held: Claim, settings: Settings, shutdown: threading.Event):
         self.session_factory = session_factory
         self.held = held
         self.lease_seconds = settings.lease_seconds
-        self.heartbeat_seconds = settings.heartbeat_seconds
+        self.heartbeat_seconds = settings.heartbeat_interval
         self.progress_interval = settings.progress_interval
         self.shutdown = shutdown
         self.cancel_requested = False

@@ -1,4 +1,4 @@
-"""The worker loop: reap expired leases, claim the next job, run it, repeat.
+"""The worker loop: evaluate the feedback triggers when due, reap expired leases, claim the next job, run it, repeat.
 
 The same loop runs in `python -m workers` processes and, on the embedded default, in a
 thread of the API process (`start_embedded_worker`). Setting ``stop_event`` stops it
@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from app.db.session import session_factory
+from app.feedback.triggers import TriggerEvaluator
 from app.jobs import queue
 from app.registry.collection import collect_garbage
+from app.settings import Settings
 from app.storage.artifacts import artifact_store
 from app.updates.apply import run_job
 
@@ -29,7 +31,7 @@ def default_worker_id() -> str:
 
 
 def run_worker(
-    settings, stop_event: threading.Event | None = None, once: bool = False, worker_id: str | None = None
+    settings: Settings, stop_event: threading.Event | None = None, once: bool = False, worker_id: str | None = None
 ) -> int:
     """Work until ``stop_event`` is set; with ``once``, run at most one job and return.
     Returns the number of jobs this worker ran (whatever their outcome)."""
@@ -40,9 +42,14 @@ def run_worker(
     store = artifact_store(settings)
     worker_id = worker_id or default_worker_id()
     clean_store(factory, store, settings)
+    triggers = TriggerEvaluator(factory, store, settings)  # the feedback loop's triggers (app/feedback/)
     jobs_run = 0
     while not stop_event.is_set():
         held = None
+        try:
+            triggers.run_due()
+        except Exception:
+            log.exception("worker %s could not evaluate the feedback triggers", worker_id)
         try:
             with factory() as session:
                 for job_id, status in queue.reap(session).items():
@@ -75,7 +82,7 @@ def run_worker(
     return jobs_run
 
 
-def clean_store(factory, store, settings) -> None:
+def clean_store(factory, store, settings: Settings) -> None:
     """What crashes leave in the artifact store, removed when a worker starts: temporary files of killed
     writers, and artifacts no row refers to (older than the grace period, app/registry/collection.py).
     At start because workers are what write artifacts and a restart follows the crashes that leave
@@ -108,7 +115,7 @@ class EmbeddedWorker:
         return self.thread.is_alive()
 
 
-def start_embedded_worker(settings) -> EmbeddedWorker:
+def start_embedded_worker(settings: Settings) -> EmbeddedWorker:
     stop_event = threading.Event()
     thread = threading.Thread(
         target=run_worker,

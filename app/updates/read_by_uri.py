@@ -22,6 +22,7 @@ from app.db.session import begin_write
 from app.db.tables import Dataset, Model
 from app.errors import DomainError
 from app.jobs import queue
+from app.settings import Settings
 from app.tasks.schemas import TaskRequest
 from app.tasks.service import check_fits_model, check_new_model, parse_limits
 from app.tasks.submit_by_uri import DATA_URI, REFERENCE_FORMAT
@@ -35,7 +36,7 @@ def is_unread_reference(dataset: Dataset) -> bool:
     return dataset.format == REFERENCE_FORMAT
 
 
-def read_referenced_dataset(session_factory, store, settings, held, plan) -> bool:
+def read_referenced_dataset(session_factory, store, settings: Settings, held, plan) -> bool:
     """Read, check and store the task's referenced data; False when the lease was lost meanwhile."""
     task, model, dataset = plan.task, plan.model, plan.datasets[plan.task.id]
     hyperparameters = task.hyperparameters or {}
@@ -83,12 +84,12 @@ def read_referenced_dataset(session_factory, store, settings, held, plan) -> boo
         if queue.lock_owned_job(session, held) is None:
             session.rollback()
             return False
-        row = session.get(Dataset, dataset.id)
+        row = session.get_one(Dataset, dataset.id)
         row.sha256, row.format = parsed.sha256, parsed.format
         row.n_train, row.n_validation, row.n_test = parsed.n_train, parsed.n_validation, parsed.n_test
         row.input_shape, row.labels = list(parsed.input_shape), parsed.labels
         row.artifact_uri, row.artifact_sha256, row.artifact_size = artifact.uri, artifact.sha256, artifact.size
-        owner = session.get(Model, model.id)
+        owner = session.get_one(Model, model.id)
         if not owner.input_shape:
             owner.input_shape = list(parsed.input_shape)
         session.commit()

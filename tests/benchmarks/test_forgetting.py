@@ -277,3 +277,43 @@ def test_the_budget_rule_and_the_last_updates_cost_are_recorded(tmp_path):
                 budget["floor_epochs"] <= budget["epochs_trained"] <= budget["epochs_run"] <= budget["max_epochs"] == 2
             )
     assert stopped["lambda_search_cost"]["ewc_separate"]["steps_ratio_max"] <= 3
+
+
+def test_class_incremental_scenario_scores_over_every_label_and_judges_each_update(tmp_path):
+    _write_labelled(tmp_path / "digits.npz", n_per_class=30)
+    out = tmp_path / "class.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--scenario",
+            "class",
+            "--split-mnist",
+            str(tmp_path / "digits.npz"),
+            "--n-tasks",
+            "2",
+            "--methods",
+            "auto,ewc",
+            "--epochs",
+            "2",
+            "--min-steps",
+            "0",
+            "--patience",
+            "0",
+            "--fisher-samples",
+            "32",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        timeout=300,
+    )
+    result = json.loads(out.read_text())
+    assert result["scenario"] == "class" and result["settings"]["ewc_lambda"] == "auto"
+    auto = result["methods"]["auto"]
+    assert auto["evaluation"] == "vocabulary" and len(auto["gate"]) == 2
+    assert [g["strategy_choice"]["strategy"] for g in auto["gate"]] == ["ewc", "ewc_replay"]
+    assert 0 <= auto["all_test_accuracy"] <= 1 and isinstance(auto["every_update_promoted"], bool)
+    assert result["methods"]["ewc"]["gate"][1]["strategy_choice"] is None  # an explicit strategy is honoured

@@ -22,7 +22,7 @@ from app.demo import digits_tasks
 from app.processes import LocalServer
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = ["--epochs", "2", "--ewc-lambda", "100"]  # small budget; a fixed λ skips the search
+FAST = ["--epochs", "8", "--ewc-lambda", "100"]  # a small budget that still learns; a fixed λ skips the search
 
 pytestmark = pytest.mark.slow  # a real server process per module
 
@@ -105,7 +105,7 @@ def test_teach_follow_draws_progress_and_reports_the_new_version(capsys, server,
         "--strategy",
         "finetune",
         "--epochs",
-        "1",
+        "8",
         "--max-forgetting",
         "1.0",
     )
@@ -279,7 +279,7 @@ def test_ccll_predict_needs_task_and_works_with_it(capsys, server, task_files, t
         "--option",
         "alpha=2",
         "--epochs",
-        "1",
+        "8",
         "--follow",
         "--json",
     )
@@ -325,6 +325,8 @@ def test_teach_a_folder_of_image_folders_then_matrix_png(capsys, server, tmp_pat
         "folders",
         "--follow",
         *FAST,
+        "--epochs",
+        "30",  # 72 training images: one step an epoch, and an update that learns nothing is rejected
     )
     assert code == 0, err
     assert "model cli-images version 1" in out

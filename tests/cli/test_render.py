@@ -60,3 +60,35 @@ def test_teach_follow_prints_the_capacity_warning_of_the_new_version(capsys):
     answers["/models/m/versions"][0]["capacity_warning"] = None
     report_finished_job(Answers(), {"id": 2, "model": "m"}, {"id": 2, "status": "succeeded", "model_version": 2})
     assert "Capacity warning" not in capsys.readouterr().out
+
+
+def test_teach_follow_prints_why_a_task_was_not_learnt_and_what_auto_chose(capsys):
+    from app.cli.teach import report_finished_job
+
+    reason = (
+        "task 1 was not learnt: its validation accuracy 0.100 is no better than always answering its most "
+        "frequent label 3 (0.150 of 60 validation samples; the accuracy's Wilson 95% lower bound is 0.050); it "
+        "may be the features' scale, the learning rate (lr 0.05: try a tenth of it), too few epochs (8 trained), "
+        "or too few samples per class (fewest: 50 of label 7); stored as version 1, not promoted"
+    )
+    choice = {"strategy": "ewc", "reason": "the model's first task: nothing to protect yet"}
+    answers = {
+        "/models/m/versions": [{"number": 1, "parent_number": None, "strategy": "auto", "strategy_choice": choice}],
+        "/models/m/accuracy": {
+            "tasks": [{"task_id": 1, "name": "a"}],
+            "rows": [{"model_version": 1, "accuracy": [{"task_id": 1, "accuracy": 0.1}]}],
+        },
+    }
+
+    class Answers:
+        def get(self, path, **params):
+            return answers[path]
+
+    render.console.width = 400
+    job = {"id": 1, "status": "rejected", "model_version": 1, "error": reason}
+    report_finished_job(Answers(), {"id": 1, "model": "m"}, job)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "task 1 was not learnt" in out and "too few samples per class" in out and "lr 0.05" in out
+    assert "Learnt with ewc: the model's first task" in out
+    render.show_versions("m", answers["/models/m/versions"])
+    assert "auto → ewc" in capsys.readouterr().out

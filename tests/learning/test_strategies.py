@@ -10,16 +10,17 @@ from app.learning.strategies import Finetune, base, family_names
 
 
 def test_every_strategy_declares_its_family_and_default_architecture():
-    assert strategy_names() == ("ewc", "finetune", "replay", "ewc_replay", "ccll")
+    assert strategy_names() == ("ewc", "finetune", "replay", "ewc_replay", "auto", "ccll")
     assert {name: strategy_class(name).family for name in strategy_names()} == {
         "ewc": "ewc",
         "finetune": "ewc",
         "replay": "ewc",
         "ewc_replay": "ewc",
+        "auto": "ewc",
         "ccll": "ccll",
     }
     assert family_names() == ("ewc", "ccll")
-    assert strategy_names("ewc") == ("ewc", "finetune", "replay", "ewc_replay")
+    assert strategy_names("ewc") == ("ewc", "finetune", "replay", "ewc_replay", "auto")
     assert strategy_class("ewc").default_architecture() == "mlp"
     assert strategy_class("ccll").default_architecture() == "cnn"
     with pytest.raises(ValueError, match="unknown strategy 'joint'"):  # a benchmark baseline, not offered
@@ -50,7 +51,7 @@ def test_a_new_strategy_is_one_registered_class(monkeypatch):
         def trainable_parameters(self, learner, network, task_key):
             return list(network.head.parameters())
 
-    assert strategy_names("ewc") == ("ewc", "finetune", "replay", "ewc_replay", "head_only")
+    assert strategy_names("ewc") == ("ewc", "finetune", "replay", "ewc_replay", "auto", "head_only")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 4)).astype(np.float32)
     learner = ContinualLearner.create("mlp", (4,), architecture_options={"hidden": [8]})

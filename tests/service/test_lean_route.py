@@ -1,31 +1,69 @@
-"""The prediction routes' own handler (app.predict.lean_route.py): the same answers FastAPI's would give,
-without its dependency solver on the hot path."""
+"""The prediction routes' own handler (app/predict/lean_route.py): plain Starlette routes at the head of
+the app giving the same answers FastAPI's would, without its dependency solver on the hot path, and
+documented in /openapi.json by their FastAPI declarations."""
+
+import inspect
+import re
 
 import pytest
-from fastapi.routing import APIRoute
+from fastapi import Response
 from starlette.routing import Match
 
 from app.deps import get_serving
 from app.errors import NotFound
-from app.predict.router import oip_router
+from app.predict import lean_route, oip, router
+from app.predict.lean_route import LeanRoute
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_the_prediction_routes_are_lean_and_the_rest_keep_fastapis_handler(client):
-    own = [route for route in client.app.router.routes if isinstance(route, APIRoute)]
-    lean = {route.path: route.lean for route in own + oip_router.routes}
-    assert lean["/predict"] and lean["/v2/models/{name}/infer"] and lean["/v2/models/{name}/versions/{version}/infer"]
-    # sync endpoints (thread pool) and endpoints returning a model (FastAPI's serialisation) stay FastAPI's
-    assert not lean["/v2/models/{name}"] and not lean["/v2/health/ready"] and not lean["/v2"]
-    # on the app's own router, not an included one: matched once per request, not twice
-    assert [route.path for route in own] == [
+def test_the_prediction_routes_are_lean_starlette_routes_at_the_head_of_the_app(client):
+    head = client.app.router.routes[:3]
+    assert all(isinstance(route, LeanRoute) for route in head)
+    assert [route.path for route in head] == [
         "/predict",
         "/v2/models/{name}/infer",
         "/v2/models/{name}/versions/{version}/infer",
     ]
-    # and at its head, before the documentation routes FastAPI adds first, matched on every request before them
-    assert [route.path for route in client.app.router.routes[:3]] == [route.path for route in own]
-    assert client.get("/openapi.json").status_code == 200 and client.get("/docs").status_code == 200
+    # no other route of the app is lean: the rest keep FastAPI's handler
+    assert not any(isinstance(route, LeanRoute) for route in client.app.router.routes[3:])
+    assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_openapi_documents_the_lean_routes_from_their_fastapi_declarations(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    predict = paths["/predict"]["post"]
+    assert predict["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PredictIn"}
+    assert predict["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PredictOut"
+    }
+    assert {"401", "404", "422"} <= set(predict["responses"]) and predict["security"]
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        infer = paths[path]["post"]
+        assert "inputs" in infer["requestBody"]["content"]["application/json"]["schema"]["properties"]
+        assert infer["tags"] == ["open inference protocol"] and infer["security"]
+        assert infer["responses"]["404"]["content"]["application/json"]["example"] == {
+            "error": "model 'nope' does not exist"
+        }
+
+
+def test_an_endpoint_a_lean_route_cannot_fill_is_refused_when_the_route_is_made():
+    def sync_endpoint(name: str) -> Response:
+        return Response()
+
+    async def query_parameter(limit: int) -> Response:
+        return Response()
+
+    with pytest.raises(TypeError, match="coroutine function"):
+        LeanRoute("/x/{name}", sync_endpoint, methods=["POST"])
+    with pytest.raises(TypeError, match="'limit'"):
+        LeanRoute("/x", query_parameter, methods=["POST"])
+
+
+def test_the_fast_path_uses_no_private_name_of_fastapi_or_starlette():
+    for module in (lean_route, router, oip):
+        source = inspect.getsource(module)
+        assert not re.search(r"(fastapi|starlette)[\w.]*(\s+import\s+|\.)_[a-z]", source), module.__name__
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -75,7 +113,7 @@ def test_dependency_overrides_apply_to_the_lean_routes(client):
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_route_refuses_other_paths_by_their_end_and_still_matches_behind_a_root_path(client):
-    routes = {route.path: route for route in client.app.router.routes if isinstance(route, APIRoute)}
+    routes = {route.path: route for route in client.app.router.routes if isinstance(route, LeanRoute)}
     predict, infer = routes["/predict"], routes["/v2/models/{name}/versions/{version}/infer"]
 
     def scope(path: str, method: str = "POST", root_path: str = "") -> dict:

@@ -8,7 +8,19 @@ from sqlalchemy import create_engine, inspect
 from app.db.migrate import downgrade, upgrade
 from app.db.tables import Base
 
-TABLES = {"models", "datasets", "tasks", "jobs", "model_versions", "accuracy", "alias_changes", "api_keys"}
+TABLES = {
+    "models",
+    "datasets",
+    "tasks",
+    "jobs",
+    "model_versions",
+    "accuracy",
+    "alias_changes",
+    "api_keys",
+    "feedback_policies",
+    "logged_samples",
+    "trigger_decisions",
+}
 
 
 def tables_of(url: str) -> set[str]:

@@ -10,11 +10,26 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save, save_file
+from sqlalchemy import create_engine, text
 
 from app.learning.models import build_model
-from tests.service.test_bad_input import artifacts, counts
 
 SHAPE = (1, 8, 8)
+TABLES = ("models", "datasets", "tasks", "jobs", "model_versions", "accuracy")
+
+
+def counts(url) -> dict:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        result = {t: connection.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in TABLES}
+    engine.dispose()
+    return result
+
+
+def artifacts(settings) -> list:
+    from pathlib import Path
+
+    return sorted(Path(settings.artifact_uri).rglob("*"))
 
 
 def tiny_mlp(n_classes: int = 3):

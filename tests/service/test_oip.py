@@ -148,3 +148,127 @@ def test_string_labels_are_bytes_tensors_the_client_decodes():
     request["parameters"] = None
     body = json.loads(infer_response(request, "m", 3, predictions, top_k=2).body)
     assert body["outputs"][0] == {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["cat", "dög"]}
+
+
+def test_versioned_json_inference_with_one_headers_dict(client, api_key, api_replica, tmp_path, teach, run_worker_once):
+    """FP32 samples as JSON to a version's route, a JSON output, after binary and compressed calls made with
+    the same headers dict (the API key's, as a user keeps it): tritonclient leaves the binary call's
+    Inference-Header-Content-Length and the compressed call's Content-Encoding in that dict."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 4)).astype(np.float32)
+    path = tmp_path / "signs.npz"
+    np.savez(path, x=x, y=(x[:, 0] > 0).astype(np.int64))
+    assert teach(path).status_code == 202
+    assert run_worker_once() == 1
+    samples = x[:5]
+    reference = client.post("/predict", json={"model": "m", "inputs": samples.tolist(), "version": 1}).json()
+    labels = [p["label"] for p in reference["predictions"]]
+
+    def fp32_input(binary: bool) -> triton.InferInput:
+        tensor = triton.InferInput("input-0", list(samples.shape), "FP32")
+        return tensor.set_data_from_numpy(samples, binary_data=binary)
+
+    oip = triton.InferenceServerClient(api_replica)
+    kept = headers()  # one dict for every call
+    calls = [
+        dict(binary=True),
+        dict(binary=False, model_version="1"),  # the issue's call
+        dict(binary=True, request_compression_algorithm="gzip"),
+        dict(binary=False, model_version="1"),
+        dict(binary=False),
+        dict(binary=True, request_compression_algorithm="deflate", model_version="1"),
+        dict(binary=False, model_version="1"),
+    ]
+    for call in calls:
+        binary = call.pop("binary")
+        answer = oip.infer("m", [fp32_input(binary)], outputs=requested(False, "label"), headers=kept, **call)
+        assert answer.as_numpy("label").tolist() == labels, call
+        assert answer.get_response()["model_version"] == "1"
+    assert "Inference-Header-Content-Length" in kept and "Content-Encoding" in kept  # the client's doing
+
+    # a length the body contradicts is still refused when the body is not one whole JSON request
+    cut = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0, 1, 2, 3]}]})
+    for body, length in [(cut[:-1], 10), ('{"inputs": []}', 5)]:
+        answer = client.post(
+            "/v2/models/m/infer", content=body, headers={"Inference-Header-Content-Length": str(length)}
+        )
+        assert answer.status_code == 400, answer.text
+    binary_declared = {
+        "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]
+    }
+    answer = client.post(
+        "/v2/models/m/infer", content=json.dumps(binary_declared), headers={"Inference-Header-Content-Length": "20"}
+    )
+    assert answer.status_code == 400 and "EOF" in answer.json()["error"], answer.text  # the length is believed
+
+
+def test_metadata_gives_the_label_datatype_inference_answers(
+    client, api_key, api_replica, tmp_path, teach, run_worker_once
+):
+    """A model taught integer labels (version 1), then string labels from a .csv (version 2): each version's
+    metadata, read through tritonclient, names the datatype its inference answers, and decodes it."""
+    from tritonclient.utils import deserialize_bytes_tensor, triton_to_np_dtype
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 4)).astype(np.float32)
+    numbered = tmp_path / "numbered.npz"
+    np.savez(numbered, x=x, y=(x[:, 0] > 0).astype(np.int64))
+    named = tmp_path / "named.csv"
+    rows = [",".join(["label", "a", "b", "c", "d"])]
+    rows += [",".join(["north" if row[1] > 0 else "south", *map(str, row)]) for row in x]
+    named.write_text("\n".join(rows) + "\n")
+    for path in (numbered, named):
+        assert teach(path, max_forgetting="1").status_code == 202
+        assert run_worker_once() == 1
+
+    oip = triton.InferenceServerClient(api_replica)
+    samples = x[:6]
+    for version, expected in (("1", "INT64"), ("2", "BYTES"), ("", "BYTES")):  # "": the serving one, 2
+        metadata = oip.get_model_metadata("m", version, headers=headers())
+        datatypes = {output["name"]: output["datatype"] for output in metadata["outputs"]}
+        assert datatypes["label"] == datatypes["top_k_labels"] == expected, metadata
+        reference = client.post(
+            "/predict", json={"model": "m", "inputs": samples.tolist(), "version": int(version or 2), "top_k": 2}
+        ).json()
+        labels = [str(p["label"]) for p in reference["predictions"]]
+
+        tensor = triton.InferInput("input-0", list(samples.shape), "FP32")
+        tensor.set_data_from_numpy(samples)
+        for binary in (False, True):
+            answer = oip.infer(
+                "m",
+                [tensor],
+                model_version=version,
+                outputs=requested(binary, "label", "top_k_labels"),
+                parameters={"top_k": 2},
+                headers=headers(),
+            )
+            for name in ("label", "top_k_labels"):
+                assert answer.get_output(name)["datatype"] == datatypes[name], (version, binary, name)
+            decoded = answer.as_numpy("label").tolist()
+            assert [d.decode() if isinstance(d, bytes) else str(d) for d in decoded] == labels
+
+        # a client that knows the datatype from the metadata alone decodes the binary answer's bytes
+        raw = client.post(
+            f"/v2/models/m{'/versions/' + version if version else ''}/infer",
+            content=json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "x",
+                            "shape": list(samples.shape),
+                            "datatype": "FP32",
+                            "data": samples.ravel().tolist(),
+                        }
+                    ],
+                    "outputs": [{"name": "label", "parameters": {"binary_data": True}}],
+                }
+            ),
+        )
+        assert raw.status_code == 200, raw.text
+        blob = raw.content[int(raw.headers["Inference-Header-Content-Length"]) :]
+        if datatypes["label"] == "BYTES":
+            values = [value.decode() for value in deserialize_bytes_tensor(blob)]
+        else:
+            values = [str(value) for value in np.frombuffer(blob, dtype=triton_to_np_dtype(datatypes["label"]))]
+        assert values == labels, (version, values)

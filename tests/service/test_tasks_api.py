@@ -193,3 +193,35 @@ def test_an_upload_holds_no_transaction_while_it_is_parsed_and_stored(
         upload.join(60)
     assert answers and answers[0].status_code == 202, answers and answers[0].text
     assert client.get(f"/tasks/{answers[0].json()['id']}").json()["status"] == "queued"
+
+
+def test_a_training_batch_larger_than_the_serving_batch_is_accepted_and_trains(
+    client, settings, tmp_path, teach, run_worker_once
+):
+    """batch_size is limited by max_batch_size (training), not by predict_max_batch_size (serving): they were
+    one field declared twice, and the serving limit of 64 refused every training batch above it."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    path = tmp_path / "signs.npz"
+    np.savez(path, x=x, y=(x[:, 0] > 0).astype(np.int64))
+    answer = teach(path, batch_size="128")
+    assert answer.status_code == 202, answer.text
+    assert run_worker_once() == 1
+    job = client.get(f"/jobs/{answer.json()['job_id']}").json()
+    assert job["status"] == "succeeded", job
+    task = client.get(f"/tasks/{answer.json()['id']}").json()
+    assert task["hyperparameters"]["batch_size"] == 128, task
+
+    over = teach(path, batch_size=str(settings.max_batch_size + 1))
+    assert over.status_code == 422 and "(max_batch_size)" in over.json()["detail"], over.text
+    assert settings.predict_max_batch_size < 128  # the default serving batch the bug applied to training
+    assert client.app.state.serving.batcher.max_batch_size == settings.predict_max_batch_size
+
+
+def test_the_serving_batch_has_its_own_environment_variable(monkeypatch):
+    from app.settings import Settings
+
+    monkeypatch.setenv("RETAIN_PREDICT_MAX_BATCH_SIZE", "16")
+    monkeypatch.setenv("RETAIN_MAX_BATCH_SIZE", "512")
+    settings = Settings()
+    assert (settings.predict_max_batch_size, settings.max_batch_size) == (16, 512)

@@ -1,8 +1,8 @@
 """Continual-learning strategies, one class per method behind one interface (``base.Strategy``).
 
-Importing this package registers the library's strategies, in this order: ``ewc`` and
-``finetune``, ``replay`` and ``ewc_replay`` (the EWC family) and ``ccll`` (its own family). Look one up by name with
-``strategy_class``; add one with ``@register``.
+Importing this package registers the library's strategies, in this order: ``ewc``,
+``finetune``, ``replay``, ``ewc_replay`` and ``auto`` (the EWC family) and ``ccll`` (its own
+family). Look one up by name with ``strategy_class``; add one with ``@register``.
 """
 
 from app.learning.strategies.base import (
@@ -20,6 +20,7 @@ from app.learning.strategies.base import (
 from app.learning.strategies.ewc import EWC
 from app.learning.strategies.finetune import Finetune
 from app.learning.strategies.replay import EWCReplay, Replay
+from app.learning.strategies.auto import Auto
 from app.learning.strategies.ccll import CCLL
 # isort: on
 
@@ -29,6 +30,7 @@ __all__ = [
     "Finetune",
     "Replay",
     "EWCReplay",
+    "Auto",
     "CCLL",
     "register",
     "strategy_class",

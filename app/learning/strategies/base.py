@@ -71,6 +71,18 @@ class Strategy:
         if "imported" not in learner.architecture_options:  # an imported model brings its own architecture
             self.check_architecture(learner.architecture)
 
+    # ------------------------------------------------------------------ the task's strategy
+    choice: dict | None = None  # set by a strategy that chooses per task: {"strategy": ..., "reason": ...}
+
+    def for_task(self, learner: Learner, task_labels: list) -> Strategy:
+        """The strategy that learns a task of ``task_labels`` (before anything changes): itself; a
+        strategy that chooses per task (``auto``) returns its choice, with ``choice`` saying why."""
+        return self
+
+    def train_config(self, config: TrainConfig) -> TrainConfig:
+        """The training settings this task is learnt with: the caller's (a strategy may change its budget)."""
+        return config
+
     # ------------------------------------------------------------------- the network
     def network_from(self, base: nn.Module, options: dict) -> nn.Module:
         """The family's network around a freshly built model, given the family's own ``options``."""

@@ -47,7 +47,7 @@ class CCLL(Strategy):
     def trainable_parameters(self, learner: Learner, network: nn.Module, task_key: str) -> list[nn.Parameter]:
         """The first task trains the base with its modules; every later one only its own modules."""
         first_task = not learner.task_keys
-        parameters = network.parameters() if first_task else network.task_parameters(task_key)
+        parameters = network.parameters() if first_task else calibrated(network).task_parameters(task_key)
         return [p for p in parameters if p.requires_grad]
 
     def train_forward(self, network: nn.Module, task_key: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -69,4 +69,11 @@ class CCLL(Strategy):
         return network(x, task_key)
 
     def parameter_counts(self, network: nn.Module) -> dict:
-        return {**network.parameter_counts(), "total": sum(p.numel() for p in network.parameters())}
+        return {**calibrated(network).parameter_counts(), "total": sum(p.numel() for p in network.parameters())}
+
+
+def calibrated(network: nn.Module) -> CalibratedNetwork:
+    """The network a CCLL learner holds (`network_from` builds it; the hooks are handed it as a Module)."""
+    if not isinstance(network, CalibratedNetwork):
+        raise TypeError(f"a ccll model's network is a CalibratedNetwork; got a {type(network).__name__}")
+    return network

@@ -30,7 +30,7 @@ from app.learning.memory import RehearsalMemory
 from app.learning.models import grow_head
 from app.learning.strategies.base import Learner, StepHooks, Strategy, register
 
-DEFAULT_MEMORY_SIZE = 1000  # samples a replay model keeps in all (README, "Rehearsal")
+DEFAULT_MEMORY_SIZE = 1000  # samples a replay model keeps in all (docs/concepts.md, "Strategies")
 
 
 def _count(network: nn.Module | None) -> int:
@@ -135,6 +135,8 @@ class EWC(Strategy):
         if tensors is None:
             learner.consolidation = learner.memory = None
             return
+        if metadata is None:
+            raise ValueError("an EWC consolidation needs its metadata (mode, gamma, order) with its tensors")
         consolidated = {name: t for name, t in tensors.items() if not name.startswith(MEMORY_PREFIX)}
         learner.consolidation = Consolidation.from_tensors(
             consolidated, metadata["mode"], metadata["gamma"], metadata["order"]

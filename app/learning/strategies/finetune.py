@@ -17,5 +17,5 @@ class Finetune(EWC):
     name = "finetune"
     uses_lambda = False
 
-    def resolve_lambda(self, learner: Learner, requested: float | str | None) -> float:
+    def resolve_lambda(self, learner: Learner, requested: float | str | None) -> float | str:
         return 0.0

@@ -63,7 +63,7 @@ class EWCReplay(Replay):
     """Replay with EWC's penalty. λ as ``ewc`` resolves it, except that "auto" with a memory to replay
     takes ``EWCConfig.replay_lambda`` without a search: the replayed half of every batch already puts the
     old tasks' loss into every step, and a search would double the cost of an update that rehearsal
-    otherwise keeps at a plain update's (README, "Small and crowded tasks, and rehearsal")."""
+    otherwise keeps at a plain update's (docs/benchmarks/forgetting.md, "Small and crowded tasks, and rehearsal")."""
 
     name = "ewc_replay"
     uses_lambda = True

@@ -215,6 +215,49 @@ function renderTaskLines(matrix) {
   return svg;
 }
 
+// ------------------------------------------------------------------ served accuracy (feedback loop)
+
+function renderLiveAccuracy(live) {
+  const points = live.history;
+  if (!points.length) {
+    return el("p", { class: "hint" }, "No labelled predictions yet (POST /feedback, or `retain feedback`).");
+  }
+  const width = 660, height = 200, left = 44, right = 20, top = 12, bottom = 30;
+  const plotW = width - left - right, plotH = height - top - bottom;
+  const times = points.map((p) => Date.parse(p.at));
+  const first = Math.min(...times), last = Math.max(...times), span = Math.max(last - first, 1);
+  const xOf = (t) => left + ((t - first) / span) * plotW;
+  const yOf = (a) => top + (1 - a) * plotH;
+  const svg = el("svg:svg", { id: "live-accuracy", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+    "aria-label": "served accuracy over time, updates marked" });
+  for (const tick of [0, 0.5, 1]) {
+    svg.append(el("svg:line", { x1: left, x2: left + plotW, y1: yOf(tick), y2: yOf(tick), stroke: "#e3e6ec" }));
+    svg.append(el("svg:text", { x: left - 6, y: yOf(tick) + 4, "text-anchor": "end", "font-size": 11, fill: "#667085" },
+      tick.toFixed(2)));
+  }
+  for (const update of live.updates) {
+    const t = Date.parse(update.at);
+    if (t < first || t > last) continue;
+    svg.append(el("svg:line", { x1: xOf(t), x2: xOf(t), y1: top, y2: top + plotH, stroke: "#b42318",
+      "stroke-dasharray": "4 3", "data-version": update.model_version }, svgTitle(`v${update.model_version} promoted`)));
+    svg.append(el("svg:text", { x: xOf(t) + 3, y: top + 10, "font-size": 11, fill: "#b42318" }, `v${update.model_version}`));
+  }
+  svg.append(el("svg:polyline", { points: points.map((p, i) => `${xOf(times[i])},${yOf(p.accuracy)}`).join(" "),
+    fill: "none", stroke: "#1f6feb", "stroke-width": 2 }));
+  svg.append(el("svg:text", { x: left, y: height - 8, "font-size": 11, fill: "#667085" },
+    `${new Date(first).toLocaleTimeString()} → ${new Date(last).toLocaleTimeString()} (window ${live.window})`));
+  return svg;
+}
+
+function renderTriggerDecisions(triggers) {
+  const list = document.getElementById("trigger-decisions");
+  list.replaceChildren(...triggers.decisions.slice(-8).reverse().map((d) =>
+    el("li", { class: d.fired ? "fired" : "" },
+      `${new Date(d.created_at).toLocaleTimeString()} ${d.trigger} ${d.fired ? "fired" : "waits"}` +
+      `${d.task_id ? ` → task ${d.task_id}` : ""}: ${d.reason}`)));
+  list.append(el("li", { class: "hint" }, `${triggers.buffered_labels} label(s) buffered`));
+}
+
 // ------------------------------------------------------------------ versions
 
 function recipeText(recipe) {
@@ -222,6 +265,11 @@ function recipeText(recipe) {
   const parts = [recipe.label_mode && `labels ${recipe.label_mode}`, recipe.n_samples && `n=${recipe.n_samples}`,
     recipe.consolidation];
   return parts.filter(Boolean).join(" · ");
+}
+
+function strategyText(version) {
+  const chosen = version.strategy_choice && version.strategy_choice.strategy;
+  return chosen ? `${version.strategy || "auto"} → ${chosen}` : version.strategy || "–";
 }
 
 function gateCell(version) {
@@ -232,8 +280,13 @@ function gateCell(version) {
     return el("td", { class: "gate passed", text: drops.length === 0 ? "passed (no earlier task)"
       : `passed: largest drop ${fixed3(Math.max(...drops))} ≤ ${fixed3(gate.max_forgetting)}` });
   }
-  const falls = (gate.tripped_by || []).map((key) => `task ${key} −${fixed3(gate.drops[key])}`).join(", ");
   const note = version.promoted ? "; promoted by hand" : "";
+  if (gate.not_learnt) { // the new task itself was not learnt: its reason says what to try
+    return el("td", { class: "gate tripped", title: gate.not_learnt.reason,
+      text: `rejected: task ${gate.not_learnt.task} not learnt (${fixed3(gate.not_learnt.accuracy)} ≤ always `
+        + `answering ${gate.not_learnt.majority_label}: ${fixed3(gate.not_learnt.majority_share)})${note}` });
+  }
+  const falls = (gate.tripped_by || []).map((key) => `task ${key} −${fixed3(gate.drops[key])}`).join(", ");
   return el("td", { class: "gate tripped", text: `rejected: ${falls} > ${fixed3(gate.max_forgetting)}${note}` });
 }
 
@@ -258,7 +311,7 @@ function renderVersions(versions) {
         : v.promoted ? null : el("span", { class: "badge rejected", text: "rejected" })),
       el("td", { text: v.parent_number ? `v${v.parent_number}` : "–" }),
       el("td", { text: v.task_id === null ? "–" : taskLabel({ task_id: v.task_id, name: v.task_name }) }),
-      el("td", { text: v.strategy || "–" }),
+      el("td", { text: strategyText(v), title: (v.strategy_choice && v.strategy_choice.reason) || "" }),
       el("td", { class: "lambda", text: lambdaText(v.ewc_lambda) + search }),
       el("td", { class: "recipe", text: recipeText(v.fisher_recipe),
         title: v.fisher_recipe ? JSON.stringify(v.fisher_recipe, null, 1) : null }),
@@ -333,6 +386,10 @@ async function refreshModel() {
     `average accuracy ${maybe3(matrix.average_accuracy)}   BWT ${maybe3(matrix.bwt)}   forgetting ${maybe3(matrix.forgetting)}` +
     "   (over the promoted versions)";
   renderVersions(versions);
+  const [live, triggers] = await Promise.all([api(modelPath(name, "/live-accuracy")), api(modelPath(name, "/triggers"))]);
+  if (name !== state.model) return;
+  document.getElementById("live-box").replaceChildren(renderLiveAccuracy(live));
+  renderTriggerDecisions(triggers);
 }
 
 async function refreshModels() {
@@ -367,7 +424,8 @@ function jobDetail(job) {
   }
   if (job.status === "queued") return `queued, attempt ${job.attempt}/${job.max_attempts}`;
   const made = job.model_version ? `v${job.model_version}` : "no version";
-  return job.status === "rejected" ? `${made} stored, not promoted (forgetting gate)` : `${made}${job.error && job.status !== "succeeded" ? " · " + job.error : ""}`;
+  if (job.status === "rejected") return `${made} stored, not promoted · ${job.error || "forgetting gate"}`;
+  return `${made}${job.error && job.status !== "succeeded" ? " · " + job.error : ""}`;
 }
 
 function renderJobs(jobs) {
