@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from app.jobs.status import TERMINAL_STATUSES
-from app.uploads import UploadError, teach_body
+from app.uploads import UploadError, import_body, teach_body
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_KEY_FILE = Path("data") / "admin.key"
@@ -170,6 +170,21 @@ class RetainClient:
         try:
             with teach_body(source, fields, progress) as body:
                 return self.request("POST", "/tasks", **body, timeout=600.0)
+        except UploadError as error:
+            raise ClientError(str(error)) from error
+
+    def import_model(
+        self,
+        weights: str | Path,
+        fields: Mapping[str, Any],
+        base_data: str | Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict:
+        """POST /models: import trained weights (a .safetensors file, or a Hugging Face save_pretrained
+        folder, zipped on the fly) as a new model, with optional base data; returns the import task."""
+        try:
+            with import_body(weights, fields, base_data, progress) as body:
+                return self.request("POST", "/models", **body, timeout=600.0)
         except UploadError as error:
             raise ClientError(str(error)) from error
 

@@ -22,6 +22,8 @@ def body_limit(settings: Settings, method: str, path: str) -> tuple[int, str]:
     """The byte limit of a request's body, and the setting it comes from (named in the refusal)."""
     if method == "POST" and path.rstrip("/") == "/tasks":
         return settings.max_upload_bytes + FORM_FIELDS_ALLOWANCE, "max_upload_bytes"
+    if method == "POST" and path.rstrip("/") == "/models":  # an import: the weights, and base data beside them
+        return 2 * settings.max_upload_bytes + FORM_FIELDS_ALLOWANCE, "max_upload_bytes"
     return settings.max_request_bytes, "max_request_bytes"
 
 

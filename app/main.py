@@ -26,6 +26,7 @@ from app.db.session import get_engine
 from app.errors import DomainError
 from app.feedback.prediction_log import PredictionLog
 from app.feedback.router import router as feedback_router
+from app.imports.router import router as imports_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodyLimit
 from app.metrics.http import HttpMetricsMiddleware
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verified_keys = VerifiedKeys(settings.auth_cache_seconds)
     app.state.serving = Serving(
         directory=ServingDirectory(app.state.engine, settings.serving_check_interval),
-        learners=LearnerCache(capacity=settings.predict_cache_size),
+        learners=LearnerCache(capacity=settings.predict_cache_size, max_bytes=settings.predict_cache_bytes),
         batcher=DynamicBatcher(
             threads=settings.serving_threads,
             max_batch_size=settings.predict_max_batch_size,
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         oip_router,
         keys_router,
         tasks_router,
+        imports_router,
         jobs_router,
         registry_router,
         feedback_router,

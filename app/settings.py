@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         description="where workers train: auto = cuda when present, cuda:K = GPU K (one worker "
         "per GPU on a many-GPU machine)",
     )
+    max_update_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="a worker's memory budget for one update, in bytes: an update whose estimated peak (network "
+        "and λ-search copies, gradients, optimizer state, Fisher, anchors, replay memory) is over it fails "
+        "with that reason before training; none: no check",
+    )
     fisher_samples: int = Field(
         4000,
         ge=1,
@@ -129,6 +136,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, description="largest accepted upload, in bytes")
     max_upload_samples: int = Field(1_000_000, gt=0, description="most samples in one upload")
     max_predict_samples: int = Field(10_000, gt=0, description="most samples in one prediction request")
+    max_model_parameters: int = Field(
+        200_000_000,
+        gt=0,
+        description="most parameters an imported model may have (POST /models answers 413 above it)",
+    )
     max_request_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="largest body of any other request (predict, inference), in bytes"
     )
@@ -164,6 +176,12 @@ class Settings(BaseSettings):
         100, ge=1, description="most unfinished jobs per model; more are refused with 429 and Retry-After"
     )
     predict_cache_size: int = Field(8, ge=1, description="model versions kept loaded for prediction")
+    predict_cache_bytes: int = Field(
+        2 * 1024**3,
+        gt=0,
+        description="bytes of weights the prediction cache keeps loaded, all versions together (the least "
+        "recently used go first; one version larger than this is still served, alone)",
+    )
 
     # Serving (app/predict/batching.py, app.predict.served_versions.py)
     serving_threads: int = Field(

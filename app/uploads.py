@@ -21,7 +21,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -136,3 +136,35 @@ def teach_body(
         )
     with path.open("rb") as raw:
         yield {"data": form, "files": {"file": (path.name, ProgressReader(raw, progress))}}
+
+
+@contextmanager
+def import_body(
+    weights: str | os.PathLike,
+    fields: Mapping[str, Any],
+    base_data: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> Iterator[dict[str, Any]]:
+    """httpx keyword arguments for POST /models: the form, the weights (a .safetensors file, or a
+    folder such as save_pretrained writes, zipped first) and optionally the base data (a file, or a
+    folder of image folders, zipped first)."""
+    form = {key: str(value) for key, value in fields.items() if value is not None}
+    with ExitStack() as stack:
+        files = {}
+        for field, source in (("file", weights), ("base_data", base_data)):
+            if source is None:
+                continue
+            path = Path(source)
+            if path.is_dir():
+                archive = stack.enter_context(zipped_folder(path))
+                raw = stack.enter_context(archive.open("rb"))
+                files[field] = (
+                    f"{path.resolve().name}.zip",
+                    ProgressReader(raw, progress if field == "file" else None),
+                )
+            elif path.is_file():
+                raw = stack.enter_context(path.open("rb"))
+                files[field] = (path.name, ProgressReader(raw, progress if field == "file" else None))
+            else:
+                raise UploadError(f"{path} is neither a file nor a folder")
+        yield {"data": form, "files": files}

@@ -12,11 +12,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from app.cli import demo, feedback, keys, predict, registry, render, reports, serve, teach
+from app.cli import demo, feedback, keys, model_import, predict, registry, render, reports, serve, teach
 from app.cli.command import EXIT_ERROR, URL_OPTION
 from app.client import DEFAULT_URL, ClientError, RetainClient, find_api_key
 
-COMMAND_MODULES = (serve, teach, reports, predict, feedback, registry, keys, demo)
+COMMAND_MODULES = (serve, teach, model_import, reports, predict, feedback, registry, keys, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,6 +39,8 @@ from app.learning.config import EWCConfig, TrainConfig
 from app.learning.data import Label, TaskData, as_samples, plain_label, plain_labels, unique_in_order
 from app.learning.evaluation import Evaluation, evaluate_logits
 from app.learning.ewc_penalty import Consolidation
+from app.learning.image_inputs import ImagePreprocessing
+from app.learning.imported import ImportPlan, build_imported
 from app.learning.lambda_search import constrained_score, search_cost, successive_halving
 from app.learning.memory import RehearsalMemory
 from app.learning.models import build_model
@@ -118,6 +120,11 @@ class ContinualLearner:
         self.architecture_options, self.ewc, self.seed = dict(architecture_options), ewc, seed
         self.input_scaling = InputScaling(
             scale=float(input_scale), standardize=_standardize_option(architecture_options)
+        )
+        # An imported model's input preparation (mean/std, resize), after the input scaling; None for retain's own.
+        preprocessing = self.architecture_options.get("preprocessing")
+        self.preprocessing = (
+            ImagePreprocessing.from_options(preprocessing, self.input_shape) if preprocessing is not None else None
         )
         self.labels: list[Label] = []
         self.task_keys: list[str] = []
@@ -213,6 +220,7 @@ class ContinualLearner:
     def _split_options(self) -> tuple[dict, dict]:
         """The architecture's own options (text models: the source's), and the family's (ccll: alpha, beta)."""
         options = {key: v for key, v in self.architecture_options.items() if key not in PREPROCESSING_OPTIONS}
+        options.pop("preprocessing", None)  # an imported model's image preprocessing: the learner's (``_inputs``)
         own = {key: options.pop(key) for key in self._family.options if key in options}
         elsewhere = options_of_other_families(self.family)
         misplaced = [key for key in options if key in elsewhere]
@@ -236,9 +244,58 @@ class ContinualLearner:
         model: nn.Module
         if self.text_source is not None:
             model = self.text_source.build(n_classes)
+        elif "imported" in base_options:
+            model = build_imported(self.architecture, self.input_shape, n_classes, base_options["imported"])
         else:
             model = build_model(self.architecture, self.input_shape, n_classes, **base_options)
         self.network = self._family.network_from(model, family_options).to(self.device)
+
+    @classmethod
+    def import_model(cls, plan: ImportPlan, input_scale: float = 1.0, seed: int = 0) -> ContinualLearner:
+        """A learner whose network is the checked import (``app.learning.imported.plan_import``): the
+        file's weights, its head and labels kept (or an empty label head with ``new_head``). It
+        predicts at once; no task is learnt yet (``adopt_base_task`` records what it already knows)."""
+        options: dict = {"imported": plan.imported, "preprocessing": plan.preprocessing}
+        if plan.memory_size is not None:
+            options["memory_size"] = plan.memory_size
+        learner = cls(
+            architecture=plan.source,
+            input_shape=plan.input_shape,
+            family="ewc",
+            architecture_options=options,
+            ewc=EWCConfig(),
+            input_scale=input_scale,
+            seed=seed,
+        )
+        torch.manual_seed(seed)  # LoRA adapters' initialisation
+        learner.network = build_imported(
+            plan.source, plan.input_shape, len(plan.labels), plan.imported, weights=plan.weights
+        )
+        learner.labels = list(plan.labels)
+        return learner
+
+    def adopt_base_task(
+        self, task_key: str, data: TaskData, train_config: TrainConfig | None = None, progress=None
+    ) -> dict:
+        """Record what an imported model already knows as task ``task_key`` without training: its
+        Fisher on ``data`` (the trainable parameters only) with the imported weights as anchor, and
+        its share of the rehearsal memory, so later updates protect it. Returns the Fisher recipe."""
+        task_key = self._new_task_key(task_key)
+        config = train_config or TrainConfig()
+        self.to(config.device)
+        if len(data) == 0:
+            raise ValueError("the base data has no training samples")
+        x, labels = self._inputs(data.x), plain_labels(data.y)
+        unknown = unique_in_order([label for label in labels if label not in self.labels])
+        if unknown:
+            raise ValueError(f"base data labels {unknown[:10]} are not among the imported head's labels")
+        method = strategy_class("ewc_replay" if self.memory is not None and self.memory.capacity else "ewc")()
+        self.task_labels[task_key] = unique_in_order(labels)
+        y = self.targets(labels)
+        reporter = _Reporter(progress, total_steps=1, epochs=1)
+        recipe = self._consolidate(method, task_key, x, y, config, reporter)
+        self.updates.append({"task_key": task_key, "strategy": "import", "ewc_lambda": None, "fisher_recipe": recipe})
+        return recipe
 
     def to(self, device: str | torch.device) -> ContinualLearner:
         self.device = resolve_device(device)
@@ -253,11 +310,13 @@ class ContinualLearner:
     # --------------------------------------------------------------------------- inputs
     def _inputs(self, x, pad_to_max_length: bool = True) -> torch.Tensor:
         """Raw samples -> network inputs: checked (``as_samples``), on the learner's device, scaled
-        and standardized (``InputScaling``). Every input of the model passes here. Texts -> token ids
-        (padded to ``max_length``, or to the longest text when not ``pad_to_max_length``)."""
+        and standardized (``InputScaling``), then an imported model's resize and mean/std
+        (``ImagePreprocessing``). Every input of the model passes here. Texts -> token ids (padded to
+        ``max_length``, or to the longest text when not ``pad_to_max_length``)."""
         if self.text_source is not None:
             return self.text_source.encode(x, pad_to_max_length).to(self.device)
-        return self.input_scaling(as_samples(x, self.input_shape).to(self.device))
+        x = self.input_scaling(as_samples(x, self.input_shape).to(self.device))
+        return self.preprocessing(x) if self.preprocessing is not None else x
 
     def targets(self, y, task_key: str | None = None) -> torch.Tensor:
         """Raw labels -> output indices (the vocabulary's, or within a task's labels when outputs are per task)."""
@@ -671,6 +730,9 @@ class ContinualLearner:
         learner.built_network.load_state_dict(network_state, strict=True)
         if consolidation is None:
             learner._family.load_state(learner, None, None)
+            merge_adapters = getattr(learner.network, "merge_adapters", None)
+            if callable(merge_adapters):  # a serving copy: LoRA folded into the weights
+                merge_adapters()
         else:
             state_tensors, state_metadata = consolidation
             adapters = {

@@ -151,7 +151,7 @@ def grow_head(model: nn.Module, n_classes: int) -> None:
     if callable(own):
         own(n_classes)
         return
-    old = model.head
+    old = model.head  # an imported model's head is wherever its source put it (``set_head``)
     if not isinstance(old, nn.Linear):
         raise ValueError(f"the model's head is a {type(old).__name__}; only a Linear head can grow")
     if n_classes < old.out_features:
@@ -161,4 +161,8 @@ def grow_head(model: nn.Module, n_classes: int) -> None:
     new = nn.Linear(old.in_features, n_classes).to(device=old.weight.device, dtype=old.weight.dtype)
     new.weight[: old.out_features] = old.weight
     new.bias[: old.out_features] = old.bias
-    model.head = new
+    set_head = getattr(model, "set_head", None)
+    if callable(set_head):
+        set_head(new)
+    else:
+        model.head = new

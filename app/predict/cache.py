@@ -4,6 +4,10 @@ A version's weights never change, so the cache needs no invalidation: a newly pr
 version is simply a new key, served on the next request without a restart. Loads are
 single-flight: many concurrent requests for a version that is not loaded yet load it once,
 the others wait for that load (and share its error, if it fails).
+
+Imported models differ in size a thousandfold, so the cache is bounded in bytes too (the
+tensors of every loaded network, ``max_bytes``), not only in count: the least recently used
+learners go first; the one just loaded always stays (a request is waiting for it).
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ def version_key(version) -> tuple[int, str]:
 
 
 class LearnerCache:
-    """The last ``capacity`` learners used, keyed by `version_key` (thread-safe)."""
+    """The last ``capacity`` learners used, within ``max_bytes`` of tensors, keyed by `version_key` (thread-safe)."""
 
-    def __init__(self, capacity: int = 8):
-        self.capacity = capacity
+    def __init__(self, capacity: int = 8, max_bytes: int | None = None):
+        self.capacity, self.max_bytes = capacity, max_bytes
         self._learners: OrderedDict[tuple[int, str], ContinualLearner] = OrderedDict()
+        self._sizes: dict[tuple[int, str], int] = {}
         self._loading: dict[tuple[int, str], Future[ContinualLearner]] = {}
         self._lock = threading.Lock()
 
@@ -56,12 +61,30 @@ class LearnerCache:
             raise
         with self._lock:
             self._learners[version_id] = learner
+            self._sizes[version_id] = learner_bytes(learner)
             self._learners.move_to_end(version_id)
-            while len(self._learners) > self.capacity:
-                self._learners.popitem(last=False)
+            while len(self._learners) > 1 and (
+                len(self._learners) > self.capacity or (self.max_bytes is not None and self.nbytes > self.max_bytes)
+            ):
+                evicted, _ = self._learners.popitem(last=False)
+                self._sizes.pop(evicted, None)
             del self._loading[version_id]
         pending.set_result(learner)
         return learner
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tensors of every learner held."""
+        return sum(self._sizes.values())
+
     def __contains__(self, version_id: tuple[int, str]) -> bool:
         return version_id in self._learners
+
+
+def learner_bytes(learner: ContinualLearner) -> int:
+    """What a loaded learner holds in tensors: its network's parameters and buffers."""
+    network = getattr(learner, "network", None)
+    if network is None:
+        return 0
+    tensors = [*network.parameters(), *network.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from app.datasets.storage import evaluation_payload, load_dataset_splits, splits_from_bytes
 from app.db.session import begin_write
 from app.db.tables import Accuracy, Dataset, Model, ModelVersion, Task
+from app.imports import IMPORT_STRATEGY
 from app.jobs import queue, state_machine
 from app.jobs.queue import Claim
 from app.jobs.status import JobStatus
@@ -48,6 +49,8 @@ from app.registry.service import set_serving_version
 from app.registry.versions import load_for_update
 from app.settings import Settings
 from app.storage.artifacts import ArtifactRef, ArtifactStore
+from app.updates.adopt import adopt_and_evaluate, imported_learner
+from app.updates.budget import check_update_budget
 from app.updates.gate import GateDecision, forgetting_gate, learning_check
 from app.updates.learn import learn_and_evaluate
 from app.updates.lease import LeaseKeeper
@@ -122,12 +125,15 @@ def run_update(
     current = store.get(plan.datasets[task.id].artifact_uri, plan.datasets[task.id].artifact_sha256)
     splits_of = {task.id: splits_from_bytes(current)}
     manifest = None
-    if plan.parent is not None:
+    importing = task.strategy == IMPORT_STRATEGY
+    if plan.parent is not None and not importing:
         learner, manifest = load_for_update(store, plan.parent)  # Fisher + anchors: it learns on
+    elif "import" in (model.options or {}):  # made by POST /models: its first version is the user's weights
+        learner = imported_learner(store, model, settings.decoded_bytes_limit, settings.max_model_parameters)
     else:
         learner = new_learner(model, splits_of[task.id]["train"])
     evaluation = dict(manifest.evaluation) if manifest is not None else {}
-    whole = getattr(strategy_class(task.strategy or model.family), "reads_old_training_data", False)
+    whole = not importing and getattr(strategy_class(task.strategy or model.family), "reads_old_training_data", False)
     refs_of = {task.id: (plan.datasets[task.id].artifact_uri, plan.datasets[task.id].artifact_sha256)}
     written_early: list[bytes] = []  # evaluation payloads stored before training, referenced by no row until the commit
     for key in learner.task_keys:
@@ -138,11 +144,15 @@ def run_update(
         refs_of[int(key)] = (
             (dataset.artifact_uri, dataset.artifact_sha256) if whole else (evaluation[key].uri, evaluation[key].sha256)
         )
+    check_update_budget(learner, settings.max_update_bytes)  # refuse with a reason, not be killed for memory
     learner.to(device)
     learner.ewc.fisher = replace(learner.ewc.fisher, max_samples=settings.fisher_samples)  # this worker's budget
 
     nproc = int((task.hyperparameters or {}).get("nproc") or 1)
-    if nproc > 1:  # N processes on this machine (app/updates/ranks.py); they read the splits themselves
+    if importing:  # no training: the weights as they came, with base data as task 0 (app.updates.adopt)
+        keeper.set_phase("fisher", 0.0)
+        result, accuracy = adopt_and_evaluate(learner, task.id, splits_of[task.id], device, progress=keeper.report)
+    elif nproc > 1:  # N processes on this machine (app/updates/ranks.py); they read the splits themselves
         keeper.set_phase("train", 0.0)
         learner, result, accuracy = learn_across_processes(
             learner,

@@ -134,3 +134,22 @@ def test_a_reused_version_id_with_other_weights_is_loaded_anew(learner):
     assert cache.get(version_key(deleted), lambda: learner) is learner
     assert version_key(reused) not in cache
     assert cache.get(version_key(reused), lambda: other) is other
+
+
+def test_the_cache_is_bounded_in_bytes_least_recently_used_first():
+    """Imported models differ in size a thousandfold: the cache holds at most max_bytes of weights."""
+    from torch import nn
+
+    def sized(n_weights: int) -> SimpleNamespace:
+        return SimpleNamespace(network=nn.Linear(n_weights, 1, bias=False))  # 4 bytes a weight
+
+    cache = LearnerCache(capacity=8, max_bytes=4_000)
+    cache.get((1, "a"), lambda: sized(400))
+    cache.get((2, "b"), lambda: sized(400))
+    assert cache.nbytes == 3_200 and (1, "a") in cache
+    cache.get((1, "a"), lambda: sized(400))  # used again: now the most recent
+    cache.get((3, "c"), lambda: sized(400))
+    assert (2, "b") not in cache and (1, "a") in cache and (3, "c") in cache
+    cache.get((4, "d"), lambda: sized(2_000))  # larger than the whole budget: served, alone
+    assert [key in cache for key in [(1, "a"), (3, "c"), (4, "d")]] == [False, False, True]
+    assert cache.nbytes == 8_000

@@ -68,7 +68,8 @@ class Strategy:
                 f"strategy {self.name!r} does not apply to a {learner.family} model "
                 f"(allowed: {', '.join(strategy_names(learner.family))})"
             )
-        self.check_architecture(learner.architecture)
+        if "imported" not in learner.architecture_options:  # an imported model brings its own architecture
+            self.check_architecture(learner.architecture)
 
     # ------------------------------------------------------------------ the task's strategy
     choice: dict | None = None  # set by a strategy that chooses per task: {"strategy": ..., "reason": ...}
