@@ -145,3 +145,15 @@ def save_tiny_text_classifier(directory: str | Path, labels=("sport", "business"
     BertForSequenceClassification(config).save_pretrained(directory, safe_serialization=True)
     fast.save_pretrained(directory)
     return directory
+
+
+def zipped_directory(directory: str | Path) -> bytes:
+    """A save_pretrained directory as the .zip POST /models (source hf) takes."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(Path(directory).iterdir()):
+            archive.write(path, f"export/{path.name}")
+    return buffer.getvalue()

@@ -75,7 +75,7 @@ class Model(Base):
     __tablename__ = "models"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    architecture: Mapped[str] = mapped_column(String(32))
+    architecture: Mapped[str] = mapped_column(String(200))
     family: Mapped[str] = mapped_column(String(32))  # ewc | ccll: which update strategies apply
     input_shape: Mapped[list[Any]] = mapped_column(JSON)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from app.datasets.parsing import ParsedDataset, Split, parse_dataset
 from app.datasets.storage import store_dataset
+from app.datasets.text import TextSamples
 from app.db.session import begin_write
 from app.db.tables import Dataset, Model, Task
 from app.errors import Conflict, DomainError, InvalidInput, PayloadTooLarge, UnsupportedFormat
@@ -31,12 +32,11 @@ from app.imports import IMPORT_STRATEGY
 from app.imports.unpack import refuse_pickled, unpack_weights
 from app.jobs.queue import enqueue
 from app.jobs.status import JobStatus
-from app.learning.imported import ImportPlan, plan_import
+from app.learning.imported import ImportPlan, TextImportPlan, is_text_directory, plan_import, plan_text_import
 from app.learning.sources import ImportRefused, architectures
+from app.learning.text_source import TEXT_INPUT_SHAPE
 from app.tasks.schemas import TaskOut
 from app.tasks.service import parse_limits, task_out
-
-MAX_SOURCE_LENGTH = 32  # models.architecture's width
 
 
 def as_domain_error(error: ImportRefused) -> DomainError:
@@ -70,6 +70,25 @@ def input_scale_of(options: dict, base: ParsedDataset | None) -> float:
     return 1 / 255
 
 
+def check_text_import(settings, options: dict, filename: str, data: bytes) -> TextImportPlan | None:
+    """An hf upload holding a text classifier (``is_text_directory``): ``plan_text_import`` on it; None
+    for anything else (an image classifier, another source)."""
+    with tempfile.TemporaryDirectory(prefix="retain-import-") as directory:
+        try:
+            path = unpack_weights(Path(directory), "hf", filename, data, settings.decoded_bytes_limit)
+            if not is_text_directory(path):
+                return None
+            unknown = sorted(set(options) - {"max_length", "trainable", "lora_rank", "memory_size"})
+            if unknown:
+                raise InvalidInput(
+                    f"unknown options {unknown} for a text model; "
+                    "it takes max_length, trainable, lora_rank, memory_size"
+                )
+            return plan_text_import(path, options, settings.max_model_parameters)
+        except ImportRefused as error:
+            raise as_domain_error(error) from None
+
+
 def check_import(settings, source: str, options: dict, filename: str, data: bytes, base: ParsedDataset | None):
     """``plan_import`` on the upload in a temporary directory; returns the plan's stored parts."""
     input_shape = options.get("input_shape") or (list(base.input_shape) if base is not None else None)
@@ -86,8 +105,6 @@ def check_import(settings, source: str, options: dict, filename: str, data: byte
             plan: ImportPlan = plan_import(source, input_shape, path, own, settings.max_model_parameters)
         except ImportRefused as error:
             raise as_domain_error(error) from None
-    if len(plan.source) > MAX_SOURCE_LENGTH:
-        raise InvalidInput(f"source names are at most {MAX_SOURCE_LENGTH} characters here; {plan.source!r} is longer")
     if base is not None:
         unknown = [label for label in base.labels if label not in plan.labels]
         if unknown:
@@ -100,13 +117,17 @@ def check_import(settings, source: str, options: dict, filename: str, data: byte
 
 def empty_dataset(input_shape, labels: list) -> ParsedDataset:
     """The import task's dataset when no base data came: no samples, the model's shape and labels."""
-    empty = Split(np.zeros((0, *input_shape), dtype=np.float32), np.zeros(0, dtype=np.int64))
+
+    def empty() -> Split:  # one per split: stored tensors may not share memory
+        none = TextSamples.of([]) if tuple(input_shape) == TEXT_INPUT_SHAPE else np.zeros((0, *input_shape), np.float32)
+        return Split(none, np.zeros(0, dtype=np.int64))
+
     return ParsedDataset(
         format="none",
         sha256="0" * 64,
         input_shape=tuple(input_shape),
         labels=list(labels),
-        splits={name: empty for name in ("train", "validation", "test")},
+        splits={name: empty() for name in ("train", "validation", "test")},
     )
 
 
@@ -137,6 +158,11 @@ def import_model(
     options = parse_options(options_text)
     if len(data) > max(settings.max_upload_bytes, settings.max_reference_bytes or 0):
         raise PayloadTooLarge(f"the weights are over {settings.max_upload_bytes:,} bytes (max_upload_bytes)")
+    text_plan = check_text_import(settings, options, filename, data) if source == "hf" else None
+    if text_plan is not None and base_data is not None:
+        raise InvalidInput(
+            "base_data is not supported yet for text models: import without it, then teach the base data as a task"
+        )
     base = None
     if base_data is not None:
         shape = options.get("input_shape")
@@ -149,8 +175,12 @@ def import_model(
             input_shape=tuple(shape) if isinstance(shape, list) else None,
             **parse_limits(settings),
         )
-    plan, own = check_import(settings, source, options, filename, data, base)
-    input_scale = input_scale_of(options, base)
+    plan: ImportPlan | TextImportPlan
+    if text_plan is not None:
+        plan, own, input_scale = text_plan, dict(text_plan.options), 1.0
+    else:
+        plan, own = check_import(settings, source, options, filename, data, base)
+        input_scale = input_scale_of(options, base)
     parsed = base if base is not None else empty_dataset(plan.input_shape, plan.labels)
     weights = store.put(data)
     dataset_ref = store_dataset(store, parsed)

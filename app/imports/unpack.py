@@ -1,7 +1,8 @@
 """An import's weights from the bytes the user sent, laid out where ``plan_import`` reads them.
 
 A ``.safetensors`` file is written as it came; an ``hf`` export arrives as a ``.zip`` of
-``config.json``, ``model.safetensors`` and (optionally) ``preprocessor_config.json``, and only
+``config.json``, ``model.safetensors`` and (optionally) ``preprocessor_config.json`` (an image
+classifier) or the tokenizer's files (a text classifier), and only
 those are extracted, flat, whatever folder the archive put them in. A pickle anywhere (a
 ``.pt``/``.pth``/``.bin`` name, pickle's protocol marker, a zip holding ``data.pkl``) is refused
 with the conversion to run (415). Nothing here is ever unpickled or executed.
@@ -16,7 +17,14 @@ from pathlib import Path
 from app.errors import InvalidInput, PayloadTooLarge
 from app.learning.sources import PICKLE_SUFFIXES, refuse_pickle
 
-HF_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+HF_FILES = (
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "tokenizer.json",  # a text classifier's fast tokenizer (app.learning.text_source)
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 
 def refuse_pickled(filename: str, data: bytes) -> None:
@@ -57,7 +65,10 @@ def unpack_weights(directory: Path, source: str, filename: str, data: bytes, max
                 (target / Path(member.filename).name).write_bytes(archive.read(member))
             return target
     if source == "hf":
-        raise InvalidInput("an hf import is a .zip of config.json, model.safetensors and preprocessor_config.json")
+        raise InvalidInput(
+            "an hf import is a .zip of config.json, model.safetensors and preprocessor_config.json "
+            "(or, for a text classifier, tokenizer.json)"
+        )
     path = directory / "model.safetensors"
     path.write_bytes(data)
     return path

@@ -362,3 +362,99 @@ def plan_import(
         parameters=parameters,
         weights=weights,
     )
+
+
+def is_text_directory(directory: Path) -> bool:
+    """An hf export of a text classifier: config.json's architectures are ``*ForSequenceClassification``,
+    or it ships tokenizer.json and no preprocessor config (an image processor's)."""
+    import json
+
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    names = config.get("architectures") if isinstance(config, dict) else None
+    if isinstance(names, list) and any(str(name).endswith("ForSequenceClassification") for name in names):
+        return True
+    return (directory / "tokenizer.json").is_file() and not (directory / "preprocessor_config.json").is_file()
+
+
+@dataclass
+class TextImportPlan:
+    """A checked text import (``plan_text_import``): what the learner is built from by ``from_text_directory``."""
+
+    source: str
+    input_shape: tuple[str, ...]
+    labels: list
+    options: dict  # max_length, trainable, lora_rank (and memory_size)
+    parameters: int
+
+
+def plan_text_import(directory: Path, options: dict | None = None, max_parameters: int | None = None) -> TextImportPlan:
+    """Every check a text import needs: safetensors only, a model_type transformers implements, the
+    options known, the architecture within ``max_parameters`` (counted on ``meta``, 413), the weights'
+    keys and shapes those of the architecture (422 naming the first few), labels from ``id2label``
+    and a fast tokenizer that loads."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from app.learning.text_source import TEXT_ARCHITECTURE, TEXT_INPUT_SHAPE, HuggingFaceTextSource, check_model_type
+
+    options = dict(options or {})
+    text_options = {key: value for key, value in options.items() if key != "memory_size"}
+    weights, config, _ = read_hf_directory(directory)
+    if not (directory / "tokenizer.json").is_file():
+        raise ImportRefused("a text model needs its fast tokenizer: tokenizer.json (save_pretrained writes it)")
+    try:
+        check_model_type(config)
+        files = {
+            name: (directory / name).read_text()
+            for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+            if (directory / name).is_file()
+        }
+        source = HuggingFaceTextSource(config, files, text_options)
+    except ValueError as error:
+        raise ImportRefused(str(error)) from None
+    read_header(weights)  # a safetensors file (a pickle renamed is refused)
+    values = {k: v for k, v in config.items() if k not in ("model_type", "auto_map")}
+    try:
+        hf_config = AutoConfig.for_model(config["model_type"], **values)
+        with torch.device("meta"):
+            meta = AutoModelForSequenceClassification.from_config(hf_config, trust_remote_code=False)
+    except ValueError as error:
+        raise ImportRefused(f"model_type {config['model_type']!r} is not a sequence classifier: {error}") from None
+    parameters = parameter_count(meta)
+    if max_parameters is not None and parameters > max_parameters:
+        raise TooManyParameters(
+            f"the model has {parameters:,} parameters, over this service's limit of {max_parameters:,} "
+            "(RETAIN_MAX_MODEL_PARAMETERS)"
+        )
+    try:
+        _, info = AutoModelForSequenceClassification.from_pretrained(
+            str(directory),
+            use_safetensors=True,
+            trust_remote_code=False,
+            local_files_only=True,
+            output_loading_info=True,
+        )
+        source.tokenizer  # noqa: B018 -- a tokenizer that does not load is refused now
+    except (OSError, RuntimeError, ValueError) as error:
+        raise ImportRefused(f"the text model does not load: {str(error)[:500]}") from None
+    problems = {kind: sorted(str(k) for k in info.get(kind, ())) for kind in ("missing_keys", "unexpected_keys")}
+    problems["mismatched_keys"] = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info["mismatched_keys"])
+    shown = "; ".join(
+        f"{len(keys)} {kind.replace('_', ' ')} ({', '.join(keys[:5])})" for kind, keys in problems.items() if keys
+    )
+    if shown:
+        raise ImportRefused(f"the weights do not fit the architecture: {shown}")
+    from app.learning.text_source import labels_of
+
+    labels = labels_of(hf_config.to_dict())
+    if not labels:
+        raise ImportRefused("config.json has no id2label: the head's labels are unknown")
+    return TextImportPlan(
+        source=TEXT_ARCHITECTURE,
+        input_shape=TEXT_INPUT_SHAPE,
+        labels=labels,
+        options={**source.options, **({"memory_size": options["memory_size"]} if "memory_size" in options else {})},
+        parameters=parameters,
+    )

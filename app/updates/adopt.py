@@ -18,7 +18,8 @@ from pathlib import Path
 from app.db.tables import Model
 from app.imports.unpack import unpack_weights
 from app.learning import ContinualLearner, Evaluation, TaskData, TrainConfig, UpdateResult
-from app.learning.imported import plan_import
+from app.learning.imported import plan_import, plan_text_import
+from app.learning.text_source import TEXT_ARCHITECTURE
 
 
 def imported_learner(store, model: Model, max_bytes: int, max_parameters: int | None = None) -> ContinualLearner:
@@ -26,6 +27,10 @@ def imported_learner(store, model: Model, max_bytes: int, max_parameters: int | 
     record = model.options["import"]
     data = store.get(record["weights_uri"], record["weights_sha256"])
     with tempfile.TemporaryDirectory(prefix="retain-import-") as directory:
+        if model.architecture == TEXT_ARCHITECTURE:  # an hf text classifier (app.learning.text_source)
+            path = unpack_weights(Path(directory), "hf", record["filename"], data, max_bytes)
+            plan_text_import(path, record["options"], max_parameters)
+            return ContinualLearner.from_text_directory(path, record["options"])
         path = unpack_weights(Path(directory), model.architecture, record["filename"], data, max_bytes)
         plan = plan_import(model.architecture, model.input_shape, path, record["options"], max_parameters)
         return ContinualLearner.import_model(plan, input_scale=record["input_scale"])

@@ -3,20 +3,35 @@ CSV, JSON Lines or Parquet (new labels grow its head), and serves text through P
 inference protocol's BYTES tensors (JSON and binary, as tritonclient sends them); a batch answers
 as its texts alone do."""
 
+import json
+
 import numpy as np
 import pytest
 from data_files import stored
-from registered_text_model import register_text_model
 from test_text_datasets import jsonl_bytes
-from tiny_text_model import topic_task
+from tiny_text_model import topic_task, zipped_directory
 
 FAST = {"epochs": "6", "batch_size": "8", "lr": "0.002", "strategy": "ewc_replay"}  # Adam: text models default
 
 
+def import_text_model(client, run_worker, name: str, directory, options: dict | None = None) -> dict:
+    """POST /models (source hf, a .zip of the save_pretrained directory), then the import job: version 1 serving."""
+    answer = client.post(
+        "/models",
+        data={"name": name, "source": "hf", "options": json.dumps({"max_length": 32, **(options or {})})},
+        files={"file": ("topics.zip", zipped_directory(directory), "application/zip")},
+    )
+    assert answer.status_code == 202, answer.text
+    assert run_worker() == 1
+    job = client.get(f"/jobs/{answer.json()['job_id']}").json()
+    assert job["status"] == "succeeded", job
+    return answer.json()
+
+
 @pytest.fixture
-def imported_text_model(settings, session_factory, tiny_text_model) -> str:
-    """Model "topics" as imported: version 1, labels sport and business, serving."""
-    register_text_model(settings, session_factory, "topics", tiny_text_model)
+def imported_text_model(client, run_worker_once, tiny_text_model) -> str:
+    """Model "topics" imported through POST /models: version 1, labels sport and business, serving."""
+    import_text_model(client, run_worker_once, "topics", tiny_text_model)
     return "topics"
 
 
@@ -125,8 +140,8 @@ def test_a_text_file_by_reference_is_read_by_the_worker_like_an_upload(
     path = root / "topics.jsonl"
     path.write_bytes(jsonl_bytes(list(zip(*topic_task(["sport", "business"], 20), strict=True))))
     ref_settings = settings.model_copy(update={"data_roots": [str(root)]})
-    register_text_model(ref_settings, session_factory, "topics", tiny_text_model)
     with api_client(ref_settings) as client:
+        import_text_model(client, lambda: run_worker_once(ref_settings), "topics", tiny_text_model)
         answer = client.post("/tasks", data={"model": "topics", "uri": str(path), **FAST})
         assert answer.status_code == 202, answer.text
         assert run_worker_once(ref_settings) == 1
