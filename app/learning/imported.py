@@ -435,12 +435,16 @@ def plan_text_import(directory: Path, options: dict | None = None, max_parameter
             trust_remote_code=False,
             local_files_only=True,
             output_loading_info=True,
+            ignore_mismatched_sizes=True,  # listed in the loading info, refused below with the shapes
         )
         source.tokenizer  # noqa: B018 -- a tokenizer that does not load is refused now
     except (OSError, RuntimeError, ValueError) as error:
         raise ImportRefused(f"the text model does not load: {str(error)[:500]}") from None
     problems = {kind: sorted(str(k) for k in info.get(kind, ())) for kind in ("missing_keys", "unexpected_keys")}
-    problems["mismatched_keys"] = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info["mismatched_keys"])
+    problems["shape_mismatches"] = sorted(
+        f"{k[0]}: file {list(k[1])}, model {list(k[2])}" if isinstance(k, tuple) and len(k) == 3 else str(k)
+        for k in info.get("mismatched_keys", ())
+    )
     shown = "; ".join(
         f"{len(keys)} {kind.replace('_', ' ')} ({', '.join(keys[:5])})" for kind, keys in problems.items() if keys
     )

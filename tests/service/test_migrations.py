@@ -54,3 +54,24 @@ def test_downgrade_to_base_and_upgrade_again(database_url):
     upgrade(database_url, "head")
     assert tables_of(database_url) == TABLES
     assert differences(database_url) == []
+
+
+def test_a_source_name_longer_than_32_characters_is_stored(database_url):
+    """0004_wider_architecture: models.architecture holds an import's source such as timm:<long name>."""
+    from sqlalchemy import text
+
+    name = "timm:" + "vit_base_patch16_clip_quickgelu_224.openai_ft_in12k_in1k" * 2
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO models (name, architecture, family, input_shape, options, created_at) "
+                    "VALUES ('long', :architecture, 'ewc', '[3, 224, 224]', '{}', CURRENT_TIMESTAMP)"
+                ),
+                {"architecture": name},
+            )
+            stored = connection.execute(text("SELECT architecture FROM models WHERE name = 'long'")).scalar()
+    finally:
+        engine.dispose()
+    assert stored == name
