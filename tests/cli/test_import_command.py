@@ -77,3 +77,28 @@ def test_import_of_a_pickle_says_how_to_convert(capsys, server, tmp_path):
     )
     captured = capsys.readouterr()
     assert code != 0 and "safetensors" in captured.err + captured.out
+
+
+def test_import_of_a_text_classifier_folder_serves_text(capsys, server, tiny_text_model):
+    """A save_pretrained folder of a sequence classifier (zipped on the fly): a text model, version 1."""
+    code, out = run_cli(
+        capsys,
+        server,
+        "import",
+        str(tiny_text_model),
+        "--name",
+        "cli-text",
+        "--source",
+        "hf",
+        "--option",
+        "max_length=32",
+        "--follow",
+        "--json",
+    )
+    job = json.loads(out)
+    assert code == 0 and job["status"] == "succeeded" and job["model_version"] == 1, out
+    code, out = run_cli(capsys, server, "models", "--json")
+    assert code == 0, out
+    listed = json.loads(out)
+    models = listed if isinstance(listed, list) else listed.get("models", listed.get("items"))
+    assert next(m for m in models if m["name"] == "cli-text")["input_shape"] == ["text"]
