@@ -59,7 +59,11 @@ def import_model(
         Form(description="mlp | cnn | resnet18 | torchvision:<builder> | timm:<name> | hf | a plugin's name"),
     ],
     file: Annotated[
-        UploadFile | None, File(description="the weights: .safetensors (hf: a .zip of save_pretrained's files)")
+        UploadFile | None,
+        File(
+            description="the weights: .safetensors (hf: a .zip of save_pretrained's files; a text classifier "
+            "with its tokenizer.json)"
+        ),
     ] = None,
     uri: Annotated[
         str | None,

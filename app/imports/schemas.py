@@ -15,4 +15,4 @@ class ArchitecturesOut(BaseModel):
     plugins: list[str] = Field(description="installed entry points of the group retain.architectures")
     torchvision: list[str] = Field(description="torchvision classification builders (source torchvision:<builder>)")
     timm: TimmFamilies = Field(description="timm architectures (source timm:<name>)")
-    hf: str = Field(description="Hugging Face image classifiers (source hf)")
+    hf: str = Field(description="Hugging Face image classifiers and text (sequence) classifiers (source hf)")

@@ -3,7 +3,9 @@
 Every check runs before anything is stored (``plan_import``: safetensors only, source and
 options known, labels for the head, keys and shapes against the architecture built on
 ``meta``, ``max_model_parameters``, the input shape; the base data parsed as a task's upload
-would be): a refused import leaves no row and no artifact. Then the weights and the base data
+would be): a refused import leaves no row and no artifact. An ``hf`` upload holding a sequence
+classifier and its tokenizer is a text model (``check_text_import``: ``plan_text_import``; input
+shape ``["text"]``; base data not supported yet). Then the weights and the base data
 (or, without it, an empty dataset of the model's shape) are stored, and ONE transaction adds
 the model, the dataset, the import task (strategy ``import``) and its job. A worker builds
 version 1 from the weights (``app.updates.adopt``): it serves as the weights answered where

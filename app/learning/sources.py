@@ -10,7 +10,9 @@ and std). Sources, by ``source`` string:
 * ``timm:<name>``: any timm architecture (head from ``get_classifier()``, mean/std from its
   pretrained configuration);
 * ``hf``: a Hugging Face image classifier, from its ``config.json`` (``model_type`` must be in
-  transformers' own registry; ``trust_remote_code`` is never set);
+  transformers' own registry; ``trust_remote_code`` is never set). A sequence classifier with its
+  tokenizer is a text model instead (``app.learning.imported.plan_text_import``, then
+  ``app.learning.text_source``);
 * a plugin: an installed package's entry point in the group ``retain.architectures``, a
   callable ``(input_shape, n_classes, **options) -> nn.Module``. Code an operator installed,
   never code that arrived over HTTP.
@@ -420,7 +422,8 @@ def architectures() -> dict:
         "plugins": plugin_names(),
         "torchvision": sorted(torchvision.models.list_models(module=torchvision.models)),
         "timm": {"count": len(timm.list_models()), "families": sorted({n.split("_")[0] for n in timm.list_models()})},
-        "hf": "any transformers image classifier (config.json model_type in transformers' registry)",
+        "hf": "any transformers image classifier, or sequence classifier with tokenizer.json (a text model); "
+        "config.json model_type in transformers' registry",
     }
 
 
