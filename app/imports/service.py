@@ -5,7 +5,7 @@ options known, labels for the head, keys and shapes against the architecture bui
 ``meta``, ``max_model_parameters``, the input shape; the base data parsed as a task's upload
 would be): a refused import leaves no row and no artifact. An ``hf`` upload holding a sequence
 classifier and its tokenizer is a text model (``check_text_import``: ``plan_text_import``; input
-shape ``["text"]``; base data not supported yet). Then the weights and the base data
+shape ``["text"]``; base data, texts, is task 0 as for images). Then the weights and the base data
 (or, without it, an empty dataset of the model's shape) are stored, and ONE transaction adds
 the model, the dataset, the import task (strategy ``import``) and its job. A worker builds
 version 1 from the weights (``app.updates.adopt``): it serves as the weights answered where
@@ -91,6 +91,23 @@ def check_text_import(settings, options: dict, filename: str, data: bytes) -> Te
             raise as_domain_error(error) from None
 
 
+def check_text_base(plan: TextImportPlan, base: ParsedDataset | None) -> None:
+    """A text model's base data: texts, with labels among the head's (what the model already knows)."""
+    if base is None:
+        return
+    if tuple(base.input_shape) != TEXT_INPUT_SHAPE:
+        raise InvalidInput(
+            f"base_data has samples of shape {list(base.input_shape)}; a text model's base data is texts "
+            "(a .csv with text,label columns, .jsonl or Parquet)"
+        )
+    unknown = [label for label in base.labels if label not in plan.labels]
+    if unknown:
+        raise InvalidInput(
+            f"base_data labels {unknown[:10]} are not among the head's labels {plan.labels[:20]} "
+            "(the base data is what the imported model already knows)"
+        )
+
+
 def check_import(settings, source: str, options: dict, filename: str, data: bytes, base: ParsedDataset | None):
     """``plan_import`` on the upload in a temporary directory; returns the plan's stored parts."""
     input_shape = options.get("input_shape") or (list(base.input_shape) if base is not None else None)
@@ -161,10 +178,6 @@ def import_model(
     if len(data) > max(settings.max_upload_bytes, settings.max_reference_bytes or 0):
         raise PayloadTooLarge(f"the weights are over {settings.max_upload_bytes:,} bytes (max_upload_bytes)")
     text_plan = check_text_import(settings, options, filename, data) if source == "hf" else None
-    if text_plan is not None and base_data is not None:
-        raise InvalidInput(
-            "base_data is not supported yet for text models: import without it, then teach the base data as a task"
-        )
     base = None
     if base_data is not None:
         shape = options.get("input_shape")
@@ -179,6 +192,7 @@ def import_model(
         )
     plan: ImportPlan | TextImportPlan
     if text_plan is not None:
+        check_text_base(text_plan, base)
         plan, own, input_scale = text_plan, dict(text_plan.options), 1.0
     else:
         plan, own = check_import(settings, source, options, filename, data, base)

@@ -80,7 +80,7 @@ def edited(directory, tmp_path, config: dict | None = None, extra: dict | None =
         ("no_tokenizer", 422, "tokenizer.json"),
         ("option", 422, "unknown options"),
         ("trainable", 422, "trainable"),
-        ("base_data", 422, "not supported yet"),
+        ("base_data", 422, "not among the head"),
         ("max_length", 422, "positions"),
     ],
 )
@@ -102,7 +102,7 @@ def test_each_text_refusal_answers_before_anything_is_stored(
     elif case == "trainable":
         options = {"trainable": "last:0"}
     elif case == "base_data":
-        files = {"base_data": ("base.csv", csv_bytes([("a goal", "sport"), ("a bank", "business")] * 10))}
+        files = {"base_data": ("base.csv", csv_bytes([("a goal", "sport"), ("a new phone", "tech")] * 10))}
     elif case == "max_length":
         options = {"max_length": 4096}
     answer = post_text_model(client, archive, options=options, **files)
@@ -118,3 +118,29 @@ def test_a_text_model_over_the_parameter_limit_is_refused(api_client, settings, 
     assert answer.status_code == 413, answer.text
     assert "RETAIN_MAX_MODEL_PARAMETERS" in answer.json()["detail"]
     assert counts(database_url)["models"] == 0
+
+
+def test_base_data_of_a_text_model_is_task_zero_of_the_accuracy_table(client, run_worker_once, tiny_text_model):
+    texts, labels = topic_task(["sport", "business"], 20, seed=3)
+    base = ("base.csv", csv_bytes(list(zip(texts, labels, strict=True))))
+    answer = post_text_model(client, zipped_directory(tiny_text_model), base_data=base)
+    assert answer.status_code == 202, answer.text
+    assert run_worker_once() == 1
+    job = client.get(f"/jobs/{answer.json()['job_id']}").json()
+    assert job["status"] == "succeeded", job
+    imported = client.get("/models/topics/accuracy").json()["rows"]
+    assert [(row["model_version"], [a["task_id"] for a in row["accuracy"]]) for row in imported] == [
+        (1, [answer.json()["id"]])
+    ]
+    assert imported[0]["accuracy"][0]["n_test"] > 0
+    texts, labels = topic_task(["sport", "business", "tech"], 20)
+    task = client.post(
+        "/tasks",
+        data={"model": "topics", **FAST},
+        files={"file": ("tech.csv", csv_bytes(list(zip(texts, labels, strict=True))))},
+    )
+    assert task.status_code == 202, task.text
+    assert run_worker_once() == 1
+    assert client.get(f"/jobs/{task.json()['job_id']}").json()["status"] == "succeeded"
+    rows = client.get("/models/topics/accuracy").json()["rows"]
+    assert {a["task_id"] for a in rows[-1]["accuracy"]} == {answer.json()["id"], task.json()["id"]}  # task 0 kept
