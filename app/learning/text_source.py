@@ -66,7 +66,9 @@ class HuggingFaceTextSource:
             raise ValueError(f"unknown text model options {sorted(unknown)}; text models take {', '.join(OPTIONS)}")
         self.config = dict(config)
         self.tokenizer_files = dict(tokenizer_files)
-        self.max_length = int(options.get("max_length", DEFAULT_MAX_LENGTH))
+        limit = self.config.get("max_position_embeddings")
+        default = min(DEFAULT_MAX_LENGTH, limit) if isinstance(limit, int) and limit >= 8 else DEFAULT_MAX_LENGTH
+        self.max_length = int(options.get("max_length", default))  # a model with fewer positions: all of them
         self.trainable = str(options.get("trainable", "all"))
         self.lora_rank = int(options.get("lora_rank", DEFAULT_LORA_RANK))
         self.mode, self.last_layers = parse_trainable(self.trainable)
@@ -75,7 +77,6 @@ class HuggingFaceTextSource:
         self._tokenizing = threading.Lock()
         if not 8 <= self.max_length <= 8192:
             raise ValueError(f"max_length must be between 8 and 8192 tokens, got {self.max_length}")
-        limit = self.config.get("max_position_embeddings")
         if isinstance(limit, int) and self.max_length > limit:
             raise ValueError(f"max_length {self.max_length} is longer than the model's {limit} positions")
         if not 1 <= self.lora_rank <= 256:

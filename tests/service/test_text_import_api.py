@@ -144,3 +144,19 @@ def test_base_data_of_a_text_model_is_task_zero_of_the_accuracy_table(client, ru
     assert client.get(f"/jobs/{task.json()['job_id']}").json()["status"] == "succeeded"
     rows = client.get("/models/topics/accuracy").json()["rows"]
     assert {a["task_id"] for a in rows[-1]["accuracy"]} == {answer.json()["id"], task.json()["id"]}  # task 0 kept
+
+
+def test_a_text_model_by_uri_is_checked_and_imported(api_client, settings, run_worker_once, tmp_path, tiny_text_model):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "topics.zip").write_bytes(zipped_directory(tiny_text_model))
+    ref_settings = settings.model_copy(update={"data_roots": [str(root)]})
+    with api_client(ref_settings) as client:
+        answer = client.post(
+            "/models", data={"name": "topics", "source": "hf", "uri": str(root / "topics.zip"), "options": "{}"}
+        )
+        assert answer.status_code == 202, answer.text
+        assert run_worker_once(ref_settings) == 1
+        assert client.get(f"/jobs/{answer.json()['job_id']}").json()["status"] == "succeeded"
+        predicted = client.post("/predict", json={"model": "topics", "inputs": ["a late goal"]})
+        assert predicted.status_code == 200 and predicted.json()["predictions"][0]["label"] in ("sport", "business")
