@@ -400,6 +400,9 @@ def plan_text_import(directory: Path, options: dict | None = None, max_parameter
     from app.learning.text_source import TEXT_ARCHITECTURE, TEXT_INPUT_SHAPE, HuggingFaceTextSource, check_model_type
 
     options = dict(options or {})
+    memory = options.get("memory_size", 1)
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:
+        raise ImportRefused(f"memory_size must be a whole number of samples, got {memory!r}")
     text_options = {key: value for key, value in options.items() if key != "memory_size"}
     weights, config, _ = read_hf_directory(directory)
     if not (directory / "tokenizer.json").is_file():
