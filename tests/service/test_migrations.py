@@ -57,7 +57,7 @@ def test_downgrade_to_base_and_upgrade_again(database_url):
 
 
 def test_a_source_name_longer_than_32_characters_is_stored(database_url):
-    """0004_wider_architecture: models.architecture holds an import's source such as timm:<long name>."""
+    """0005_wider_architecture: models.architecture holds an import's source such as timm:<long name>."""
     from sqlalchemy import text
 
     name = "timm:" + "vit_base_patch16_clip_quickgelu_224.openai_ft_in12k_in1k" * 2

@@ -1,14 +1,14 @@
 """wider models.architecture: an import's source (``timm:<name>``, a plugin's name) may be up to 200 characters.
 
-Revision ID: 0004_wider_architecture
-Revises: 0006_feedback_loop
+Revision ID: 0005_wider_architecture
+Revises: 0004_feedback_loop
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_wider_architecture"
-down_revision = "0006_feedback_loop"
+revision = "0005_wider_architecture"
+down_revision = "0004_feedback_loop"
 branch_labels = None
 depends_on = None
 

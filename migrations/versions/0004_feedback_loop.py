@@ -1,13 +1,13 @@
 """feedback loop: per-model feedback policies, the prediction log (logged_samples) and trigger decisions.
 
-Revision ID: 0006_feedback_loop
+Revision ID: 0004_feedback_loop
 Revises: 0003_api_keys
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_feedback_loop"
+revision = "0004_feedback_loop"
 down_revision = "0003_api_keys"
 branch_labels = None
 depends_on = None
