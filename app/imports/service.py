@@ -28,7 +28,7 @@ from app.datasets.parsing import ParsedDataset, Split, parse_dataset
 from app.datasets.storage import store_dataset
 from app.datasets.text import TextSamples
 from app.db.session import begin_write
-from app.db.tables import Dataset, Model, Task
+from app.db.tables import Model, Task
 from app.errors import Conflict, DomainError, InvalidInput, PayloadTooLarge, UnsupportedFormat
 from app.imports import IMPORT_STRATEGY
 from app.imports.unpack import refuse_pickled, unpack_weights
@@ -38,7 +38,7 @@ from app.learning.imported import ImportPlan, TextImportPlan, is_text_directory,
 from app.learning.sources import ImportRefused, architectures
 from app.learning.text_source import TEXT_INPUT_SHAPE
 from app.tasks.schemas import TaskOut
-from app.tasks.service import parse_limits, task_out
+from app.tasks.service import dataset_row, parse_limits, task_out
 
 
 def as_domain_error(error: ImportRefused) -> DomainError:
@@ -221,18 +221,7 @@ def import_model(
         )
         session.add(model)
         session.flush()
-        dataset = Dataset(
-            sha256=parsed.sha256,
-            format=parsed.format,
-            n_train=parsed.n_train,
-            n_validation=parsed.n_validation,
-            n_test=parsed.n_test,
-            input_shape=list(parsed.input_shape),
-            labels=parsed.labels,
-            artifact_uri=dataset_ref.uri,
-            artifact_sha256=dataset_ref.sha256,
-            artifact_size=dataset_ref.size,
-        )
+        dataset = dataset_row(parsed, dataset_ref)
         session.add(dataset)
         session.flush()
         task = Task(

@@ -34,6 +34,7 @@ from app.learning import ContinualLearner, strategy_class, strategy_names
 from app.learning.text_source import TEXT_INPUT_SHAPE
 from app.registry.service import serving_number, set_serving_version
 from app.settings import Settings
+from app.storage.artifacts import ArtifactRef
 from app.tasks.schemas import AccuracyEntry, DatasetOut, PromoteOut, TaskAccuracyOut, TaskOut, TaskRequest
 
 QUOTA_RETRY_SECONDS = 30  # a queued update takes seconds to minutes; half a minute frees a few slots
@@ -132,20 +133,25 @@ def submit_task(
         return request
 
     def dataset() -> Dataset:
-        return Dataset(
-            sha256=parsed.sha256,
-            format=parsed.format,
-            n_train=parsed.n_train,
-            n_validation=parsed.n_validation,
-            n_test=parsed.n_test,
-            input_shape=list(parsed.input_shape),
-            labels=parsed.labels,
-            artifact_uri=reference.uri,
-            artifact_sha256=reference.sha256,
-            artifact_size=reference.size,
-        )
+        return dataset_row(parsed, reference)
 
     return add_task_rows(session, settings, request, dataset, recheck, input_shape=list(parsed.input_shape))
+
+
+def dataset_row(parsed: ParsedDataset, reference: ArtifactRef) -> Dataset:
+    """The Dataset row for a parsed upload whose splits are stored at ``reference`` (a task's or an import's)."""
+    return Dataset(
+        sha256=parsed.sha256,
+        format=parsed.format,
+        n_train=parsed.n_train,
+        n_validation=parsed.n_validation,
+        n_test=parsed.n_test,
+        input_shape=list(parsed.input_shape),
+        labels=parsed.labels,
+        artifact_uri=reference.uri,
+        artifact_sha256=reference.sha256,
+        artifact_size=reference.size,
+    )
 
 
 def check_upload_fits(
