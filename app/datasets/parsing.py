@@ -24,6 +24,7 @@ from app.datasets.parquet import is_parquet, parse_parquet
 from app.datasets.text import (
     TextSamples,
     is_text_header,
+    label_array,
     looks_like_jsonl,
     parse_jsonl,
     parse_text_csv,
@@ -276,24 +277,13 @@ def _read_csv(content: bytes, limits: Limits) -> LabelledArrays:
             raise InvalidInput(f"the .csv line {line_number} has an empty label")
         labels.append(label)
     x = np.asarray(features, dtype=np.float64).reshape(len(features), len(feature_columns))
-    if all(_is_int(label) for label in labels):
-        y = np.asarray([int(label) for label in labels], dtype=np.int64)
-    else:
-        y = np.asarray(labels, dtype=str)
+    y = label_array(labels)  # integer labels as int64, else strings
     return _labelled(x.astype(np.float32) if np.isfinite(x).all() else x, y, "features", "label")
 
 
 def _is_float(text: str) -> bool:
     try:
         float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
         return True
     except ValueError:
         return False
