@@ -140,6 +140,20 @@ def build_model(architecture: str, input_shape: Sequence[int], n_classes: int, *
 
 
 @torch.no_grad()
+def widened_linear(old: nn.Linear, n_classes: int) -> nn.Linear | None:
+    """A copy of ``old`` with ``n_classes`` outputs, its rows exact and the new ones freshly initialised;
+    None when it already has that many (one row copy for every head that grows)."""
+    if n_classes < old.out_features:
+        raise ValueError("a head can only grow")
+    if n_classes == old.out_features:
+        return None
+    new = nn.Linear(old.in_features, n_classes).to(device=old.weight.device, dtype=old.weight.dtype)
+    new.weight[: old.out_features] = old.weight
+    new.bias[: old.out_features] = old.bias
+    return new
+
+
+@torch.no_grad()
 def grow_head(model: nn.Module, n_classes: int) -> None:
     """Widen ``model.head`` to ``n_classes`` outputs, copying the old rows exactly.
 
@@ -154,13 +168,9 @@ def grow_head(model: nn.Module, n_classes: int) -> None:
     old = model.head  # an imported model's head is wherever its source put it (``set_head``)
     if not isinstance(old, nn.Linear):
         raise ValueError(f"the model's head is a {type(old).__name__}; only a Linear head can grow")
-    if n_classes < old.out_features:
-        raise ValueError("a head can only grow")
-    if n_classes == old.out_features:
+    new = widened_linear(old, n_classes)
+    if new is None:
         return
-    new = nn.Linear(old.in_features, n_classes).to(device=old.weight.device, dtype=old.weight.dtype)
-    new.weight[: old.out_features] = old.weight
-    new.bias[: old.out_features] = old.bias
     set_head = getattr(model, "set_head", None)
     if callable(set_head):
         set_head(new)

@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.learning.models import widened_linear
+
 TEXT_ARCHITECTURE = "hf_text"
 TEXT_INPUT_SHAPE = ("text",)
 DEFAULT_MAX_LENGTH = 256
@@ -243,13 +245,9 @@ class TextClassifier(nn.Module):
     def grow_head(self, n_classes: int) -> None:
         """Widen the head, old rows exact (as ``app.learning.models.grow_head`` does for retain's own)."""
         name, old = self.head_name, self.head
-        if n_classes < old.out_features:
-            raise ValueError("a head can only grow")
-        if n_classes == old.out_features:
+        new = widened_linear(old, n_classes)
+        if new is None:
             return
-        new = nn.Linear(old.in_features, n_classes).to(device=old.weight.device, dtype=old.weight.dtype)
-        new.weight[: old.out_features] = old.weight
-        new.bias[: old.out_features] = old.bias
         new.requires_grad_(old.weight.requires_grad)
         parent, _, attribute = name.rpartition(".")
         setattr(self.model.get_submodule(parent) if parent else self.model, attribute, new)
