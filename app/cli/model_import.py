@@ -7,7 +7,7 @@ import json
 
 from app.cli import render
 from app.cli.command import EXIT_OK, Subcommands, add_command
-from app.cli.teach import exit_status, parse_options
+from app.cli.teach import parse_options, upload_and_follow
 from app.client import RetainClient
 
 
@@ -49,25 +49,24 @@ def run_import(client: RetainClient, args: argparse.Namespace) -> int:
         "options": json.dumps(parse_options(args.option)) if args.option else None,
         "base_name": args.base_name,
     }
-    with render.upload_bar(show=not args.json) as progress:
-        submitted = client.import_model(args.weights, fields, args.base_data, progress=progress)
-    if not args.follow:
-        if args.json:
-            render.print_json(submitted)
+
+    def finished(submitted: dict, job: dict) -> None:
+        if job["status"] == "succeeded":
+            render.console.print(f"[green]Model {args.name} imported[/]: version {job['model_version']} serving.")
         else:
-            render.console.print(
-                f"Model [bold]{args.name}[/] is being imported as job {submitted['job_id']}. "
-                f"Follow it with `retain jobs {submitted['job_id']}`."
-            )
-        return EXIT_OK
-    job = render.follow_job(client, submitted["job_id"], show=not args.json)
-    if args.json:
-        render.print_json(job)
-    elif job["status"] == "succeeded":
-        render.console.print(f"[green]Model {args.name} imported[/]: version {job['model_version']} serving.")
-    else:
-        render.console.print(f"[red]Import job {job['id']} {job['status']}[/]: {job.get('error') or 'no reason given'}")
-    return exit_status(job)
+            reason = job.get("error") or "no reason given"
+            render.console.print(f"[red]Import job {job['id']} {job['status']}[/]: {reason}")
+
+    return upload_and_follow(
+        client,
+        args,
+        lambda progress: client.import_model(args.weights, fields, args.base_data, progress=progress),
+        lambda submitted: (
+            f"Model [bold]{args.name}[/] is being imported as job {submitted['job_id']}. "
+            f"Follow it with `retain jobs {submitted['job_id']}`."
+        ),
+        finished,
+    )
 
 
 def run_architectures(client: RetainClient, args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.markup import escape
@@ -96,22 +96,42 @@ def run_teach(client: RetainClient, args: argparse.Namespace) -> int:
     }
     if args.option:
         fields["architecture_options"] = json.dumps(parse_options(args.option))
+    return upload_and_follow(
+        client,
+        args,
+        lambda progress: client.submit_task(args.file, fields, progress=progress),
+        lambda submitted: (
+            f"Task [bold]{submitted['id']}[/] queued for model [bold]{args.model}[/] as job {submitted['job_id']}. "
+            f"Follow it with `retain jobs {submitted['job_id']}`."
+        ),
+        lambda submitted, job: report_finished_job(client, submitted, job),
+    )
+
+
+def upload_and_follow(
+    client: RetainClient,
+    args: argparse.Namespace,
+    upload: Callable[[Callable[[int, int], None]], dict],
+    queued: Callable[[dict], str],
+    finished: Callable[[dict, dict], None],
+) -> int:
+    """Upload with a progress bar, then say it is queued or (``--follow``) follow its job to the end.
+
+    ``upload`` sends the request given the bar's callback; ``queued`` words the answer when not following;
+    ``finished`` reports the ended job (``--json`` prints the answer or the job instead)."""
     with render.upload_bar(show=not args.json) as progress:
-        submitted = client.submit_task(args.file, fields, progress=progress)
+        submitted = upload(progress)
     if not args.follow:
         if args.json:
             render.print_json(submitted)
         else:
-            render.console.print(
-                f"Task [bold]{submitted['id']}[/] queued for model [bold]{args.model}[/] as job {submitted['job_id']}. "
-                f"Follow it with `retain jobs {submitted['job_id']}`."
-            )
+            render.console.print(queued(submitted))
         return EXIT_OK
     job = render.follow_job(client, submitted["job_id"], show=not args.json)
     if args.json:
         render.print_json(job)
     else:
-        report_finished_job(client, submitted, job)
+        finished(submitted, job)
     return exit_status(job)
 
 
