@@ -66,6 +66,14 @@ def answered(out: FeedbackOut, response: Response) -> FeedbackOut:
     return out
 
 
+def recorded(
+    request: FeedbackIn, response: Response, session: WriteSessionDep, settings: SettingsDep, serving: ServingDep
+) -> FeedbackOut:
+    """Both feedback routes: the predictions this replica answered a moment ago made findable, then recorded."""
+    serving.prediction_log.flush()
+    return answered(service.record_feedback(session, settings, request), response)
+
+
 @router.post(
     "/feedback",
     response_model=FeedbackOut,
@@ -80,8 +88,7 @@ def post_feedback(
     serving: ServingDep,
     caller: TrainKey,
 ) -> FeedbackOut:
-    serving.prediction_log.flush()  # predictions this replica answered a moment ago are findable
-    return answered(service.record_feedback(session, settings, request), response)
+    return recorded(request, response, session, settings, serving)
 
 
 @router.post(
@@ -103,8 +110,7 @@ def post_feedback_file(
     session.rollback()  # no transaction open while the file is parsed
     data = file.file.read(settings.max_upload_bytes + 1)
     request = service.feedback_from_file(settings, model, file.filename or "", data, input_shape)
-    serving.prediction_log.flush()
-    return answered(service.record_feedback(session, settings, request), response)
+    return recorded(request, response, session, settings, serving)
 
 
 @router.get(
