@@ -183,7 +183,7 @@ class Settings(BaseSettings):
         "recently used go first; one version larger than this is still served, alone)",
     )
 
-    # Serving (app/predict/batching.py, app.predict.served_versions.py)
+    # Serving (app/predict/batching.py, app/predict/served_versions.py)
     serving_threads: int = Field(
         1,
         ge=1,
@@ -229,7 +229,7 @@ class Settings(BaseSettings):
         10_000, ge=1, description="feedback items (labels or labelled samples) accepted per POST /feedback"
     )
 
-    # Data by reference (POST /tasks with uri=...; app.datasets.data_uris.py)
+    # Data by reference (POST /tasks with uri=...; app/datasets/data_uris.py)
     data_roots: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="comma-separated folders and s3:// (or, with allow_http_data, http(s)://) "

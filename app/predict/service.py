@@ -1,7 +1,7 @@
 """Predictions from a stored version: resolve the version, load its learner (cached), run it batched.
 
 The request path touches no database while the cached serving aliases are fresh
-(app.predict.served_versions.py), loads each version once however many requests ask for it at once
+(app/predict/served_versions.py), loads each version once however many requests ask for it at once
 (app/predict/cache.py), and runs the forward pass on a serving thread, batched with the
 concurrent requests for the same version (app/predict/batching.py). Whatever could block — a
 query, a load — runs in the thread pool, never on the event loop. Only the weights artifact is

@@ -10,7 +10,7 @@ The rules, in the order they are checked (each refusal is a 409 that says what t
   it, and would commit a child of a deleted version). Its accuracy rows and the alias changes that
   name it go with it; its task, the task's job and dataset stay (what was taught, and what the gate
   decided), so the task can be taught again. A row in ``alias_changes`` records the delete, so API
-  replicas drop the version from their caches (app.predict.served_versions.py).
+  replicas drop the version from their caches (app/predict/served_versions.py).
 
 So the parent chain of every kept version is whole. Artifacts are never deleted by row: after the
 rows are committed, garbage collection (app/registry/collection.py) removes what *no* remaining row

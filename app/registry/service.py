@@ -32,7 +32,7 @@ _committed_alias_changes = 0
 
 def committed_alias_changes() -> int:
     """Serving-alias changes committed by this process: replicas poll the alias stamp
-    (app.predict.served_versions.py); this tells the one that made a change at once."""
+    (app/predict/served_versions.py); this tells the one that made a change at once."""
     return _committed_alias_changes
 
 

@@ -328,7 +328,7 @@ def settle_shapeless_model(session: Session, model: Model, request: TaskRequest)
     request as a first task under the model's own architecture and options.
 
     A model is *shapeless* when its first task's data is a reference no worker has read yet (its
-    ``input_shape`` is empty until then, see app.updates.read_by_uri.py): an upload cannot be checked
+    ``input_shape`` is empty until then, see app/updates/read_by_uri.py): an upload cannot be checked
     against a shape that does not exist. Once every such task has failed, the next task is the
     model's first again, under the architecture, options and family it was created with."""
     pending = session.scalar(

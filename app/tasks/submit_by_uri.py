@@ -1,10 +1,10 @@
 """POST /tasks with ``uri`` instead of a file: queue a task whose data a worker reads.
 
-Only the cheap checks run here (app.datasets.data_uris.py: scheme, allowed root, the object
+Only the cheap checks run here (app/datasets/data_uris.py: scheme, allowed root, the object
 exists and is within the byte limit; and the request against the model: architecture,
 options, strategy family). The rows are written with the dataset still unread: format
 ``reference``, no sha256, counts 0, the source URI as its location. The worker reads,
-validates and stores the data before it trains (app.updates.read_by_uri.py) and fills the row
+validates and stores the data before it trains (app/updates/read_by_uri.py) and fills the row
 in; a file that fails there fails the job with the reason and stores nothing. The source
 URI stays on the task as ``hyperparameters["data_uri"]`` (how the task was asked for, next
 to its split fractions), so it is still shown after the row points at the parsed data.

@@ -1,6 +1,6 @@
 """Step 0 of an update whose data is a reference: read it, check it as an upload, store it.
 
-The bytes are read under the same policy as at submit (app.datasets.data_uris.py), parsed
+The bytes are read under the same policy as at submit (app/datasets/data_uris.py), parsed
 and split by the upload parser with the task's fractions and the service's seed (so the
 split is the one an upload of the same file gets), and checked against the model as
 POST /tasks checks an upload: the model's input shape, or, for a model without one, the
