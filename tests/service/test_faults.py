@@ -132,14 +132,20 @@ def test_the_api_process_killed_while_its_embedded_worker_trains_requeues_and_co
         "RETAIN_PROGRESS_INTERVAL": "0.2",
     }
     data_dir = tmp_path / "service"
-    task = pmnist_file(0, n_train=800)
+    task = pmnist_file(0, n_train=LONG_TRAINING["n_train"])
+    form = {"model": "k", "epochs": str(LONG_TRAINING["epochs"]), "ewc_lambda": "100"}
+    form["architecture_options"] = LONG_TRAINING["architecture_options"]
     with LocalServer(data_dir, extra_env=env) as server:
         api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.api_key}"}, timeout=30)
         with task.open("rb") as upload:
-            job_id = api.post(
-                "/tasks", data={"model": "k", "epochs": "15", "ewc_lambda": "100"}, files={"file": (task.name, upload)}
-            ).json()["job_id"]
-        wait_until(lambda: api.get(f"/jobs/{job_id}").json()["progress"].get("phase") == "train", 120, "training")
+            job_id = api.post("/tasks", data=form, files={"file": (task.name, upload)}).json()["job_id"]
+
+        def training() -> bool:
+            job = api.get(f"/jobs/{job_id}").json()
+            assert job["status"] in ("queued", "running"), f"the job ended before it could be interrupted: {job}"
+            return (job["progress"] or {}).get("phase") == "train"
+
+        wait_until(training, 120, "training")
         server.process.kill()
     with LocalServer(data_dir, extra_env=env) as restarted:
         api = httpx.Client(base_url=restarted.url, headers={"Authorization": f"Bearer {restarted.api_key}"}, timeout=30)
