@@ -193,7 +193,7 @@ def show_jobs(jobs: list[dict], full_errors: bool) -> None:
         fraction = 1.0 if job["status"] == JobStatus.SUCCEEDED else progress.get("fraction")
         cells = [
             str(job["id"]),
-            str(job["task_id"]),
+            "–" if job["task_id"] is None else str(job["task_id"]),
             job["model"],
             job["status"],
             f"{job['attempt']}/{job['max_attempts']}",

@@ -124,8 +124,11 @@ class Job(Base):
         Index("ix_jobs_model_status", "model_id", "status"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    # Empty only on the record of a failed or cancelled import, whose rows are gone
+    # (app/jobs/failed_import.py); ``model_name`` then keeps the name it would have had.
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), index=True, nullable=True)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"), nullable=True)
+    model_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED, index=True)
     attempt: Mapped[int] = mapped_column(default=1)
     max_attempts: Mapped[int] = mapped_column(default=3)

@@ -100,6 +100,7 @@ def claim(session: Session, worker_id: str, lease_seconds: float, now: datetime 
         session.rollback()
         return None
     lease_owner = f"{worker_id}/{uuid.uuid4().hex[:8]}"  # unique per claim: a retried job gets a new token
+    assert job.task_id is not None and job.model_id is not None  # detached only once finished (failed_import.py)
     state_machine.start(session, job, lease_owner, lease_seconds, now or database_now(session))
     held = Claim(
         job_id=job.id, task_id=job.task_id, model_id=job.model_id, lease_owner=lease_owner, attempt=job.attempt

@@ -48,7 +48,7 @@ class JobOut(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [JOB_EXAMPLE]})
 
     id: int
-    task_id: int
+    task_id: int | None = Field(description="the task it learns; null on a failed import's job (nothing was stored)")
     model: str
     status: JobStatus = Field(description="queued | running | succeeded | failed | cancelled | rejected")
     attempt: int

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from app.db.tables import Job, Model, ModelVersion
@@ -13,13 +13,17 @@ from app.jobs.status import TERMINAL_STATUSES, JobStatus
 
 
 def job_out(session: Session, job: Job) -> JobOut:
-    model = session.get_one(Model, job.model_id)
-    version_number = session.scalar(select(ModelVersion.number).where(ModelVersion.task_id == job.task_id))
+    name = session.get_one(Model, job.model_id).name if job.model_id is not None else job.model_name or ""
+    version_number = (
+        session.scalar(select(ModelVersion.number).where(ModelVersion.task_id == job.task_id))
+        if job.task_id is not None
+        else None
+    )
     progress = dict(job.progress or {})
     return JobOut(
         id=job.id,
         task_id=job.task_id,
-        model=model.name,
+        model=name,
         status=job.status,
         attempt=job.attempt,
         max_attempts=job.max_attempts,
@@ -50,7 +54,9 @@ def list_jobs(
 ) -> list[JobOut]:
     query = select(Job).order_by(Job.id.desc()).limit(limit)
     if model is not None:
-        query = query.join(Model, Job.model_id == Model.id).where(Model.name == model)
+        query = query.outerjoin(Model, Job.model_id == Model.id).where(  # a failed import's job keeps the name
+            or_(Model.name == model, Job.model_name == model)
+        )
     if status is not None:
         query = query.where(Job.status == status)
     return [job_out(session, job) for job in session.scalars(query)]

@@ -8,7 +8,9 @@
        '----cancel-----------------------> cancelled
 
 Every change also mirrors the status onto the job's task (``tasks.status``) and stamps the
-times, so a reader never sees a job and its task disagree. An illegal move raises
+times, so a reader never sees a job and its task disagree. A job that imported a model (POST
+/models) and ends failed or cancelled takes that model's rows with it, in the same transaction,
+and stays as their only record (``app/jobs/failed_import.py``). An illegal move raises
 ``IllegalTransition`` and changes nothing. Callers commit.
 """
 
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session
 from app.db.tables import Job, Task, utcnow
 from app.errors import IllegalTransition
 from app.jobs.counters import LEASE_EXPIRIES, REQUEUES, carried, counted
+from app.jobs.failed_import import discard_failed_import
 from app.jobs.status import TERMINAL_STATUSES as TERMINAL
 from app.jobs.status import JobStatus
 
@@ -52,9 +55,11 @@ def transition(session: Session, job: Job, status: JobStatus | str, *, error: st
         job.lease_owner = None
     if error is not None:
         job.error = error
-    task = session.get(Task, job.task_id)
+    task = session.get(Task, job.task_id) if job.task_id is not None else None
     if task is not None:
         task.status = status
+    if status in (JobStatus.FAILED, JobStatus.CANCELLED):  # an import that failed leaves only this job
+        discard_failed_import(session, job, task, cancel)
 
 
 def start(session: Session, job: Job, lease_owner: str, lease_seconds: float, now: datetime | None = None) -> None:

@@ -281,3 +281,57 @@ def test_weights_by_uri_are_read_and_checked_before_the_answer(client, settings,
     outside = client.post("/models", data={**form, "name": "outside", "uri": "/etc/hostname"})
     assert outside.status_code in (403, 422), outside.text
     assert counts(database_url) == before and artifacts(settings) == stored
+
+
+def test_an_import_that_fails_in_the_worker_leaves_only_its_job_and_the_name_is_free(
+    client, settings, database_url, api_client, run_worker_once, wait_for_job
+):
+    """The import passes every check at the API, then fails in the worker (over the worker's memory
+    budget); a task taught to the model while the import waited is cancelled with it. Only the two
+    jobs stay, with their reasons; no model, task or dataset row; the artifacts the import stored
+    are garbage; and the same name imports again."""
+    model = tiny_mlp()
+    options = json.dumps({"labels": [0, 1, 2], "hidden": [16], "input_shape": list(SHAPE)})
+    before = counts(database_url)
+    answer = post_import(client, save(model.state_dict()), options=options)
+    assert answer.status_code == 202, answer.text
+    x = np.random.default_rng(4).integers(0, 256, (60, *SHAPE), dtype=np.uint8)
+    form = {"model": "imported", "epochs": "1", "ewc_lambda": "10"}
+    taught = client.post("/tasks", data=form, files={"file": ("t.npz", npz(x=x, y=np.arange(60) % 3))})
+    assert taught.status_code == 202, taught.text
+
+    run_worker_once(settings.model_copy(update={"max_update_bytes": 1_000}))  # the tiny MLP alone is 4.3 kB
+    job = wait_for_job(answer.json()["job_id"])
+    assert job["status"] == "failed" and "max_update_bytes" in job["error"], job
+    assert "stored nothing" in job["error"] and job["model"] == "imported" and job["task_id"] is None
+    behind = wait_for_job(taught.json()["job_id"])
+    assert behind["status"] == "cancelled" and "was not imported" in behind["error"], behind
+    assert counts(database_url) == {**before, "jobs": before["jobs"] + 2}
+    assert client.get("/models/imported").status_code == 404
+    assert client.get(f"/tasks/{answer.json()['id']}").status_code == 404
+    assert {j["id"] for j in client.get("/jobs", params={"model": "imported"}).json()} == {job["id"], behind["id"]}
+    assert run_worker_once() == 0  # nothing left to run
+    with api_client(settings.model_copy(update={"artifact_gc_grace_seconds": 0.0})) as admin:
+        collected = admin.post("/artifacts/gc").json()
+    assert collected["referenced"] == 0 and collected["removed"] >= 2, collected  # the weights and the dataset
+
+    again = post_import(client, save(model.state_dict()), options=options)
+    assert again.status_code == 202, again.text
+    run_worker_once()
+    assert wait_for_job(again.json()["job_id"])["status"] == "succeeded"
+    assert client.get("/models/imported").json()["serving_version"] == 1
+    assert client.get(f"/jobs/{job['id']}").json()["error"] == job["error"]  # the old record is kept
+
+
+def test_an_import_cancelled_before_it_ran_leaves_only_its_job(client, database_url, run_worker_once, wait_for_job):
+    before = counts(database_url)
+    options = json.dumps({"labels": [0, 1, 2], "hidden": [16], "input_shape": list(SHAPE)})
+    answer = post_import(client, save(tiny_mlp().state_dict()), options=options)
+    assert answer.status_code == 202, answer.text
+    cancelled = client.post(f"/jobs/{answer.json()['job_id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["model"] == "imported"
+    assert counts(database_url) == {**before, "jobs": before["jobs"] + 1}
+    assert client.get("/models/imported").status_code == 404
+    assert run_worker_once() == 0
+    assert post_import(client, save(tiny_mlp().state_dict()), options=options).status_code == 202

@@ -132,3 +132,31 @@ def test_cancel_request_cancels_a_queued_job_now_and_flags_a_running_one(session
         state_machine.cancel(session, running, "cancelled while running")
         with pytest.raises(IllegalTransition, match="already finished"):
             state_machine.request_cancel(session, running)
+
+
+def test_an_import_failed_by_the_reaper_leaves_only_its_job_and_other_failures_keep_their_rows(
+    session_factory, make_job
+):
+    """Every way into failed or cancelled goes through ``transition``: here the reaper failing an import
+    whose worker was lost on its last attempt (``expire_lease``). Its model, task and dataset go, the job
+    stays with the reason and the name; a failed update of another model keeps every row."""
+    from sqlalchemy import func, select
+
+    from app.db.tables import Dataset, Model
+    from app.jobs import queue
+
+    imported, taught = make_job("imported", max_attempts=1), make_job("taught", max_attempts=1)
+    with session_factory() as session:
+        session.get(Task, session.get(Job, imported).task_id).strategy = "import"
+        for job_id in (imported, taught):
+            state_machine.start(session, session.get(Job, job_id), "lost-worker", lease_seconds=1)
+        session.commit()
+        assert queue.reap(session, now=utcnow() + timedelta(seconds=60)) == {imported: "failed", taught: "failed"}
+    with session_factory() as session:
+        job = session.get(Job, imported)
+        assert (job.task_id, job.model_id, job.model_name) == (None, None, "imported")
+        assert "stopped renewing its lease" in job.error and "stored nothing" in job.error
+        assert session.scalars(select(Model.name)).all() == ["taught"]
+        assert session.scalar(select(func.count(Task.id))) == session.scalar(select(func.count(Dataset.id))) == 1
+        kept = session.get(Job, taught)
+        assert kept.task_id is not None and kept.model_id is not None and "stored nothing" not in kept.error
