@@ -72,23 +72,17 @@ def input_scale_of(options: dict, base: ParsedDataset | None) -> float:
     return 1 / 255
 
 
-def check_text_import(settings, options: dict, filename: str, data: bytes) -> TextImportPlan | None:
-    """An hf upload holding a text classifier (``is_text_directory``): ``plan_text_import`` on it; None
-    for anything else (an image classifier, another source)."""
-    with tempfile.TemporaryDirectory(prefix="retain-import-") as directory:
-        try:
-            path = unpack_weights(Path(directory), "hf", filename, data, settings.decoded_bytes_limit)
-            if not is_text_directory(path):
-                return None
-            unknown = sorted(set(options) - {"max_length", "trainable", "lora_rank", "memory_size"})
-            if unknown:
-                raise InvalidInput(
-                    f"unknown options {unknown} for a text model; "
-                    "it takes max_length, trainable, lora_rank, memory_size"
-                )
-            return plan_text_import(path, options, settings.max_model_parameters)
-        except ImportRefused as error:
-            raise as_domain_error(error) from None
+def check_text_import(settings, options: dict, path: Path) -> TextImportPlan:
+    """``plan_text_import`` on an unpacked hf upload holding a text classifier (``is_text_directory``)."""
+    unknown = sorted(set(options) - {"max_length", "trainable", "lora_rank", "memory_size"})
+    if unknown:
+        raise InvalidInput(
+            f"unknown options {unknown} for a text model; it takes max_length, trainable, lora_rank, memory_size"
+        )
+    try:
+        return plan_text_import(path, options, settings.max_model_parameters)
+    except ImportRefused as error:
+        raise as_domain_error(error) from None
 
 
 def check_text_base(plan: TextImportPlan, base: ParsedDataset | None) -> None:
@@ -108,8 +102,8 @@ def check_text_base(plan: TextImportPlan, base: ParsedDataset | None) -> None:
         )
 
 
-def check_import(settings, source: str, options: dict, filename: str, data: bytes, base: ParsedDataset | None):
-    """``plan_import`` on the upload in a temporary directory; returns the plan's stored parts."""
+def check_import(settings, source: str, options: dict, path: Path, base: ParsedDataset | None):
+    """``plan_import`` on the unpacked upload; returns the plan and the options stored with the model."""
     input_shape = options.get("input_shape") or (list(base.input_shape) if base is not None else None)
     if not input_shape or not isinstance(input_shape, list) or not all(isinstance(s, int) for s in input_shape):
         raise InvalidInput("give options.input_shape (e.g. [3, 224, 224]) or base_data to read it from")
@@ -118,12 +112,10 @@ def check_import(settings, source: str, options: dict, filename: str, data: byte
             f"base_data has samples of shape {list(base.input_shape)}, options.input_shape {input_shape}"
         )
     own = {key: value for key, value in options.items() if key not in ("input_shape", "input_scale")}
-    with tempfile.TemporaryDirectory(prefix="retain-import-") as directory:
-        try:
-            path = unpack_weights(Path(directory), source, filename, data, settings.decoded_bytes_limit)
-            plan: ImportPlan = plan_import(source, input_shape, path, own, settings.max_model_parameters)
-        except ImportRefused as error:
-            raise as_domain_error(error) from None
+    try:
+        plan: ImportPlan = plan_import(source, input_shape, path, own, settings.max_model_parameters)
+    except ImportRefused as error:
+        raise as_domain_error(error) from None
     if base is not None:
         unknown = [label for label in base.labels if label not in plan.labels]
         if unknown:
@@ -177,26 +169,31 @@ def import_model(
     options = parse_options(options_text)
     if len(data) > max(settings.max_upload_bytes, settings.max_reference_bytes or 0):
         raise PayloadTooLarge(f"the weights are over {settings.max_upload_bytes:,} bytes (max_upload_bytes)")
-    text_plan = check_text_import(settings, options, filename, data) if source == "hf" else None
-    base = None
-    if base_data is not None:
-        shape = options.get("input_shape")
-        base = parse_dataset(
-            base_filename,
-            base_data,
-            max_bytes=settings.max_upload_bytes,
-            test_fraction=0.2,
-            validation_fraction=0.1,
-            input_shape=tuple(shape) if isinstance(shape, list) else None,
-            **parse_limits(settings),
-        )
-    plan: ImportPlan | TextImportPlan
-    if text_plan is not None:
-        check_text_base(text_plan, base)
-        plan, own, input_scale = text_plan, dict(text_plan.options), 1.0
-    else:
-        plan, own = check_import(settings, source, options, filename, data, base)
-        input_scale = input_scale_of(options, base)
+    with tempfile.TemporaryDirectory(prefix="retain-import-") as directory:  # unpacked once for every check
+        try:
+            path = unpack_weights(Path(directory), source, filename, data, settings.decoded_bytes_limit)
+        except ImportRefused as error:
+            raise as_domain_error(error) from None
+        text_plan = check_text_import(settings, options, path) if source == "hf" and is_text_directory(path) else None
+        base = None
+        if base_data is not None:
+            shape = options.get("input_shape")
+            base = parse_dataset(
+                base_filename,
+                base_data,
+                max_bytes=settings.max_upload_bytes,
+                test_fraction=0.2,
+                validation_fraction=0.1,
+                input_shape=tuple(shape) if isinstance(shape, list) else None,
+                **parse_limits(settings),
+            )
+        plan: ImportPlan | TextImportPlan
+        if text_plan is not None:
+            check_text_base(text_plan, base)
+            plan, own, input_scale = text_plan, dict(text_plan.options), 1.0
+        else:
+            plan, own = check_import(settings, source, options, path, base)
+            input_scale = input_scale_of(options, base)
     parsed = base if base is not None else empty_dataset(plan.input_shape, plan.labels)
     weights = store.put(data)
     dataset_ref = store_dataset(store, parsed)

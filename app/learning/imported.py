@@ -220,15 +220,24 @@ def replace_head(model: nn.Module, path: str, n_classes: int) -> None:
 
 
 def build_imported(
-    spec: str, input_shape: Sequence[int], n_classes: int, imported: dict, weights: Path | None = None
+    spec: str,
+    input_shape: Sequence[int],
+    n_classes: int,
+    imported: dict,
+    weights: Path | None = None,
+    loaded: nn.Module | None = None,
 ) -> ImportedNetwork:
     """The network of an imported model: built fresh (to load a stored version into), or, at import,
-    from the user's ``weights`` (``imported["file_classes"]``: the outputs of the file's head)."""
+    from the user's ``weights`` (``imported["file_classes"]``: the outputs of the file's head);
+    ``loaded``: those weights already read into the architecture (``ImportPlan.loaded``)."""
     source = source_for(spec, imported.get("architecture"), imported.get("config"))
     keep_head = weights is not None and not imported.get("new_head")
-    model = source.build(input_shape, max(1, imported["file_classes"] if weights is not None else n_classes))
-    if weights is not None:
-        model = source.load(model, weights, None if keep_head else source.head_path(model))
+    if loaded is not None and weights is not None:
+        model = loaded
+    else:
+        model = source.build(input_shape, max(1, imported["file_classes"] if weights is not None else n_classes))
+        if weights is not None:
+            model = source.load(model, weights, None if keep_head else source.head_path(model))
     if not keep_head and model.get_submodule(source.head_path(model)).out_features != n_classes:
         replace_head(model, source.head_path(model), n_classes)
     return ImportedNetwork(
@@ -252,6 +261,7 @@ class ImportPlan:
     memory_size: int | None
     parameters: int
     weights: Path
+    loaded: nn.Module | None = None  # hf: the weights as the check read them (``keep_loaded``), not read again
 
 
 def read_hf_directory(directory: Path) -> tuple[Path, dict, dict]:
@@ -281,12 +291,14 @@ def plan_import(
     weights: Path,
     options: dict | None = None,
     max_parameters: int | None = None,
+    keep_loaded: bool = False,
 ) -> ImportPlan:
     """Every check an import needs, with no weights in memory: the file is safetensors (a pickle is
     refused, 415), the source and options are known, the head has labels, the file's keys and shapes
     are the architecture's (built on ``meta``; 422 naming the first few), the model is within
     ``max_parameters`` (413) and takes inputs of ``input_shape``. ``weights``: a ``.safetensors``
-    file, or an hf directory."""
+    file, or an hf directory (whose check reads the weights: ``keep_loaded`` keeps them in the plan,
+    for the learner to use instead of reading them again)."""
     weights = Path(weights)
     parsed = ImportOptions.parse(options)
     input_shape = tuple(int(s) for s in input_shape)
@@ -330,9 +342,10 @@ def plan_import(
             f"the model has {parameters:,} parameters, over this service's limit of {max_parameters:,} "
             "(RETAIN_MAX_MODEL_PARAMETERS)"
         )
+    loaded = None
     if spec == "hf":  # transformers renames legacy checkpoint keys: only its loader can compare them
         with torch.device("cpu"):
-            source.load(source.build(input_shape, file_classes), weights, head if parsed.new_head else None)
+            loaded = source.load(source.build(input_shape, file_classes), weights, head if parsed.new_head else None)
     else:
         check_weights(meta_shapes(model), given, ignore=head if parsed.new_head else None)
     preprocessing = {**defaults, **parsed.preprocessing}
@@ -361,6 +374,7 @@ def plan_import(
         memory_size=parsed.memory_size,
         parameters=parameters,
         weights=weights,
+        loaded=loaded if keep_loaded else None,
     )
 
 
@@ -388,13 +402,17 @@ class TextImportPlan:
     labels: list
     options: dict  # max_length, trainable, lora_rank (and memory_size)
     parameters: int
+    model: nn.Module | None = None  # the weights as the check read them (``keep_model``), not read again
 
 
-def plan_text_import(directory: Path, options: dict | None = None, max_parameters: int | None = None) -> TextImportPlan:
+def plan_text_import(
+    directory: Path, options: dict | None = None, max_parameters: int | None = None, keep_model: bool = False
+) -> TextImportPlan:
     """Every check a text import needs: safetensors only, a model_type transformers implements, the
     options known, the architecture within ``max_parameters`` (counted on ``meta``, 413), the weights'
     keys and shapes those of the architecture (422 naming the first few), labels from ``id2label``
-    and a fast tokenizer that loads."""
+    and a fast tokenizer that loads. The check reads the weights: ``keep_model`` keeps the loaded
+    classifier in the plan (``ContinualLearner.from_text_directory(pretrained=...)``)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from app.learning.text_source import TEXT_ARCHITECTURE, TEXT_INPUT_SHAPE, HuggingFaceTextSource, check_model_type
@@ -432,7 +450,7 @@ def plan_text_import(directory: Path, options: dict | None = None, max_parameter
             "(RETAIN_MAX_MODEL_PARAMETERS)"
         )
     try:
-        _, info = AutoModelForSequenceClassification.from_pretrained(
+        loaded, info = AutoModelForSequenceClassification.from_pretrained(
             str(directory),
             use_safetensors=True,
             trust_remote_code=False,
@@ -464,4 +482,5 @@ def plan_text_import(directory: Path, options: dict | None = None, max_parameter
         labels=labels,
         options={**source.options, **({"memory_size": options["memory_size"]} if "memory_size" in options else {})},
         parameters=parameters,
+        model=loaded if keep_model else None,
     )

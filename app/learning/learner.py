@@ -171,10 +171,12 @@ class ContinualLearner:
         family: str = "ewc",
         ewc: EWCConfig | None = None,
         seed: int = 0,
+        pretrained: nn.Module | None = None,
     ) -> ContinualLearner:
         """A learner around a Hugging Face sequence classifier saved with ``save_pretrained``
         (``app.learning.text_source``): its weights, its head's labels (``id2label``) and its tokenizer.
-        ``options``: ``max_length``, ``trainable``, ``lora_rank`` and the family's (``memory_size``, ...)."""
+        ``options``: ``max_length``, ``trainable``, ``lora_rank`` and the family's (``memory_size``, ...).
+        ``pretrained``: the directory's classifier already loaded (``plan_text_import(keep_model=True)``)."""
         learner = cls(
             architecture=TEXT_ARCHITECTURE,
             input_shape=TEXT_INPUT_SHAPE,
@@ -187,7 +189,7 @@ class ContinualLearner:
         if learner.predicts_per_task:
             raise ValueError(f"text models take the ewc family's strategies; {family} models predict per task")
         source_options, _ = learner._split_options()
-        learner.text_source, state, labels = HuggingFaceTextSource.read_directory(directory, source_options)
+        learner.text_source, state, labels = HuggingFaceTextSource.read_directory(directory, source_options, pretrained)
         network = learner.text_source.build(len(labels), adapters=False)
         network.model.load_state_dict(state, strict=True)
         if learner.text_source.mode == "lora":
@@ -269,7 +271,7 @@ class ContinualLearner:
         )
         torch.manual_seed(seed)  # LoRA adapters' initialisation
         learner.network = build_imported(
-            plan.source, plan.input_shape, len(plan.labels), plan.imported, weights=plan.weights
+            plan.source, plan.input_shape, len(plan.labels), plan.imported, weights=plan.weights, loaded=plan.loaded
         )
         learner.labels = list(plan.labels)
         return learner

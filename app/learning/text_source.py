@@ -89,9 +89,10 @@ class HuggingFaceTextSource:
     # ---------------------------------------------------------------------- reading
     @classmethod
     def read_directory(
-        cls, directory: str | Path, options: dict | None = None
+        cls, directory: str | Path, options: dict | None = None, model: Any = None
     ) -> tuple[HuggingFaceTextSource, dict[str, torch.Tensor], list]:
-        """The source, the pretrained weights (safetensors only) and the head's labels in output order."""
+        """The source, the pretrained weights (safetensors only) and the head's labels in output order;
+        ``model``: the directory's classifier when the caller has loaded it already (not read twice)."""
         from transformers import AutoModelForSequenceClassification
 
         directory = Path(directory)
@@ -103,9 +104,10 @@ class HuggingFaceTextSource:
         config = json.loads((directory / "config.json").read_text())
         check_model_type(config)
         files = {name: (directory / name).read_text() for name in TOKENIZER_FILES if (directory / name).is_file()}
-        model = AutoModelForSequenceClassification.from_pretrained(
-            directory, use_safetensors=True, trust_remote_code=False
-        )
+        if model is None:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                directory, use_safetensors=True, trust_remote_code=False
+            )
         config = model.config.to_dict()
         source = cls(config, files, options)
         source.tokenizer  # noqa: B018 -- a tokenizer that does not load is refused now, not at the first task

@@ -1,11 +1,12 @@
 """The import job: version 1 of an imported model, from the weights the user sent (POST /models).
 
 No training: the learner is built from the stored weights (checked again as at the API, with
-the same ``plan_import``), and with base data (the import task's dataset) it records that data as
-task 0 (``ContinualLearner.adopt_base_task``: the Fisher of the trainable parameters at the
-imported weights, and the replay memory's share), then measures it on its test split: the
-first row of the accuracy table. Without base data the model serves as imported and the table
-starts at the first taught task.
+the same ``plan_import`` / ``plan_text_import``; a Hugging Face model's check reads its weights,
+and the learner takes them from the check instead of reading them a second time), and with base
+data (the import task's dataset) it records that data as task 0 (``ContinualLearner.adopt_base_task``:
+the Fisher of the trainable parameters at the imported weights, and the replay memory's share),
+then measures it on its test split: the first row of the accuracy table. Without base data the
+model serves as imported and the table starts at the first taught task.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ def imported_learner(store, model: Model, max_bytes: int, max_parameters: int | 
     with tempfile.TemporaryDirectory(prefix="retain-import-") as directory:
         if model.architecture == TEXT_ARCHITECTURE:  # an hf text classifier (app.learning.text_source)
             path = unpack_weights(Path(directory), "hf", record["filename"], data, max_bytes)
-            plan_text_import(path, record["options"], max_parameters)
-            return ContinualLearner.from_text_directory(path, record["options"])
+            checked = plan_text_import(path, record["options"], max_parameters, keep_model=True)
+            return ContinualLearner.from_text_directory(path, record["options"], pretrained=checked.model)
         path = unpack_weights(Path(directory), model.architecture, record["filename"], data, max_bytes)
-        plan = plan_import(model.architecture, model.input_shape, path, record["options"], max_parameters)
+        plan = plan_import(
+            model.architecture, model.input_shape, path, record["options"], max_parameters, keep_loaded=True
+        )
         return ContinualLearner.import_model(plan, input_scale=record["input_scale"])
 
 

@@ -335,3 +335,60 @@ def test_an_import_cancelled_before_it_ran_leaves_only_its_job(client, database_
     assert client.get("/models/imported").status_code == 404
     assert run_worker_once() == 0
     assert post_import(client, save(tiny_mlp().state_dict()), options=options).status_code == 202
+
+
+def spy_on(monkeypatch, owner, name: str) -> list:
+    """Record each call of ``owner.name`` (a function or a class's classmethod), which still runs."""
+    original, calls = getattr(owner, name), []
+
+    def spy(*args, **kwargs):
+        calls.append(args[:1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
+def test_an_hf_image_classifier_is_unpacked_once_at_the_api_and_read_once_in_the_worker(
+    client, tmp_path, monkeypatch, run_worker_once, wait_for_job
+):
+    """A tiny ViT exported with save_pretrained, sent as a .zip: the API unpacks it once for all its
+    checks and reads the weights once (transformers' loader is its check); the worker reads them once
+    more, to build version 1 (the check there hands its model on), which answers as the ViT did."""
+    transformers = pytest.importorskip("transformers")
+    import app.imports.service
+
+    config = transformers.ViTConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        id2label={0: "x", 1: "y"},
+        label2id={"x": 0, "y": 1},
+    )
+    torch.manual_seed(0)
+    model = transformers.ViTForImageClassification(config).eval()
+    model.save_pretrained(tmp_path / "vit")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in ("config.json", "model.safetensors"):
+            archive.write(tmp_path / "vit" / name, f"export/{name}")
+    unpacked = spy_on(monkeypatch, app.imports.service, "unpack_weights")
+    loaded = spy_on(monkeypatch, transformers.AutoModelForImageClassification, "from_pretrained")
+    answer = post_import(
+        client, buffer.getvalue(), filename="vit.zip", source="hf", options=json.dumps({"input_shape": list(SHAPE)})
+    )
+    assert answer.status_code == 202, answer.text
+    assert (len(unpacked), len(loaded)) == (1, 1)
+    run_worker_once()
+    assert wait_for_job(answer.json()["job_id"])["status"] == "succeeded"
+    assert len(loaded) == 2
+    x = np.random.default_rng(5).integers(0, 256, (4, *SHAPE), dtype=np.uint8)
+    served = client.post("/predict", json={"model": "imported", "inputs": x.tolist()}).json()["predictions"]
+    with torch.no_grad():
+        expected = model(torch.tensor(x).float() / 255).logits.softmax(-1)
+    assert [p["label"] for p in served] == [["x", "y"][i] for i in expected.argmax(-1)]
+    np.testing.assert_allclose([p["probability"] for p in served], expected.max(-1).values, atol=1e-5)

@@ -160,3 +160,18 @@ def test_a_text_model_by_uri_is_checked_and_imported(api_client, settings, run_w
         assert client.get(f"/jobs/{answer.json()['job_id']}").json()["status"] == "succeeded"
         predicted = client.post("/predict", json={"model": "topics", "inputs": ["a late goal"]})
         assert predicted.status_code == 200 and predicted.json()["predictions"][0]["label"] in ("sport", "business")
+
+
+def test_the_worker_reads_a_text_models_weights_once(client, run_worker_once, tiny_text_model, monkeypatch):
+    """The API's check reads the weights (transformers' loader compares the keys); the worker's check
+    reads them once more and hands the classifier on to the learner instead of reading them again."""
+    from test_model_import_api import spy_on
+    from transformers import AutoModelForSequenceClassification
+
+    loaded = spy_on(monkeypatch, AutoModelForSequenceClassification, "from_pretrained")
+    answer = post_text_model(client, zipped_directory(tiny_text_model))
+    assert answer.status_code == 202, answer.text
+    assert len(loaded) == 1
+    assert run_worker_once() == 1
+    assert client.get(f"/jobs/{answer.json()['job_id']}").json()["status"] == "succeeded"
+    assert len(loaded) == 2
