@@ -10,6 +10,7 @@ loaded: serving never needs the Fisher/anchor snapshot.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import cast
 from weakref import WeakKeyDictionary
@@ -35,11 +36,16 @@ from app.registry.versions import load_version
 from app.storage.artifacts import ArtifactStore
 
 
-def model_input(input_shape) -> dict:
-    """The protocol's description of the one input tensor: N texts (BYTES) or N samples of FP32."""
-    if tuple(input_shape) == TEXT_INPUT_SHAPE:
+def model_input(model: Model) -> dict:
+    """The protocol's description of the one input tensor: N texts (BYTES); N images as pixel values
+    (UINT8) for an imported model that scales its inputs by 1/255, so that a client sends 0..255 and
+    not the [0, 1] floats torchvision users are used to (which would be scaled a second time); else N
+    samples of FP32. Every numeric datatype is accepted either way."""
+    if tuple(model.input_shape) == TEXT_INPUT_SHAPE:
         return {"name": "input-0", "datatype": "BYTES", "shape": [-1]}
-    return {"name": "input-0", "datatype": "FP32", "shape": [-1, *input_shape]}
+    scale = ((model.options or {}).get("import") or {}).get("input_scale")
+    datatype = "UINT8" if isinstance(scale, float) and math.isclose(scale, 1 / 255) else "FP32"
+    return {"name": "input-0", "datatype": datatype, "shape": [-1, *model.input_shape]}
 
 
 @dataclass
@@ -205,7 +211,7 @@ def model_metadata_v2(session: Session, name: str, version: str | None = None) -
         name=model.name,
         versions=versions,
         platform="pytorch",
-        inputs=[model_input(model.input_shape)],
+        inputs=[model_input(model)],
         outputs=[
             {"name": "label", "datatype": label_type, "shape": [-1]},
             {"name": "probability", "datatype": "FP32", "shape": [-1]},
