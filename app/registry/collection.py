@@ -1,11 +1,13 @@
 """Artifact garbage collection: remove what no row refers to, never what a commit may be about to.
 
-An artifact is *referenced* while a row names it: a dataset row (its parsed upload), a version's
-weights and consolidation, and every artifact that consolidation's manifest lists (per-task Fisher
-and anchors, evaluation splits, a one-payload state, the rehearsal memory), which later versions
-share with the one that wrote them. Everything else in the store is garbage: what a job wrote
-before it crashed (or lost its lease) short of its commit, an upload refused under the write lock,
-what deleted versions and models referred to.
+An artifact is *referenced* while a row names it: a dataset row (its parsed upload), an imported
+model's row (the weights sent to POST /models, which its import job, or a retry of it, builds
+version 1 from, however long it waits in the queue), a version's weights and consolidation, and
+every artifact that consolidation's manifest lists (per-task Fisher and anchors, evaluation splits,
+a one-payload state, the rehearsal memory), which later versions share with the one that wrote
+them. Everything else in the store is garbage: what a job wrote before it crashed (or lost its
+lease) short of its commit, an upload refused under the write lock, what deleted versions and
+models referred to.
 
 Garbage is removed only once it is older than ``artifact_gc_grace_seconds`` (an hour by default):
 a job writes its artifacts *before* the transaction that refers to them, so a young unreferenced
@@ -60,6 +62,10 @@ class Collection:
 def referenced_artifacts(session: Session, store: ArtifactStore) -> set[str]:
     """The sha256 of every artifact a row refers to, directly or through a version's manifest."""
     referenced = set(session.scalars(select(Dataset.artifact_sha256).where(Dataset.artifact_sha256 != "")))
+    for options in session.scalars(select(Model.options)):  # imported weights (app/imports/service.py)
+        imported = (options or {}).get("import") or {}
+        if imported.get("weights_sha256"):
+            referenced.add(imported["weights_sha256"])
     manifests = set()
     rows = session.execute(
         select(

@@ -392,3 +392,18 @@ def test_an_hf_image_classifier_is_unpacked_once_at_the_api_and_read_once_in_the
         expected = model(torch.tensor(x).float() / 255).logits.softmax(-1)
     assert [p["label"] for p in served] == [["x", "y"][i] for i in expected.argmax(-1)]
     np.testing.assert_allclose([p["probability"] for p in served], expected.max(-1).values, atol=1e-5)
+
+
+def test_garbage_collection_keeps_the_weights_of_an_import_still_waiting_for_its_worker(
+    client, settings, api_client, run_worker_once, wait_for_job
+):
+    """The weights sent to POST /models are referenced by the model's row until version 1 is built:
+    a collection meanwhile (here with no grace period) removes nothing, and the import then succeeds."""
+    options = json.dumps({"labels": [0, 1, 2], "hidden": [16], "input_shape": list(SHAPE)})
+    answer = post_import(client, save(tiny_mlp().state_dict()), options=options)
+    assert answer.status_code == 202, answer.text
+    with api_client(settings.model_copy(update={"artifact_gc_grace_seconds": 0.0})) as admin:
+        collected = admin.post("/artifacts/gc").json()
+    assert (collected["stored"], collected["referenced"], collected["removed"]) == (2, 2, 0), collected
+    run_worker_once()
+    assert wait_for_job(answer.json()["job_id"])["status"] == "succeeded"
