@@ -194,7 +194,7 @@ def run_update(
             plain_labels(new_task["train"].y),
             result.train_config,
         )
-        if settings.reject_not_learnt
+        if settings.reject_not_learnt and not importing  # an import learns nothing: its base data is measured
         else None
     )
     gate = forgetting_gate(result, plan.max_forgetting, not_learnt)

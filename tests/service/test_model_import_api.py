@@ -407,3 +407,21 @@ def test_garbage_collection_keeps_the_weights_of_an_import_still_waiting_for_its
     assert (collected["stored"], collected["referenced"], collected["removed"]) == (2, 2, 0), collected
     run_worker_once()
     assert wait_for_job(answer.json()["job_id"])["status"] == "succeeded"
+
+
+def test_an_import_is_not_judged_by_the_not_learnt_check_it_learns_nothing(
+    client, settings, run_worker_once, wait_for_job
+):
+    """Base data the imported model answers no better than chance: version 1 still serves as the
+    weights did (an import trains nothing, so "not learnt" says nothing about it), and its task 0 row
+    shows the accuracy the model has."""
+    model = tiny_mlp()
+    x = np.random.default_rng(6).integers(0, 256, (300, *SHAPE), dtype=np.uint8)
+    y = (model_labels(model, x) + 1) % 3  # never what the model answers
+    answer = post_import(client, save(model.state_dict()), base=npz(x=x, y=y))
+    assert answer.status_code == 202, answer.text
+    run_worker_once(settings.model_copy(update={"reject_not_learnt": True}))  # the service's default
+    job = wait_for_job(answer.json()["job_id"])
+    assert job["status"] == "succeeded", job
+    assert client.get("/models/imported").json()["serving_version"] == 1
+    assert client.get(f"/tasks/{answer.json()['id']}/accuracy").json()["history"][0]["accuracy"] == 0.0
