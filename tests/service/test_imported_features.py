@@ -155,3 +155,34 @@ def test_an_import_on_s3_stores_its_artifacts_there_and_serves(
     assert [p["label"] for p in served["predictions"]] == [LABELS[i] for i in reference(mobilenet, x).argmax(-1)]
     stored = {path.rsplit("/", 1)[1].split(".")[0] for path in s3.find(root)}
     assert version["weights_sha256"] in stored and len(stored) >= 4  # weights sent, base data, version, Fisher
+
+
+def test_rollback_delete_and_collection_of_an_imported_model(
+    client, settings, api_client, mobilenet, run_worker_once, wait_for_job
+):
+    """Taught a task (version 2), rolled back to version 1 (which answers as the source model again),
+    version 2 deleted, then the model: garbage collection then removes everything it stored, the
+    weights sent to POST /models included."""
+    answer = client.post("/models", data=import_form(), files={"file": ("m.safetensors", save(mobilenet.state_dict()))})
+    assert answer.status_code == 202, answer.text
+    run_worker_once()
+    assert wait_for_job(answer.json()["job_id"])["status"] == "succeeded"
+    form = {"model": "parts", "epochs": "1", "ewc_lambda": "10", "max_forgetting": "1"}
+    task = npz(x=images(7, 40), y=np.array(LABELS * 14)[:40])
+    taught = client.post("/tasks", data=form, files={"file": ("t.npz", task)})
+    assert taught.status_code == 202, taught.text
+    run_worker_once()
+    assert wait_for_job(taught.json()["job_id"])["status"] == "succeeded"
+
+    x = images(8, 6)
+    expected = [LABELS[i] for i in reference(mobilenet, x).argmax(-1)]
+    assert client.put("/models/parts/serving-version", json={"version": 1}).status_code == 200
+    served = client.post("/predict", json={"model": "parts", "inputs": x.tolist()}).json()
+    assert served["model_version"] == 1 and [p["label"] for p in served["predictions"]] == expected
+    with api_client(settings.model_copy(update={"artifact_gc_grace_seconds": 0.0})) as admin:
+        assert admin.delete("/models/parts/versions/2").status_code == 200
+        assert client.post("/predict", json={"model": "parts", "inputs": x.tolist()}).json()["model_version"] == 1
+        deleted = admin.delete("/models/parts")
+        assert deleted.status_code == 200, deleted.text
+        collected = admin.post("/artifacts/gc").json()
+    assert collected["stored"] == 0, (deleted.json(), collected)  # the delete's own collection took everything
