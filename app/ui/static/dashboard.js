@@ -438,7 +438,7 @@ function renderJobs(jobs) {
   const shown = [...jobs.filter((j) => ACTIVE.has(j.status)), ...jobs.filter((j) => !ACTIVE.has(j.status)).slice(0, 8)];
   list.replaceChildren(...shown.map((job) => el("li", { "data-job-id": job.id, "data-status": job.status,
     "data-model": job.model },
-    el("div", { class: "what" }, el("span", { text: `job ${job.id} · ${job.model} · task ${job.task_id}` }),
+    el("div", { class: "what" }, el("span", { text: `job ${job.id} · ${job.model} · ${job.task_id === null ? "nothing stored" : "task " + job.task_id}` }),
       el("span", { class: `badge ${job.status}`, text: job.status })),
     job.status === "running" ? el("progress", { max: 1, value: (job.progress || {}).fraction || 0 }) : null,
     el("div", { class: "detail", text: jobDetail(job) }))));
