@@ -175,7 +175,7 @@ def label_prediction(session: Session, model: Model, check: LabelCheck, predicti
         return FeedbackResult(
             prediction_id=prediction_id,
             status=409,
-            detail=f"already labelled {row.label!r} and learnt by task {row.task_id}; the label cannot change",
+            detail=f"already labelled {row.label!r} and taken by task {row.task_id}; the label cannot change",
         )
     row.label, row.labelled_at = label, now
     row.correct = None if row.model_version_id is None else str(row.predicted) == str(label)

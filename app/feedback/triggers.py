@@ -8,7 +8,10 @@ same as that trigger's last one is not written again), and when one fires, build
 as an upload (app/tasks/service.py: its own train/validation/test splits, the model's strategy, the
 gate, the accuracy table). At most one trigger-made update per model is queued or running at a time
 (checked again under the model's lock as the task is written, so two workers cannot both queue one):
-a trigger that fires meanwhile is recorded as fired and not queued.
+a trigger that fires meanwhile is recorded as fired and not queued. The samples a task took stay
+claimed by it until its job ends: an update that does not land (rejected by the gate, failed,
+cancelled) gives them back to the buffer (app/jobs/state_machine.py), and the next update is queued
+once a new label has arrived since (the same labels alone would most likely end the same way).
 
 Drift is a two-sample Kolmogorov-Smirnov test per input feature (``scipy.stats.ks_2samp``) between
 the most recent logged inputs and a sample of the serving version's training data, with a Bonferroni
@@ -34,6 +37,7 @@ from app.feedback.prediction_log import unpack_inputs
 from app.feedback.schemas import AccuracyBelow, AccuracyDrop, Drift, EveryNLabels, EverySeconds, FeedbackPolicyIn
 from app.feedback.service import buffered_labels, live_accuracy, promotion_accuracy
 from app.jobs.queue import UNFINISHED
+from app.jobs.state_machine import UNLANDED
 from app.tasks.schemas import TaskRequest
 from app.tasks.service import submit_task
 
@@ -58,6 +62,7 @@ class ModelState:
     policy_set_at: datetime
     buffered: int
     pending_job: int | None  # an unfinished trigger-made update
+    waiting: str | None = None  # why the buffer may not be queued again yet (the last update did not land)
 
 
 class TriggerEvaluator:
@@ -204,6 +209,8 @@ class TriggerEvaluator:
             return None, f"not queued: job {state.pending_job}, made by a trigger, is still unfinished"
         if state.buffered < state.policy.min_labels:
             return None, f"not queued: {state.buffered} labels buffered, a task needs {state.policy.min_labels}"
+        if state.waiting is not None:
+            return None, f"not queued: {state.waiting}"
         session.rollback()
         try:
             task_id = submit_buffer(session, self.store, self.settings, state)
@@ -225,7 +232,29 @@ def model_state(session: Session, model_id: int) -> ModelState | None:
         policy_set_at=row.updated_at,
         buffered=buffered_labels(session, model_id),
         pending_job=pending,
+        waiting=None if pending is not None else waiting_for_new_labels(session, model_id),
     )
+
+
+def waiting_for_new_labels(session: Session, model_id: int) -> str | None:
+    """Why the buffer must not be queued again yet: the last trigger-made update ended without landing
+    and gave its labels back, and none has arrived (or changed) since. None: it may be queued."""
+    last = session.execute(
+        select(Task.id, Task.status, Task.created_at)
+        .where(Task.model_id == model_id, Task.name.like(f"{TASK_PREFIX}%"))
+        .order_by(Task.id.desc())
+        .limit(1)
+    ).one_or_none()
+    if last is None or last.status not in UNLANDED:
+        return None
+    newest = session.scalar(
+        select(func.max(LoggedSample.labelled_at)).where(
+            LoggedSample.model_id == model_id, LoggedSample.labelled_at.is_not(None), LoggedSample.task_id.is_(None)
+        )
+    )
+    if newest is not None and newest > last.created_at:
+        return None
+    return f"task {last.id}, made by a trigger from these labels, ended {last.status}; waiting for a new label"
 
 
 def pending_update(session: Session, model_id: int) -> int | None:
@@ -264,7 +293,8 @@ def record(session: Session, model_id: int, verdicts: list[Verdict], task_id: in
 
 
 def submit_buffer(session: Session, store, settings, state: ModelState) -> int:
-    """The buffer as a task of the model (through the upload path), its samples marked as learnt by it."""
+    """The buffer as a task of the model (through the upload path), its samples claimed by it (given
+    back if its update does not land)."""
     model = state.model
     rows = session.execute(
         select(LoggedSample.id, LoggedSample.inputs, LoggedSample.label)

@@ -10,7 +10,10 @@
 Every change also mirrors the status onto the job's task (``tasks.status``) and stamps the
 times, so a reader never sees a job and its task disagree. A job that imported a model (POST
 /models) and ends failed or cancelled takes that model's rows with it, in the same transaction,
-and stays as their only record (``app/jobs/failed_import.py``). An illegal move raises
+and stays as their only record (``app/jobs/failed_import.py``). A job that ends without landing
+(rejected, failed, cancelled) gives the labels its task took from the feedback buffer back to it
+(``logged_samples.task_id`` cleared, app/feedback/), in the same transaction: the next trigger-made
+update learns them, and no restart can lose them in between. An illegal move raises
 ``IllegalTransition`` and changes nothing. Callers commit.
 """
 
@@ -18,9 +21,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app.db.tables import Job, Task, utcnow
+from app.db.tables import Job, LoggedSample, Task, utcnow
 from app.errors import IllegalTransition
 from app.jobs.counters import LEASE_EXPIRIES, REQUEUES, carried, counted
 from app.jobs.failed_import import discard_failed_import
@@ -33,6 +37,7 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.REJECTED, JobStatus.FAILED, JobStatus.CANCELLED, QUEUED}),
     **{status: frozenset() for status in TERMINAL},
 }
+UNLANDED = frozenset({JobStatus.REJECTED, JobStatus.FAILED, JobStatus.CANCELLED})  # ended without a served version
 
 
 def transition(session: Session, job: Job, status: JobStatus | str, *, error: str | None = None) -> None:
@@ -58,8 +63,20 @@ def transition(session: Session, job: Job, status: JobStatus | str, *, error: st
     task = session.get(Task, job.task_id) if job.task_id is not None else None
     if task is not None:
         task.status = status
+    if status in UNLANDED and job.task_id is not None:
+        give_back_labels(session, job)
     if status in (JobStatus.FAILED, JobStatus.CANCELLED):  # an import that failed leaves only this job
         discard_failed_import(session, job, task, cancel)
+
+
+def give_back_labels(session: Session, job: Job) -> None:
+    """The labels a trigger-made task took from its model's feedback buffer return to it (no rows for
+    any other task: one indexed UPDATE that matches nothing)."""
+    session.execute(
+        update(LoggedSample)
+        .where(LoggedSample.model_id == job.model_id, LoggedSample.task_id == job.task_id)
+        .values(task_id=None)
+    )
 
 
 def start(session: Session, job: Job, lease_owner: str, lease_seconds: float, now: datetime | None = None) -> None:

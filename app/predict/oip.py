@@ -10,6 +10,9 @@ predictions back into protocol bodies:
 * outputs are ``label`` and ``probability`` (and ``top_k_labels`` / ``top_k_probabilities``
   when ``top_k`` > 1); the request's ``outputs`` pick which, each JSON or binary
   (``parameters.binary_data``), the request parameter ``binary_data_output`` sets the default;
+  a model whose feedback policy logs predictions (app/feedback/) has one more, ``prediction_id``
+  (BYTES, one id per sample, "" for a sample not logged), answered even when the request's
+  ``outputs`` leave it out: without it, no label can be sent back for the prediction;
 * errors are typed exceptions mapped once to ``{"error": "..."}`` with the protocol's status,
   as KServe's ``errors.py`` does; domain errors raised on a protocol route become these in
   `protocol_answer` (lean routes) and `OIPRoute` (the others), so no route builds an error body.
@@ -57,6 +60,7 @@ DATATYPES: dict[str, type] = {
 STRUCT_FORMATS = {"INT64": "q", "FP32": "f"}  # the datatypes of the outputs
 OUTPUTS = ("label", "probability", "top_k_labels", "top_k_probabilities")
 OUTPUTS_BY_TOP_K = {False: OUTPUTS[:2], True: OUTPUTS}  # the outputs a request can have, by top_k > 1
+PREDICTION_ID = "prediction_id"  # the output of a model that logs its predictions
 # what a request that names no outputs is answered: by (top_k > 1, binary_data_output)
 EVERY_OUTPUT = {
     (many, binary): tuple((name, binary) for name in names)
@@ -415,18 +419,26 @@ def encode_bytes(values: list) -> bytes:
 
 
 def wanted_outputs(
-    requested: list[RequestedOutput] | None, top_k: int, binary_default: bool
+    requested: list[RequestedOutput] | None, top_k: int, binary_default: bool, logged: bool = False
 ) -> Sequence[tuple[str, bool]]:
-    """(name, as binary data?) of each output to answer: the request's ``outputs``, else all it can have."""
+    """(name, as binary data?) of each output to answer: the request's ``outputs``, else all it can have.
+    ``logged``: the model logs its predictions, so ``prediction_id`` is answered too, named or not."""
     if requested is None:
-        return EVERY_OUTPUT[top_k > 1, binary_default]
+        every = EVERY_OUTPUT[top_k > 1, binary_default]
+        return (*every, (PREDICTION_ID, binary_default)) if logged else every
     available, wanted = OUTPUTS_BY_TOP_K[top_k > 1], []
+    if logged:
+        available = (*available, PREDICTION_ID)
     for output in requested:
         name, parameters = output["name"], output.get("parameters")
         if name not in available:
             extra = "" if top_k > 1 else " (top_k_* need the parameter top_k > 1)"
+            if name == PREDICTION_ID:
+                extra = " (prediction_id needs a feedback policy that logs this model's predictions)"
             raise InvalidRequest(f"unknown output {name!r}; this request has {', '.join(available)}{extra}")
         wanted.append((name, parameters.get("binary_data", binary_default) if parameters else binary_default))
+    if logged and all(name != PREDICTION_ID for name, _ in wanted):
+        wanted.append((PREDICTION_ID, binary_default))
     return wanted
 
 
@@ -445,10 +457,13 @@ def infer_response(
     arrays and ``json.dumps`` cost more than the forward pass they report. ``options``: the
     request's `request_options`, when the caller has them already; ``label_type``: the version's
     `label_datatype`; ``prediction_ids``: when the model logs its predictions (app/feedback/), one
-    more output, ``prediction_id`` (BYTES, JSON data)."""
+    more output, ``prediction_id`` (BYTES; "" for a sample the sampling skipped)."""
     binary_default = bool((request_options(request) if options is None else options).get("binary_data_output"))
-    wanted = wanted_outputs(request.get("outputs"), top_k, binary_default)
+    wanted = wanted_outputs(request.get("outputs"), top_k, binary_default, prediction_ids is not None)
     tensors = output_tensors(predictions, top_k, label_type)
+    if prediction_ids is not None:
+        ids = [prediction_id or "" for prediction_id in prediction_ids]
+        tensors[PREDICTION_ID] = ("BYTES", [len(ids)], ids)
     outputs, blobs = [], []
     for name, binary in wanted:
         datatype, shape, values = tensors[name]
@@ -462,9 +477,6 @@ def infer_response(
             if datatype == "FP32":  # the values a binary answer would hold, rounded to float32
                 values = list(struct.unpack(f"<{len(values)}f", tensor_bytes(datatype, values)))
             outputs.append({"name": name, "datatype": datatype, "shape": shape, "data": values})
-    if prediction_ids is not None:  # the model logs predictions: one id per sample ("" when not sampled)
-        ids = [prediction_id or "" for prediction_id in prediction_ids]
-        outputs.append({"name": "prediction_id", "datatype": "BYTES", "shape": [len(ids)], "data": ids})
     body: dict[str, Any] = {"model_name": model_name, "model_version": str(model_version), "outputs": outputs}
     if request.get("id") is not None:
         body["id"] = request["id"]

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.db.tables import Dataset, Model, ModelVersion, Task
+from app.db.tables import Dataset, FeedbackPolicy, Model, ModelVersion, Task
 from app.errors import InvalidInput, PayloadTooLarge
 from app.feedback.prediction_log import PredictionLog
 from app.learning import ContinualLearner, Prediction, as_samples
@@ -201,7 +201,8 @@ def model_ready(serving: Serving, name: str, version: str | None) -> dict:
 
 def model_metadata_v2(session: Session, name: str, version: str | None = None) -> ModelMetadataOut:
     """The protocol's model metadata. Its label outputs have the datatype inference answers them in: that of
-    the version asked for, else of the serving one (what an inference naming no version runs)."""
+    the version asked for, else of the serving one (what an inference naming no version runs). A model
+    whose feedback policy logs predictions declares their ids too (``prediction_id``)."""
     model = get_model_by_name(session, name)
     number = oip.version_number(version)
     described = resolve_version(session, model, number) if number is not None else serving_version(session, model)
@@ -217,8 +218,18 @@ def model_metadata_v2(session: Session, name: str, version: str | None = None) -
             {"name": "probability", "datatype": "FP32", "shape": [-1]},
             {"name": "top_k_labels", "datatype": label_type, "shape": [-1, -1]},
             {"name": "top_k_probabilities", "datatype": "FP32", "shape": [-1, -1]},
+            *(
+                [{"name": oip.PREDICTION_ID, "datatype": "BYTES", "shape": [-1]}]
+                if logs_predictions(session, model)
+                else []
+            ),
         ],
     )
+
+
+def logs_predictions(session: Session, model: Model) -> bool:
+    policy = session.get(FeedbackPolicy, model.id)
+    return policy is not None and float(policy.policy.get("log_rate", 0.0)) > 0
 
 
 def serving_version(session: Session, model: Model) -> ModelVersion | None:

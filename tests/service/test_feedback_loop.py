@@ -170,6 +170,48 @@ def test_logged_predictions_take_labels_later(client, served):
     assert page.status_code == 200 and 'id="live-box"' in page.text  # the dashboard's line of it
 
 
+def test_the_inference_protocol_answers_and_declares_prediction_ids(client, served, api_replica):
+    """tritonclient reads the ids from the model metadata and from every inference, JSON or binary,
+    whichever outputs it names; they take labels as /predict's do."""
+    import httpx
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    key = {"Authorization": f"Bearer {client.api_key}"}
+    oip = triton.InferenceServerClient(api_replica)
+    declared = {"name": "prediction_id", "datatype": "BYTES", "shape": [-1]}
+    x, y = blobs(4, seed=24)
+
+    def infer(binary, names=None):
+        tensor = triton.InferInput("input-0", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x, binary_data=binary)
+        outputs = None if names is None else [triton.InferRequestedOutput(n, binary_data=binary) for n in names]
+        return oip.infer("m", [tensor], outputs=outputs, headers=dict(key))
+
+    assert declared not in oip.get_model_metadata("m", headers=dict(key))["outputs"]
+    assert infer(True).as_numpy("prediction_id") is None  # no policy: no ids
+    with pytest.raises(InferenceServerException, match="needs a feedback policy"):
+        infer(True, ["prediction_id"])
+
+    replica = httpx.Client(base_url=f"http://{api_replica}", headers=key)  # the replica knows its own policy at once
+    replica.put("/models/m/feedback-policy", json={"log_rate": 1.0}).raise_for_status()
+    assert declared in oip.get_model_metadata("m", headers=dict(key))["outputs"]
+    assert declared in oip.get_model_metadata("m", "1", headers=dict(key))["outputs"]
+    every = []
+    for binary in (False, True):
+        for names in (None, ["label"], ["label", "prediction_id"]):
+            answer = infer(binary, names)
+            ids = [i.decode() if isinstance(i, bytes) else i for i in answer.as_numpy("prediction_id")]
+            assert len(ids) == 4 and all(len(i) == 32 for i in ids), (binary, names, ids)
+            every.extend(ids)
+    assert len(set(every)) == len(every)  # an id per sample and per request
+    answer = replica.post("/feedback", json={"model": "m", "items": [{"prediction_id": every[-1], "label": int(y[3])}]})
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1, answer.text
+    predicted = replica.post("/predict", json={"model": "m", "inputs": x.tolist()}).json()["predictions"]
+    assert all(len(p["prediction_id"]) == 32 for p in predicted)  # /predict answers them too
+    replica.close()
+
+
 def stream(client, count, seed, **blob_options):
     """``count`` samples predicted, then their true labels sent: what a stream of production does."""
     x, y = blobs(count, seed, **blob_options)
@@ -330,6 +372,86 @@ def test_a_restart_loses_no_label_nor_logged_prediction(settings, served, client
         assert restarted.get("/models/m/triggers").json()["buffered_labels"] == 25
         assert label(restarted, ids, y).json()["accepted"] == 5
         assert fired(evaluator_of(settings).run(), "every_n_labels")
+
+
+def test_labels_of_an_update_that_does_not_land_return_to_the_buffer(
+    client, settings, served, run_worker_once, api_client
+):
+    """Rejected by the gate, failed, cancelled: the labels a trigger-made task took go back to the buffer
+    (in the database, so a restart keeps them), and the next update, queued once a new label arrives,
+    holds them all."""
+    from sqlalchemy import update
+
+    from app.db.tables import Dataset, Model, Task
+
+    set_policy(
+        client, log_rate=1.0, min_labels=20, update={"epochs": 20}, triggers=[{"kind": "every_n_labels", "n": 30}]
+    )
+    with session_factory_of(settings)() as session:  # the gate refuses any forgetting from now on
+        session.execute(update(Model).where(Model.name == "m").values(max_forgetting=0.0))
+        session.commit()
+    worker = settings.model_copy(update={"reject_not_learnt": True})
+    evaluator = evaluator_of(settings)
+
+    def buffered():
+        return client.get("/models/m/triggers").json()["buffered_labels"]
+
+    def queue_the_buffer(expected):
+        """The trigger fires and queues a task holding every buffered label; returns (task id, job id)."""
+        assert buffered() == expected
+        assert fired(evaluator.run(), "every_n_labels")
+        task_id = decisions(client)[-1]["task_id"]
+        assert task_id is not None and buffered() == 0  # claimed by the task while its update is unfinished
+        task = client.get(f"/tasks/{task_id}").json()
+        assert sum(task["dataset"][f"n_{split}"] for split in ("train", "validation", "test")) == expected
+        return task_id, task["job_id"]
+
+    def not_queued_without_a_new_label(count):
+        verdict = evaluator.run()[0]
+        assert verdict.fired and "waiting for a new label" in verdict.reason, verdict.reason
+        assert decisions(client)[-1]["task_id"] is None and buffered() == count
+        stream(client, 1, seed=40 + count, labels=(1, 2, 0))
+
+    # 1. rejected: labels that contradict what version 1 learnt cannot be learnt without forgetting it
+    stream(client, 30, seed=31, labels=(1, 2, 0))
+    _, job_id = queue_the_buffer(30)
+    assert run_worker_once(worker) == 1
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "rejected", job
+    assert buffered() == 30
+    not_queued_without_a_new_label(30)
+
+    # 2. failed: the task's data vanished from the artifact store before the worker read it
+    task_id, job_id = queue_the_buffer(31)
+    with session_factory_of(settings)() as session:
+        dataset = session.get(Dataset, session.get(Task, task_id).dataset_id)
+        dataset.artifact_uri = dataset.artifact_uri.replace(dataset.artifact_sha256, "f" * 64)
+        dataset.artifact_sha256 = "f" * 64
+        session.commit()
+    assert run_worker_once(worker) == 1
+    assert client.get(f"/jobs/{job_id}").json()["status"] == "failed"
+    assert buffered() == 31
+    not_queued_without_a_new_label(31)
+
+    # 3. cancelled by a user before it ran
+    _, job_id = queue_the_buffer(32)
+    assert client.post(f"/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    assert buffered() == 32
+
+    # 4. a restart keeps them; the next update holds them all and lands
+    client.__exit__(None, None, None)
+    with api_client(settings) as restarted:
+        assert restarted.get("/models/m/triggers").json()["buffered_labels"] == 32
+        stream(restarted, 1, seed=50, labels=(1, 2, 0))
+        evaluator = evaluator_of(settings)
+        client = restarted
+        _, job_id = queue_the_buffer(33)
+        with session_factory_of(settings)() as session:  # any forgetting is fine now: the labels moved
+            session.execute(update(Model).where(Model.name == "m").values(max_forgetting=1.0))
+            session.commit()
+        assert run_worker_once() == 1
+        assert restarted.get(f"/jobs/{job_id}").json()["status"] == "succeeded"
+        assert buffered() == 0 and restarted.get("/models/m").json()["serving_version"] == 3
 
 
 def test_the_log_is_sampled_and_bounded(client, settings, served):
