@@ -1,138 +1,159 @@
-"""What the prediction log costs serving: POST /predict req/s and latency with logging on (log_rate 1.0)
-and off, in the same run, against the same server.
+"""What the prediction log costs serving: POST /predict req/s at 32 connections with logging on
+(log_rate 1.0) and off, in the same run, against the same server.
 
 Starts `retain serve` (embedded default: SQLite, embedded worker) on loopback, teaches it
 scikit-learn's digits (MLP 64-100-100-10) through the API, then drives POST /predict (one sample per
-request) from a separate load process holding ``--connections`` keep-alive connections, for
-``--duration`` seconds per round, in ``--rounds`` rounds that alternate the policy off / on (set
-through PUT /models/digits/feedback-policy, as a user would). Reports the median req/s and p50/p99 of
-each and the ratio on/off. The load generator is Python (httpx), so on a small machine it shares the
-CPU with the server: compare the two columns of one run, not across machines.
+request) with wrk (``--connections`` keep-alive connections, one wrk thread, ``--duration`` seconds a
+run) in ``--pairs`` pairs of runs, off then on, on then off, alternately (A B B A A B ...). The policy
+is set through PUT /models/digits/feedback-policy before each run, as a user would, and the server's
+prediction log is given a second to write what it still holds before the next run starts, so each
+run pays for the rows its own requests logged. Each pair gives a ratio on/off of req/s; the result is
+their median: a host whose speed drifts (other tenants, frequency) weighs on both runs of a pair
+alike, so the pairs' ratios scatter far less than the runs' req/s do. Each run also reports the CPU
+seconds the server process spent per request (its user + system time over the run and the settling
+second after it, the log's writer thread included): what logging adds to a request's CPU cost, a
+figure other tenants of the host disturb much less than req/s.
+
+The server runs with one torch thread; wrk and the server share the machine's cores, so compare the
+two columns of one run, not runs across machines. The load average before and after is recorded.
 
     python benchmarks/feedback_logging.py --json benchmarks/results/feedback_logging.json
+
+Needs wrk (Debian: apt-get install wrk).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import os
+import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from common import console, write_json
-from serving import MODEL, digits_file, teach
+from serving import MODEL, digits_file, run_wrk, teach, wrk_script
 
 from app.processes import LocalServer
 
-
-async def drive(url: str, api_key: str, body: bytes, connections: int, duration: float) -> dict:
-    import httpx
-
-    latencies: list[float] = []
-    errors = 0
-    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
-        end = time.perf_counter() + duration
-
-        async def one_connection() -> None:
-            nonlocal errors
-            while time.perf_counter() < end:
-                start = time.perf_counter()
-                response = await client.post("/predict", content=body)
-                if response.status_code != 200:
-                    errors += 1
-                latencies.append(time.perf_counter() - start)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(one_connection() for _ in range(connections)))
-        elapsed = time.perf_counter() - began
-    latencies.sort()
-    return {
-        "requests": len(latencies),
-        "errors": errors,
-        "req_per_s": len(latencies) / elapsed,
-        "p50_ms": 1000 * latencies[len(latencies) // 2],
-        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
-    }
+SETTLE_S = 1.0  # after a run: the log's writer (every feedback_flush_interval, 0.5 s) has written its rows
 
 
-def load_process(url: str, api_key: str, body: Path, connections: int, duration: float) -> dict:
-    """One round from a separate process (the server's CPU is not shared with this script's)."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--drive", url, api_key, str(body), str(connections), str(duration)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parent,
-    )
-    return json.loads(out.stdout)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the server process and its children (the embedded worker runs in it)."""
+    import psutil
+
+    process = psutil.Process(pid)
+    times = [process.cpu_times(), *(child.cpu_times() for child in process.children(recursive=True))]
+    return sum(t.user + t.system for t in times)
+
+
+def logged_rows(data_dir: Path) -> int:
+    """Rows in the server's prediction log (read from its SQLite file, as another process would)."""
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "retain.db", timeout=30) as connection:
+        return connection.execute("SELECT count(*) FROM logged_samples").fetchone()[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds of wrk per run")
+    parser.add_argument("--pairs", type=int, default=10, help="off/on pairs of runs, alternating their order")
+    parser.add_argument("--log-max-samples", type=int, default=1_000_000, help="the policy's log_max_samples")
     parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--drive", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.drive:
-        url, api_key, body, connections, duration = args.drive
-        result = asyncio.run(drive(url, api_key, Path(body).read_bytes(), int(connections), float(duration)))
-        print(json.dumps(result))
-        return
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
 
     import httpx
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         path, sample = digits_file(directory)
-        body = directory / "body.json"
-        body.write_text(json.dumps({"model": MODEL, "inputs": [sample.tolist()]}))
         env = {"RETAIN_TORCH_THREADS": "1", "RETAIN_FEEDBACK_CHECK_INTERVAL": "3600"}
         with LocalServer(directory / "service", extra_env=env) as server:
             teach(server.url, server.api_key, path)
             api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.api_key}"})
-            runs: dict[str, list[dict]] = {"off": [], "on": []}
-            load_process(server.url, server.api_key, body, args.connections, min(args.duration, 3))  # warm-up
-            for round_number in range(args.rounds):
-                for mode in ("off", "on"):
-                    policy = {"log_rate": 1.0 if mode == "on" else 0.0, "log_max_samples": 1_000_000}
-                    api.put(f"/models/{MODEL}/feedback-policy", json=policy).raise_for_status()
-                    result = load_process(server.url, server.api_key, body, args.connections, args.duration)
-                    runs[mode].append(result)
-                    console.print(
-                        f"round {round_number + 1} logging {mode:>3}: {result['req_per_s']:8.1f} req/s, "
-                        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, errors {result['errors']}"
-                    )
-            logged = api.get(f"/models/{MODEL}/triggers").json()  # the model answers; the log was written
+            body = json.dumps({"model": MODEL, "inputs": [sample.tolist()]}).encode()
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {server.api_key}"}
+            script = wrk_script(directory, "predict", body, headers)
+            url = server.url + "/predict"
+
+            def run(mode: str) -> dict:
+                policy = {"log_rate": 1.0 if mode == "on" else 0.0, "log_max_samples": args.log_max_samples}
+                api.put(f"/models/{MODEL}/feedback-policy", json=policy).raise_for_status()
+                before, cpu_before = logged_rows(server.data_dir), cpu_seconds(server.process.pid)
+                result = run_wrk(url, script, args.connections, args.duration)
+                time.sleep(SETTLE_S)
+                result["server_cpu_us_per_request"] = (
+                    1e6 * (cpu_seconds(server.process.pid) - cpu_before) / max(1, result["requests"])
+                )
+                result["rows_logged"] = logged_rows(server.data_dir) - before
+                return result
+
+            run_wrk(url, script, args.connections, 2)  # warm-up: the learner load, the first forwards
+            pairs = []
+            for index in range(args.pairs):
+                order = ("off", "on") if index % 2 == 0 else ("on", "off")
+                rows = {mode: run(mode) for mode in order}
+                ratio = rows["on"]["req_per_s"] / rows["off"]["req_per_s"]
+                cpu_ratio = rows["on"]["server_cpu_us_per_request"] / rows["off"]["server_cpu_us_per_request"]
+                pairs.append({"order": list(order), **rows, "on_over_off": ratio, "cpu_on_over_off": cpu_ratio})
+                console.print(
+                    f"pair {index + 1} ({' then '.join(order)}): off {rows['off']['req_per_s']:7.0f} req/s "
+                    f"(p99 {rows['off']['p99_ms']:.1f} ms), on {rows['on']['req_per_s']:7.0f} req/s "
+                    f"(p99 {rows['on']['p99_ms']:.1f} ms, {rows['on']['rows_logged']} rows logged): "
+                    f"on/off {ratio:.3f}; server CPU per request off "
+                    f"{rows['off']['server_cpu_us_per_request']:.0f} us, "
+                    f"on {rows['on']['server_cpu_us_per_request']:.0f} us"
+                )
+            total_logged = logged_rows(server.data_dir)
             api.close()
-    summary = {
-        mode: {key: statistics.median(r[key] for r in rows) for key in ("req_per_s", "p50_ms", "p99_ms")}
-        for mode, rows in runs.items()
+    load_after = os.getloadavg()
+
+    ratios = [pair["on_over_off"] for pair in pairs]
+    median = {
+        mode: {key: statistics.median(pair[mode][key] for pair in pairs) for key in ("req_per_s", "p50_ms", "p99_ms")}
+        for mode in ("off", "on")
     }
-    ratio = summary["on"]["req_per_s"] / summary["off"]["req_per_s"]
+    ratio = statistics.median(ratios)
+    cpu_ratio = statistics.median(pair["cpu_on_over_off"] for pair in pairs)
+    cpu = {mode: statistics.median(pair[mode]["server_cpu_us_per_request"] for pair in pairs) for mode in ("off", "on")}
+    served_on = sum(pair["on"]["requests"] for pair in pairs)
+    logged_on = sum(pair["on"]["rows_logged"] for pair in pairs)
+    logged_off = sum(pair["off"]["rows_logged"] for pair in pairs)
     console.print(
-        f"median req/s at {args.connections} connections: off {summary['off']['req_per_s']:.1f}, "
-        f"on {summary['on']['req_per_s']:.1f} (on/off {ratio:.3f}; target >= 0.90)"
+        f"median on/off of {len(pairs)} pairs at {args.connections} connections: {ratio:.3f} "
+        f"(pairs {min(ratios):.3f}-{max(ratios):.3f}; target >= 0.90); median req/s off "
+        f"{median['off']['req_per_s']:.0f}, on {median['on']['req_per_s']:.0f}; "
+        f"server CPU per request off {cpu['off']:.0f} us, on {cpu['on']:.0f} us (median on/off {cpu_ratio:.3f}); "
+        f"{logged_on} of {served_on} predictions logged in the on runs, {logged_off} in the off runs; "
+        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
     if args.json:
         write_json(
             args.json,
             {
-                "command": "python benchmarks/feedback_logging.py " + " ".join(sys.argv[1:]),
                 "connections": args.connections,
                 "duration_s": args.duration,
-                "rounds": runs,
-                "median": summary,
-                "on_over_off_req_per_s": ratio,
-                "model_answered_after": logged["model"],
+                "median_on_over_off_req_per_s": ratio,
+                "pair_ratios": ratios,
+                "median_server_cpu_us_per_request": cpu,
+                "median_cpu_on_over_off": cpu_ratio,
+                "median": median,
+                "target_on_over_off": 0.9,
+                "predictions_served_on": served_on,
+                "rows_logged_on": logged_on,
+                "rows_logged_off": logged_off,
+                "rows_in_log_at_end": total_logged,
+                "load_average_before": list(load_before),
+                "load_average_after": list(load_after),
+                "pairs": pairs,
             },
         )
 

@@ -1,12 +1,25 @@
 """The prediction log as serving writes it: rows buffered in memory, written in batches off the event loop.
 
 A prediction request never runs SQL for the log. When its model's policy logs, the request draws
-which samples to log (``log_rate``), gives each a ``prediction_id`` (a random 128-bit hex string,
-unique without asking the database) and appends one tuple per logged sample to an in-memory
-buffer; a background thread writes the buffer every ``feedback_flush_interval`` seconds in one
-transaction, compresses the inputs there (not on the request), and drops each model's oldest
-samples past ``log_max_samples`` (labelled samples not yet learnt from are never dropped: they
-are the loop's training buffer). With no policy for the model the request pays one dict lookup.
+which samples to log (``log_rate``), gives each a ``prediction_id`` (`new_prediction_id`: 128 bits,
+unique without asking the database) and appends one tuple for the whole request to an in-memory
+buffer: its ids, its samples' float32 bytes, its labels and probabilities. Strings, numbers and
+bytes only: the garbage collector does not track such a tuple, where thousands of buffered tensors
+and prediction objects would be work for every collection, run by whichever thread allocates (the
+event loop's, most often).
+
+A background thread writes the buffer every ``feedback_flush_interval`` seconds in one transaction:
+the rows as plain tuples in one executemany of the driver (SQLAlchemy's per-row parameter handling
+cost more CPU than the database's own work, and the writer holds the GIL the event loop needs while
+it runs Python). It then drops each model's oldest samples past ``log_max_samples`` (labelled samples
+not yet learnt from are never dropped: they are the loop's training buffer); the rows a model's log
+holds are counted once per ``feedback_policy_interval`` and kept up to date from what this process
+writes, so a flush runs no count. With no policy for the model the request pays one dict lookup.
+The app's shutdown writes whatever is still buffered (`close`).
+
+Inputs are stored as their raw float32 bytes behind a one-byte tag (``RAW``): compressing each row
+(zlib, as rows written before did, still read) cost the writer more CPU than the rest of the row's
+write together, and the log's size is bounded by ``log_max_samples`` anyway.
 
 Feedback for a prediction still in the buffer flushes it first (`flush`), so an id a caller was
 given is always found by the replica that gave it; another replica finds it after at most one
@@ -21,12 +34,15 @@ import logging
 import random
 import secrets
 import threading
+import time
 import zlib
 from collections import deque
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, Table, delete, func, insert, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from app.db.tables import FeedbackPolicy, LoggedSample, Model, utcnow
@@ -34,6 +50,8 @@ from app.db.tables import FeedbackPolicy, LoggedSample, Model, utcnow
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 200_000  # rows held while the database cannot be written; past it, predictions go unlogged
+LITTLE_F4 = np.dtype("<f4")
+RAW = b"\x00"  # the tag of inputs stored as raw little-endian float32 (a zlib stream starts with 0x78)
 
 
 @dataclass(frozen=True)
@@ -46,15 +64,22 @@ class LogPolicy:
 
 
 def new_prediction_id() -> str:
-    return secrets.token_hex(16)
+    """32 hex digits: the time in milliseconds (48 bits), then 80 random bits. Unique and unguessable
+    without asking the database, and in time order, so the log's unique index grows at its end: with
+    purely random ids, each insert lands on a random page of an index that outgrows the page cache,
+    and a row's write grows costlier as the log grows (docs/feedback-loop.md, what logging costs)."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 def pack_inputs(sample: np.ndarray) -> bytes:
-    """A sample as stored: float32, C order, zlib-compressed (images of digits shrink several-fold)."""
-    return zlib.compress(np.ascontiguousarray(sample, dtype=np.float32).tobytes(), 1)
+    """A sample as stored: the ``RAW`` tag, then its values as little-endian float32 in C order."""
+    return RAW + np.ascontiguousarray(sample, dtype=LITTLE_F4).tobytes()
 
 
 def unpack_inputs(data: bytes, input_shape) -> np.ndarray:
+    """The stored sample in ``input_shape``: raw (``RAW``), or zlib-compressed float32 (older rows)."""
+    if data[:1] == RAW:
+        return np.frombuffer(data, dtype=LITTLE_F4, offset=1).reshape(tuple(input_shape))
     return np.frombuffer(zlib.decompress(data), dtype=np.float32).reshape(tuple(input_shape))
 
 
@@ -68,6 +93,47 @@ def read_policies(session: Session) -> dict[str, LogPolicy]:
     }
 
 
+COLUMNS = ("prediction_id", "model_id", "model_version_id", "inputs", "predicted", "probability", "created_at")
+
+
+class RowInsert:
+    """The log's INSERT as the engine's driver takes it (``sql`` and `parameters`), with the two values
+    that need converting converted as SQLAlchemy's column types would: a label to JSON (once per
+    distinct label and flush), the time (once per flush)."""
+
+    def __init__(self, dialect: Dialect):
+        table = cast(Table, LoggedSample.__table__)
+        columns = table.c
+        compiled = insert(table).compile(dialect=dialect, column_keys=list(COLUMNS))
+        self.sql = compiled.string  # with the casts the dialect puts on typed parameters (JSON on Postgres)
+        names = list(compiled.positiontup or ()) if compiled.positional else None
+        if names is not None and sorted(names) != sorted(COLUMNS):
+            raise RuntimeError(f"the log's INSERT has the parameters {names}; expected {COLUMNS}")
+        self.order = None if names is None or names == list(COLUMNS) else [COLUMNS.index(name) for name in names]
+        self.named = names is None  # the driver takes a dict per row (pyformat), else tuples
+        self.label_json = columns.predicted.type.dialect_impl(dialect).bind_processor(dialect)
+        self.time = columns.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+
+    def parameters(self, rows: list[tuple]) -> list:
+        """Rows in COLUMNS order (raw labels, one time) as the driver's executemany takes them."""
+        if not rows:
+            return []
+        to_json, labels = self.label_json, {}
+        when = rows[0][6] if self.time is None else self.time(rows[0][6])
+        converted = []
+        for row in rows:
+            label = row[4]
+            key = (type(label), label)  # 1 and True are equal keys otherwise
+            if key not in labels:
+                labels[key] = label if to_json is None else to_json(label)
+            converted.append((row[0], row[1], row[2], row[3], labels[key], row[5], when))
+        if self.named:
+            return [dict(zip(COLUMNS, row, strict=True)) for row in converted]
+        if self.order is not None:
+            return [tuple(row[i] for i in self.order) for row in converted]
+        return converted
+
+
 class PredictionLog:
     """One per API process: the models that log (``policies``), the buffer, and its writer thread."""
 
@@ -77,6 +143,12 @@ class PredictionLog:
         self.policy_interval = policy_interval
         self.policies: dict[str, LogPolicy] = {}
         self._pending: deque[tuple] = deque()  # appends and pops are atomic: no lock on the request side
+        # rows appended (counted by the request side only) and taken by the writer (by the writer only):
+        # each counter has one writer, so the rows buffered are their difference without a lock
+        self._appended = 0
+        self._taken = 0
+        self._log_sizes: dict[int, int] = {}  # model id -> rows in its log (counted, plus those written since)
+        self._insert = RowInsert(engine.dialect)
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,20 +156,30 @@ class PredictionLog:
 
     # ------------------------------------------------------------------------------- the request side
     def record(self, policy: LogPolicy, version_id: int, samples, predictions) -> list[str | None]:
-        """A ``prediction_id`` per sample (None for one the sampling skipped); the logged ones buffered."""
-        rows = self._pending
-        if len(rows) >= MAX_BUFFERED:  # the writer is failing: serving goes on, unlogged
-            return [None] * len(predictions)
-        ids: list[str | None] = []
-        rate, draw = policy.log_rate, self._random.random
-        for index, prediction in enumerate(predictions):
-            if rate < 1.0 and draw() >= rate:
-                ids.append(None)
-                continue
-            prediction_id = new_prediction_id()
-            ids.append(prediction_id)
-            # the tensor row is kept as it is (a view); conversion and compression happen in the writer
-            rows.append((prediction_id, policy, version_id, samples[index], prediction.label, prediction.probability))
+        """A ``prediction_id`` per sample (None for one the sampling skipped); the request buffered as one
+        entry. Texts are not logged (the log holds numeric inputs): their ids are None."""
+        count = len(predictions)
+        if self._appended - self._taken >= MAX_BUFFERED or not hasattr(samples, "numpy"):
+            return [None] * count  # the writer is failing (or the inputs are text): serving goes on, unlogged
+        if policy.log_rate >= 1.0:
+            ids: list[str | None] = [new_prediction_id() for _ in range(count)]
+            logged = count
+        else:
+            draw, rate = self._random.random, policy.log_rate
+            ids = [new_prediction_id() if draw() < rate else None for _ in range(count)]
+            logged = count - ids.count(None)
+        if logged:
+            array = samples.numpy()
+            data = (array if array.dtype == LITTLE_F4 else array.astype(LITTLE_F4)).tobytes()  # C order
+            if count == 1:
+                labels, probabilities = (predictions[0].label,), (predictions[0].probability,)
+            else:
+                labels = tuple(prediction.label for prediction in predictions)
+                probabilities = tuple(prediction.probability for prediction in predictions)
+            self._pending.append(
+                (tuple(ids), policy.model_id, policy.log_max_samples, version_id, data, labels, probabilities)
+            )
+            self._appended += logged
         return ids
 
     # --------------------------------------------------------------------------------- the writer side
@@ -142,6 +224,7 @@ class PredictionLog:
                 if since_reload >= self.policy_interval:
                     since_reload = 0.0
                     self.reload_policies()
+                    self.forget_log_sizes()
             except Exception:  # database away: rows stay buffered (up to the cap) and are tried again
                 log.exception("the prediction log could not be written; retrying")
 
@@ -151,44 +234,62 @@ class PredictionLog:
         with self._write_lock:
             # take what is there now; requests keep appending behind it meanwhile
             pending = self._pending
-            rows = [pending.popleft() for _ in range(len(pending))]
-            if not rows:
+            entries = [pending.popleft() for _ in range(len(pending))]
+            if not entries:
                 return 0
-            now = utcnow()
-            values = [
-                {
-                    "prediction_id": prediction_id,
-                    "model_id": policy.model_id,
-                    "model_version_id": version_id,
-                    "inputs": pack_inputs(sample.numpy() if hasattr(sample, "numpy") else sample),
-                    "predicted": label,
-                    "probability": float(probability),
-                    "created_at": now,
-                }
-                for prediction_id, policy, version_id, sample, label, probability in rows
-            ]
-            bounds = {policy.model_id: policy.log_max_samples for _, policy, *_ in rows}
+            values, written, bounds = rows_of(entries, utcnow())
             try:
                 with Session(self.engine) as session:
-                    session.execute(insert(LoggedSample), values)
+                    session.connection().exec_driver_sql(self._insert.sql, self._insert.parameters(values))
+                    sizes = {}
                     for model_id, bound in bounds.items():
-                        trim(session, model_id, bound)
+                        size = self._log_sizes.get(model_id)
+                        size = log_size(session, model_id) if size is None else size + written[model_id]
+                        sizes[model_id] = size - trim(session, model_id, size - bound)
                     session.commit()
             except Exception:
-                self._pending.extendleft(reversed(rows))  # kept for the next try, in order
+                self._pending.extendleft(reversed(entries))  # kept for the next try, in order
+                self._log_sizes.clear()  # counted again after a failed write
                 raise
-            return len(rows)
+            self._log_sizes.update(sizes)
+            self._taken += len(values)
+            return len(values)
+
+    def forget_log_sizes(self) -> None:
+        """Count each log again at the next flush (other replicas write to it, feedback drops nothing)."""
+        self._log_sizes.clear()
 
 
-def trim(session: Session, model_id: int, bound: int) -> int:
-    """Drop the model's oldest logged samples past ``bound``; labelled ones still in the buffer stay."""
+def rows_of(entries: list[tuple], now) -> tuple[list[tuple], dict[int, int], dict[int, int]]:
+    """The buffered requests as rows of the log in COLUMNS order: (rows, rows per model id, each
+    model's log_max_samples)."""
+    values: list[tuple] = []
+    written: dict[int, int] = {}
+    bounds: dict[int, int] = {}
+    for ids, model_id, bound, version_id, data, labels, probabilities in entries:
+        size = len(data) // len(ids)
+        before = len(values)
+        for index, prediction_id in enumerate(ids):
+            if prediction_id is not None:
+                inputs = RAW + data[index * size : (index + 1) * size]
+                values.append((prediction_id, model_id, version_id, inputs, labels[index], probabilities[index], now))
+        written[model_id] = written.get(model_id, 0) + len(values) - before
+        bounds[model_id] = bound
+    return values, written, bounds
+
+
+def log_size(session: Session, model_id: int) -> int:
+    return session.scalar(select(func.count(LoggedSample.id)).where(LoggedSample.model_id == model_id)) or 0
+
+
+def trim(session: Session, model_id: int, excess: int) -> int:
+    """Drop the model's ``excess`` oldest logged samples (labelled ones still in the buffer stay);
+    returns how many went."""
+    if excess <= 0:
+        return 0
     droppable = (LoggedSample.model_id == model_id) & ~(
         LoggedSample.labelled_at.is_not(None) & LoggedSample.task_id.is_(None)
     )
-    total = session.scalar(select(func.count(LoggedSample.id)).where(LoggedSample.model_id == model_id))
-    excess = (total or 0) - bound
-    if excess <= 0:
-        return 0
     oldest = select(LoggedSample.id).where(droppable).order_by(LoggedSample.id).limit(excess)
     ids = list(session.scalars(oldest))
     if ids:
