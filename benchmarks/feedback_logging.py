@@ -50,6 +50,16 @@ def cpu_seconds(pid: int) -> float:
     return sum(t.user + t.system for t in times)
 
 
+def other_cpus(server_cpus: str) -> str:
+    """The CPUs not in the taskset list ``server_cpus`` (all of them if it names every one)."""
+    taken = set()
+    for part in server_cpus.split(","):
+        low, _, high = part.partition("-")
+        taken.update(range(int(low), int(high or low) + 1))
+    rest = [cpu for cpu in sorted(os.sched_getaffinity(0)) if cpu not in taken]
+    return ",".join(map(str, rest or sorted(taken)))
+
+
 def logged_rows(data_dir: Path) -> int:
     """Rows in the server's prediction log (read from its SQLite file, as another process would)."""
     import sqlite3
@@ -64,6 +74,11 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds of wrk per run")
     parser.add_argument("--pairs", type=int, default=10, help="off/on pairs of runs, alternating their order")
     parser.add_argument("--log-max-samples", type=int, default=1_000_000, help="the policy's log_max_samples")
+    parser.add_argument(
+        "--server-cpus",
+        help="run the server on these CPUs and wrk on the others (taskset lists, e.g. 0): they stop competing "
+        "for one core, and the server's extra work shows in its req/s as it would on a busy server",
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -76,7 +91,8 @@ def main() -> None:
         directory = Path(scratch)
         path, sample = digits_file(directory)
         env = {"RETAIN_TORCH_THREADS": "1", "RETAIN_FEEDBACK_CHECK_INTERVAL": "3600"}
-        with LocalServer(directory / "service", extra_env=env) as server:
+        prefix = ["taskset", "-c", args.server_cpus] if args.server_cpus else []
+        with LocalServer(directory / "service", extra_env=env, command_prefix=prefix) as server:
             teach(server.url, server.api_key, path)
             api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.api_key}"})
             body = json.dumps({"model": MODEL, "inputs": [sample.tolist()]}).encode()
@@ -88,7 +104,7 @@ def main() -> None:
                 policy = {"log_rate": 1.0 if mode == "on" else 0.0, "log_max_samples": args.log_max_samples}
                 api.put(f"/models/{MODEL}/feedback-policy", json=policy).raise_for_status()
                 before, cpu_before = logged_rows(server.data_dir), cpu_seconds(server.process.pid)
-                result = run_wrk(url, script, args.connections, args.duration)
+                result = run_wrk(url, script, args.connections, args.duration, wrk_prefix)
                 time.sleep(SETTLE_S)
                 result["server_cpu_us_per_request"] = (
                     1e6 * (cpu_seconds(server.process.pid) - cpu_before) / max(1, result["requests"])
@@ -96,7 +112,8 @@ def main() -> None:
                 result["rows_logged"] = logged_rows(server.data_dir) - before
                 return result
 
-            run_wrk(url, script, args.connections, 2)  # warm-up: the learner load, the first forwards
+            wrk_prefix = ["taskset", "-c", other_cpus(args.server_cpus)] if args.server_cpus else []
+            run_wrk(url, script, args.connections, 2, wrk_prefix)  # warm-up: the learner load, the first forwards
             pairs = []
             for index in range(args.pairs):
                 order = ("off", "on") if index % 2 == 0 else ("on", "off")
@@ -140,6 +157,7 @@ def main() -> None:
             args.json,
             {
                 "connections": args.connections,
+                "server_cpus": args.server_cpus,
                 "duration_s": args.duration,
                 "median_on_over_off_req_per_s": ratio,
                 "pair_ratios": ratios,

@@ -242,8 +242,9 @@ def seconds(text: str) -> float:
     return float(number) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
 
 
-def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url]
+def run_wrk(url: str, script: Path, connections: int, duration: int, prefix: list[str] | None = None) -> dict:
+    """One wrk run; ``prefix`` runs it under another program (taskset)."""
+    command = [*(prefix or []), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url]
     output = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=True).stdout
     latency = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)$", output, re.MULTILINE))
     requests = int(re.search(r"(\d+) requests in", output).group(1))

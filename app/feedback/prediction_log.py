@@ -3,10 +3,10 @@
 A prediction request never runs SQL for the log. When its model's policy logs, the request draws
 which samples to log (``log_rate``), gives each a ``prediction_id`` (`new_prediction_id`: 128 bits,
 unique without asking the database) and appends one tuple for the whole request to an in-memory
-buffer: its ids, its samples' float32 bytes, its labels and probabilities. Strings, numbers and
-bytes only: the garbage collector does not track such a tuple, where thousands of buffered tensors
-and prediction objects would be work for every collection, run by whichever thread allocates (the
-event loop's, most often).
+buffer: its ids, its samples tensor as it is (turned into bytes by the writer), its labels and
+probabilities as tuples. Two objects the garbage collector tracks per request (the tuple and the
+tensor), where an entry per sample holding prediction objects would be several per sample: work for
+every collection, run by whichever thread allocates (the event loop's, most often).
 
 A background thread writes the buffer every ``feedback_flush_interval`` seconds in one transaction:
 the rows as plain tuples in one executemany of the driver (SQLAlchemy's per-row parameter handling
@@ -31,8 +31,8 @@ reaches the others.
 from __future__ import annotations
 
 import logging
+import os
 import random
-import secrets
 import threading
 import time
 import zlib
@@ -68,7 +68,7 @@ def new_prediction_id() -> str:
     without asking the database, and in time order, so the log's unique index grows at its end: with
     purely random ids, each insert lands on a random page of an index that outgrows the page cache,
     and a row's write grows costlier as the log grows (docs/feedback-loop.md, what logging costs)."""
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 def pack_inputs(sample: np.ndarray) -> bytes:
@@ -169,15 +169,13 @@ class PredictionLog:
             ids = [new_prediction_id() if draw() < rate else None for _ in range(count)]
             logged = count - ids.count(None)
         if logged:
-            array = samples.numpy()
-            data = (array if array.dtype == LITTLE_F4 else array.astype(LITTLE_F4)).tobytes()  # C order
             if count == 1:
                 labels, probabilities = (predictions[0].label,), (predictions[0].probability,)
             else:
                 labels = tuple(prediction.label for prediction in predictions)
                 probabilities = tuple(prediction.probability for prediction in predictions)
             self._pending.append(
-                (tuple(ids), policy.model_id, policy.log_max_samples, version_id, data, labels, probabilities)
+                (tuple(ids), policy.model_id, policy.log_max_samples, version_id, samples, labels, probabilities)
             )
             self._appended += logged
         return ids
@@ -266,7 +264,9 @@ def rows_of(entries: list[tuple], now) -> tuple[list[tuple], dict[int, int], dic
     values: list[tuple] = []
     written: dict[int, int] = {}
     bounds: dict[int, int] = {}
-    for ids, model_id, bound, version_id, data, labels, probabilities in entries:
+    for ids, model_id, bound, version_id, samples, labels, probabilities in entries:
+        array = samples.numpy()
+        data = (array if array.dtype == LITTLE_F4 else array.astype(LITTLE_F4)).tobytes()  # C order
         size = len(data) // len(ids)
         before = len(values)
         for index, prediction_id in enumerate(ids):

@@ -155,13 +155,17 @@ async def predict(serving: Serving, request: PredictIn) -> PredictOut:
     number, predictions, _, prediction_ids = await run_predictions(
         serving, await resolve(serving, request.model, request.version), request.inputs, request.task_id, request.top_k
     )
-    answers = [
-        PredictionOut(label=p.label, probability=p.probability, top_k=p.top_k if request.top_k > 1 else None)
-        for p in predictions
-    ]
-    if prediction_ids is not None:
-        for answer, prediction_id in zip(answers, prediction_ids, strict=True):
-            answer.prediction_id = prediction_id
+    ranked = request.top_k > 1
+    if prediction_ids is None:
+        answers = [
+            PredictionOut(label=p.label, probability=p.probability, top_k=p.top_k if ranked else None)
+            for p in predictions
+        ]
+    else:  # given to the constructor: a pydantic attribute set afterwards costs more
+        answers = [
+            PredictionOut(label=p.label, probability=p.probability, top_k=p.top_k if ranked else None, prediction_id=i)
+            for p, i in zip(predictions, prediction_ids, strict=True)
+        ]
     return PredictOut(model=request.model, model_version=number, task_id=request.task_id, predictions=answers)
 
 
