@@ -19,6 +19,11 @@ two columns of one run, not runs across machines. The load average before and af
 
     python benchmarks/feedback_logging.py --json benchmarks/results/feedback_logging.json
 
+``--writer-rows N`` measures the log's writer alone first, in this process on a fresh SQLite file: the
+CPU time per row of `PredictionLog.flush` in batches of 2,000 one-sample predictions until the log
+holds N rows, with the ids serving gives (time-ordered) and with purely random ids, to show what
+the order of the ids does to the cost of a write as the log grows.
+
 Needs wrk (Debian: apt-get install wrk).
 """
 
@@ -60,6 +65,56 @@ def other_cpus(server_cpus: str) -> str:
     return ",".join(map(str, rest or sorted(taken)))
 
 
+def writer_cost(rows: int, batch: int = 2000) -> dict:
+    """CPU µs per row of PredictionLog.flush over a log growing to ``rows`` rows, by kind of id."""
+    import secrets
+
+    import torch
+
+    import app.feedback.prediction_log as prediction_log
+    from app.db.migrate import upgrade
+    from app.db.session import engine_for
+    from app.learning import Prediction
+
+    served_ids = prediction_log.new_prediction_id
+    result = {}
+    for kind, make_id in (("time-ordered", served_ids), ("random", lambda: secrets.token_hex(16))):
+        prediction_log.new_prediction_id = make_id
+        try:
+            with tempfile.TemporaryDirectory() as scratch:
+                url = f"sqlite:///{Path(scratch) / 'retain.db'}"
+                upgrade(url)
+                engine = engine_for(url)
+                with engine.begin() as connection:
+                    connection.exec_driver_sql(
+                        "INSERT INTO models (id, name, architecture, family, input_shape, options, created_at) "
+                        "VALUES (1, 'm', 'mlp', 'ewc', '[64]', '{}', '2026-01-01 00:00:00.000000')"
+                    )
+                log = prediction_log.PredictionLog(engine, flush_interval=3600, policy_interval=3600)
+                policy = prediction_log.LogPolicy(1, 1.0, 2 * rows)  # never trimmed
+                sample, served = torch.rand(1, 64), [Prediction(3, 0.9, [])]
+                per_row = []
+                for _ in range(rows // batch):
+                    for _ in range(batch):
+                        log.record(policy, None, sample, served)
+                    started = time.process_time()
+                    written = log.flush()
+                    per_row.append(1e6 * (time.process_time() - started) / written)
+                engine.dispose()
+        finally:
+            prediction_log.new_prediction_id = served_ids
+        tenth = max(1, len(per_row) // 10)
+        result[kind] = {
+            "first_batches_cpu_us_per_row": statistics.median(per_row[:tenth]),
+            "last_batches_cpu_us_per_row": statistics.median(per_row[-tenth:]),
+        }
+        console.print(
+            f"writer, {kind} ids: {result[kind]['first_batches_cpu_us_per_row']:.1f} us of CPU per row at first, "
+            f"{result[kind]['last_batches_cpu_us_per_row']:.1f} us as the log reaches {rows} rows"
+        )
+    return {"rows": rows, "batch": batch, **result}
+
+
 def logged_rows(data_dir: Path) -> int:
     """Rows in the server's prediction log (read from its SQLite file, as another process would)."""
     import sqlite3
@@ -79,6 +134,7 @@ def main() -> None:
         help="run the server on these CPUs and wrk on the others (taskset lists, e.g. 0): they stop competing "
         "for one core, and the server's extra work shows in its req/s as it would on a busy server",
     )
+    parser.add_argument("--writer-rows", type=int, default=0, help="measure the writer alone up to this many rows")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -86,6 +142,7 @@ def main() -> None:
 
     import httpx
 
+    writer = writer_cost(args.writer_rows) if args.writer_rows else None
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
@@ -172,6 +229,7 @@ def main() -> None:
                 "load_average_before": list(load_before),
                 "load_average_after": list(load_after),
                 "pairs": pairs,
+                "writer": writer,
             },
         )
 
