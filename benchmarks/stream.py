@@ -5,24 +5,26 @@ same trigger points (the cost bound).
 Two streams, each on a fresh `retain serve` (embedded default, the worker in the API process):
 
 * ``pmnist``: a model taught pmnist-conflict task 0, then the test samples of tasks 0 → 4 arriving one
-  task after the other (the same digits, labels permuted per task: a concept shift at each boundary);
+  task after the other (the same digits, pixels and labels permuted per task: a shift at each boundary);
 * ``mnist``: a model taught MNIST-5k digits 0 and 1, then segments in which digit 2, 3, ... appears,
-  each segment drawn from all digits seen so far (new classes: class-incremental updates).
+  each segment holding all digits seen so far in equal shares (new classes: class-incremental updates).
 
 The stream is played at ``--rate`` samples per second in requests of ``--batch`` samples: each batch is
 predicted (POST /predict; whether each answer was right is what "served accuracy" counts), then its
 true labels are sent back (POST /feedback). Policies: ``static`` (no triggers), ``every_n_labels``,
-``accuracy_drop`` and ``drift`` (app/feedback/triggers.py). For the scratch bound, at each stream
-position where the accuracy policy queued an update, a new model is taught from scratch on the
-initial task plus every labelled sample seen so far, and its served accuracy is what that model would
-have answered on the samples that followed until the next trigger point.
+``accuracy_drop`` and ``drift`` (app/feedback/triggers.py). For the scratch bound, at each trigger point
+whose update the loop promoted, a new model (the same architecture, strategy and epochs rule as the
+updates) is taught from scratch on the initial task plus every label the trigger had seen, and its
+served accuracy is what that model would have answered on the samples the loop's update served (from
+where it started serving until the next).
 
 Reported per stream and policy: the mean served accuracy (area under the served accuracy curve,
 normalised), the number of updates, the training seconds (the versions' ``train_seconds``), and per
 shift the samples until the rolling served accuracy (window ``--window``) is back within 5 points of
 its level before the shift, and how many trigger-made updates that took.
 
-    python benchmarks/stream.py --json benchmarks/results/stream.json --plot docs/stream.svg
+    python benchmarks/stream.py --per-segment 400 --rate 30 --epochs 10 \\
+        --json benchmarks/results/stream.json --plot docs/stream.svg
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import tempfile
 import time
@@ -43,11 +46,16 @@ from app.processes import LocalServer
 
 FORM = {
     "architecture": "mlp",
-    "strategy": "ewc",
     "architecture_options": json.dumps({"hidden": [100]}),
-    "ewc_lambda": "100",
     "max_forgetting": "1.0",  # the stream decides what matters now; the gate would keep the old mapping
 }
+
+
+def form(args) -> dict:
+    """The first task's form (the model: its architecture and the strategy its updates keep)."""
+    return {**FORM, "strategy": args.strategy, "ewc_lambda": args.ewc_lambda}
+
+
 POLICIES = {
     "static": [],
     "every_n_labels": [{"kind": "every_n_labels", "n": 300}],
@@ -70,21 +78,29 @@ def pmnist_stream(data_dir: Path, per_segment: int, initial: int) -> tuple[tuple
 
 
 def mnist_stream(data_dir: Path, per_segment: int, initial: int) -> tuple[tuple[np.ndarray, np.ndarray], list]:
+    """Digits 0 and 1 give the first task at most half of their samples; the rest of every digit is its pool
+    for the stream. A segment holds the digits seen so far in equal shares, each drawn from its pool in
+    turn; a pool that runs out starts over (MNIST-5k has 500 samples a digit: without that, the first task
+    would use up 0 and 1 and each segment would hold its new digit alone)."""
     data = np.load(data_dir / "mnist_5k.npz")
     x, y = data["x"], data["y"]
     rng = np.random.default_rng(0)
-    order = rng.permutation(len(y))
-    x, y = x[order], y[order]
-    used = np.zeros(len(y), dtype=bool)
-
-    def draw(classes, count):
-        pick = np.flatnonzero(np.isin(y, classes) & ~used)[:count]
-        used[pick] = True
-        return x[pick], y[pick]
-
-    first = draw([0, 1], initial)
-    segments = [draw(list(range(new + 1)), per_segment) for new in range(2, 10)]
-    return first, segments
+    pools = {label: rng.permutation(np.flatnonzero(y == label)) for label in range(10)}
+    per_class = min(initial // 2, len(pools[0]) // 2, len(pools[1]) // 2)
+    first = rng.permutation(np.concatenate([pools[0][:per_class], pools[1][:per_class]]))
+    pools[0], pools[1] = pools[0][per_class:], pools[1][per_class:]
+    taken = dict.fromkeys(pools, 0)
+    segments = []
+    for new in range(2, 10):
+        shares = np.full(new + 1, per_segment // (new + 1))
+        shares[-1] += per_segment - shares.sum()
+        pick = []
+        for label, count in enumerate(shares):
+            pick.extend(pools[label][(taken[label] + np.arange(count)) % len(pools[label])])
+            taken[label] += count
+        pick = rng.permutation(np.array(pick))
+        segments.append((x[pick], y[pick]))
+    return (x[first], y[first]), segments
 
 
 def play(client: RetainClient, model: str, segments: list, rate: float, batch: int) -> list[dict]:
@@ -140,7 +156,7 @@ def recoveries(curve: np.ndarray, played: list[dict], per_segment: int, window: 
     return out
 
 
-def trigger_points(client: RetainClient, model: str, played: list[dict]) -> list[int]:
+def trigger_points(played: list[dict]) -> list[int]:
     """Stream positions at which a version other than the first started serving (from the answers)."""
     points, last = [], played[0]["version"]
     for row in played:
@@ -150,35 +166,68 @@ def trigger_points(client: RetainClient, model: str, played: list[dict]) -> list
     return points
 
 
+def trigger_updates(client: RetainClient, model: str, played: list[dict]) -> list[dict]:
+    """The trigger-made updates in order: the stream position their labels ended at (the labels arrive in
+    stream order, so the sizes of the tasks add up to it), their size, the epochs and steps they trained,
+    whether they were promoted and the position from which they served."""
+    tasks = [task for task in client.get("/tasks", model=model) if (task["name"] or "").startswith("feedback-")]
+    versions = {v["task_id"]: v for v in client.get(f"/models/{model}/versions")}
+    serving_from: dict[int, int] = {}
+    for row in played:
+        serving_from.setdefault(row["version"], row["position"])
+    out, labels = [], 0
+    for task in tasks:  # oldest first
+        labels += task["dataset"]["n_train"] + task["dataset"]["n_validation"] + task["dataset"]["n_test"]
+        version = versions.get(task["id"]) or {}
+        budget = (version.get("train_config") or {}).get("budget") or {}
+        out.append(
+            {
+                "queued_at": labels,
+                "labels": labels - (out[-1]["queued_at"] if out else 0),
+                "status": task["status"],
+                "epochs": task["hyperparameters"].get("epochs"),  # None: the service chose them
+                "epochs_trained": budget.get("epochs_trained"),
+                "steps_run": budget.get("steps_run"),
+                "train_seconds": version.get("train_seconds"),
+                "serving_from": serving_from.get(task["model_version"]),
+            }
+        )
+    return out
+
+
 def train_seconds(client: RetainClient, model: str) -> float:
     """Seconds the model's updates trained, the first version (the initial model, the same for all) left out."""
     return sum(v.get("train_seconds") or 0.0 for v in client.get(f"/models/{model}/versions") if v["number"] > 1)
 
 
-def teach(client: RetainClient, model: str, x, y, directory: Path, epochs: int | None) -> dict:
+def teach(client: RetainClient, model: str, x, y, directory: Path, epochs: int | None, form: dict) -> dict:
     path = directory / f"{model}.npz"
     path.write_bytes(npz_bytes(x, y))
     epochs_field = {} if epochs is None else {"epochs": str(epochs)}  # None: the service chooses
-    job = client.submit_task(path, {"model": model, **FORM, **epochs_field})
+    job = client.submit_task(path, {"model": model, **form, **epochs_field})
     final = client.follow_job(job["job_id"], timeout=1800)
     if final["status"] not in ("succeeded", "rejected"):
         raise SystemExit(f"teaching {model} failed: {final}")
     return final
 
 
-def scratch_bound(client, name, first, segments, points, directory, epochs, initial_epochs) -> dict:
-    """Retraining from scratch on everything seen at each trigger point; served from where the loop's
-    update started serving until the next point."""
+def scratch_bound(client, name, first, segments, updates, directory, epochs, initial_epochs, form) -> dict:
+    """Retraining from scratch, at each trigger point where the loop's update was promoted, on everything
+    seen up to that point (the labels the update's trigger had, and those before), with the same model and
+    the same epochs rule as the updates (``epochs``; None: the service chooses); served over the same
+    samples as that update, from where it started serving until the next."""
     x_all = np.concatenate([x for x, _ in segments])
     y_all = np.concatenate([y for _, y in segments])
+    served = [u for u in updates if u["serving_from"] is not None]
     correct = []
     seconds = 0.0
-    boundaries = [0, *points, len(y_all)]
+    seen = [0, *(u["queued_at"] for u in served)]
+    boundaries = [0, *(u["serving_from"] for u in served), len(y_all)]
     for index, (start, end) in enumerate(zip(boundaries[:-1], boundaries[1:], strict=True)):
         model = f"{name}-scratch-{index}"
-        x = np.concatenate([first[0], x_all[:start]])
-        y = np.concatenate([first[1], y_all[:start]])
-        teach(client, model, x, y, directory, epochs if index else initial_epochs)
+        x = np.concatenate([first[0], x_all[: seen[index]]])
+        y = np.concatenate([first[1], y_all[: seen[index]]])
+        teach(client, model, x, y, directory, epochs if index else initial_epochs, form)
         if index > 0:
             seconds += sum(v.get("train_seconds") or 0.0 for v in client.get(f"/models/{model}/versions"))
         for first_sample in range(start, end, 200):
@@ -188,7 +237,7 @@ def scratch_bound(client, name, first, segments, points, directory, epochs, init
             correct.extend(p["label"] == int(label) for p, label in zip(answer["predictions"], ys, strict=True))
     return {
         "mean_served_accuracy": float(np.mean(correct)),
-        "retrains": len(points),
+        "retrains": len(served),
         "train_seconds": seconds,  # the retrains only: the first model (index 0) is taught, not counted
     }
 
@@ -213,7 +262,7 @@ def run_stream(stream: str, args, directory: Path) -> dict:
             if args.policies and policy not in args.policies:
                 continue
             model = f"{stream}-{policy}"
-            teach(client, model, *first, directory, args.initial_epochs)
+            teach(client, model, *first, directory, args.initial_epochs, form(args))
             client.set_feedback_policy(
                 model,
                 {
@@ -221,24 +270,25 @@ def run_stream(stream: str, args, directory: Path) -> dict:
                     "min_labels": args.min_labels,
                     "accuracy_window": 100,
                     "triggers": triggers,
-                    "update": {"ewc_lambda": 100, **({} if args.epochs is None else {"epochs": args.epochs})},
+                    "update": {} if args.epochs is None else {"epochs": args.epochs},
                 },
             )
             console.print(f"[bold]{stream}[/] {policy}: playing {sum(len(y) for _, y in segments)} samples")
             played = play(client, model, segments, args.rate, args.batch)
             curve = served_curve(played)
-            decisions = client.get(f"/models/{model}/triggers")["decisions"]
+            made = trigger_updates(client, model, played)
             results["policies"][policy] = {
                 "mean_served_accuracy": float(curve.mean()),
                 "segment_accuracy": [
                     float(curve[i : i + args.per_segment].mean()) for i in range(0, len(curve), args.per_segment)
                 ],
                 "updates": len({row["version"] for row in played}) - 1,
-                "trigger_made_tasks": sum(1 for d in decisions if d["task_id"] is not None),
                 "train_seconds": train_seconds(client, model),
                 "recovery": recoveries(curve, played, args.per_segment, args.window),
                 "rolling": rolling(curve, args.window)[:: args.batch].round(4).tolist(),
-                "update_positions": trigger_points(client, model, played),
+                "update_positions": trigger_points(played),
+                "trigger_made_tasks": len(made),
+                "trigger_made": made,
             }
             console.print(
                 f"  mean served accuracy {curve.mean():.3f}, {results['policies'][policy]['updates']} updates, "
@@ -246,24 +296,25 @@ def run_stream(stream: str, args, directory: Path) -> dict:
             )
         for policy in ("accuracy_drop", "drift"):
             loop = results["policies"].get(policy)
-            if not loop or not loop["update_positions"] or args.no_scratch:
+            if not loop or not loop["trigger_made"] or args.no_scratch:
                 continue
             bound = scratch_bound(
                 client,
                 f"{stream}-{policy}",
                 first,
                 segments,
-                loop["update_positions"],
+                loop["trigger_made"],
                 directory,
-                args.epochs,
+                loop["trigger_made"][0]["epochs"],  # the updates' epochs rule
                 args.initial_epochs,
+                form(args),
             )
             results[f"scratch_at_{policy}_points"] = bound
             console.print(
                 f"  scratch at the {policy} points: mean served accuracy {bound['mean_served_accuracy']:.3f}, "
                 f"{bound['train_seconds']:.1f} s training"
             )
-    results["per_segment"], results["segments"] = args.per_segment, len(segments)
+    results.update(per_segment=args.per_segment, segments=len(segments), initial_samples=len(first[1]))
     return results
 
 
@@ -326,6 +377,8 @@ def main() -> None:
     parser.add_argument("--per-segment", type=int, default=400, help="samples per task (pmnist) or new class (mnist)")
     parser.add_argument("--initial", type=int, default=1000, help="samples the first model is taught")
     parser.add_argument("--initial-epochs", type=int, help="epochs of the first model (default: the service's choice)")
+    parser.add_argument("--strategy", default="ewc", help="the model's strategy, which its updates keep")
+    parser.add_argument("--ewc-lambda", default="100", help="the model's EWC lambda (a number or auto)")
     parser.add_argument("--epochs", type=int, help="epochs of each update and scratch retrain (default: the service's)")
     parser.add_argument("--min-labels", type=int, default=150, help="labels a trigger-made update needs")
     parser.add_argument("--rate", type=float, default=40.0, help="samples per second")
@@ -336,10 +389,11 @@ def main() -> None:
     parser.add_argument("--json")
     parser.add_argument("--plot")
     args = parser.parse_args()
-    results = {"streams": {}}
+    results: dict = {"streams": {}, "load_average": {"start": os.getloadavg()}}  # a shared machine's load
     with tempfile.TemporaryDirectory() as scratch:
         for stream in args.streams:
             results["streams"][stream] = run_stream(stream, args, Path(scratch))
+            results["load_average"][f"after_{stream}"] = os.getloadavg()
     results["command"] = "python benchmarks/stream.py " + " ".join(sys.argv[1:])
     if args.plot:
         plot(results, args.plot, args.window, args.batch)
