@@ -72,7 +72,13 @@ class UpdateOptions(BaseModel):
     """How a trigger-made task trains (as POST /tasks form fields); unset: the model's last task's."""
 
     model_config = ConfigDict(extra="forbid")
-    epochs: int | None = Field(None, ge=1)
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        description="epochs of each trigger-made update, exactly (its cost then grows with its labels); unset: the "
+        "last task's, or the service's budget, whose floor of optimizer steps makes a small update cost about as "
+        "much as retraining a small model",
+    )
     ewc_lambda: float | Literal["auto"] | None = Field(None, description="a number >= 0 or 'auto'")
     test_fraction: float = Field(0.2, gt=0, lt=0.9)
     validation_fraction: float = Field(0.1, gt=0, lt=0.9)
