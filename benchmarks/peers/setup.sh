@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One virtual environment per inference server that benchmarks/serving.py compares retain with
-# (--peers). Their pins clash (PyTriton wants numpy<2, MLServer and KServe pin their own FastAPI,
+# (--peers), and one for Avalanche, the continual-learning library that benchmarks/peers/avalanche_*.py
+# run. Their pins clash (PyTriton wants numpy<2, MLServer and KServe pin their own FastAPI,
 # pydantic and uvicorn), so each gets its own, under benchmarks/peers/.venvs/<peer> (git-ignored).
 # Nothing here is one of retain's dependencies.
 #
 #   bash benchmarks/peers/setup.sh                   # every peer
 #   bash benchmarks/peers/setup.sh torchserve kserve # some
+#   bash benchmarks/peers/setup.sh avalanche         # the continual-learning peer only
 #
 # Everything comes from the package registries by name: PyPI through pip, and Java 17 (TorchServe's
 # front end) and wrk (the load generator) from Debian through apt-get when they are missing.
@@ -14,13 +16,20 @@
 # Python that runs retain (TORCH_FROM, default: the repository's .venv, else the python3 on PATH)
 # through a .pth file pointing at a folder of links to torch and its CUDA libraries only, so four
 # venvs do not unpack four ~5 GB copies. TORCH_FROM=none installs torch==$TORCH_VERSION into each.
+#
+# avalanche: its scripts import retain's own benchmark code (the same data split and pretrained
+# model), so its venv is layered on retain's whole environment instead: a .pth file appends the
+# site-packages of TORCH_FROM's Python to the venv's path, and avalanche-lib and the dependencies
+# retain lacks (wandb, tensorboard, torchmetrics, qpsolvers, ...) install into the venv itself. pip
+# sees retain's packages as installed and never writes outside the venv, so retain's environment is
+# unchanged; avalanche-lib pins nothing that retain has at another version. Needs TORCH_FROM.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 VENVS="${PEER_VENVS:-$HERE/.venvs}"
 TORCH_VERSION="${TORCH_VERSION:-2.14.1}"
-ALL_PEERS=(torchserve pytriton mlserver kserve)
+ALL_PEERS=(torchserve pytriton mlserver kserve avalanche)
 PEERS=("$@")
 [ ${#PEERS[@]} -eq 0 ] && PEERS=("${ALL_PEERS[@]}")
 
@@ -48,7 +57,9 @@ need_apt() {
         apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
     fi
 }
-need_apt wrk wrk
+for peer in "${PEERS[@]}"; do  # the load generator, for the inference servers only
+    [ "$peer" != avalanche ] && { need_apt wrk wrk; break; }
+done
 
 shared_torch() {
     # A folder of links to torch and the libraries its wheel loads (CUDA, triton), added at the end of
@@ -69,6 +80,15 @@ shared_torch() {
     "$venv/bin/pip" install -q "sympy>=1.13.3" networkx jinja2 fsspec filelock "typing-extensions>=4.10" setuptools
 }
 
+layer_on_retain() {
+    # Retain's site-packages at the end of the venv's path: the venv's own packages come first.
+    local venv="$1"
+    "$venv/bin/python" -c 'import site; print(site.getsitepackages()[0])' | {
+        read -r site_dir
+        echo "$TORCH_SITE" > "$site_dir/zz-retain-site.pth"
+    }
+}
+
 make_venv() {
     local peer="$1"; shift
     local venv="$VENVS/$peer"
@@ -76,7 +96,10 @@ make_venv() {
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip
-    if [ "$TORCH_FROM" = none ]; then
+    if [ "$peer" = avalanche ]; then
+        [ "$TORCH_FROM" = none ] && { echo "avalanche needs retain's environment: unset TORCH_FROM" >&2; exit 1; }
+        layer_on_retain "$venv"
+    elif [ "$TORCH_FROM" = none ]; then
         "$venv/bin/pip" install -q "torch==$TORCH_VERSION"
     else
         shared_torch "$venv"
@@ -102,6 +125,11 @@ for peer in "${PEERS[@]}"; do
         kserve)
             make_venv kserve kserve safetensors
             ;;
+        avalanche)
+            make_venv avalanche avalanche-lib
+            PYTHONPATH="$REPO" "$VENVS/avalanche/bin/python" -c \
+                "import avalanche, app.learning, transformers; print('avalanche', avalanche.__version__)"
+            ;;
         *)
             echo "unknown peer $peer (known: ${ALL_PEERS[*]})" >&2
             exit 1
@@ -109,5 +137,5 @@ for peer in "${PEERS[@]}"; do
     esac
 done
 for peer in "${PEERS[@]}"; do
-    "$VENVS/$peer/bin/pip" freeze | grep -i -E "^(torchserve|torch-model-archiver|nvidia-pytriton|mlserver|kserve|numpy)=" | sed "s/^/$peer: /" || true
+    "$VENVS/$peer/bin/pip" freeze | grep -i -E "^(torchserve|torch-model-archiver|nvidia-pytriton|mlserver|kserve|avalanche-lib|numpy)=" | sed "s/^/$peer: /" || true
 done
