@@ -19,7 +19,10 @@ The app's shutdown writes whatever is still buffered (`close`).
 
 Inputs are stored as their raw float32 bytes behind a one-byte tag (``RAW``): compressing each row
 (zlib, as rows written before did, still read) cost the writer more CPU than the rest of the row's
-write together, and the log's size is bounded by ``log_max_samples`` anyway.
+write together, and the log's size is bounded by ``log_max_samples`` anyway. A text model's inputs
+are its texts as UTF-8 behind the tag ``TEXT`` (same column: no migration); each was held to
+``max_text_chars`` by /predict, and the texts buffered are bounded by ``MAX_BUFFERED_TEXT_CHARS`` as
+the rows are by ``MAX_BUFFERED``.
 
 Feedback for a prediction still in the buffer flushes it first (`flush`), so an id a caller was
 given is always found by the replica that gave it; another replica finds it after at most one
@@ -51,7 +54,9 @@ log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 200_000  # rows held while the database cannot be written; past it, predictions go unlogged
 LITTLE_F4 = np.dtype("<f4")
+MAX_BUFFERED_TEXT_CHARS = 50_000_000  # characters of text held unwritten (at most 4 bytes each in UTF-8)
 RAW = b"\x00"  # the tag of inputs stored as raw little-endian float32 (a zlib stream starts with 0x78)
+TEXT = b"\x01"  # the tag of a text model's input stored as UTF-8
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,21 @@ def new_prediction_id() -> str:
 def pack_inputs(sample: np.ndarray) -> bytes:
     """A sample as stored: the ``RAW`` tag, then its values as little-endian float32 in C order."""
     return RAW + np.ascontiguousarray(sample, dtype=LITTLE_F4).tobytes()
+
+
+def pack_text(text: str) -> bytes:
+    """A text as stored: the ``TEXT`` tag, then its UTF-8 bytes."""
+    return TEXT + text.encode("utf-8")
+
+
+def is_text(data: bytes) -> bool:
+    return data[:1] == TEXT
+
+
+def unpack_text(data: bytes) -> str:
+    if data[:1] != TEXT:
+        raise ValueError("the logged inputs are numbers, not a text")
+    return data[1:].decode("utf-8")
 
 
 def unpack_inputs(data: bytes, input_shape) -> np.ndarray:
@@ -147,6 +167,8 @@ class PredictionLog:
         # each counter has one writer, so the rows buffered are their difference without a lock
         self._appended = 0
         self._taken = 0
+        self._text_appended = 0  # characters of text, counted the same way
+        self._text_taken = 0
         self._log_sizes: dict[int, int] = {}  # model id -> rows in its log (counted, plus those written since)
         self._insert = RowInsert(engine.dialect)
         self._write_lock = threading.Lock()
@@ -157,10 +179,13 @@ class PredictionLog:
     # ------------------------------------------------------------------------------- the request side
     def record(self, policy: LogPolicy, version_id: int, samples, predictions) -> list[str | None]:
         """A ``prediction_id`` per sample (None for one the sampling skipped); the request buffered as one
-        entry. Texts are not logged (the log holds numeric inputs): their ids are None."""
+        entry. ``samples``: a float tensor, or a text model's list of strings."""
         count = len(predictions)
-        if self._appended - self._taken >= MAX_BUFFERED or not hasattr(samples, "numpy"):
-            return [None] * count  # the writer is failing (or the inputs are text): serving goes on, unlogged
+        if self._appended - self._taken >= MAX_BUFFERED:
+            return [None] * count  # the writer is failing: serving goes on, unlogged
+        texts = isinstance(samples, list)
+        if texts and self._text_appended - self._text_taken >= MAX_BUFFERED_TEXT_CHARS:
+            return [None] * count
         if policy.log_rate >= 1.0:
             ids: list[str | None] = [new_prediction_id() for _ in range(count)]
             logged = count
@@ -178,6 +203,8 @@ class PredictionLog:
                 (tuple(ids), policy.model_id, policy.log_max_samples, version_id, samples, labels, probabilities)
             )
             self._appended += logged
+            if texts:
+                self._text_appended += sum(len(text) for text in samples)
         return ids
 
     # --------------------------------------------------------------------------------- the writer side
@@ -251,6 +278,7 @@ class PredictionLog:
                 raise
             self._log_sizes.update(sizes)
             self._taken += len(values)
+            self._text_taken += sum(sum(map(len, entry[4])) for entry in entries if isinstance(entry[4], list))
             return len(values)
 
     def forget_log_sizes(self) -> None:
@@ -265,6 +293,16 @@ def rows_of(entries: list[tuple], now) -> tuple[list[tuple], dict[int, int], dic
     written: dict[int, int] = {}
     bounds: dict[int, int] = {}
     for ids, model_id, bound, version_id, samples, labels, probabilities in entries:
+        if isinstance(samples, list):  # a text model's: each logged text as UTF-8
+            for index, prediction_id in enumerate(ids):
+                if prediction_id is not None:
+                    inputs = TEXT + samples[index].encode("utf-8")
+                    values.append(
+                        (prediction_id, model_id, version_id, inputs, labels[index], probabilities[index], now)
+                    )
+            written[model_id] = written.get(model_id, 0) + len(ids) - ids.count(None)
+            bounds[model_id] = bound
+            continue
         array = samples.numpy()
         data = (array if array.dtype == LITTLE_F4 else array.astype(LITTLE_F4)).tobytes()  # C order
         size = len(data) // len(ids)

@@ -54,7 +54,8 @@ class AccuracyDrop(BaseModel):
 class Drift(BaseModel):
     """Fires when recent inputs (the last ``window`` logged) differ from the serving version's
     training data: a two-sample Kolmogorov-Smirnov test per input feature (``scipy.stats.ks_2samp``),
-    significant when a p-value is below ``alpha`` divided by the number of features (Bonferroni)."""
+    significant when a p-value is below ``alpha`` divided by the number of features (Bonferroni).
+    Numeric inputs only: a text model's policy may not hold it."""
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["drift"] = "drift"
@@ -130,6 +131,7 @@ class FeedbackIn(BaseModel):
             "examples": [
                 {"model": "digits", "items": [{"prediction_id": "4b1f0c...", "label": 7}]},
                 {"model": "digits", "inputs": [[0.0, 0.5, 1.0, 0.25]], "labels": [3]},
+                {"model": "tickets", "inputs": ["where is my refund?"], "labels": ["billing"]},
             ]
         },
     )

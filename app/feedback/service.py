@@ -13,7 +13,8 @@ import numpy as np
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
-from app.datasets.parsing import Limits, parse_upload
+from app.datasets.parsing import Limits, parse_upload, sample_shape_of
+from app.datasets.text import TextSamples
 from app.db.session import begin_write
 from app.db.tables import (
     Accuracy,
@@ -28,9 +29,10 @@ from app.db.tables import (
     utcnow,
 )
 from app.errors import InvalidInput, NotFound, PayloadTooLarge
-from app.feedback.prediction_log import LogPolicy, new_prediction_id, pack_inputs, unpack_inputs
+from app.feedback.prediction_log import LogPolicy, is_text, new_prediction_id, pack_inputs, pack_text, unpack_inputs
 from app.feedback.schemas import (
     AccuracyPoint,
+    Drift,
     FeedbackIn,
     FeedbackItem,
     FeedbackOut,
@@ -43,7 +45,9 @@ from app.feedback.schemas import (
     VersionAccuracy,
 )
 from app.learning import as_samples
+from app.learning.text_source import TEXT_INPUT_SHAPE
 from app.registry.service import get_model_by_name
+from app.tasks.service import check_modality, modality
 
 HISTORY_POINTS = 200  # points of the live accuracy line
 HISTORY_ROWS = 20_000  # the most recent labelled predictions the line is drawn over
@@ -58,6 +62,11 @@ def set_policy(session: Session, settings, name: str, policy: FeedbackPolicyIn) 
         )
     begin_write(session)
     model = get_model_by_name(session, name)
+    if is_text_model(model) and any(isinstance(trigger, Drift) for trigger in policy.triggers):
+        raise InvalidInput(
+            f"model {name!r} takes text: the drift trigger tests numeric features (KS per feature) and does not "
+            "apply to text; use every_n_labels, every_seconds, accuracy_below or accuracy_drop"
+        )
     row = session.get(FeedbackPolicy, model.id)
     if row is None:
         row = FeedbackPolicy(model_id=model.id, policy={})
@@ -81,6 +90,10 @@ def policy_out(model: Model, row: FeedbackPolicy) -> FeedbackPolicyOut:
 
 def log_policy(out: FeedbackPolicyOut, model_id: int) -> LogPolicy:
     return LogPolicy(model_id, out.log_rate, out.log_max_samples)
+
+
+def is_text_model(model: Model) -> bool:
+    return tuple(model.input_shape or ()) == TEXT_INPUT_SHAPE
 
 
 def model_id_of(session: Session, name: str) -> int:
@@ -109,6 +122,7 @@ class LabelCheck:
         self.known = {str(label) for label in labels}
         self.limit = settings.max_labels_per_model
         self.max_abs_value = settings.max_abs_value
+        self.max_text_chars = settings.max_text_chars
 
     def inputs_problem(self, sample: np.ndarray) -> str | None:
         """Inputs a task would refuse (app/datasets/parsing.py) must not enter the buffer: every
@@ -166,7 +180,9 @@ def label_prediction(session: Session, model: Model, check: LabelCheck, predicti
             detail=f"no logged prediction {prediction_id!r} of model {model.name!r} (not logged, or dropped "
             "past log_max_samples)",
         )
-    problem = check.problem(label) or check.inputs_problem(unpack_inputs(row.inputs, (-1,)))
+    problem = check.problem(label) or (
+        None if is_text(row.inputs) else check.inputs_problem(unpack_inputs(row.inputs, (-1,)))
+    )
     if problem is not None:
         return FeedbackResult(prediction_id=prediction_id, status=422, detail=problem)
     if row.labelled_at is not None and row.label == label:
@@ -183,32 +199,71 @@ def label_prediction(session: Session, model: Model, check: LabelCheck, predicti
 
 
 def add_samples(session: Session, model: Model, check: LabelCheck, inputs: list, labels: list, now: datetime):
-    """Labelled samples that were never predicted: logged with their label and no version."""
+    """Labelled samples that were never predicted: logged with their label and no version. A text sent
+    to a model of numbers (or numbers to a text model) is refused on its own, naming both."""
     if len(inputs) != len(labels):
         raise InvalidInput(f"inputs has {len(inputs)} samples but labels has {len(labels)}")
-    try:
-        samples = as_samples(np.asarray(inputs, dtype=np.float32), model.input_shape).numpy()
-    except (ValueError, TypeError) as error:
-        raise InvalidInput(f"inputs: {error}") from error
-    results = []
-    for sample, label in zip(samples, labels, strict=True):
-        problem = check.problem(label) or check.inputs_problem(sample)
-        if problem is not None:
-            results.append(FeedbackResult(prediction_id=None, status=422, detail=problem))
-            continue
-        prediction_id = new_prediction_id()
-        session.add(
-            LoggedSample(
-                prediction_id=prediction_id,
-                model_id=model.id,
-                inputs=pack_inputs(sample),
-                label=label,
-                labelled_at=now,
-                created_at=now,
+    text_model = is_text_model(model)
+    kind = modality(model.input_shape or ())
+    packed: list[bytes | None] = [None] * len(inputs)
+    results: list[FeedbackResult | None] = [None] * len(inputs)
+    numeric = []
+    for index, sample in enumerate(inputs):
+        if isinstance(sample, str) != text_model:
+            given = "text" if isinstance(sample, str) else "numbers"
+            detail = f"model {model.name!r} takes {kind}; input {index} is {given}"
+            results[index] = FeedbackResult(prediction_id=None, status=422, detail=detail)
+        elif text_model:
+            problem, status = text_problem(sample, check.max_text_chars)
+            if problem is not None:
+                results[index] = FeedbackResult(prediction_id=None, status=status, detail=f"input {index} {problem}")
+            else:
+                packed[index] = pack_text(sample)
+        else:
+            numeric.append(index)
+    if numeric:
+        try:
+            array = np.asarray([inputs[index] for index in numeric], dtype=np.float32)
+            samples = as_samples(array, model.input_shape).numpy()
+        except (ValueError, TypeError) as error:
+            raise InvalidInput(f"inputs: {error}") from error
+        for index, sample in zip(numeric, samples, strict=True):
+            problem = check.inputs_problem(sample)
+            if problem is not None:
+                results[index] = FeedbackResult(prediction_id=None, status=422, detail=problem)
+            else:
+                packed[index] = pack_inputs(sample)
+    out = []
+    for index, label in enumerate(labels):
+        result, data = results[index], packed[index]
+        problem = check.problem(label) if result is None else None
+        if result is None and problem is not None:
+            result = FeedbackResult(prediction_id=None, status=422, detail=problem)
+        if result is None and data is not None:
+            prediction_id = new_prediction_id()
+            session.add(
+                LoggedSample(
+                    prediction_id=prediction_id,
+                    model_id=model.id,
+                    inputs=data,
+                    label=label,
+                    labelled_at=now,
+                    created_at=now,
+                )
             )
-        )
-        results.append(FeedbackResult(prediction_id=prediction_id, status=200, changed=True))
-    return results
+            result = FeedbackResult(prediction_id=prediction_id, status=200, changed=True)
+        assert result is not None
+        out.append(result)
+    return out
+
+
+def text_problem(text: str, max_chars: int) -> tuple[str | None, int]:
+    """What a task would refuse in a text (app/datasets/text.py), and the status: (None, 200) when none."""
+    if not text.strip():
+        return "is an empty text", 422
+    if len(text) > max_chars:
+        return f"has {len(text)} characters; the limit is {max_chars} (RETAIN_MAX_TEXT_CHARS)", 413
+    return None, 200
 
 
 def buffered_labels(session: Session, model_id: int) -> int:
@@ -348,9 +403,11 @@ def feedback_from_file(settings, model: str, filename: str, data: bytes, input_s
             max_bytes=settings.max_upload_bytes,
             max_samples=settings.max_feedback_items,
             max_array_bytes=settings.decoded_bytes_limit,
+            max_text_chars=settings.max_text_chars,
         ),
-        tuple(input_shape),
+        None if tuple(input_shape or ()) == TEXT_INPUT_SHAPE else tuple(input_shape),
     )
+    check_modality(model, input_shape or (), sample_shape_of(upload.samples.x))
     samples = upload.samples if upload.test is None else concatenated(upload.samples, upload.test)
     return FeedbackIn(model=model, inputs=samples.x.tolist(), labels=[plain(label) for label in samples.y.tolist()])
 
@@ -380,4 +437,7 @@ def plain(label):
 
 
 def concatenated(first, second):
+    if isinstance(first.x, TextSamples):
+        x = TextSamples.of([*first.x, *second.x])
+        return type(first)(x, np.concatenate([first.y, second.y]))
     return type(first)(np.concatenate([first.x, second.x]), np.concatenate([first.y, second.y]))

@@ -15,12 +15,15 @@ once a new label has arrived since (the same labels alone would most likely end 
 
 Drift is a two-sample Kolmogorov-Smirnov test per input feature (``scipy.stats.ks_2samp``) between
 the most recent logged inputs and a sample of the serving version's training data, with a Bonferroni
-bound: drift when some feature's p-value is below ``alpha / features``.
+bound: drift when some feature's p-value is below ``alpha / features``. A text model has no numeric
+features: its policy may not hold a drift trigger (PUT answers 422), and its buffer becomes a task as
+JSON Lines of text and label, the form POST /tasks takes.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -33,9 +36,10 @@ from sqlalchemy.orm import Session
 from app.datasets.storage import load_dataset_splits
 from app.db.tables import Dataset, FeedbackPolicy, Job, LoggedSample, Model, ModelVersion, Task, TriggerDecision
 from app.errors import Conflict, DomainError
-from app.feedback.prediction_log import unpack_inputs
+from app.feedback.prediction_log import unpack_inputs, unpack_text
 from app.feedback.schemas import AccuracyBelow, AccuracyDrop, Drift, EveryNLabels, EverySeconds, FeedbackPolicyIn
-from app.feedback.service import buffered_labels, live_accuracy, promotion_accuracy
+from app.feedback.service import buffered_labels, is_text_model, live_accuracy, promotion_accuracy
+from app.imports import IMPORT_STRATEGY
 from app.jobs.queue import UNFINISHED
 from app.jobs.state_machine import UNLANDED
 from app.tasks.schemas import TaskRequest
@@ -150,6 +154,8 @@ class TriggerEvaluator:
                 f"({'>=' if fired else '<'} {trigger.drop:g})",
             )
         if isinstance(trigger, Drift):
+            if is_text_model(state.model):  # PUT refuses it; a policy stored before that rule is judged so
+                return Verdict(trigger.kind, False, "drift tests numeric features; it does not apply to a text model")
             return self.judge_drift(session, state, trigger, version_id)
         raise TypeError(f"unknown trigger {trigger!r}")
 
@@ -302,12 +308,27 @@ def submit_buffer(session: Session, store, settings, state: ModelState) -> int:
         .order_by(LoggedSample.id)
         .limit(settings.max_upload_samples)
     ).all()
-    x = np.stack([unpack_inputs(row.inputs, model.input_shape) for row in rows])
     labels = [row.label for row in rows]
-    y = np.asarray(labels, dtype=str if any(isinstance(label, str) for label in labels) else np.int64)
-    buffer = io.BytesIO()
-    np.savez(buffer, x=x, y=y)
-    last = session.scalar(select(Task).where(Task.model_id == model.id).order_by(Task.id.desc()).limit(1))
+    if is_text_model(model):  # JSON Lines of text and label, as POST /tasks takes a text task
+        filename = "feedback.jsonl"
+        data = "".join(
+            json.dumps({"text": unpack_text(row.inputs), "label": label}, ensure_ascii=False) + "\n"
+            for row, label in zip(rows, labels, strict=True)
+        ).encode("utf-8")
+    else:
+        x = np.stack([unpack_inputs(row.inputs, model.input_shape) for row in rows])
+        y = np.asarray(labels, dtype=str if any(isinstance(label, str) for label in labels) else np.int64)
+        buffer = io.BytesIO()
+        np.savez(buffer, x=x, y=y)
+        filename, data = "feedback.npz", buffer.getvalue()
+    # the model's last task that trained: an import's task (strategy "import") trains nothing, and its
+    # model learns as POST /tasks's default would have it (auto) until a task of its own says otherwise
+    last = session.scalar(
+        select(Task)
+        .where(Task.model_id == model.id, Task.strategy != IMPORT_STRATEGY)
+        .order_by(Task.id.desc())
+        .limit(1)
+    )
     hyperparameters = last.hyperparameters if last is not None else {}
     options = state.policy.update
     ewc_lambda = options.ewc_lambda if options.ewc_lambda is not None else hyperparameters.get("ewc_lambda", "auto")
@@ -316,7 +337,7 @@ def submit_buffer(session: Session, store, settings, state: ModelState) -> int:
         name=f"{TASK_PREFIX}{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}",
         architecture=None,
         architecture_options=None,
-        strategy=last.strategy if last is not None else model.family,
+        strategy=last.strategy if last is not None else ("auto" if model.family == "ewc" else model.family),
         ewc_lambda=str(ewc_lambda),
         epochs=options.epochs if options.epochs is not None else hyperparameters.get("epochs"),
         batch_size=hyperparameters.get("batch_size"),
@@ -333,7 +354,7 @@ def submit_buffer(session: Session, store, settings, state: ModelState) -> int:
         if pending is not None:
             raise Conflict(f"job {pending}, made by a trigger, is still unfinished")
 
-    out = submit_task(session, store, settings, request, "feedback.npz", buffer.getvalue(), admit=one_at_a_time)
+    out = submit_task(session, store, settings, request, filename, data, admit=one_at_a_time)
     ids = [row.id for row in rows]
     for start in range(0, len(ids), 500):
         session.execute(
