@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from app.db.session import get_engine
 from app.db.tables import LoggedSample, Model
-from app.feedback.prediction_log import LogPolicy, PredictionLog, unpack_inputs
+from app.feedback.prediction_log import LogPolicy, PredictionLog, unpack_inputs, unpack_text
 from app.learning import Prediction
 
 
@@ -66,3 +66,28 @@ def test_the_log_keeps_its_bound_and_shutdown_writes_the_buffer(settings, sessio
     assert logged() == (first + second + third)[-5:]
     with session_factory() as session:
         assert session.scalar(select(func.count(LoggedSample.id))) == 5
+
+
+def test_texts_are_written_as_utf8_and_their_buffer_is_bounded(settings, session_factory, make_job, monkeypatch):
+    from app.feedback import prediction_log
+
+    policy = LogPolicy(model_id(session_factory, make_job), 1.0, 100)
+    log = PredictionLog(get_engine(settings), flush_interval=60, policy_interval=60)
+    texts = ["a goal ⚽", "Le marché", "x" * 50]
+    served = [Prediction("sport", 0.5, []), Prediction("business", 0.75, []), Prediction("sport", 0.25, [])]
+    ids = log.record(policy, None, texts, served)
+    numbers = log.record(policy, None, torch.ones(1, 4), served[:1])  # both kinds in one flush
+    assert all(ids) and log.flush() == 4
+    with session_factory() as session:
+        rows = {row.prediction_id: row for row in session.scalars(select(LoggedSample))}
+    assert [unpack_text(rows[i].inputs) for i in ids] == texts
+    assert [rows[i].predicted for i in ids] == ["sport", "business", "sport"]
+    assert np.array_equal(unpack_inputs(rows[numbers[0]].inputs, (4,)), np.ones(4, dtype=np.float32))
+
+    monkeypatch.setattr(prediction_log, "MAX_BUFFERED_TEXT_CHARS", 100)
+    assert all(log.record(policy, None, ["y" * 60], served[:1]))  # 60 buffered
+    assert all(log.record(policy, None, ["y" * 60], served[:1]))  # 120: past the bound from now on
+    assert log.record(policy, None, ["z"], served[:1]) == [None]  # unlogged while the writer lags
+    assert all(log.record(policy, None, torch.ones(1, 4), served[:1]))  # numbers are not held back by texts
+    assert log.flush() == 3
+    assert all(log.record(policy, None, ["z"], served[:1]))  # written: texts are logged again
