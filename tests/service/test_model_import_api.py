@@ -116,9 +116,10 @@ def test_import_without_base_data_serves_and_lists_architectures(client, run_wor
     assert listed["builtin"] == ["mlp", "cnn", "resnet18"] and "resnet18" in listed["torchvision"]
 
 
-def hf_zip(tmp_path, model_type: str) -> bytes:
+def tiny_vit_config():
+    """A ViT image classifier small enough to build in milliseconds: 8x8 grayscale, labels x and y."""
     transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(
+    return transformers.ViTConfig(
         hidden_size=16,
         num_hidden_layers=1,
         num_attention_heads=2,
@@ -129,6 +130,11 @@ def hf_zip(tmp_path, model_type: str) -> bytes:
         id2label={0: "x", 1: "y"},
         label2id={"x": 0, "y": 1},
     )
+
+
+def hf_zip(tmp_path, model_type: str) -> bytes:
+    transformers = pytest.importorskip("transformers")
+    config = tiny_vit_config()
     transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "hf")
     values = json.loads((tmp_path / "hf" / "config.json").read_text())
     values["model_type"] = model_type
@@ -358,17 +364,7 @@ def test_an_hf_image_classifier_is_unpacked_once_at_the_api_and_read_once_in_the
     transformers = pytest.importorskip("transformers")
     import app.imports.service
 
-    config = transformers.ViTConfig(
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        image_size=8,
-        patch_size=4,
-        num_channels=1,
-        id2label={0: "x", 1: "y"},
-        label2id={"x": 0, "y": 1},
-    )
+    config = tiny_vit_config()
     torch.manual_seed(0)
     model = transformers.ViTForImageClassification(config).eval()
     model.save_pretrained(tmp_path / "vit")
