@@ -37,9 +37,7 @@ from app.db.tables import (
     TriggerDecision,
 )
 from app.imports import IMPORT_STRATEGY
-from app.jobs.status import JobStatus
-
-UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
+from app.jobs.status import UNFINISHED
 
 
 def discard_failed_import(session: Session, job: Job, task: Task | None, cancel) -> bool:

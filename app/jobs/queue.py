@@ -23,9 +23,7 @@ from app.db.session import begin_write
 from app.db.tables import Job, Task, utcnow
 from app.jobs import state_machine
 from app.jobs.counters import carried
-from app.jobs.status import JobStatus
-
-UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)
+from app.jobs.status import UNFINISHED, JobStatus
 
 
 @dataclass(frozen=True)
