@@ -176,8 +176,9 @@ def import_cost(path: Path) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data, pretraining and update settings: this benchmark's, and its peer's (the Avalanche
+    script reads them from here, so both always run the same split, model and updates)."""
     parser.add_argument("--data", type=Path, default=SHARED_DATA / "mnist_5k.npz")
     parser.add_argument("--n-base", type=int, default=1500, help="training samples of digits 0-4")
     parser.add_argument("--n-new", type=int, default=1500, help="training samples of digits 5-9, all new tasks")
@@ -197,9 +198,14 @@ def main() -> None:
     parser.add_argument("--fisher-samples", type=int, default=200)
     parser.add_argument("--fisher-chunk", type=int, default=16)
     parser.add_argument("--fisher-labels", default="true", help="true | empirical (one pass instead of one per class)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_setup_arguments(parser)
     parser.add_argument("--trainables", default="all,last:1,lora")
     parser.add_argument("--strategies", default="finetune,ewc,ewc_replay")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-joint", action="store_true", help="skip the joint bound (a second invocation's runs)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

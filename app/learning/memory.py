@@ -65,17 +65,11 @@ class RehearsalMemory:
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[: shares[-1]].to(x.device)
         self.tasks[task_key] = (x[order].detach().clone(), y[order].detach().clone())
 
-    def sampler(self, batch_size: int, seed: int):
-        """A function returning one replay batch (inputs, targets) per call, uniform over the memory."""
+    def sampler(self, batch_size: int, seed: int) -> ReplaySampler:
+        """Replay batches uniform over the memory (see ReplaySampler)."""
         x = torch.cat([x for x, _ in self.tasks.values()])
         y = torch.cat([y for _, y in self.tasks.values()])
-        generator = torch.Generator().manual_seed(seed + 1)
-
-        def batch() -> tuple[torch.Tensor, torch.Tensor]:
-            index = torch.randint(len(y), (min(batch_size, len(y)),), generator=generator).to(y.device)
-            return x[index], y[index]
-
-        return batch
+        return ReplaySampler(x, y, batch_size, seed)
 
     def to(self, device: torch.device) -> RehearsalMemory:
         self.tasks = {key: (x.to(device), y.to(device)) for key, (x, y) in self.tasks.items()}
@@ -97,3 +91,17 @@ class RehearsalMemory:
         for key in metadata["order"]:
             memory.tasks[key] = (tensors[f"{PREFIX}{key}.x"], tensors[f"{PREFIX}{key}.y"])
         return memory
+
+
+class ReplaySampler:
+    """One replay batch (inputs, targets) per call, drawn uniformly from the memory's samples; the
+    trainer reads ``targets`` (all of them) to know which classes the replayed half brings."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
+        self.x, self.targets = x, y
+        self.batch_size = min(batch_size, len(y))
+        self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.randint(len(self.targets), (self.batch_size,), generator=self.generator).to(self.targets.device)
+        return self.x[index], self.targets[index]

@@ -23,6 +23,7 @@ from torch import nn
 
 from app.learning import distributed
 from app.learning.config import TrainConfig
+from app.learning.memory import ReplaySampler
 
 
 class TrainingStopped(Exception):
@@ -69,6 +70,27 @@ def make_optimizer(parameters: Sequence[nn.Parameter], config: TrainConfig) -> t
 StepCallback = Callable[[float, int], None]  # (batch loss, batch size)
 
 
+def class_balanced_weights(new_targets: torch.Tensor, replayed_targets: torch.Tensor, new_share: float) -> torch.Tensor:
+    """A loss weight per class (indexed by target) that gives every class of a rehearsal batch the
+    same expected total weight; the weighted loss of an average batch keeps its scale (mean weight 1).
+
+    A rehearsal batch is ``new_share`` the task's samples and the rest replayed ones. When the task
+    brings one new class, that class alone gets half of every step's gradient and the old classes
+    share the other half, and the model learns to answer the newest class (recency bias, Wu et al.
+    2019, "Large Scale Incremental Learning"). Weighted, the batch trains as a class-balanced joint
+    batch. The weights come from the expected composition (the task's and the memory's class
+    frequencies), not from each batch's counts, whose noise would weigh a class's two samples in one
+    batch as much as ten in the next.
+    """
+    n_classes = int(max(new_targets.max(), replayed_targets.max())) + 1
+    share = new_share * torch.bincount(new_targets, minlength=n_classes) / len(new_targets)
+    share = share + (1 - new_share) * torch.bincount(replayed_targets, minlength=n_classes) / len(replayed_targets)
+    present = share > 0
+    weights = torch.zeros(n_classes, device=share.device)
+    weights[present] = 1 / (int(present.sum()) * share[present])
+    return weights
+
+
 class Trainer:
     """Mini-batch training of ``parameters`` through ``forward`` on (x, y), resumable by steps.
 
@@ -87,7 +109,7 @@ class Trainer:
         config: TrainConfig,
         add_penalty_gradient: Callable[[], None] | None = None,
         after_step: Callable[[], None] | None = None,
-        replay_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        replay_batch: ReplaySampler | None = None,
     ):
         if len(x) == 0:
             raise ValueError("cannot train on an empty dataset")
@@ -105,6 +127,10 @@ class Trainer:
         )  # the floor: at least config.epochs; more when the task is small
         self.max_epochs = config.max_epochs_for(len(x), replaying)  # the cap early stopping may reach
         self.total_steps = self.steps_per_epoch * self.epochs
+        self.class_weights: torch.Tensor | None = None  # rehearsal: every class of a batch weighs the same
+        if replay_batch is not None:
+            new_share = self.batch_size / (self.batch_size + replay_batch.batch_size)
+            self.class_weights = class_balanced_weights(y, replay_batch.targets, new_share)
         self.steps_done = 0
         self._order: torch.Tensor | None = None
         self.last_loss = float("nan")
@@ -143,7 +169,11 @@ class Trainer:
             loss = torch.zeros((), device=xb.device)
             if len(xb):  # a rank's share of a last, short batch may be empty: it adds zero gradients
                 with self._autocast():
-                    loss = F.cross_entropy(self.forward(xb).float(), yb)
+                    logits = self.forward(xb).float()
+                if self.class_weights is None:
+                    loss = F.cross_entropy(logits, yb)
+                else:  # the weighted mean, not F.cross_entropy(weight=), which divides by each batch's weight
+                    loss = (F.cross_entropy(logits, yb, reduction="none") * self.class_weights[yb]).mean()
                 loss.backward()
             distributed.average_gradients(self.parameters, len(xb), n_batch)  # a no-op in one process
             if self.add_penalty_gradient is not None:

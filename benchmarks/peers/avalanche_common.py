@@ -32,7 +32,7 @@ from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmar
 from avalanche.benchmarks.utils import DataAttribute
 from avalanche.benchmarks.utils.classification_dataset import ClassificationDataset
 from avalanche.models import IncrementalClassifier
-from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
 from avalanche.training.supervised import EWC, Naive, Replay
 from torch import nn
 
@@ -95,6 +95,17 @@ def stream(train: ClassificationDataset, test: ClassificationDataset, classes_pe
     )
 
 
+def add_replay_batch_argument(parser) -> None:
+    parser.add_argument(
+        "--replay-batch",
+        choices=("retain", "avalanche"),
+        default="retain",
+        help="retain: Replay's batch is retain's, --batch-size samples in all, half of them replayed "
+        "(TrainConfig.replay_batch_size); avalanche: Avalanche's Replay as shipped, --batch-size new samples "
+        "and as many replayed, twice the batch",
+    )
+
+
 def strategy(name: str, model: nn.Module, optimizer, args, epochs: int):
     """Avalanche's Naive, EWC or Replay with retain's update settings, no loggers or metrics (timed bare)."""
     common = dict(
@@ -109,8 +120,12 @@ def strategy(name: str, model: nn.Module, optimizer, args, epochs: int):
         return Naive(model=model, optimizer=optimizer, **common)
     if name == "ewc":
         return EWC(model=model, optimizer=optimizer, ewc_lambda=args.ewc_lambda, **common)
-    if name == "replay":
+    if name == "replay" and args.replay_batch == "avalanche":
         return Replay(model=model, optimizer=optimizer, mem_size=args.memory_size, **common)
+    if name == "replay":  # Replay's own plugin, with retain's batch
+        replayed = args.batch_size // 2
+        plugin = ReplayPlugin(mem_size=args.memory_size, batch_size=args.batch_size - replayed, batch_size_mem=replayed)
+        return Naive(model=model, optimizer=optimizer, plugins=[plugin], **common)
     raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
 
 

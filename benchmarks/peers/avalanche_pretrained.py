@@ -44,6 +44,7 @@ from avalanche_common import (
     STRATEGIES,
     FrozenBatchNorm,
     accuracy,
+    add_replay_batch_argument,
     classification_dataset,
     incremental_head,
     machine,
@@ -51,8 +52,8 @@ from avalanche_common import (
     stream,
     timed_train,
 )
-from common import SHARED_DATA, console
-from pretrained import load, pretrain
+from common import console
+from pretrained import add_setup_arguments, load, pretrain
 from pretrained import run as retain_run
 
 
@@ -98,27 +99,12 @@ def run(name: str, batchnorm: str, pretrained: dict, base, tasks, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # benchmarks/pretrained.py's arguments and defaults, for the same split and pretrained model
-    parser.add_argument("--data", type=Path, default=SHARED_DATA / "mnist_5k.npz")
-    parser.add_argument("--n-base", type=int, default=1500, help="training samples of digits 0-4")
-    parser.add_argument("--n-new", type=int, default=1500, help="training samples of digits 5-9, all new tasks")
-    parser.add_argument("--n-test", type=int, default=400, help="test samples per half")
-    parser.add_argument("--new-tasks", type=int, default=1)
-    parser.add_argument("--pretrain-epochs", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--ewc-lambda", type=float, default=100.0)
-    parser.add_argument("--lr", type=float, default=0.005)
-    parser.add_argument("--memory-size", type=int, default=300)
+    add_setup_arguments(parser)  # benchmarks/pretrained.py's: the same split, model and update settings
     parser.add_argument("--batch-size", type=int, default=64, help="retain's TrainConfig default")
-    parser.add_argument("--seed", type=int, default=0)
-    # retain's own run, same process (benchmarks/pretrained.py's defaults)
     parser.add_argument("--retain", default="ewc_replay", help="retain strategies to run here too ('' for none)")
-    parser.add_argument("--fisher-samples", type=int, default=200)
-    parser.add_argument("--fisher-chunk", type=int, default=16)
-    parser.add_argument("--fisher-labels", default="true")
-    parser.add_argument("--lora-rank", type=int, default=8)
     # Avalanche's runs
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    add_replay_batch_argument(parser)
     parser.add_argument("--batchnorm", default="frozen,train", help="frozen (retain's import default) | train")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--append", action="store_true", help="add the runs to an existing --json")

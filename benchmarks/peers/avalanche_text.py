@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/: 
 from avalanche_common import (
     STRATEGIES,
     accuracy,
+    add_replay_batch_argument,
     classification_dataset,
     incremental_head,
     machine,
@@ -47,7 +47,7 @@ from avalanche_common import (
     timed_train,
 )
 from common import console
-from text import RESULTS, pretrain, read_bbc, split
+from text import RESULTS, add_setup_arguments, pretrained_model, read_bbc, split
 from text import run as retain_run
 
 
@@ -120,29 +120,13 @@ def run(directory: Path, name: str, ewc_lambda: float | None, parts, topics: lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # benchmarks/text.py's arguments and defaults, for the same split, model and update settings
-    parser.add_argument("--data", type=Path, required=True, help="bbc.csv (columns text,label)")
-    parser.add_argument("--base-topics", default="business,sports")
-    parser.add_argument("--per-topic", type=int, default=350, help="at most this many articles a topic")
-    parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=2)
-    parser.add_argument("--vocab", type=int, default=4000)
-    parser.add_argument("--pretrain-epochs", type=int, default=8)
-    parser.add_argument("--pretrain-lr", type=float, default=1e-3)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--memory-size", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    add_setup_arguments(parser)  # benchmarks/text.py's: the same split, model and update settings
     # retain's own run, same process (benchmarks/text.py's run; its defaults)
     parser.add_argument("--retain", default="ewc_replay", help="retain strategies to run here too ('' for none)")
     parser.add_argument("--retain-ewc-lambda", default="1000", help="text.py's --ewc-lambda")
-    parser.add_argument("--lora-rank", type=int, default=8)
-    parser.add_argument("--fisher-samples", type=int, default=100)
     # Avalanche's runs
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    add_replay_batch_argument(parser)
     parser.add_argument("--ewc-lambdas", default="1000", help="EWC's λ, one run each (comma-separated)")
     parser.add_argument(
         "--base-epochs", type=int, default=0, help="epochs on the base topics (0: recorded as retain's import does)"
@@ -169,10 +153,7 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=2))
 
     with tempfile.TemporaryDirectory(prefix="retain-bbc-bert-") as folder:
-        directory = Path(folder)
-        started = time.perf_counter()
-        pretrain(directory, parts, base_topics, args)
-        results["pretrain_seconds"] = time.perf_counter() - started
+        directory, results["pretrain_seconds"] = pretrained_model(Path(folder), parts, base_topics, args)
         plans = [
             (name, float(lam))
             for name in args.strategies.split(",")

@@ -8,7 +8,8 @@ import torch
 from app.learning import ContinualLearner, TaskData, TrainConfig
 from app.learning.lambda_search import successive_halving
 from app.learning.learner import capacity_warning
-from app.learning.training import Trainer, train_with_early_stopping
+from app.learning.memory import ReplaySampler
+from app.learning.training import Trainer, class_balanced_weights, train_with_early_stopping
 
 
 def test_a_small_task_trains_at_least_min_steps_in_whole_epochs_and_a_large_one_its_epochs():
@@ -27,10 +28,7 @@ def test_a_replaying_update_has_its_own_floor():
     assert config.epochs_for(1295) == 16 and config.epochs_for(1295, replaying=True) == 4
     assert TrainConfig(epochs=4, replay_min_steps=320, batch_size=64).epochs_for(1295, replaying=True) == 8
     layer = torch.nn.Linear(2, 2)
-
-    def replay():
-        return (torch.zeros(32, 2), torch.zeros(32, dtype=torch.long))
-
+    replay = ReplaySampler(torch.zeros(100, 2), torch.zeros(100, dtype=torch.long), batch_size=32, seed=0)
     trainer = Trainer(
         layer,
         list(layer.parameters()),
@@ -40,6 +38,18 @@ def test_a_replaying_update_has_its_own_floor():
         replay_batch=replay,
     )
     assert (trainer.steps_per_epoch, trainer.epochs, trainer.max_epochs) == (41, 4, 8)
+
+
+def test_rehearsal_weighs_every_class_of_a_batch_the_same():
+    # one new class fills half of every batch; four old classes share the replayed half
+    new, replayed = torch.full((50,), 4), torch.arange(4).repeat(25)
+    weights = class_balanced_weights(new, replayed, new_share=0.5)
+    assert torch.allclose(weights, torch.tensor([1.6, 1.6, 1.6, 1.6, 0.4]))
+    share = torch.tensor([0.125, 0.125, 0.125, 0.125, 0.5])
+    assert torch.allclose(share * weights, torch.full((5,), 0.2))  # each class: a fifth of the loss
+    assert torch.isclose((share * weights).sum(), torch.tensor(1.0))  # an average batch keeps its scale
+    # new and old classes as many and as frequent: the plain mean, unchanged
+    assert torch.equal(class_balanced_weights(torch.tensor([2, 3]), torch.tensor([0, 1]), 0.5), torch.ones(4))
 
 
 def test_the_search_ranks_a_candidate_that_drops_an_old_task_after_one_that_keeps_it():

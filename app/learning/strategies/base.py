@@ -27,16 +27,24 @@ and grows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import torch
 from torch import nn
 
 from app.learning.config import TrainConfig
+from app.learning.memory import ReplaySampler
 from app.learning.models import ARCHITECTURES
 
 Learner = Any  # an app.learning.learner.ContinualLearner
-StepHooks = dict[str, Callable]  # Trainer keywords: add_penalty_gradient, after_step, replay_batch
+
+
+class StepHooks(TypedDict, total=False):
+    """Keyword arguments of ``Trainer`` that a strategy fills."""
+
+    add_penalty_gradient: Callable[[], None]  # after backward: the penalty's gradient (EWC with Adam)
+    after_step: Callable[[], None]  # after the optimizer step (EWC's proximal step with SGD)
+    replay_batch: ReplaySampler  # rehearsal: replayed samples appended to every batch
 
 
 class Strategy:

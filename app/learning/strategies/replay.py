@@ -28,7 +28,8 @@ from app.learning.strategies.finetune import Finetune
 
 @register
 class Replay(Finetune):
-    """The task loss on a batch half new, half replayed old samples; no penalty."""
+    """The task loss on a batch half new, half replayed old samples, every class weighing the same
+    (``class_balanced_weights``); no penalty."""
 
     name = "replay"
 
