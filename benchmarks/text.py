@@ -48,6 +48,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+from bert_from_scratch import untrained_bert_classifier
 from common import REPO_ROOT, console, write_json
 
 from app.client import RetainClient
@@ -88,43 +89,20 @@ def joined(datasets: list[TaskData]) -> TaskData:
 
 def pretrain(directory: Path, parts, base_topics, args) -> None:
     """A small BERT and its WordPiece tokenizer (trained on every training text), pretrained on the base topics."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
-
     corpus = [text for data in parts["train"].values() for text in data.x]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=args.vocab, special_tokens=special))
-    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-    torch.manual_seed(args.seed)
-    config = BertConfig(
-        vocab_size=tokenizer.get_vocab_size(),
+    model, fast = untrained_bert_classifier(
+        corpus,
+        base_topics,
+        vocab_size=args.vocab,
         hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
+        layers=args.layers,
+        heads=args.heads,
         intermediate_size=4 * args.hidden,
-        max_position_embeddings=max(args.max_length, 128),
-        num_labels=len(base_topics),
-        id2label=dict(enumerate(base_topics)),
-        label2id={topic: i for i, topic in enumerate(base_topics)},
-        pad_token_id=tokenizer.token_to_id("[PAD]"),
+        max_positions=max(args.max_length, 128),
+        seed=args.seed,
     )
-    model = BertForSequenceClassification(config)
     if args.mlm_epochs:
-        model.bert.load_state_dict(language_model(fast, config, corpus, args).state_dict(), strict=False)
+        model.bert.load_state_dict(language_model(fast, model.config, corpus, args).state_dict(), strict=False)
     data = joined([parts["train"][t] for t in base_topics])
     encoded = fast(list(data.x), truncation=True, max_length=args.max_length, padding=True, return_tensors="pt")
     y = torch.tensor([base_topics.index(label) for label in data.y])
@@ -446,6 +424,11 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def ewc_lambda_value(text: str) -> float | str:
+    """``--ewc-lambda``: "auto", or a number."""
+    return text if text == "auto" else float(text)
+
+
 def pretrained_model(folder: Path, parts, base_topics, args) -> tuple[Path, float | None]:
     """The pretrained model's directory (``--pretrained``'s when it holds one, else pretrained into
     ``folder`` or ``--pretrained``) and the seconds pretraining took (None when reused)."""
@@ -469,6 +452,7 @@ def main() -> None:
     parser.add_argument("--joint-epochs", type=int, default=12)
     parser.add_argument(
         "--ewc-lambda",
+        type=ewc_lambda_value,
         default="1000",
         help="ewc's λ: a number (1000, the learner's default_lambda), or auto (the service's default: a search that "
         "trains every update once per candidate); ewc_replay always takes auto, which needs no search",
@@ -482,8 +466,6 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "bbc.json")
     args = parser.parse_args()
-    if args.ewc_lambda != "auto":
-        args.ewc_lambda = float(args.ewc_lambda)
 
     texts, labels = read_bbc(args.data)
     parts = split(texts, labels, args.seed, args.per_topic)

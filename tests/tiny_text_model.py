@@ -5,7 +5,10 @@
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # bert_from_scratch: scripts' folder
 
 TOPIC_WORDS = {
     "sport": [
@@ -106,43 +109,22 @@ def topic_task(topics, n_per_topic: int, seed: int = 0) -> tuple[list[str], list
 
 def save_tiny_text_classifier(directory: str | Path, labels=("sport", "business"), seed: int = 0) -> Path:
     """A randomly initialised tiny BERT sequence classifier with ``labels`` as its id2label, and its tokenizer."""
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+    from bert_from_scratch import untrained_bert_classifier
 
     directory = Path(directory)
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     corpus = [text for topic in TOPIC_WORDS for text in topic_texts(topic, 50, seed=99)]
-    tokenizer.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
-    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=tokenizer.get_vocab_size(),
+    model, fast = untrained_bert_classifier(
+        corpus,
+        labels,
+        vocab_size=300,
         hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        layers=2,
+        heads=2,
         intermediate_size=128,
-        max_position_embeddings=128,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        pad_token_id=tokenizer.token_to_id("[PAD]"),
+        max_positions=128,
+        seed=seed,
     )
-    BertForSequenceClassification(config).save_pretrained(directory, safe_serialization=True)
+    model.save_pretrained(directory, safe_serialization=True)
     fast.save_pretrained(directory)
     return directory
 

@@ -73,6 +73,16 @@ def looks_like_jsonl(filename: str, content: bytes) -> bool:
     return filename.endswith((".jsonl", ".ndjson")) or content.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{"
 
 
+def text_problem(text: str, max_chars: int) -> tuple[str | None, int]:
+    """What is wrong with one text sent for prediction or as feedback, and the status it earns:
+    (None, 200) when nothing. The same rules as a task's rows (`TextRows.add`)."""
+    if not text.strip():
+        return "is an empty text", 422
+    if len(text) > max_chars:
+        return f"has {len(text)} characters; the limit is {max_chars} (RETAIN_MAX_TEXT_CHARS)", 413
+    return None, 200
+
+
 class TextRows:
     """Rows gathered as they are read, refused at the first one over a limit."""
 

@@ -222,9 +222,9 @@ class FeedbackPolicy(Base):
 
 class LoggedSample(Base):
     """A served prediction (``prediction_id`` given to the caller) or a labelled sample sent as feedback
-        (no version, no prediction). ``inputs``: the sample behind a one-byte tag, raw float32 or a text as
+    (no version, no prediction). ``inputs``: the sample behind a one-byte tag, raw float32 or a text as
     UTF-8 (app/feedback/prediction_log.py; older rows: zlib-compressed float32). ``label`` is the
-        true label once known; ``task_id`` the trigger-made task it went into (None: still in the buffer)."""
+    true label once known; ``task_id`` the trigger-made task it went into (None: still in the buffer)."""
 
     __tablename__ = "logged_samples"
     __table_args__ = (

@@ -14,7 +14,7 @@ from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
 from app.datasets.parsing import Limits, parse_upload, sample_shape_of
-from app.datasets.text import TextSamples
+from app.datasets.text import TextSamples, text_problem
 from app.db.session import begin_write
 from app.db.tables import (
     Accuracy,
@@ -255,15 +255,6 @@ def add_samples(session: Session, model: Model, check: LabelCheck, inputs: list,
         assert result is not None
         out.append(result)
     return out
-
-
-def text_problem(text: str, max_chars: int) -> tuple[str | None, int]:
-    """What a task would refuse in a text (app/datasets/text.py), and the status: (None, 200) when none."""
-    if not text.strip():
-        return "is an empty text", 422
-    if len(text) > max_chars:
-        return f"has {len(text)} characters; the limit is {max_chars} (RETAIN_MAX_TEXT_CHARS)", 413
-    return None, 200
 
 
 def buffered_labels(session: Session, model_id: int) -> int:

@@ -40,8 +40,7 @@ from app.feedback.prediction_log import unpack_inputs, unpack_text
 from app.feedback.schemas import AccuracyBelow, AccuracyDrop, Drift, EveryNLabels, EverySeconds, FeedbackPolicyIn
 from app.feedback.service import buffered_labels, is_text_model, live_accuracy, promotion_accuracy
 from app.imports import IMPORT_STRATEGY
-from app.jobs.queue import UNFINISHED
-from app.jobs.state_machine import UNLANDED
+from app.jobs.status import UNFINISHED, UNLANDED
 from app.tasks.schemas import TaskRequest
 from app.tasks.service import submit_task
 

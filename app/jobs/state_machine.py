@@ -29,7 +29,7 @@ from app.errors import IllegalTransition
 from app.jobs.counters import LEASE_EXPIRIES, REQUEUES, carried, counted
 from app.jobs.failed_import import discard_failed_import
 from app.jobs.status import TERMINAL_STATUSES as TERMINAL
-from app.jobs.status import JobStatus
+from app.jobs.status import UNLANDED, JobStatus
 
 QUEUED, RUNNING = JobStatus.QUEUED, JobStatus.RUNNING
 ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
@@ -37,7 +37,6 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.REJECTED, JobStatus.FAILED, JobStatus.CANCELLED, QUEUED}),
     **{status: frozenset() for status in TERMINAL},
 }
-UNLANDED = frozenset({JobStatus.REJECTED, JobStatus.FAILED, JobStatus.CANCELLED})  # ended without a served version
 
 
 def transition(session: Session, job: Job, status: JobStatus | str, *, error: str | None = None) -> None:

@@ -20,3 +20,4 @@ class JobStatus(StrEnum):
 
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.REJECTED, JobStatus.FAILED, JobStatus.CANCELLED})
 UNFINISHED = (JobStatus.QUEUED, JobStatus.RUNNING)  # a tuple: used in SQL IN (...) and in membership tests
+UNLANDED = frozenset({JobStatus.REJECTED, JobStatus.FAILED, JobStatus.CANCELLED})  # ended without a served version

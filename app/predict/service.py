@@ -20,9 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.datasets.text import text_problem
 from app.db.tables import Dataset, FeedbackPolicy, Model, ModelVersion, Task
 from app.errors import InvalidInput, PayloadTooLarge
-from app.feedback.prediction_log import PredictionLog
+from app.feedback.prediction_log import PredictionLog, log_rate
 from app.learning import ContinualLearner, Prediction, as_samples
 from app.learning.data import Label
 from app.learning.text_source import TEXT_INPUT_SHAPE
@@ -127,12 +128,9 @@ def checked_texts(name: str, inputs, max_text_chars: int) -> list[str]:
             raise InvalidInput(
                 f"model {name!r} takes text: inputs must be a list of strings; input {i} is {type(text).__name__}"
             )
-        if not text.strip():
-            raise InvalidInput(f"input {i} is an empty text")
-        if len(text) > max_text_chars:
-            raise PayloadTooLarge(
-                f"input {i} has {len(text)} characters; the limit is {max_text_chars} (RETAIN_MAX_TEXT_CHARS)"
-            )
+        problem, status = text_problem(text, max_text_chars)
+        if problem is not None:
+            raise (PayloadTooLarge if status == 413 else InvalidInput)(f"input {i} {problem}")
     return list(inputs)
 
 
@@ -233,7 +231,7 @@ def model_metadata_v2(session: Session, name: str, version: str | None = None) -
 
 def logs_predictions(session: Session, model: Model) -> bool:
     policy = session.get(FeedbackPolicy, model.id)
-    return policy is not None and float(policy.policy.get("log_rate", 0.0)) > 0
+    return policy is not None and log_rate(policy.policy) > 0
 
 
 def serving_version(session: Session, model: Model) -> ModelVersion | None:

@@ -47,7 +47,7 @@ from avalanche_common import (
     timed_train,
 )
 from common import console
-from text import RESULTS, add_setup_arguments, pretrained_model, read_bbc, split
+from text import RESULTS, add_setup_arguments, ewc_lambda_value, pretrained_model, read_bbc, split
 from text import run as retain_run
 
 
@@ -123,7 +123,7 @@ def main() -> None:
     add_setup_arguments(parser)  # benchmarks/text.py's: the same split, model and update settings
     # retain's own run, same process (benchmarks/text.py's run; its defaults)
     parser.add_argument("--retain", default="ewc_replay", help="retain strategies to run here too ('' for none)")
-    parser.add_argument("--retain-ewc-lambda", default="1000", help="text.py's --ewc-lambda")
+    parser.add_argument("--retain-ewc-lambda", type=ewc_lambda_value, default="1000", help="text.py's --ewc-lambda")
     # Avalanche's runs
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     add_replay_batch_argument(parser)
@@ -161,15 +161,7 @@ def main() -> None:
             for lam in args.ewc_lambdas.split(",")
         ]
         plans = [(name, None) for name in args.strategies.split(",") if name != "ewc"] + plans
-        retain_args = argparse.Namespace(
-            **{
-                **vars(args),
-                "ewc_lambda": args.retain_ewc_lambda
-                if args.retain_ewc_lambda == "auto"
-                else float(args.retain_ewc_lambda),
-                "base_epochs": max(1, args.base_epochs),  # read only by a text.py that still trains its base task
-            }
-        )
+        retain_args = argparse.Namespace(**{**vars(args), "ewc_lambda": args.retain_ewc_lambda})
         retain_strategies = [s for s in args.retain.split(",") if s]
         for index, (name, ewc_lambda) in enumerate(plans):
             entry = run(directory, name, ewc_lambda, parts, topics, args)
@@ -181,7 +173,6 @@ def main() -> None:
                     entry = retain_run(
                         directory, parts, base_topics, topics[len(base_topics) :], strategy_name, "all", retain_args
                     )
-                    entry.pop("learner", None)
                     entry["loadavg_after"] = os.getloadavg()
                     console.print(f"retain {strategy_name}: all-topic {entry['all_topic_accuracy']}")
                     results["retain_runs"].append(entry)
