@@ -148,6 +148,9 @@ def _run_rank(rank_: int, fn: Callable, world: int, device: str, port: int, args
     init(rank_, world, device, "127.0.0.1", port)
     try:
         fn(rank_, world, device_of_rank(device, rank_), *args)
+        # No rank tears its connections down while a peer still uses them: without this
+        # barrier a rank that finishes first can abort at exit (gloo, SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
