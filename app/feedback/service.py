@@ -45,7 +45,7 @@ from app.feedback.schemas import (
     VersionAccuracy,
 )
 from app.learning import as_samples
-from app.learning.text_source import TEXT_INPUT_SHAPE
+from app.learning.text_source import takes_text
 from app.registry.service import get_model_by_name
 from app.tasks.service import check_modality, modality
 
@@ -93,7 +93,7 @@ def log_policy(out: FeedbackPolicyOut, model_id: int) -> LogPolicy:
 
 
 def is_text_model(model: Model) -> bool:
-    return tuple(model.input_shape or ()) == TEXT_INPUT_SHAPE
+    return takes_text(model.input_shape)
 
 
 def model_id_of(session: Session, name: str) -> int:
@@ -396,7 +396,7 @@ def feedback_from_file(settings, model: str, filename: str, data: bytes, input_s
             max_array_bytes=settings.decoded_bytes_limit,
             max_text_chars=settings.max_text_chars,
         ),
-        None if tuple(input_shape or ()) == TEXT_INPUT_SHAPE else tuple(input_shape),
+        None if takes_text(input_shape) else tuple(input_shape),
     )
     check_modality(model, input_shape or (), sample_shape_of(upload.samples.x))
     samples = upload.samples if upload.test is None else concatenated(upload.samples, upload.test)

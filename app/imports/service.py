@@ -36,7 +36,7 @@ from app.jobs.queue import enqueue
 from app.jobs.status import JobStatus
 from app.learning.imported import ImportPlan, TextImportPlan, is_text_directory, plan_import, plan_text_import
 from app.learning.sources import ImportRefused, architectures
-from app.learning.text_source import TEXT_INPUT_SHAPE
+from app.learning.text_source import takes_text
 from app.tasks.schemas import TaskOut
 from app.tasks.service import dataset_row, parse_limits, task_out
 
@@ -89,7 +89,7 @@ def check_text_base(plan: TextImportPlan, base: ParsedDataset | None) -> None:
     """A text model's base data: texts, with labels among the head's (what the model already knows)."""
     if base is None:
         return
-    if tuple(base.input_shape) != TEXT_INPUT_SHAPE:
+    if not takes_text(base.input_shape):
         raise InvalidInput(
             f"base_data has samples of shape {list(base.input_shape)}; a text model's base data is texts "
             "(a .csv with text,label columns, .jsonl or Parquet)"
@@ -130,7 +130,7 @@ def empty_dataset(input_shape, labels: list) -> ParsedDataset:
     """The import task's dataset when no base data came: no samples, the model's shape and labels."""
 
     def empty() -> Split:  # one per split: stored tensors may not share memory
-        none = TextSamples.of([]) if tuple(input_shape) == TEXT_INPUT_SHAPE else np.zeros((0, *input_shape), np.float32)
+        none = TextSamples.of([]) if takes_text(input_shape) else np.zeros((0, *input_shape), np.float32)
         return Split(none, np.zeros(0, dtype=np.int64))
 
     return ParsedDataset(

@@ -39,6 +39,13 @@ from app.learning.models import widened_linear
 
 TEXT_ARCHITECTURE = "hf_text"
 TEXT_INPUT_SHAPE = ("text",)
+
+
+def takes_text(input_shape) -> bool:
+    """Whether a model's or dataset's ``input_shape`` (a tuple, list or None) is text's."""
+    return tuple(input_shape or ()) == TEXT_INPUT_SHAPE
+
+
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_LORA_RANK = 8
 TEXT_TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 1e-4}  # a task's lr overrides it (small models like more)

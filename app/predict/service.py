@@ -26,7 +26,7 @@ from app.errors import InvalidInput, PayloadTooLarge
 from app.feedback.prediction_log import PredictionLog, log_rate
 from app.learning import ContinualLearner, Prediction, as_samples
 from app.learning.data import Label
-from app.learning.text_source import TEXT_INPUT_SHAPE
+from app.learning.text_source import takes_text
 from app.predict import oip
 from app.predict.batching import DynamicBatcher
 from app.predict.cache import LearnerCache, version_key
@@ -42,7 +42,7 @@ def model_input(model: Model) -> dict:
     (UINT8) for an imported model that scales its inputs by 1/255, so that a client sends 0..255 and
     not the [0, 1] floats torchvision users are used to (which would be scaled a second time); else N
     samples of FP32. Every numeric datatype is accepted either way."""
-    if tuple(model.input_shape) == TEXT_INPUT_SHAPE:
+    if takes_text(model.input_shape):
         return {"name": "input-0", "datatype": "BYTES", "shape": [-1]}
     scale = ((model.options or {}).get("import") or {}).get("input_scale")
     datatype = "UINT8" if isinstance(scale, float) and math.isclose(scale, 1 / 255) else "FP32"
@@ -106,7 +106,7 @@ def checked_samples(model: ServedModel, inputs, max_samples: int, max_text_chars
     count = len(inputs)
     if count > max_samples:
         raise PayloadTooLarge(f"at most {max_samples} samples per request (max_predict_samples); got {count}")
-    if tuple(model.input_shape) == TEXT_INPUT_SHAPE:
+    if takes_text(model.input_shape):
         return checked_texts(model.name, inputs, max_text_chars)
     if count and any(isinstance(sample, str) for sample in inputs):
         raise InvalidInput(

@@ -31,7 +31,7 @@ from app.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from app.jobs.queue import UNFINISHED, enqueue
 from app.jobs.status import JobStatus
 from app.learning import ContinualLearner, strategy_class, strategy_names
-from app.learning.text_source import TEXT_INPUT_SHAPE
+from app.learning.text_source import takes_text
 from app.registry.service import serving_number, set_serving_version
 from app.settings import Settings
 from app.storage.artifacts import ArtifactRef
@@ -241,10 +241,9 @@ def model_for_task(
 
 def modality(input_shape) -> str:
     """What a model or dataset takes, in words: text, images or numeric vectors."""
-    shape = tuple(input_shape)
-    if shape == TEXT_INPUT_SHAPE:
+    if takes_text(input_shape):
         return "text"
-    return "images" if len(shape) == 3 else "numeric vectors"
+    return "images" if len(tuple(input_shape)) == 3 else "numeric vectors"
 
 
 def check_modality(model_name: str, model_shape, data_shape) -> None:
@@ -261,7 +260,7 @@ def check_modality(model_name: str, model_shape, data_shape) -> None:
 
 def check_new_model(request: TaskRequest, parsed: ParsedDataset) -> None:
     """The first task fixes the model: its architecture must build for these inputs."""
-    if tuple(parsed.input_shape) == TEXT_INPUT_SHAPE:
+    if takes_text(parsed.input_shape):
         raise InvalidInput(
             f"a new {new_model_architecture(request)} model takes images or numeric vectors; this file holds "
             "text: import a Hugging Face sequence classifier (source hf) to learn from text"
