@@ -13,8 +13,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +91,39 @@ def class_balanced_weights(new_targets: torch.Tensor, replayed_targets: torch.Te
     return weights
 
 
+class TrainingRandomness:
+    """The random stream of one training run's forward passes (dropout), seeded by the run's seed.
+
+    Dropout draws from torch's global generator, whose state depends on whatever ran before in the
+    process, so the same task on the same weights would train differently from one process to the
+    next. A trainer swaps its own stream in while it trains (``torch.random.fork_rng``) and keeps
+    where it got to, so a run is reproducible, resuming by steps draws what one run would, and the
+    global generator is left as it was."""
+
+    def __init__(self, seed: int, device: torch.device):
+        self.device = device
+        self.state = torch.Generator(device=device).manual_seed(seed).get_state()
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        on_cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if on_cuda else [], device_type="cuda"):
+            self._set(self.state)
+            try:
+                yield
+            finally:
+                self.state = self._get()
+
+    def _get(self) -> torch.Tensor:
+        return torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.get_rng_state()
+
+    def _set(self, state: torch.Tensor) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state, self.device)
+        else:
+            torch.set_rng_state(state)
+
+
 class Trainer:
     """Mini-batch training of ``parameters`` through ``forward`` on (x, y), resumable by steps.
 
@@ -119,6 +152,7 @@ class Trainer:
         self.replay_batch = replay_batch  # rehearsal: its samples fill half of every batch
         self.optimizer = make_optimizer(self.parameters, config)
         self.generator = torch.Generator().manual_seed(config.seed)
+        self._random = TrainingRandomness(config.seed, x.device)
         replaying = replay_batch is not None
         self.batch_size = config.new_batch_size(replaying)  # new-task samples per batch
         self.steps_per_epoch = config.steps_per_epoch(len(x), replaying)
@@ -156,6 +190,12 @@ class Trainer:
     ) -> float:
         """Train ``n_steps`` more steps (default: to the end); return the last batch loss."""
         end = self.total_steps if n_steps is None else min(self.total_steps, self.steps_done + n_steps)
+        with self._random.active():
+            self._run_until(end, on_step, should_stop)
+        self.check_finite()
+        return self.last_loss
+
+    def _run_until(self, end: int, on_step: StepCallback | None, should_stop: Callable[[], bool] | None) -> None:
         while self.steps_done < end:
             if should_stop is not None and should_stop():
                 raise TrainingStopped("training was asked to stop")
@@ -187,8 +227,6 @@ class Trainer:
                 raise TrainingDiverged(self.epoch, self.last_loss)
             if on_step is not None:
                 on_step(self.last_loss, len(xb))
-        self.check_finite()
-        return self.last_loss
 
     def check_finite(self) -> None:
         """A non-finite gradient with a finite loss turns the weights non-finite; the next step's loss

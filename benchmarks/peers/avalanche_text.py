@@ -13,7 +13,9 @@ from 2 outputs to 5.
 Reported per run, as benchmarks/text.py reports retain's: all-topic test accuracy after every update,
 the accuracy matrix, base topics kept, seconds per update (``strategy.train`` of the experience, its
 after-experience work included); and the all-topic validation accuracy at the end, by which
-Avalanche's best run is chosen. ``--retain`` strategies (default ewc_replay) are run by
+Avalanche's best strategy is chosen (its mean over seeds). Every run repeats once per seed of
+``--train-seeds`` (text.py's: batch order, replay draws, dropout; default three), and the summary
+gives the means. ``--retain`` strategies (default ewc_replay) are run by
 benchmarks/text.py's own ``run`` (trainable all) in the same process on the same pretrained model,
 so the seconds compare under the same machine load.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -73,10 +76,10 @@ def encode(tokenizer, texts, max_length: int) -> torch.Tensor:
     return torch.tensor(encoded["input_ids"])
 
 
-def run(directory: Path, name: str, ewc_lambda: float | None, parts, topics: list[str], args) -> dict:
+def run(directory: Path, name: str, ewc_lambda: float | None, parts, topics: list[str], args, seed: int) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)  # Avalanche's batch order, replay draws and dropout come from torch's generator
     tokenizer = AutoTokenizer.from_pretrained(directory)
     pretrained = AutoModelForSequenceClassification.from_pretrained(directory, use_safetensors=True)
     model = BertClassifier(pretrained, tokenizer.pad_token_id)
@@ -103,11 +106,13 @@ def run(directory: Path, name: str, ewc_lambda: float | None, parts, topics: lis
         matrix.append({k: accuracy(model, *data("test", tasks[k])) for k in seen})
         all_topic.append(accuracy(model, *data("test", [t for k in seen for t in tasks[k]])))
         console.print(
-            f"avalanche {name:>7} λ={ewc_lambda} after {key:>13}: all-topic {all_topic[-1]:.3f} ({seconds[-1]:.1f} s)"
+            f"avalanche {name:>7} λ={ewc_lambda} seed {seed} after {key:>13}: "
+            f"all-topic {all_topic[-1]:.3f} ({seconds[-1]:.1f} s)"
         )
     return {
         "strategy": name,
         "ewc_lambda": ewc_lambda,
+        "seed": seed,
         "base_at_import": at_import,
         "all_topic_accuracy": all_topic,
         "all_topic_validation_final": accuracy(model, *data("validation", topics)),
@@ -116,6 +121,29 @@ def run(directory: Path, name: str, ewc_lambda: float | None, parts, topics: lis
         "base_kept": matrix[-1]["base"] / at_import if at_import else None,
         "head_outputs": model.classifier.classifier.out_features,
     }
+
+
+def grouped(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs by strategy (and λ), each list one run per seed."""
+    by_key: dict[str, list[dict]] = {}
+    for r in runs:
+        lam = r.get("ewc_lambda")  # Avalanche's EWC: one λ a run (retain's runs list theirs per update)
+        by_key.setdefault(r["strategy"] + (f" λ={lam:g}" if isinstance(lam, float) else ""), []).append(r)
+    return by_key
+
+
+def means(runs: list[dict]) -> dict:
+    """Means over seeds: accuracy after the last topic, base topics kept, seconds of the new topics' updates."""
+    mean = statistics.fmean
+    summary = {
+        "seeds": [r["seed"] for r in runs],
+        "final_all_topic_accuracy": mean(r["all_topic_accuracy"][-1] for r in runs),
+        "base_kept": mean(r["base_kept"] for r in runs),
+        "update_seconds_new_topics": mean(sum(r["seconds_per_update"][1:]) for r in runs),
+    }
+    if all("all_topic_validation_final" in r for r in runs):
+        summary["validation_final"] = mean(r["all_topic_validation_final"] for r in runs)
+    return summary
 
 
 def main() -> None:
@@ -163,23 +191,38 @@ def main() -> None:
         plans = [(name, None) for name in args.strategies.split(",") if name != "ewc"] + plans
         retain_args = argparse.Namespace(**{**vars(args), "ewc_lambda": args.retain_ewc_lambda})
         retain_strategies = [s for s in args.retain.split(",") if s]
-        for index, (name, ewc_lambda) in enumerate(plans):
-            entry = run(directory, name, ewc_lambda, parts, topics, args)
-            entry["loadavg_after"] = os.getloadavg()
-            results["runs"].append(entry)
-            save()
-            if index == max(0, len(plans) // 2 - 1):  # retain amid Avalanche's runs, under the same load
-                for strategy_name in retain_strategies:
-                    entry = retain_run(
-                        directory, parts, base_topics, topics[len(base_topics) :], strategy_name, "all", retain_args
-                    )
-                    entry["loadavg_after"] = os.getloadavg()
-                    console.print(f"retain {strategy_name}: all-topic {entry['all_topic_accuracy']}")
-                    results["retain_runs"].append(entry)
-                    save()
-    best = max(results["runs"], key=lambda r: r["all_topic_validation_final"])
+        for seed in args.train_seeds:
+            for index, (name, ewc_lambda) in enumerate(plans):
+                entry = run(directory, name, ewc_lambda, parts, topics, args, seed)
+                entry["loadavg_after"] = os.getloadavg()
+                results["runs"].append(entry)
+                save()
+                if index == max(0, len(plans) // 2 - 1):  # retain amid Avalanche's runs, under the same load
+                    for strategy_name in retain_strategies:
+                        entry = retain_run(
+                            directory,
+                            parts,
+                            base_topics,
+                            topics[len(base_topics) :],
+                            strategy_name,
+                            "all",
+                            retain_args,
+                            seed,
+                        )
+                        entry["loadavg_after"] = os.getloadavg()
+                        console.print(f"retain {strategy_name} seed {seed}: all-topic {entry['all_topic_accuracy']}")
+                        results["retain_runs"].append(entry)
+                        save()
+    results["summary"] = {
+        **{f"avalanche {key}": means(runs) for key, runs in grouped(results["runs"]).items()},
+        **{f"retain {key}": means(runs) for key, runs in grouped(results["retain_runs"]).items()},
+    }
+    best = max(grouped(results["runs"]).values(), key=lambda runs: means(runs)["validation_final"])
     results["avalanche_best"] = {
-        k: best[k] for k in ("strategy", "ewc_lambda", "all_topic_accuracy", "seconds_per_update", "base_kept")
+        "strategy": best[0]["strategy"],
+        "ewc_lambda": best[0]["ewc_lambda"],
+        **{k: [r[k] for r in best] for k in ("seed", "all_topic_accuracy", "seconds_per_update", "base_kept")},
+        **means(best),
     }
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     save()

@@ -1,3 +1,5 @@
+import copy
+
 import torch
 
 from app.learning.config import TrainConfig
@@ -29,3 +31,26 @@ def test_training_lowers_the_loss():
     first = trainer.run(1)
     last = trainer.run()
     assert last < first
+
+
+def test_training_draws_its_own_dropout_stream_so_a_run_is_reproducible_in_any_process_state():
+    """Dropout draws from the trainer's seeded stream, not from what ran before in the process, and
+    the process's generator is left as it was."""
+    x, y = torch.randn(96, 6), torch.randint(0, 3, (96,))
+    config = TrainConfig(epochs=2, min_steps=0, batch_size=16, seed=3)
+    torch.manual_seed(0)
+    start = torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(32, 3))
+    trained = []
+    for global_seed in (1, 2):
+        model = copy.deepcopy(start)
+        torch.manual_seed(global_seed)  # a different history of the process
+        before = torch.get_rng_state()
+        Trainer(model, list(model.parameters()), x, y, config).run()
+        assert torch.equal(torch.get_rng_state(), before)
+        trained.append(model)
+    assert all(torch.equal(p, q) for p, q in zip(trained[0].parameters(), trained[1].parameters(), strict=True))
+    other_seed = copy.deepcopy(start)
+    Trainer(
+        other_seed, list(other_seed.parameters()), x, y, TrainConfig(epochs=2, min_steps=0, batch_size=16, seed=4)
+    ).run()
+    assert not all(torch.equal(p, q) for p, q in zip(trained[0].parameters(), other_seed.parameters(), strict=True))
