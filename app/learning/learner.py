@@ -449,7 +449,10 @@ class ContinualLearner:
     ) -> tuple[int, torch.Tensor, torch.Tensor]:
         """Step 1: the strategy makes room for the task; returns the parameters added and what to train on."""
         task_labels = unique_in_order(labels)
-        parameters_added = method.prepare(self, task_key, task_labels)
+        known = len(self.labels) + sum(label not in self.labels for label in task_labels)
+        with torch.random.fork_rng(devices=[]):  # what a strategy adds (head rows, a task's modules) is
+            torch.manual_seed(self.seed + known)  # drawn alike whatever ran before in the process
+            parameters_added = method.prepare(self, task_key, task_labels)
         self.task_labels[task_key] = task_labels
         return (parameters_added, *method.training_set(self, task_key, x, labels))
 

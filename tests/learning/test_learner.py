@@ -183,3 +183,25 @@ def test_ccll_task_logits_are_bit_identical_after_learning_two_later_tasks(mnist
     assert learner.predict(test0.x, task_key=first, top_k=2) == predictions
     assert learner.evaluate(test0, task_key=first).accuracy == accuracy > 0.5
     assert learner.task_keys == list(tasks)
+
+
+@pytest.mark.parametrize(
+    "family, architecture", [("ewc", "mlp"), ("ccll", "cnn")], ids=["ewc-grows-its-head", "ccll-adds-a-classifier"]
+)
+def test_what_a_new_task_adds_is_drawn_alike_whatever_ran_before_in_the_process(mnist_5k, family, architecture):
+    """A second task's new head rows (EWC) or new classifier (CCLL) come from the model's seed, not
+    from torch's global generator: two learners whose processes drew differently end identical."""
+    (first, (train0, _)), (second, (train1, _)), _ = _digit_tasks(mnist_5k).items()
+    config = TrainConfig(optimizer="adam", lr=1e-3, epochs=1, batch_size=32, device="cpu")
+    options = {"channels": [4, 8]} if architecture == "cnn" else {"hidden": [16]}
+    learners = []
+    for global_seed in (1, 2):
+        learner = ContinualLearner.create(
+            architecture, (1, 28, 28), family=family, input_scale=1 / 255, architecture_options=options
+        )
+        learner.learn_task(first, train0, train_config=config)
+        torch.manual_seed(global_seed)  # a different history of the process before the second task
+        learner.learn_task(second, train1, train_config=config)
+        learners.append(learner.network.state_dict())
+    assert learners[0].keys() == learners[1].keys()
+    assert all(torch.equal(learners[0][name], learners[1][name]) for name in learners[0])

@@ -63,9 +63,7 @@ class EWC(Strategy):
         if learner.network is None:
             learner.build_network(n_classes=len(learner.labels))
         else:
-            with torch.random.fork_rng(devices=[]):  # new rows drawn alike whatever ran before in the process
-                torch.manual_seed(learner.seed + len(learner.labels))
-                grow_head(learner.network, len(learner.labels))
+            grow_head(learner.network, len(learner.labels))
             learner.consolidation.match_shapes(learner.network)
         return _count(learner.network) - before
 
