@@ -45,6 +45,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -367,21 +368,24 @@ def mean_and_sd(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def summary(payload: dict) -> dict:
-    """Per strategy/trainable, over the seeds that ran: the all-topic accuracy after the last topic,
-    the base topics kept, and the seconds of the new topics' updates (mean and sd)."""
-    by_method: dict = {}
-    for r in payload["runs"]:
-        by_method.setdefault(f"{r['strategy']}/{r['trainable']}", []).append(r)
-    return {
-        method: {
-            "seeds": [r["seed"] for r in runs],
-            "final_all_topic_accuracy": mean_and_sd([r["all_topic_accuracy"][-1] for r in runs]),
-            "base_kept": mean_and_sd([r["base_kept"] for r in runs]),
-            "update_seconds_new_topics": mean_and_sd([r["update_seconds_new_topics"] for r in runs]),
+def summary(runs: list[dict], method: Callable[[dict], str] = lambda r: f"{r['strategy']}/{r['trainable']}") -> dict:
+    """Per method (default strategy/trainable; the Avalanche peer passes its own), over the seeds that
+    ran: the all-topic accuracy after the last topic, the base topics kept, the seconds of the new
+    topics' updates, and the all-topic validation accuracy at the end where runs report it (mean and sd)."""
+    by_method: dict[str, list[dict]] = {}
+    for r in runs:
+        by_method.setdefault(method(r), []).append(r)
+    measured = {}
+    for name, seeded in by_method.items():
+        measured[name] = {
+            "seeds": [r["seed"] for r in seeded],
+            "final_all_topic_accuracy": mean_and_sd([r["all_topic_accuracy"][-1] for r in seeded]),
+            "base_kept": mean_and_sd([r["base_kept"] for r in seeded]),
+            "update_seconds_new_topics": mean_and_sd([sum(r["seconds_per_update"][1:]) for r in seeded]),
         }
-        for method, runs in by_method.items()
-    }
+        if all("all_topic_validation_final" in r for r in seeded):
+            measured[name]["validation_final"] = mean_and_sd([r["all_topic_validation_final"] for r in seeded])
+    return measured
 
 
 def targets(payload: dict) -> dict:
@@ -537,7 +541,7 @@ def main() -> None:
     joint_runs: list[dict] = []
 
     def save() -> None:  # after every run: a long benchmark leaves what it measured
-        payload["summary"] = summary(payload)
+        payload["summary"] = summary(payload["runs"])
         payload["methods"] = {
             method: {"avg_acc": measured["final_all_topic_accuracy"]["mean"]}
             for method, measured in payload["summary"].items()

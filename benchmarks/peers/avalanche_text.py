@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -50,7 +49,7 @@ from avalanche_common import (
     timed_train,
 )
 from common import console
-from text import RESULTS, add_setup_arguments, ewc_lambda_value, pretrained_model, read_bbc, split
+from text import RESULTS, add_setup_arguments, ewc_lambda_value, pretrained_model, read_bbc, split, summary
 from text import run as retain_run
 
 
@@ -123,27 +122,25 @@ def run(directory: Path, name: str, ewc_lambda: float | None, parts, topics: lis
     }
 
 
-def grouped(runs: list[dict]) -> dict[str, list[dict]]:
-    """Runs by strategy (and λ), each list one run per seed."""
-    by_key: dict[str, list[dict]] = {}
-    for r in runs:
-        lam = r.get("ewc_lambda")  # Avalanche's EWC: one λ a run (retain's runs list theirs per update)
-        by_key.setdefault(r["strategy"] + (f" λ={lam:g}" if isinstance(lam, float) else ""), []).append(r)
-    return by_key
+def avalanche_method(run: dict) -> str:
+    """Avalanche's runs by strategy, and λ for EWC (one run a λ)."""
+    lam = run["ewc_lambda"]
+    return run["strategy"] + (f" λ={lam:g}" if lam is not None else "")
 
 
-def means(runs: list[dict]) -> dict:
-    """Means over seeds: accuracy after the last topic, base topics kept, seconds of the new topics' updates."""
-    mean = statistics.fmean
-    summary = {
-        "seeds": [r["seed"] for r in runs],
-        "final_all_topic_accuracy": mean(r["all_topic_accuracy"][-1] for r in runs),
-        "base_kept": mean(r["base_kept"] for r in runs),
-        "update_seconds_new_topics": mean(sum(r["seconds_per_update"][1:]) for r in runs),
+def summaries(results: dict) -> dict:
+    """text.py's ``summary`` of each side's runs (means over seeds), and Avalanche's best strategy by
+    its mean validation accuracy at the end."""
+    avalanche = summary(results["runs"], avalanche_method)
+    best = max(avalanche, key=lambda name: avalanche[name]["validation_final"]["mean"])
+    retain = summary(results["retain_runs"], lambda r: r["strategy"])
+    return {
+        "summary": {
+            **{f"avalanche {k}": v for k, v in avalanche.items()},
+            **{f"retain {k}": v for k, v in retain.items()},
+        },
+        "avalanche_best": {"method": best, **avalanche[best]},
     }
-    if all("all_topic_validation_final" in r for r in runs):
-        summary["validation_final"] = mean(r["all_topic_validation_final"] for r in runs)
-    return summary
 
 
 def main() -> None:
@@ -213,17 +210,7 @@ def main() -> None:
                         console.print(f"retain {strategy_name} seed {seed}: all-topic {entry['all_topic_accuracy']}")
                         results["retain_runs"].append(entry)
                         save()
-    results["summary"] = {
-        **{f"avalanche {key}": means(runs) for key, runs in grouped(results["runs"]).items()},
-        **{f"retain {key}": means(runs) for key, runs in grouped(results["retain_runs"]).items()},
-    }
-    best = max(grouped(results["runs"]).values(), key=lambda runs: means(runs)["validation_final"])
-    results["avalanche_best"] = {
-        "strategy": best[0]["strategy"],
-        "ewc_lambda": best[0]["ewc_lambda"],
-        **{k: [r[k] for r in best] for k in ("seed", "all_topic_accuracy", "seconds_per_update", "base_kept")},
-        **means(best),
-    }
+    results.update(summaries(results))
     results["machine"]["loadavg_at_end"] = os.getloadavg()
     save()
 
