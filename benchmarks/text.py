@@ -240,6 +240,8 @@ def joint(directory: Path, parts, topics, args, seed: int) -> dict:
     """The bound: the same import (trainable all) trained once on all five topics (``--joint-epochs``:
     one update sees each sample as often as the sequential runs see a topic's, a bound needs more)."""
     learner = imported(directory, {"max_length": args.max_length, "trainable": "all"}, args, seed)
+    base_test = joined([parts["test"][t] for t in args.base_topics.split(",")])
+    at_import = accuracy_on(learner, base_test)
     started = time.perf_counter()
     train = joined([parts["train"][t] for t in topics])
     config = train_config(args, seed)
@@ -252,6 +254,7 @@ def joint(directory: Path, parts, topics, args, seed: int) -> dict:
         "seed": seed,
         "all_topic_accuracy": accuracy,
         "per_topic": {t: accuracy_on(learner, parts["test"][t]) for t in topics},
+        "base_kept": accuracy_on(learner, base_test) / at_import,
         "seconds": seconds,
     }
 
@@ -549,6 +552,7 @@ def main() -> None:
         if joint_runs:
             payload["joint"] = {
                 "all_topic_accuracy": mean_and_sd([r["all_topic_accuracy"] for r in joint_runs]),
+                "base_kept": mean_and_sd([r["base_kept"] for r in joint_runs]),
                 "seconds": mean_and_sd([r["seconds"] for r in joint_runs]),
                 "runs": joint_runs,
             }

@@ -16,10 +16,10 @@ config travel in the version's metadata (plain JSON strings): a stored version n
 ``trainable`` says what an update trains: ``all``; ``head`` (the classification head);
 ``last:N`` (the last N encoder layers, what follows them, and the head); ``lora`` (LoRA adapters of
 rank ``lora_rank`` from peft on every linear projection of the encoder layers, attention and
-feed-forward, plus the head). Frozen parameters have no Fisher and no anchor, so they cost no
-consolidation bytes. LoRA adapters stay separate while the model learns (the consolidation payload
-carries them, so EWC sees one fixed parametrisation across updates); served weights are merged,
-so serving runs the plain architecture.
+feed-forward, plus what follows the layers and the head, as for ``last:N``). Frozen parameters have
+no Fisher and no anchor, so they cost no consolidation bytes. LoRA adapters stay separate while
+the model learns (the consolidation payload carries them, so EWC sees one fixed parametrisation
+across updates); served weights are merged, so serving runs the plain architecture.
 """
 
 from __future__ import annotations
@@ -288,14 +288,19 @@ class TextClassifier(nn.Module):
                 raise ValueError(f"trainable last:{last_layers} asks for more layers than the model's {len(layers)}")
             for layer in layers[len(layers) - last_layers :]:
                 layer.requires_grad_(True)
-            after = False
-            for child in self.model.base_model.children():  # what follows the layers (a pooler) trains too
-                if after:
-                    child.requires_grad_(True)
-                elif any(m is layers for m in child.modules()):
-                    after = True
+            self._after_layers().requires_grad_(True)
         elif mode == "lora" and lora_rank is not None:
             self.add_adapters(lora_rank)
+
+    def _after_layers(self) -> nn.ModuleList:
+        """What follows the encoder layers in the base model (BERT's pooler), as one module list."""
+        layers, after, following = self._layers(), False, []
+        for child in self.model.base_model.children():
+            if after:
+                following.append(child)
+            elif any(m is layers for m in child.modules()):
+                after = True
+        return nn.ModuleList(following)
 
     def adapter_targets(self) -> list[str]:
         """Every linear projection inside the encoder layers (attention and feed-forward)."""
@@ -315,6 +320,9 @@ class TextClassifier(nn.Module):
         for name, p in self.model.named_parameters():  # peft leaves only the adapters trainable: the head trains too
             if "lora_" in name or not name.startswith(prefix):
                 p.requires_grad_(True)
+        # and what follows the layers (BERT's pooler), as for last:N: a pooler fitted to the base classes
+        # alone, frozen, holds new classes back (docs/text.md, "Benchmark")
+        self._after_layers().requires_grad_(True)
 
     def _lora_layers(self) -> dict[str, Any]:
         from peft.tuners.lora import LoraLayer

@@ -88,8 +88,11 @@ def test_trainable_modes_train_only_their_parameters(tiny_text_model, trainable)
         assert changed == head
     if trainable == "last:1":
         assert any(".layer.1." in name for name in changed) and not any(".layer.0." in name for name in changed)
+    if trainable in ("last:1", "lora"):  # what follows the layers (BERT's pooler) learns too
+        assert {name for name in before if ".pooler." in name} <= changed
     if trainable == "lora":
-        assert changed - head and all("lora_" in name for name in changed - head)
+        adapted = changed - head - {name for name in before if ".pooler." in name}
+        assert adapted and all("lora_" in name for name in adapted)
         assert head <= changed  # the head learns with the adapters
     fisher = model.consolidation.entries["1"]["fisher"]
     assert set(fisher) == {name for name, p in model.network.named_parameters() if p.requires_grad}
