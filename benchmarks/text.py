@@ -341,6 +341,39 @@ def latency(directory: Path, args) -> dict:
     }
 
 
+def step_seconds(directory: Path, data: TaskData, args) -> dict:
+    """Seconds of one training step, ``trainable`` all against lora, on ``directory``'s model: the update's
+    training steps alone (``UpdateResult.train_seconds``), ``--step-count`` steps of ``data`` at
+    ``--batch-size``, the second of two updates (the first warms up), one torch thread. No rehearsal and a
+    one-sample Fisher: what LoRA changes is the step, and the rest of an update would only add time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    n = min(args.step_count * args.batch_size, len(data.x))
+    steps = -(-n // args.batch_size)  # one epoch
+    config = TrainConfig(**{**train_config(args, args.seed).as_dict(), "epochs": 1})
+    settings = argparse.Namespace(**{**vars(args), "fisher_samples": 1})
+    per_step = {}
+    try:
+        for trainable in ("all", "lora"):
+            options = {"max_length": args.max_length, "trainable": trainable, "lora_rank": args.lora_rank}
+            learner = imported(directory, options, settings, args.seed)
+            for key in ("warm-up", "measured"):
+                update = learner.learn_task(
+                    key, TaskData(data.x[:n], [key] * n), strategy="finetune", train_config=config
+                )
+            per_step[trainable] = update.train_seconds / steps
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "steps": steps,
+        "batch_size": args.batch_size,
+        "torch_threads": 1,
+        "seconds_per_step": per_step,
+        "lora_over_all": per_step["lora"] / per_step["all"],
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
 def resized(directory: Path, into: Path, size: str) -> Path:
     """The pretrained model's tokenizer and config at another size (``WIDTHxLAYERS``), random weights:
     a forward's latency depends on the shapes, not the values, so this measures serving a model of a
@@ -420,6 +453,10 @@ def targets(payload: dict) -> dict:
     if payload.get("predict_latency_batch1"):
         found["/predict <= 1.3x a plain transformers forward"] = (
             payload["predict_latency_batch1"]["service_over_transformers"] <= 1.3
+        )
+    for size, measured in payload.get("train_step_seconds_other_sizes", {}).items():
+        found[f"lora <= 0.5x the seconds of all (a training step, random weights, {size})"] = (
+            measured["lora_over_all"] <= 0.5
         )
     for size, measured in payload.get("predict_latency_batch1_other_sizes", {}).items():
         found[f"/predict <= 1.3x a plain transformers forward (random weights, {size})"] = (
@@ -523,6 +560,13 @@ def main() -> None:
         help="more model sizes (WIDTHxLAYERS, comma-separated; random weights) whose /predict latency is "
         "measured as the benchmark model's: 768x12 is BERT-base's",
     )
+    parser.add_argument(
+        "--step-sizes",
+        default="768x12",
+        help="model sizes (WIDTHxLAYERS, comma-separated; random weights; '' for none) whose training step is "
+        "timed under trainable all and lora: LoRA's saving depends on the model's size",
+    )
+    parser.add_argument("--step-count", type=int, default=3, help="training steps timed per size and mode")
     parser.add_argument("--out", type=Path, default=RESULTS / "bbc.json")
     args = parser.parse_args()
 
@@ -572,6 +616,14 @@ def main() -> None:
                 with tempfile.TemporaryDirectory(prefix="retain-bbc-bert-size-") as other:
                     measured = latency(resized(directory, Path(other), size), args)
                 payload["predict_latency_batch1_other_sizes"][size] = measured
+                console.print({size: measured})
+            save()
+        if args.step_sizes:
+            payload["train_step_seconds_other_sizes"] = {}
+            for size in args.step_sizes.split(","):
+                with tempfile.TemporaryDirectory(prefix="retain-bbc-bert-size-") as other:
+                    measured = step_seconds(resized(directory, Path(other), size), parts["train"][new_topics[0]], args)
+                payload["train_step_seconds_other_sizes"][size] = measured
                 console.print({size: measured})
             save()
         for seed in args.train_seeds if not args.skip_joint else []:

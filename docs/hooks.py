@@ -114,7 +114,7 @@ def benchmark_results() -> str:
             log.info("benchmarks/results/%s: no headline table for this layout (%s)", path.name, error)
             body = scalars(result)
         sections.append(f"### `{path.name}`\n\n{provenance(result)}\n\n{body}")
-    folders = sorted(folder for folder in RESULTS.iterdir() if folder.is_dir())
+    folders = sorted(folder for folder in RESULTS.rglob("*") if folder.is_dir())  # nested ones too
     for folder in folders:
         sections.append(folder_table(folder))
     return "\n\n".join(sections)
@@ -249,8 +249,9 @@ def scalars(result: dict) -> str:
 
 
 def folder_table(folder: Path) -> str:
+    where = folder.relative_to(RESULTS)
     rows = [
-        f"### `{folder.name}/`",
+        f"### `{where}/`",
         "",
         "| file | command | average accuracy by method |",
         "|---|---|---|",
@@ -259,14 +260,14 @@ def folder_table(folder: Path) -> str:
         try:
             result = json.loads(path.read_text())
         except ValueError as error:
-            log.warning("benchmarks/results/%s/%s is not JSON (%s)", folder.name, path.name, error)
+            log.warning("benchmarks/results/%s/%s is not JSON (%s)", where, path.name, error)
             continue
         try:
             methods = result.get("methods") or {}
             figures = ", ".join(f"{name} {fmt(m.get('avg_acc'))}" for name, m in methods.items()) or "–"
             command = f"`{result['command']}`" if result.get("command") else "–"
         except (AttributeError, TypeError, KeyError) as error:  # a new layout: named, not summarised
-            log.info("benchmarks/results/%s/%s: no summary for this layout (%s)", folder.name, path.name, error)
+            log.info("benchmarks/results/%s/%s: no summary for this layout (%s)", where, path.name, error)
             figures, command = "–", "–"
         rows.append(f"| `{path.name}` | {cell(command)} | {figures} |")
     return "\n".join(rows)

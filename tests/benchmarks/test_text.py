@@ -1,6 +1,7 @@
 """The text benchmark runs end to end at a tiny size: pretraining (masked language modelling, then the
-base topics), an import with base data, class-incremental updates, joint training, and the /predict
-latency through a real service, and reports every target it could judge."""
+base topics), an import with base data, class-incremental updates, joint training, the /predict
+latency through a real service and a training step's seconds under all and lora, and reports every
+target it could judge."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def test_tiny_run_reports_the_accuracy_table_latencies_and_targets(tmp_path):
     tiny += ["--epochs", "1", "--joint-epochs", "1", "--fisher-samples", "8", "--pretrained", str(pretrained)]
     command = [sys.executable, "benchmarks/text.py", "--data", str(BBC), *tiny, "--out", str(out)]
     quick = ["--strategies", "ewc_replay,finetune", "--latency-repeats", "3", "--latency-sizes", "64x1"]
-    quick += ["--train-seeds", "0"]
+    quick += ["--train-seeds", "0", "--step-sizes", "64x1", "--step-count", "1"]
     subprocess.run([*command, *quick], check=True, cwd=REPO, capture_output=True, timeout=600)
     result = json.loads(out.read_text())
     runs = {(r["strategy"], r["trainable"]): r for r in result["runs"]}
@@ -38,12 +39,17 @@ def test_tiny_run_reports_the_accuracy_table_latencies_and_targets(tmp_path):
     assert set(result["predict_latency_batch1_other_sizes"]) == {"64x1"}
     assert "ewc_replay within 5 points of joint" in result["targets"]
     assert "/predict <= 1.3x a plain transformers forward (random weights, 64x1)" in result["targets"]
+    steps = result["train_step_seconds_other_sizes"]["64x1"]["seconds_per_step"]
+    assert set(steps) == {"all", "lora"} and min(steps.values()) > 0
+    assert "lora <= 0.5x the seconds of all (a training step, random weights, 64x1)" in result["targets"]
+    joint = result["joint"]  # the bound for "base topics kept" too
+    assert joint["base_kept"]["mean"] == pytest.approx(sum(r["base_kept"] for r in joint["runs"]) / len(joint["runs"]))
 
     # a second run reuses the pretrained model (--pretrained): it does not pretrain again; two seeds
     # repeat the run, and the summary the targets judge is their mean
     subprocess.run(
         [*command, "--strategies", "finetune", "--trainable", "all", "--skip-latency", "--skip-joint"]
-        + ["--train-seeds", "0,1"],
+        + ["--train-seeds", "0,1", "--step-sizes", ""],
         check=True,
         cwd=REPO,
         capture_output=True,
