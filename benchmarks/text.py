@@ -45,7 +45,9 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -244,8 +246,7 @@ def joint(directory: Path, parts, topics, args, seed: int) -> dict:
     at_import = accuracy_on(learner, base_test)
     started = time.perf_counter()
     train = joined([parts["train"][t] for t in topics])
-    config = train_config(args, seed)
-    config = TrainConfig(**{**config.as_dict(), "epochs": args.joint_epochs or args.epochs})
+    config = replace(train_config(args, seed), epochs=args.joint_epochs or args.epochs)
     learner.learn_task("all", train, strategy="finetune", train_config=config)
     seconds = time.perf_counter() - started
     accuracy = accuracy_on(learner, joined([parts["test"][t] for t in topics]))
@@ -259,17 +260,27 @@ def joint(directory: Path, parts, topics, args, seed: int) -> dict:
     }
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread inside (a decorator too), the former count restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def p50_ms(samples: list[float]) -> float:
     return 1000 * statistics.median(samples)
 
 
+@one_torch_thread()  # the service runs with RETAIN_TORCH_THREADS=1: like for like
 def latency(directory: Path, args) -> dict:
     """One short text at batch 1, p50 over ``--latency-repeats`` interleaved rounds: a plain
     transformers forward (tokenize + forward), POST /predict through the service, the learner's predict."""
     from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the service runs with RETAIN_TORCH_THREADS=1: like for like
     model = AutoModelForSequenceClassification.from_pretrained(directory, use_safetensors=True, local_files_only=True)
     model.eval()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
@@ -285,47 +296,44 @@ def latency(directory: Path, args) -> dict:
 
     # RETAIN_MAX_UPLOAD_BYTES: a BERT-base-sized model's zip is over the default 200 MiB
     env = {"RETAIN_TORCH_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "RETAIN_MAX_UPLOAD_BYTES": str(1 << 30)}
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="retain-bbc-service-") as data_dir,
-            LocalServer(Path(data_dir), extra_env=env) as server,
-        ):
-            assert server.url is not None
-            fields = {"name": "bbc", "source": "hf", "options": json.dumps({"max_length": args.max_length})}
-            with RetainClient(server.url, api_key=server.api_key) as client:
-                task = client.import_model(directory, fields)  # save_pretrained's directory, zipped
-                job = client.follow_job(task["job_id"], timeout=600)
-                if job["status"] != "succeeded":
-                    raise SystemExit(f"the import job failed: {job}")
-            headers = {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
-            body = {"model": "bbc", "inputs": [SHORT_TEXT]}
-            with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+    with (
+        tempfile.TemporaryDirectory(prefix="retain-bbc-service-") as data_dir,
+        LocalServer(Path(data_dir), extra_env=env) as server,
+    ):
+        assert server.url is not None
+        fields = {"name": "bbc", "source": "hf", "options": json.dumps({"max_length": args.max_length})}
+        with RetainClient(server.url, api_key=server.api_key) as client:
+            task = client.import_model(directory, fields)  # save_pretrained's directory, zipped
+            job = client.follow_job(task["job_id"], timeout=600)
+            if job["status"] != "succeeded":
+                raise SystemExit(f"the import job failed: {job}")
+        headers = {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
+        body = {"model": "bbc", "inputs": [SHORT_TEXT]}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
 
-                def served():
-                    answer = http.post("/predict", json=body)
-                    answer.raise_for_status()
-                    return answer
+            def served():
+                answer = http.post("/predict", json=body)
+                answer.raise_for_status()
+                return answer
 
-                label = served().json()["predictions"][0]["label"]
-                expected = model.config.id2label[int(plain().argmax())]
-                if label != expected or in_process()[0].label != expected:
-                    raise SystemExit(f"the service answers {label!r}, the plain forward {expected!r}")
+            label = served().json()["predictions"][0]["label"]
+            expected = model.config.id2label[int(plain().argmax())]
+            if label != expected or in_process()[0].label != expected:
+                raise SystemExit(f"the service answers {label!r}, the plain forward {expected!r}")
 
-                def floor():  # the HTTP round trip alone: a route that does nothing
-                    return http.get("/livez").raise_for_status()
+            def floor():  # the HTTP round trip alone: a route that does nothing
+                return http.get("/livez").raise_for_status()
 
-                calls = {"transformers": plain, "service": served, "learner": in_process, "http_floor": floor}
-                samples: dict[str, list[float]] = {name: [] for name in calls}
-                for _ in range(20):  # warm-up
-                    for call in calls.values():
-                        call()
-                for _ in range(args.latency_repeats):
-                    for name, call in calls.items():
-                        started = time.perf_counter()
-                        call()
-                        samples[name].append(time.perf_counter() - started)
-    finally:
-        torch.set_num_threads(threads)
+            calls = {"transformers": plain, "service": served, "learner": in_process, "http_floor": floor}
+            samples: dict[str, list[float]] = {name: [] for name in calls}
+            for _ in range(20):  # warm-up
+                for call in calls.values():
+                    call()
+            for _ in range(args.latency_repeats):
+                for name, call in calls.items():
+                    started = time.perf_counter()
+                    call()
+                    samples[name].append(time.perf_counter() - started)
     p50 = {name: p50_ms(values) for name, values in samples.items()}
     return {
         "model": {"hidden_size": model.config.hidden_size, "layers": model.config.num_hidden_layers},
@@ -341,29 +349,25 @@ def latency(directory: Path, args) -> dict:
     }
 
 
+@one_torch_thread()
 def step_seconds(directory: Path, data: TaskData, args) -> dict:
     """Seconds of one training step, ``trainable`` all against lora, on ``directory``'s model: the update's
     training steps alone (``UpdateResult.train_seconds``), ``--step-count`` steps of ``data`` at
     ``--batch-size``, the second of two updates (the first warms up), one torch thread. No rehearsal and a
     one-sample Fisher: what LoRA changes is the step, and the rest of an update would only add time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     n = min(args.step_count * args.batch_size, len(data.x))
     steps = -(-n // args.batch_size)  # one epoch
-    config = TrainConfig(**{**train_config(args, args.seed).as_dict(), "epochs": 1})
+    config = replace(train_config(args, args.seed), epochs=1)
     settings = argparse.Namespace(**{**vars(args), "fisher_samples": 1})
     per_step = {}
-    try:
-        for trainable in ("all", "lora"):
-            options = {"max_length": args.max_length, "trainable": trainable, "lora_rank": args.lora_rank}
-            learner = imported(directory, options, settings, args.seed)
-            for key in ("warm-up", "measured"):
-                update = learner.learn_task(
-                    key, TaskData(data.x[:n], [key] * n), strategy="finetune", train_config=config
-                )
-            per_step[trainable] = update.train_seconds / steps
-    finally:
-        torch.set_num_threads(threads)
+    for trainable in ("all", "lora"):
+        options = {"max_length": args.max_length, "trainable": trainable, "lora_rank": args.lora_rank}
+        learner = imported(directory, options, settings, args.seed)
+        learner.learn_task("warm-up", TaskData(data.x[:n], ["warm-up"] * n), strategy="finetune", train_config=config)
+        measured = learner.learn_task(
+            "measured", TaskData(data.x[:n], ["measured"] * n), strategy="finetune", train_config=config
+        )
+        per_step[trainable] = measured.train_seconds / steps
     return {
         "steps": steps,
         "batch_size": args.batch_size,
