@@ -31,7 +31,6 @@ of more than one rank every function here is the identity, so single-process cod
 from __future__ import annotations
 
 import os
-import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -111,41 +110,26 @@ def device_of_rank(device: str, rank_: int) -> str:
     return f"cuda:{rank_}" if str(device).startswith("cuda") else "cpu"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def init(rank_: int, world: int, device: str, address: str, port: int, timeout_seconds: float = 120.0) -> None:
-    """Join the process group (a rank that is lost makes the others' collectives fail after
-    ``timeout_seconds``, so the update fails as a whole, never half)."""
+def join(device: str, rank_: int, world: int, timeout_seconds: float = 120.0, **rendezvous) -> None:
+    """Join the process group through ``rendezvous`` (``store=`` or ``init_method=``). A rank that is
+    lost makes the others' collectives fail after ``timeout_seconds``, so the update fails as a
+    whole, never half."""
     from datetime import timedelta
 
-    dist.init_process_group(
-        backend_for(device),
-        init_method=f"tcp://{address}:{port}",
-        rank=rank_,
-        world_size=world,
-        timeout=timedelta(seconds=timeout_seconds),
-    )
+    timeout = timedelta(seconds=timeout_seconds)
+    dist.init_process_group(backend_for(device), rank=rank_, world_size=world, timeout=timeout, **rendezvous)
     if str(device).startswith("cuda"):
         torch.cuda.set_device(device_of_rank(device, rank_))
 
 
 def init_from_env(device: str) -> None:
-    """Join the group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
-    init(
-        int(os.environ["RANK"]),
-        int(os.environ["WORLD_SIZE"]),
-        device,
-        os.environ["MASTER_ADDR"],
-        int(os.environ["MASTER_PORT"]),
-    )
+    """Join the group torchrun describes (RANK, WORLD_SIZE, and its agent's store at
+    MASTER_ADDR:MASTER_PORT)."""
+    join(device, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), init_method="env://")
 
 
 def _run_rank(rank_: int, fn: Callable, world: int, device: str, port: int, args: tuple) -> None:
-    init(rank_, world, device, "127.0.0.1", port)
+    join(device, rank_, world, store=dist.TCPStore("127.0.0.1", port, is_master=False))
     try:
         fn(rank_, world, device_of_rank(device, rank_), *args)
         # No rank tears its connections down while a peer still uses them: without this
@@ -158,5 +142,11 @@ def _run_rank(rank_: int, fn: Callable, world: int, device: str, port: int, args
 def spawn(fn: Callable, nproc: int, device: str, *args) -> None:
     """Run ``fn(rank, world_size, device, *args)`` in ``nproc`` new processes on this machine, in one
     group; raises if any rank fails or dies (``torch.multiprocessing.ProcessRaisedException`` /
-    ``ProcessExitedException``), after the others are stopped."""
-    mp.spawn(_run_rank, args=(fn, nproc, device, free_port(), args), nprocs=nproc, join=True)
+    ``ProcessExitedException``), after the others are stopped.
+
+    The rendezvous store is this launcher's, as torchrun's agent hosts it for its ranks: it listens
+    on a port the system picks (no window in which another process can take a port chosen
+    beforehand), and it outlives every rank, so no rank's exit takes down a server a peer still
+    talks to."""
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    mp.spawn(_run_rank, args=(fn, nproc, device, store.port, args), nprocs=nproc, join=True)
