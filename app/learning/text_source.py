@@ -158,18 +158,34 @@ class HuggingFaceTextSource:
             if not isinstance(text, str):
                 raise ValueError(f"inputs of a text model must be strings, got {type(text).__name__}")
         with self._tokenizing:
-            encoded = self._tokenize(texts, pad_to_max_length)
-        ids = encoded["input_ids"].to(torch.int64)
-        return ids.masked_fill(encoded["attention_mask"] == 0, PAD)
+            rows = self._token_ids(texts)
+        width = self.max_length if pad_to_max_length else max(len(row) for row in rows)
+        return torch.tensor([row + [PAD] * (width - len(row)) for row in rows], dtype=torch.int64)
 
-    def _tokenize(self, texts: list[str], pad_to_max_length: bool):
-        return self.tokenizer(
-            texts,
-            truncation=True,
-            max_length=self.max_length,
-            padding="max_length" if pad_to_max_length else "longest",
-            return_attention_mask=True,
-            return_tensors="pt",
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Every text's ids, truncated at ``max_length``. A long text is tokenized from its head alone
+        when the tokenizer allows it (``head_of``): truncation drops the rest anyway, and a tokenizer
+        reads all of a text before truncating. A head that gives fewer than ``max_length`` ids did not
+        reach the truncation point, and its text is tokenized whole."""
+        heads = [head_of(text, self.max_length) for text in texts] if self.tokenizes_heads else texts
+        rows = self.tokenizer(heads, truncation=True, max_length=self.max_length)["input_ids"]
+        short = [i for i, row in enumerate(rows) if heads[i] is not texts[i] and len(row) < self.max_length]
+        if short:
+            again = self.tokenizer([texts[i] for i in short], truncation=True, max_length=self.max_length)
+            for i, row in zip(short, again["input_ids"], strict=True):
+                rows[i] = row
+        return rows
+
+    @cached_property
+    def tokenizes_heads(self) -> bool:
+        """Whether a text's first ``max_length`` tokens are its head's: truncation keeps the start,
+        and the tokenizer splits at spaces before its model sees the words (``HEAD_SAFE_NORMALIZERS``,
+        ``HEAD_SAFE_PRE_TOKENIZERS``), so the words before a cut at a space tokenize as in the whole text."""
+        if self.tokenizer.truncation_side != "right":
+            return False
+        spec = json.loads(self.tokenizer_files["tokenizer.json"])
+        return _parts_allowed(spec.get("normalizer"), HEAD_SAFE_NORMALIZERS) and _splits_at_whitespace(
+            spec.get("pre_tokenizer")
         )
 
     # ----------------------------------------------------------------------- building
@@ -187,6 +203,64 @@ class HuggingFaceTextSource:
         network = TextClassifier(model, self.tokenizer.pad_token_id)
         network.set_trainable(self.mode, self.last_layers, self.lora_rank if adapters else None)
         return network
+
+
+HEAD_CHARS_PER_TOKEN = 8  # a head of this many characters a token mostly holds max_length tokens
+# Tokenizer parts under which the words before a cut at a space tokenize as in the whole text:
+# normalizers that map character by character, pre-tokenizers that split at whitespace or character classes.
+HEAD_SAFE_NORMALIZERS = {
+    "BertNormalizer",
+    "Lowercase",
+    "NFC",
+    "NFD",
+    "NFKC",
+    "NFKD",
+    "StripAccents",
+    "Strip",
+    "Prepend",
+}
+HEAD_SAFE_PRE_TOKENIZERS = {
+    "BertPreTokenizer",
+    "Whitespace",
+    "WhitespaceSplit",
+    "ByteLevel",
+    "Metaspace",
+    "Punctuation",
+}
+
+
+def head_of(text: str, max_length: int) -> str:
+    """The text before its first space after ``HEAD_CHARS_PER_TOKEN * max_length`` characters (a space:
+    the one character every tokenizer above splits at), or the text itself, the same object, when
+    nothing is cut."""
+    cut = text.find(" ", HEAD_CHARS_PER_TOKEN * max_length)
+    return text[:cut] if cut > 0 else text
+
+
+def _parts(spec: dict | None) -> list[dict]:
+    if spec is None:
+        return []
+    if spec.get("type") == "Sequence":
+        return [part for inner in spec.get("normalizers", spec.get("pretokenizers", [])) for part in _parts(inner)]
+    return [spec]
+
+
+def _parts_allowed(spec: dict | None, allowed: set[str]) -> bool:
+    return all(part.get("type") in allowed for part in _parts(spec))
+
+
+def _splits_at_whitespace(spec: dict | None) -> bool:
+    """Every part is one of ``HEAD_SAFE_PRE_TOKENIZERS``, and one of them splits at whitespace (ByteLevel
+    with its regex, Metaspace with ``split``)."""
+    parts = _parts(spec)
+
+    def splits(part: dict) -> bool:
+        kind = part.get("type")
+        return kind in ("BertPreTokenizer", "Whitespace", "WhitespaceSplit") or (
+            kind == "ByteLevel" and part.get("use_regex", True) or kind == "Metaspace" and part.get("split", True)
+        )
+
+    return _parts_allowed(spec, HEAD_SAFE_PRE_TOKENIZERS) and any(splits(part) for part in parts)
 
 
 def check_model_type(config: dict) -> None:
