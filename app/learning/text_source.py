@@ -180,12 +180,14 @@ class HuggingFaceTextSource:
     def tokenizes_heads(self) -> bool:
         """Whether a text's first ``max_length`` tokens are its head's: truncation keeps the start,
         and the tokenizer splits at spaces before its model sees the words (``HEAD_SAFE_NORMALIZERS``,
-        ``HEAD_SAFE_PRE_TOKENIZERS``), so the words before a cut at a space tokenize as in the whole text."""
-        if self.tokenizer.truncation_side != "right":
-            return False
+        ``HEAD_SAFE_PRE_TOKENIZERS``), so the words before a cut at a space tokenize as in the whole text;
+        and no added token holds a space (a cut could fall inside it)."""
         spec = json.loads(self.tokenizer_files["tokenizer.json"])
-        return _parts_allowed(spec.get("normalizer"), HEAD_SAFE_NORMALIZERS) and _splits_at_whitespace(
-            spec.get("pre_tokenizer")
+        return (
+            self.tokenizer.truncation_side == "right"
+            and all(" " not in token.get("content", "") for token in spec.get("added_tokens") or [])  # "New York"
+            and _parts_allowed(spec.get("normalizer"), HEAD_SAFE_NORMALIZERS)
+            and _splits_at_whitespace(spec.get("pre_tokenizer"))
         )
 
     # ----------------------------------------------------------------------- building

@@ -84,8 +84,16 @@ def test_ids_from_heads_equal_the_whole_texts_ids(tmp_path, tiny_text_model, sha
     assert torch.equal(source.encode(texts), whole_text_ids(source, texts))
 
 
-def test_a_tokenizer_that_truncates_on_the_left_reads_whole_texts(tmp_path, tiny_text_model):
-    source = source_of(tmp_path, tiny_text_model, "wordpiece", truncation_side="left")
+@pytest.mark.parametrize("unsafe", ["truncates on the left", "has an added token with a space"])
+def test_tokenizers_a_head_could_mislead_read_whole_texts(tmp_path, tiny_text_model, unsafe):
+    if unsafe == "truncates on the left":
+        source = source_of(tmp_path, tiny_text_model, "wordpiece", truncation_side="left")
+    else:
+        source = source_of(tmp_path, tiny_text_model, "wordpiece")
+        source.tokenizer.add_tokens(["goal match"])
+        source.tokenizer.save_pretrained(tmp_path / "added")
+        files = {path.name: path.read_text() for path in (tmp_path / "added").iterdir()}
+        source = HuggingFaceTextSource(source.config, files, {"max_length": MAX_LENGTH})
     assert not source.tokenizes_heads
     texts = crafted_texts()
     assert torch.equal(source.encode(texts), whole_text_ids(source, texts))
