@@ -378,6 +378,17 @@ def step_seconds(directory: Path, data: TaskData, args) -> dict:
     }
 
 
+def at_sizes(directory: Path, sizes: str, measure: Callable[[Path], dict]) -> dict:
+    """``measure`` of the model resized (``resized``) to every ``WIDTHxLAYERS`` of ``sizes`` (comma-separated),
+    each in a temporary directory: {size: figures}."""
+    measured = {}
+    for size in filter(None, sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix="retain-bbc-bert-size-") as other:
+            measured[size] = measure(resized(directory, Path(other), size))
+        console.print({size: measured[size]})
+    return measured
+
+
 def resized(directory: Path, into: Path, size: str) -> Path:
     """The pretrained model's tokenizer and config at another size (``WIDTHxLAYERS``), random weights:
     a forward's latency depends on the shapes, not the values, so this measures serving a model of a
@@ -615,20 +626,15 @@ def main() -> None:
         if not args.skip_latency:
             payload["predict_latency_batch1"] = latency(directory, args)
             console.print(payload["predict_latency_batch1"])
-            payload["predict_latency_batch1_other_sizes"] = {}
-            for size in filter(None, args.latency_sizes.split(",")):
-                with tempfile.TemporaryDirectory(prefix="retain-bbc-bert-size-") as other:
-                    measured = latency(resized(directory, Path(other), size), args)
-                payload["predict_latency_batch1_other_sizes"][size] = measured
-                console.print({size: measured})
+            payload["predict_latency_batch1_other_sizes"] = at_sizes(
+                directory, args.latency_sizes, lambda other: latency(other, args)
+            )
             save()
         if args.step_sizes:
-            payload["train_step_seconds_other_sizes"] = {}
-            for size in args.step_sizes.split(","):
-                with tempfile.TemporaryDirectory(prefix="retain-bbc-bert-size-") as other:
-                    measured = step_seconds(resized(directory, Path(other), size), parts["train"][new_topics[0]], args)
-                payload["train_step_seconds_other_sizes"][size] = measured
-                console.print({size: measured})
+            step_data = parts["train"][new_topics[0]]
+            payload["train_step_seconds_other_sizes"] = at_sizes(
+                directory, args.step_sizes, lambda other: step_seconds(other, step_data, args)
+            )
             save()
         for seed in args.train_seeds if not args.skip_joint else []:
             joint_runs.append(joint(directory, parts, base_topics + new_topics, args, seed))

@@ -11,8 +11,9 @@ import json
 import pytest
 import torch
 from tiny_text_model import topic_texts
+from tokenizing import whole_text_ids  # benchmarks/: the tokenizer on whole texts, padded by it
 
-from app.learning.text_source import PAD, HuggingFaceTextSource
+from app.learning.text_source import HuggingFaceTextSource
 
 MAX_LENGTH = 16
 
@@ -67,11 +68,6 @@ def source_of(tmp_path, tiny_text_model, kind: str, truncation_side: str = "righ
         settings = json.loads(files["tokenizer_config.json"])
         files["tokenizer_config.json"] = json.dumps({**settings, "truncation_side": truncation_side})
     return HuggingFaceTextSource(config, files, {"max_length": MAX_LENGTH})
-
-
-def whole_text_ids(source: HuggingFaceTextSource, texts: list[str]) -> torch.Tensor:
-    rows = source.tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]
-    return torch.tensor([row + [PAD] * (MAX_LENGTH - len(row)) for row in rows])
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "bytelevel", "unigram"])
