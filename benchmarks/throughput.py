@@ -140,7 +140,7 @@ def fisher_speeds(arch: str, x: torch.Tensor, y: torch.Tensor, n: int, label_mod
     chunk = FisherConfig().chunk_size
     estimators = {
         "vmap": lambda: diagonal_fisher(model, x, y, label_mode=label_mode, chunk_size=chunk),
-        "vmap_only": lambda: diagonal_fisher(model, x, y, label_mode=label_mode, chunk_size=chunk, factor_linear=False),
+        "vmap_only": lambda: diagonal_fisher(model, x, y, label_mode=label_mode, chunk_size=chunk, traced=False),
         "loop": lambda: fisher_per_sample_loop(model, x, y, label_mode=label_mode),
         "shortcut": lambda: fisher_batch_mean_shortcut(model, x, y, batch_size=64),
     }

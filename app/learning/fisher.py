@@ -7,7 +7,10 @@ gradients come from ``torch.func``: ``vmap(grad(log p))`` over a chunk of sample
 cost is a few batched backward passes while memory stays bounded by the chunk size.
 Fully connected layers skip the per-sample gradients altogether: their squares factor into
 squared output gradients times squared inputs, summed over samples by one matrix product
-(exact, same result; see ``diagonal_fisher``).
+(exact, same result; see ``diagonal_fisher``). Text models, whose forwards vmap cannot trace,
+get theirs from one batched pass too: a transformer's parameters all sit in linear, embedding
+and layer-norm modules, whose per-sample gradients follow from each module's input and output
+gradient (``_ModuleTrace``); the loop of one sample at a time is left for any other module.
 
 Label modes (named for what they are):
 * ``true``: the expectation over y under the model's own predictive distribution, exact
@@ -57,16 +60,24 @@ def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _factorable_linears(model: nn.Module, params: dict[str, torch.Tensor], probe: torch.Tensor) -> dict[str, nn.Linear]:
-    """The ``nn.Linear`` modules whose per-sample squared gradients factor (see ``diagonal_fisher``):
-    trainable weight, applied exactly once per forward, to a (batch, features) input."""
-    calls: dict[str, list[int]] = {}
+TRACED_MODULES = (nn.Linear, nn.Embedding, nn.LayerNorm)
+
+
+def _traceable_modules(
+    model: nn.Module, params: dict[str, torch.Tensor], probe: torch.Tensor, kinds: tuple[type[nn.Module], ...]
+) -> dict[str, nn.Module]:
+    """The modules of ``kinds`` whose squared per-sample gradients ``_ModuleTrace`` computes: a
+    trainable parameter, applied exactly once per forward to an input whose first dimension is the
+    batch (or 1, broadcast over it: BERT's position embeddings). ``kinds=(nn.Linear,)`` also asks
+    for a flat (batch, features) input, where the square factors."""
+    calls: dict[str, list[tuple[int, int, int]]] = {}
     hooks = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and f"{name}.weight" in params:
+        trainable = any(f"{name}.{kind}" in params for kind in ("weight", "bias"))
+        if isinstance(module, kinds) and trainable and not getattr(module, "max_norm", None):
 
-            def record(_module, inputs, _output, name=name):
-                calls.setdefault(name, []).append(inputs[0].dim())
+            def record(_module, inputs, output, name=name):
+                calls.setdefault(name, []).append((inputs[0].dim(), inputs[0].shape[0], output.shape[0]))
 
             hooks.append(module.register_forward_hook(record))
     try:
@@ -76,7 +87,12 @@ def _factorable_linears(model: nn.Module, params: dict[str, torch.Tensor], probe
         for hook in hooks:
             hook.remove()
     modules = dict(model.named_modules())
-    return {name: modules[name] for name, dims in calls.items() if dims == [2]}
+
+    def traceable(dims: int, input_batch: int, output_batch: int) -> bool:
+        flat_only = kinds == (nn.Linear,)
+        return input_batch == output_batch in (1, len(probe)) and (dims == 2 or not flat_only)
+
+    return {name: modules[name] for name, seen in calls.items() if len(seen) == 1 and traceable(*seen[0])}
 
 
 def diagonal_fisher(
@@ -86,7 +102,7 @@ def diagonal_fisher(
     *,
     label_mode: str = "true",
     chunk_size: int = 128,
-    factor_linear: bool = True,
+    traced: bool = True,
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> Fisher:
     """Mean squared per-sample score of every trainable parameter, keyed by parameter name.
@@ -99,7 +115,11 @@ def diagonal_fisher(
     parameter (convolutions, calibration modules) takes the general path, ``vmap(grad)``. The
     shortcut costs a pass of its own, so it is taken only when fully connected layers hold at
     least half of the trainable parameters (an MLP, a CNN with a wide dense block), not for a
-    small head. ``factor_linear=False`` sends everything through vmap (benchmarks compare them).
+    small head. Networks whose forward vmap cannot trace (``per_sample_gradients_by_loop``: the
+    Hugging Face text models) take the same batched pass for every linear, embedding and layer-norm
+    parameter (``_ModuleTrace``), and the loop of one sample at a time only when another module
+    holds a trainable parameter. ``traced=False`` sends every parameter through the per-sample path
+    (vmap, or the loop), which the tests and benchmarks compare against.
     ``on_chunk(done, total)`` is called after every chunk (progress of a long estimate).
     """
     if label_mode not in ("true", "empirical"):
@@ -108,32 +128,35 @@ def diagonal_fisher(
         raise ValueError("the empirical Fisher needs the labels y")
     if len(x) == 0:
         raise ValueError("the Fisher needs at least one sample")
-    probe = x[:1]  # a rank's shard may be empty (fewer samples than ranks); the probe never is
+    probe = x[:2]  # a rank's shard may be empty (fewer samples than ranks); the probe never is
     x, *rest = distributed.shard(x, *([] if y is None else [y]))  # the identity in a single process
     y = rest[0] if rest else None
     empirical_labels = y if label_mode == "empirical" else None  # None: every class, by the model's probability
     params = _trainable(model)
     buffers = {name: b.detach() for name, b in model.named_buffers()}
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
+    by_loop = getattr(model, "per_sample_gradients_by_loop", False)  # forwards vmap cannot trace (HF models)
     with eval_mode(model):
-        linears = _factorable_linears(model, params, probe) if factor_linear else {}
-        factored = {f"{name}.{kind}" for name in linears for kind in ("weight", "bias") if f"{name}.{kind}" in params}
-        if 2 * sum(params[name].numel() for name in factored) < sum(p.numel() for p in params.values()):
-            linears, factored = {}, set()  # a small head: its vmapped gradients cost less than one more pass
-        vmapped = {name: p for name, p in params.items() if name not in factored}
-        constant = {name: p for name, p in params.items() if name in factored}
+        kinds = TRACED_MODULES if by_loop else (nn.Linear,)
+        modules = _traceable_modules(model, params, probe, kinds) if traced else {}
+        covered = {f"{name}.{kind}" for name in modules for kind in ("weight", "bias") if f"{name}.{kind}" in params}
+        if by_loop and covered != set(params):
+            modules, covered = {}, set()  # a module the trace does not know: the loop takes every parameter
+        if 2 * sum(params[name].numel() for name in covered) < sum(p.numel() for p in params.values()):
+            modules, covered = {}, set()  # a small head: its vmapped gradients cost less than one more pass
+        vmapped = {name: p for name, p in params.items() if name not in covered}
+        constant = {name: p for name, p in params.items() if name in covered}
 
         def log_prob(p, sample, label):
             logits = functional_call(model, ({**constant, **p}, buffers), (sample.unsqueeze(0),))
             return F.log_softmax(logits.float(), dim=-1)[0].gather(0, label.unsqueeze(0)).squeeze(0)
 
         per_sample_grad = vmap(grad(log_prob), in_dims=(None, 0, 0))
-        by_loop = getattr(model, "per_sample_gradients_by_loop", False)  # forwards vmap cannot trace (HF models)
         for start in range(0, len(x), chunk_size):
             xb = x[start : start + chunk_size]
-            if linears:  # one forward serves the class probabilities and the factored layers
-                traced = _LinearTrace(model, linears, xb)
-                logits = traced.logits.detach()
+            if modules:  # one forward serves the class probabilities and the traced modules
+                trace = _ModuleTrace(model, modules, xb)
+                logits = trace.logits.detach()
             else:
                 with torch.no_grad():
                     logits = model(xb).float()
@@ -151,8 +174,8 @@ def diagonal_fisher(
                 for labels, weight in classes:
                     for name, g in per_sample_grad(vmapped, xb, labels).items():
                         fisher[name] += torch.einsum("b,b...->...", weight, g.pow(2))
-            if linears:
-                traced.add_fisher(classes, fisher)
+            if modules:
+                trace.add_fisher(classes, fisher)
             if on_chunk is not None:
                 on_chunk(min(start + chunk_size, len(x)), len(x))
     fisher, n_samples = distributed.all_reduce_sums(fisher, len(x))
@@ -184,17 +207,30 @@ def _add_fisher_by_loop(
                         fisher[name] += weight[i] * g.pow(2)
 
 
-class _LinearTrace:
-    """One forward pass of a chunk with the inputs and outputs of the factored linear layers
-    recorded, from which ``add_fisher`` accumulates their exact squared per-sample gradients."""
+class _ModuleTrace:
+    """One forward pass of a chunk with the input and output of every traced module recorded, from
+    which ``add_fisher`` accumulates their exact squared per-sample gradients, one batched backward
+    pass per label set. A module's output broadcast over the batch (first dimension 1) is expanded
+    to the batch inside the forward, so that its output gradient stays per sample."""
 
-    def __init__(self, model: nn.Module, linears: dict[str, nn.Linear], xb: torch.Tensor):
+    # Per-sample gradients of a linear layer on sequences, (samples, out, in), are built this many
+    # elements at a time at most (BERT-base's feed-forward holds 2.4 M weights a sample).
+    MAX_PER_SAMPLE_ELEMENTS = 1 << 24
+
+    def __init__(self, model: nn.Module, modules: dict[str, nn.Module], xb: torch.Tensor):
+        batch = len(xb)
         seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def record(name: str, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+            value = inputs[0]
+            if output.shape[0] != batch:  # broadcast over the batch: one output gradient per sample
+                value, output = value.expand(batch, *value.shape[1:]), output.expand(batch, *output.shape[1:])
+            seen[name] = (value, output)
+            return output
+
         hooks = [
-            module.register_forward_hook(
-                lambda _m, inputs, output, name=name: seen.__setitem__(name, (inputs[0], output))
-            )
-            for name, module in linears.items()
+            module.register_forward_hook(lambda _m, inputs, output, name=name: record(name, inputs, output))
+            for name, module in modules.items()
         ]
         try:
             with torch.enable_grad():
@@ -203,17 +239,69 @@ class _LinearTrace:
         finally:
             for hook in hooks:
                 hook.remove()
-        self.names = list(linears)
-        self.outputs = [seen[name][1] for name in self.names]
-        self.squared_inputs = [seen[name][0].detach().float().pow(2) for name in self.names]
+        self.modules = modules
+        self.inputs = {name: seen[name][0].detach() for name in modules}
+        self.outputs = [seen[name][1] for name in modules]
+        # flat linear layers (batch, features): their squared inputs serve every label set
+        self.squared_inputs = {
+            name: self.inputs[name].float().pow(2)
+            for name, module in modules.items()
+            if isinstance(module, nn.Linear) and self.inputs[name].dim() == 2
+        }
 
     def add_fisher(self, classes: list[tuple[torch.Tensor, torch.Tensor]], fisher: Fisher) -> None:
-        """fisher[W] += sum_b w_b delta_b^2 a_b^2^T and fisher[bias] += sum_b w_b delta_b^2, per label set."""
+        """fisher[p] += sum_b w_b g_b(p)^2 for every traced parameter p, per label set (labels, w)."""
         for index, (labels, weight) in enumerate(classes):
             chosen = self.log_probs.gather(1, labels.unsqueeze(1)).sum()
             deltas = torch.autograd.grad(chosen, self.outputs, retain_graph=index < len(classes) - 1)
-            for name, delta, a2 in zip(self.names, deltas, self.squared_inputs, strict=True):
-                d2 = delta.float().pow(2) * weight.unsqueeze(1)
-                fisher[f"{name}.weight"] += (d2.T @ a2).to(fisher[f"{name}.weight"].dtype)
-                if f"{name}.bias" in fisher:
-                    fisher[f"{name}.bias"] += d2.sum(0).to(fisher[f"{name}.bias"].dtype)
+            for (name, module), delta in zip(self.modules.items(), deltas, strict=True):
+                squares = self._squared_gradients(name, module, delta.float(), weight.float())
+                for kind, value in squares.items():
+                    key = f"{name}.{kind}"
+                    if key in fisher:
+                        fisher[key] += value.to(fisher[key].dtype)
+
+    def _squared_gradients(
+        self, name: str, module: nn.Module, delta: torch.Tensor, weight: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """sum_b w_b g_b^2 of the module's weight and bias, from its input and output gradient delta."""
+        a = self.inputs[name]
+        if isinstance(module, nn.Embedding):  # g_b: the output gradients of sample b summed per token id
+            return {"weight": _embedding_squares(module, a, delta, weight)}
+        if isinstance(module, nn.LayerNorm):  # g_b: delta times the normalized input, summed over positions
+            normalized = F.layer_norm(a.float(), module.normalized_shape, eps=module.eps)
+            positions = tuple(range(1, delta.dim() - len(module.normalized_shape)))
+            per_sample = {"weight": (delta * normalized).sum(positions), "bias": delta.sum(positions)}
+            return {kind: torch.einsum("b,b...->...", weight, g.pow(2)) for kind, g in per_sample.items()}
+        if name in self.squared_inputs:  # flat: delta_b^2 (x) a_b^2, summed over samples by one product
+            d2 = delta.pow(2) * weight.unsqueeze(1)
+            return {"weight": d2.T @ self.squared_inputs[name], "bias": d2.sum(0)}
+        assert isinstance(module, nn.Linear)  # the third kind traced
+        a, delta = a.float().flatten(1, -2), delta.flatten(1, -2)  # (batch, positions, features)
+        squares = {"bias": torch.einsum("b,bo->o", weight, delta.sum(1).pow(2))}
+        if module.weight.requires_grad:  # a trainable bias beside a frozen weight needs only its own
+            step = max(1, self.MAX_PER_SAMPLE_ELEMENTS // module.weight.numel())
+            total = torch.zeros_like(module.weight, dtype=torch.float32)
+            for s in range(0, len(a), step):  # g_b = sum over positions of delta_bt a_bt^T
+                g = torch.einsum("bto,bti->boi", delta[s : s + step], a[s : s + step])
+                total += torch.einsum("b,boi->oi", weight[s : s + step], g.pow(2))
+            squares["weight"] = total
+        return squares
+
+
+def _embedding_squares(
+    module: nn.Embedding, ids: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """sum_b w_b g_b^2 of an embedding table: sample b's gradient of row v is the sum of its output
+    gradients at the positions holding v (none for the padding row, which never learns)."""
+    batch, width = ids.shape[0], delta.shape[-1]
+    ids, delta = ids.reshape(batch, -1), delta.reshape(batch, -1, width)
+    keys = (torch.arange(batch, device=ids.device).unsqueeze(1) * module.num_embeddings + ids).flatten()
+    delta = delta.flatten(0, 1)
+    if module.padding_idx is not None:
+        kept = ids.flatten() != module.padding_idx
+        keys, delta = keys[kept], delta[kept]
+    rows, inverse = torch.unique(keys, return_inverse=True)  # one (sample, id) pair a row
+    per_sample = torch.zeros(len(rows), width, device=delta.device).index_add_(0, inverse, delta)
+    squares = per_sample.pow(2) * weight[rows // module.num_embeddings].unsqueeze(1)
+    return torch.zeros(module.weight.shape, device=delta.device).index_add_(0, rows % module.num_embeddings, squares)

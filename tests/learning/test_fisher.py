@@ -11,10 +11,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # t
 from baselines import fisher_batch_mean_shortcut, fisher_per_sample_loop
 
 
-@pytest.mark.parametrize("factor_linear", [True, False], ids=["factored-linear", "vmap-only"])
+@pytest.mark.parametrize("traced", [True, False], ids=["factored-linear", "vmap-only"])
 @pytest.mark.parametrize("label_mode", ["true", "empirical"])
 @pytest.mark.parametrize("architecture, shape", [("mlp", (12,)), ("cnn", (1, 8, 8))])
-def test_vmapped_fisher_equals_the_per_sample_loop(label_mode, architecture, shape, factor_linear):
+def test_vmapped_fisher_equals_the_per_sample_loop(label_mode, architecture, shape, traced):
     options = {"hidden": [10]} if architecture == "mlp" else {"channels": [4, 4]}
     model = build_model(architecture, shape, 4, **options)
     x, y = torch.randn(23, *shape), torch.randint(0, 4, (23,))
@@ -24,7 +24,7 @@ def test_vmapped_fisher_equals_the_per_sample_loop(label_mode, architecture, sha
         y,
         label_mode=label_mode,
         chunk_size=5,  # chunks of uneven size
-        factor_linear=factor_linear,
+        traced=traced,
     )
     slow = fisher_per_sample_loop(model, x, y, label_mode=label_mode)
     assert fast.keys() == slow.keys()
@@ -107,3 +107,32 @@ def test_progress_is_reported_after_every_chunk():
         model, torch.randn(25, 12), chunk_size=10, on_chunk=lambda done, total: reports.append((done, total))
     )
     assert reports == [(10, 25), (20, 25), (25, 25)]
+
+
+@pytest.mark.parametrize("label_mode", ["true", "empirical"])
+@pytest.mark.parametrize("trainable", ["all", "lora", "last:1", "head"])
+def test_a_text_models_fisher_comes_from_one_batched_pass_and_equals_the_per_sample_loop(
+    tiny_text_model, trainable, label_mode, monkeypatch
+):
+    """Linear layers on sequences, embeddings (a token twice in a text, padding) and layer norms: the
+    traced estimate equals one backward pass per sample and class, and takes no per-sample loop."""
+    from tiny_text_model import topic_task
+
+    from app.learning import ContinualLearner
+    from app.learning import fisher as fisher_module
+
+    learner = ContinualLearner.from_text_directory(tiny_text_model, {"max_length": 32, "trainable": trainable})
+    texts, labels = topic_task(["sport", "business"], 8)
+    texts[0] = "goal goal goal " + texts[0]  # one id at several positions: summed before it is squared
+    x, y = learner.text_source.encode(texts + ["win"]), torch.tensor([i % 2 for i in range(len(texts) + 1)])
+    slow = fisher_per_sample_loop(learner.network, x, y, label_mode=label_mode)
+
+    def no_loop(*_args, **_kwargs):
+        raise AssertionError("the per-sample loop ran")
+
+    monkeypatch.setattr(fisher_module, "_add_fisher_by_loop", no_loop)
+    fast = diagonal_fisher(learner.network, x, y, label_mode=label_mode, chunk_size=7)
+    assert fast.keys() == slow.keys()
+    scale = max(float(f.abs().max()) for f in slow.values())
+    for name in fast:
+        torch.testing.assert_close(fast[name], slow[name], atol=1e-6 * scale, rtol=1e-4)
