@@ -30,6 +30,7 @@ of more than one rank every function here is the identity, so single-process cod
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -38,6 +39,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+
+logger = logging.getLogger(__name__)
+FINISHED_KEY = "retain/finished/"  # + rank: set in the launcher's store once the rank's work is done
 
 traffic: Counter = Counter()  # kind -> bytes this rank put into all_reduce
 
@@ -129,24 +133,34 @@ def init_from_env(device: str) -> None:
 
 
 def _run_rank(rank_: int, fn: Callable, world: int, device: str, port: int, args: tuple) -> None:
-    join(device, rank_, world, store=dist.TCPStore("127.0.0.1", port, is_master=False))
+    store = dist.TCPStore("127.0.0.1", port, is_master=False)
+    join(device, rank_, world, store=store)
     try:
         fn(rank_, world, device_of_rank(device, rank_), *args)
-        # No rank tears its connections down while a peer still uses them: without this
-        # barrier a rank that finishes first can abort at exit (gloo, SIGABRT).
-        dist.barrier()
+        # Every rank's work is done before any tears its connections down (a barrier on the
+        # launcher's store), and the launcher can tell a death at teardown from one at work.
+        store.set(f"{FINISHED_KEY}{rank_}", "1")
+        store.wait([f"{FINISHED_KEY}{r}" for r in range(world)])
     finally:
         dist.destroy_process_group()
 
 
 def spawn(fn: Callable, nproc: int, device: str, *args) -> None:
     """Run ``fn(rank, world_size, device, *args)`` in ``nproc`` new processes on this machine, in one
-    group; raises if any rank fails or dies (``torch.multiprocessing.ProcessRaisedException`` /
-    ``ProcessExitedException``), after the others are stopped.
+    group; raises if any rank fails or dies before every rank has done its work
+    (``torch.multiprocessing.ProcessRaisedException`` / ``ProcessExitedException``), after the
+    others are stopped.
 
     The rendezvous store is this launcher's, as torchrun's agent hosts it for its ranks: it listens
     on a port the system picks (no window in which another process can take a port chosen
     beforehand), and it outlives every rank, so no rank's exit takes down a server a peer still
-    talks to."""
+    talks to. A rank killed by a signal after every rank recorded its work done there died in
+    teardown (gloo's threads at interpreter exit have aborted a rank this way, rarely, on a loaded
+    machine): the work stands, and the death is logged."""
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
-    mp.spawn(_run_rank, args=(fn, nproc, device, store.port, args), nprocs=nproc, join=True)
+    try:
+        mp.spawn(_run_rank, args=(fn, nproc, device, store.port, args), nprocs=nproc, join=True)
+    except mp.ProcessExitedException as exited:
+        if not exited.signal_name or not store.check([f"{FINISHED_KEY}{r}" for r in range(nproc)]):
+            raise
+        logger.warning("rank %d died in teardown (%s) after every rank had done its work", exited.error_index, exited)

@@ -1,7 +1,9 @@
 """The Fisher across two processes (app/learning/distributed.py, gloo on CPU) equals the
 single-process Fisher on the same samples, and its all-reduce moves one float32 per parameter
-(+ the count). A whole two-process update: tests/service/test_distributed_update.py."""
+(+ the count); a rank's death fails the launch unless every rank had done its work. A whole
+two-process update: tests/service/test_distributed_update.py."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -47,3 +49,26 @@ def test_the_two_process_fisher_equals_the_single_process_fisher(tmp_path):
                 torch.testing.assert_close(fisher[name], single[name], rtol=1e-6, atol=1e-6)
             # one all_reduce of the sums and the sample count: (parameters + 1) float32 per rank
             assert int(metadata["fisher_bytes"]) == 4 * (n_parameters + 1)
+
+
+def abort_on_rank_1(rank: int, world: int, device: str, out: str, when: str) -> None:
+    """Rank 1 dies by SIGABRT at work or, once its work is done, at interpreter exit (teardown)."""
+    import atexit
+    import os
+
+    if rank == 1 and when == "at work":
+        os.abort()
+    with open(f"{out}/done-{rank}", "w") as handle:
+        handle.write(str(distributed.all_reduce_sums({"one": torch.ones(1)}, 1)[1]))
+    if rank == 1 and when == "at exit":
+        atexit.register(os.abort)
+
+
+def test_a_rank_that_dies_in_teardown_after_all_work_is_done_does_not_fail_the_launch(tmp_path):
+    distributed.spawn(abort_on_rank_1, 2, "cpu", str(tmp_path), "at exit")
+    assert [(tmp_path / f"done-{rank}").read_text() for rank in (0, 1)] == ["2", "2"]
+
+
+def test_a_rank_that_dies_at_work_fails_the_launch(tmp_path):
+    with pytest.raises(torch.multiprocessing.ProcessExitedException, match="SIGABRT"):
+        distributed.spawn(abort_on_rank_1, 2, "cpu", str(tmp_path), "at work")
