@@ -114,3 +114,20 @@ def test_lora_serves_merged_weights_and_learns_on_after_a_reload(tiny_text_model
     assert again.predict(texts)[0].probability == pytest.approx(expected[0].probability, abs=1e-4)
     again.learn_task("2", task(["tech"], 20), strategy="ewc_replay", train_config=FAST)
     assert again.labels == ["sport", "business", "tech"]
+
+
+def test_a_text_models_fisher_takes_chunks_no_larger_than_the_training_batch(tiny_text_model, monkeypatch):
+    """A chunk of the traced Fisher keeps every layer's activations, as a training batch does."""
+    from app.learning.strategies import ewc
+
+    chunks: list[int] = []
+    estimate = ewc.diagonal_fisher
+
+    def recording(*args, chunk_size, **kwargs):
+        chunks.append(chunk_size)
+        return estimate(*args, chunk_size=chunk_size, **kwargs)
+
+    monkeypatch.setattr(ewc, "diagonal_fisher", recording)
+    model = learner(tiny_text_model)
+    model.learn_task("1", task(["sport", "business"], 10), strategy="ewc", train_config=replace(FAST, batch_size=8))
+    assert chunks == [8]

@@ -97,13 +97,16 @@ class EWC(Strategy):
         fisher_config = learner.ewc.fisher
         generator = torch.Generator().manual_seed(config.seed)
         index = torch.randperm(len(x), generator=generator)[: fisher_config.max_samples].to(x.device)
+        chunk_size = fisher_config.chunk_size
+        if learner.is_text:  # a chunk keeps every layer's activations, as a training batch does: no more
+            chunk_size = min(chunk_size, config.batch_size)
         with torch.enable_grad():
             fisher = diagonal_fisher(
                 learner.network,
                 x[index],
                 y[index],
                 label_mode=fisher_config.label_mode,
-                chunk_size=fisher_config.chunk_size,
+                chunk_size=chunk_size,
                 on_chunk=on_chunk,
             )
         anchor = {name: p.detach() for name, p in learner.network.named_parameters()}
