@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -240,14 +241,9 @@ class _ModuleTrace:
             for hook in hooks:
                 hook.remove()
         self.modules = modules
-        self.inputs = {name: seen[name][0].detach() for name in modules}
         self.outputs = [seen[name][1] for name in modules]
-        # flat linear layers (batch, features): their squared inputs serve every label set
-        self.squared_inputs = {
-            name: self.inputs[name].float().pow(2)
-            for name, module in modules.items()
-            if isinstance(module, nn.Linear) and self.inputs[name].dim() == 2
-        }
+        # What every label set reuses: per module, its input in the form its squares take it.
+        self.inputs = {name: _prepared_input(module, seen[name][0].detach()) for name, module in modules.items()}
 
     def add_fisher(self, classes: list[tuple[torch.Tensor, torch.Tensor]], fisher: Fisher) -> None:
         """fisher[p] += sum_b w_b g_b(p)^2 for every traced parameter p, per label set (labels, w)."""
@@ -264,20 +260,21 @@ class _ModuleTrace:
     def _squared_gradients(
         self, name: str, module: nn.Module, delta: torch.Tensor, weight: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """sum_b w_b g_b^2 of the module's weight and bias, from its input and output gradient delta."""
+        """sum_b w_b g_b^2 of the module's weight and bias, from its (prepared) input and output gradient delta."""
         a = self.inputs[name]
         if isinstance(module, nn.Embedding):  # g_b: the output gradients of sample b summed per token id
+            assert isinstance(a, _TokenRows)
             return {"weight": _embedding_squares(module, a, delta, weight)}
+        assert isinstance(a, torch.Tensor)
         if isinstance(module, nn.LayerNorm):  # g_b: delta times the normalized input, summed over positions
-            normalized = F.layer_norm(a.float(), module.normalized_shape, eps=module.eps)
             positions = tuple(range(1, delta.dim() - len(module.normalized_shape)))
-            per_sample = {"weight": (delta * normalized).sum(positions), "bias": delta.sum(positions)}
+            per_sample = {"weight": (delta * a).sum(positions), "bias": delta.sum(positions)}
             return {kind: torch.einsum("b,b...->...", weight, g.pow(2)) for kind, g in per_sample.items()}
-        if name in self.squared_inputs:  # flat: delta_b^2 (x) a_b^2, summed over samples by one product
-            d2 = delta.pow(2) * weight.unsqueeze(1)
-            return {"weight": d2.T @ self.squared_inputs[name], "bias": d2.sum(0)}
         assert isinstance(module, nn.Linear)  # the third kind traced
-        a, delta = a.float().flatten(1, -2), delta.flatten(1, -2)  # (batch, positions, features)
+        if a.dim() == 2:  # flat: delta_b^2 (x) a_b^2 (a holds the squares), summed over samples by one product
+            d2 = delta.pow(2) * weight.unsqueeze(1)
+            return {"weight": d2.T @ a, "bias": d2.sum(0)}
+        delta = delta.flatten(1, -2)  # (batch, positions, features), as a
         squares = {"bias": torch.einsum("b,bo->o", weight, delta.sum(1).pow(2))}
         if module.weight.requires_grad:  # a trainable bias beside a frozen weight needs only its own
             step = max(1, self.MAX_PER_SAMPLE_ELEMENTS // module.weight.numel())
@@ -289,19 +286,37 @@ class _ModuleTrace:
         return squares
 
 
+@dataclass
+class _TokenRows:
+    """An embedding's input ids as its squares use them: one row per (sample, id) pair present."""
+
+    rows: torch.Tensor  # sample * num_embeddings + id, for each pair
+    inverse: torch.Tensor  # the pair of every kept position
+    kept: torch.Tensor  # positions that do not hold the padding id
+
+
+def _prepared_input(module: nn.Module, value: torch.Tensor) -> torch.Tensor | _TokenRows:
+    if isinstance(module, nn.Embedding):
+        batch = value.shape[0]
+        ids = value.reshape(batch, -1)
+        keys = (torch.arange(batch, device=ids.device).unsqueeze(1) * module.num_embeddings + ids).flatten()
+        kept = ids.flatten() != module.padding_idx if module.padding_idx is not None else torch.ones_like(keys).bool()
+        rows, inverse = torch.unique(keys[kept], return_inverse=True)
+        return _TokenRows(rows, inverse, kept)
+    if isinstance(module, nn.LayerNorm):
+        return F.layer_norm(value.float(), module.normalized_shape, eps=module.eps)
+    if value.dim() == 2:  # a flat linear layer: its squared input serves every label set
+        return value.float().pow(2)
+    return value.float().flatten(1, -2)
+
+
 def _embedding_squares(
-    module: nn.Embedding, ids: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor
+    module: nn.Embedding, ids: _TokenRows, delta: torch.Tensor, weight: torch.Tensor
 ) -> torch.Tensor:
     """sum_b w_b g_b^2 of an embedding table: sample b's gradient of row v is the sum of its output
     gradients at the positions holding v (none for the padding row, which never learns)."""
-    batch, width = ids.shape[0], delta.shape[-1]
-    ids, delta = ids.reshape(batch, -1), delta.reshape(batch, -1, width)
-    keys = (torch.arange(batch, device=ids.device).unsqueeze(1) * module.num_embeddings + ids).flatten()
-    delta = delta.flatten(0, 1)
-    if module.padding_idx is not None:
-        kept = ids.flatten() != module.padding_idx
-        keys, delta = keys[kept], delta[kept]
-    rows, inverse = torch.unique(keys, return_inverse=True)  # one (sample, id) pair a row
-    per_sample = torch.zeros(len(rows), width, device=delta.device).index_add_(0, inverse, delta)
-    squares = per_sample.pow(2) * weight[rows // module.num_embeddings].unsqueeze(1)
-    return torch.zeros(module.weight.shape, device=delta.device).index_add_(0, rows % module.num_embeddings, squares)
+    delta = delta.reshape(-1, delta.shape[-1])[ids.kept]
+    per_sample = torch.zeros(len(ids.rows), delta.shape[1], device=delta.device).index_add_(0, ids.inverse, delta)
+    squares = per_sample.pow(2) * weight[ids.rows // module.num_embeddings].unsqueeze(1)
+    rows = ids.rows % module.num_embeddings
+    return torch.zeros(module.weight.shape, device=delta.device).index_add_(0, rows, squares)
