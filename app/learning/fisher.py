@@ -296,11 +296,16 @@ class _TokenRows:
 
 
 def _prepared_input(module: nn.Module, value: torch.Tensor) -> torch.Tensor | _TokenRows:
+    """A traced module's input as ``_squared_gradients`` takes it, computed once for every label set."""
     if isinstance(module, nn.Embedding):
         batch = value.shape[0]
         ids = value.reshape(batch, -1)
         keys = (torch.arange(batch, device=ids.device).unsqueeze(1) * module.num_embeddings + ids).flatten()
-        kept = ids.flatten() != module.padding_idx if module.padding_idx is not None else torch.ones_like(keys).bool()
+        kept = (
+            ids.flatten() != module.padding_idx
+            if module.padding_idx is not None
+            else torch.ones_like(keys, dtype=torch.bool)
+        )
         rows, inverse = torch.unique(keys[kept], return_inverse=True)
         return _TokenRows(rows, inverse, kept)
     if isinstance(module, nn.LayerNorm):
