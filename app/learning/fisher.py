@@ -65,12 +65,13 @@ TRACED_MODULES = (nn.Linear, nn.Embedding, nn.LayerNorm)
 
 
 def _traceable_modules(
-    model: nn.Module, params: dict[str, torch.Tensor], probe: torch.Tensor, kinds: tuple[type[nn.Module], ...]
+    model: nn.Module, params: dict[str, torch.Tensor], probe: torch.Tensor, every_kind: bool
 ) -> dict[str, nn.Module]:
-    """The modules of ``kinds`` whose squared per-sample gradients ``_ModuleTrace`` computes: a
-    trainable parameter, applied exactly once per forward to an input whose first dimension is the
-    batch (or 1, broadcast over it: BERT's position embeddings). ``kinds=(nn.Linear,)`` also asks
-    for a flat (batch, features) input, where the square factors."""
+    """The modules whose squared per-sample gradients ``_ModuleTrace`` computes: a trainable parameter,
+    applied exactly once per forward to an input whose first dimension is the batch (or 1, broadcast
+    over it: BERT's position embeddings). ``every_kind``: any of ``TRACED_MODULES`` on inputs of any
+    rank; otherwise only linear layers on a flat (batch, features) input, where the square factors."""
+    kinds = TRACED_MODULES if every_kind else (nn.Linear,)
     calls: dict[str, list[tuple[int, int, int]]] = {}
     hooks = []
     for name, module in model.named_modules():
@@ -90,8 +91,7 @@ def _traceable_modules(
     modules = dict(model.named_modules())
 
     def traceable(dims: int, input_batch: int, output_batch: int) -> bool:
-        flat_only = kinds == (nn.Linear,)
-        return input_batch == output_batch in (1, len(probe)) and (dims == 2 or not flat_only)
+        return input_batch == output_batch in (1, len(probe)) and (dims == 2 or every_kind)
 
     return {name: modules[name] for name, seen in calls.items() if len(seen) == 1 and traceable(*seen[0])}
 
@@ -138,8 +138,7 @@ def diagonal_fisher(
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
     by_loop = getattr(model, "per_sample_gradients_by_loop", False)  # forwards vmap cannot trace (HF models)
     with eval_mode(model):
-        kinds = TRACED_MODULES if by_loop else (nn.Linear,)
-        modules = _traceable_modules(model, params, probe, kinds) if traced else {}
+        modules = _traceable_modules(model, params, probe, every_kind=by_loop) if traced else {}
         covered = {f"{name}.{kind}" for name in modules for kind in ("weight", "bias") if f"{name}.{kind}" in params}
         if by_loop and covered != set(params):
             modules, covered = {}, set()  # a module the trace does not know: the loop takes every parameter
