@@ -132,6 +132,11 @@ def init_from_env(device: str) -> None:
     join(device, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), init_method="env://")
 
 
+def _finished_keys(world: int) -> list[str]:
+    """The store keys of every rank's work done."""
+    return [f"{FINISHED_KEY}{r}" for r in range(world)]
+
+
 def _run_rank(rank_: int, fn: Callable, world: int, device: str, port: int, args: tuple) -> None:
     store = dist.TCPStore("127.0.0.1", port, is_master=False)
     join(device, rank_, world, store=store)
@@ -140,7 +145,7 @@ def _run_rank(rank_: int, fn: Callable, world: int, device: str, port: int, args
         # Every rank's work is done before any tears its connections down (a barrier on the
         # launcher's store), and the launcher can tell a death at teardown from one at work.
         store.set(f"{FINISHED_KEY}{rank_}", "1")
-        store.wait([f"{FINISHED_KEY}{r}" for r in range(world)])
+        store.wait(_finished_keys(world))
     finally:
         dist.destroy_process_group()
 
@@ -161,6 +166,6 @@ def spawn(fn: Callable, nproc: int, device: str, *args) -> None:
     try:
         mp.spawn(_run_rank, args=(fn, nproc, device, store.port, args), nprocs=nproc, join=True)
     except mp.ProcessExitedException as exited:
-        if not exited.signal_name or not store.check([f"{FINISHED_KEY}{r}" for r in range(nproc)]):
+        if not exited.signal_name or not store.check(_finished_keys(nproc)):
             raise
         logger.warning("rank %d died in teardown (%s) after every rank had done its work", exited.error_index, exited)
