@@ -13,10 +13,13 @@ import json
 import os
 import platform
 import re
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +32,7 @@ if str(REPO_ROOT) not in sys.path:  # scripts run as `python benchmarks/x.py` fr
 
 from app.learning import TaskData  # noqa: E402  (needs the path above)
 
+T = TypeVar("T")
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 # Wide enough for the tables when stderr is a log file rather than a terminal.
 console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=140)
@@ -230,6 +234,18 @@ def machine() -> dict:
     except OSError:
         pass
     return info
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
+    """(seconds, result) of one call of ``fn``."""
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """The median of ``repeats`` timed calls of ``fn``: on a shared machine it shrugs off a disturbed call."""
+    return statistics.median(timed(fn)[0] for _ in range(repeats))
 
 
 def write_json(path: str | Path, payload: dict) -> None:

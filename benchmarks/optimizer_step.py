@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 from pathlib import Path
 
 import torch
-from common import console, write_json
+from common import console, median_seconds, write_json
 from torch import nn
 
 RESULTS = Path(__file__).resolve().parent / "results" / "optimizer_step.json"
@@ -52,12 +50,7 @@ def step_ms(model: nn.Module, optimizer: str, fused: bool | None, repeats: int) 
     step = OPTIMIZERS[optimizer](params, fused).step
     for _ in range(3):
         step()
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        step()
-        samples.append(time.perf_counter() - started)
-    return 1000 * statistics.median(samples)
+    return 1000 * median_seconds(step, repeats)
 
 
 def max_relative_difference(model: nn.Module, optimizer: str, steps: int = 5) -> float:

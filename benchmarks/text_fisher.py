@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from bert_from_scratch import untrained_bert_classifier
-from common import console, write_json
+from common import console, timed, write_json
 from text import read_bbc
 
 from app.learning import ContinualLearner
@@ -35,19 +34,13 @@ SHAPES = {
 }
 
 
-def seconds(estimate) -> tuple[float, dict]:
-    started = time.perf_counter()
-    fisher = estimate()
-    return time.perf_counter() - started, fisher
-
-
 def measure(directory: Path, texts: list[str], trainable: str, args) -> dict:
     learner = ContinualLearner.from_text_directory(directory, {"max_length": args.max_length, "trainable": trainable})
     x = learner.text_source.encode(texts)
     network = learner.network
     diagonal_fisher(network, x[:2])  # warm-up
-    traced_s, traced = seconds(lambda: diagonal_fisher(network, x, chunk_size=args.chunk_size))
-    loop_s, loop = seconds(lambda: diagonal_fisher(network, x, traced=False))
+    traced_s, traced = timed(lambda: diagonal_fisher(network, x, chunk_size=args.chunk_size))
+    loop_s, loop = timed(lambda: diagonal_fisher(network, x, traced=False))
     scale = max(float(f.abs().max()) for f in loop.values())
     return {
         "trainable": trainable,

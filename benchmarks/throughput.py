@@ -27,7 +27,7 @@ import time
 
 import torch
 from baselines import fisher_batch_mean_shortcut, fisher_per_sample_loop
-from common import SHARED_DATA, console, input_scale_for, load_tasks, progress_bar, write_json
+from common import SHARED_DATA, console, input_scale_for, load_tasks, progress_bar, timed, write_json
 
 from app.learning import ContinualLearner, EWCConfig, FisherConfig, TrainConfig
 from app.learning.ewc_penalty import Consolidation
@@ -122,12 +122,6 @@ def step_times(arch: str, x: torch.Tensor, y: torch.Tensor, optimizer: str, args
     }
 
 
-def _timed(fn) -> tuple[float, object]:
-    started = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - started, result
-
-
 def fisher_speeds(arch: str, x: torch.Tensor, y: torch.Tensor, n: int, label_mode: str, repeats: int) -> dict:
     """Samples/s of each estimator on the same n samples; the loop is also the correctness reference.
 
@@ -148,7 +142,7 @@ def fisher_speeds(arch: str, x: torch.Tensor, y: torch.Tensor, n: int, label_mod
     fishers = {}
     for _ in range(repeats):
         for name, estimate in estimators.items():
-            elapsed, fishers[name] = _timed(estimate)
+            elapsed, fishers[name] = timed(estimate)
             seconds[name] = min(seconds[name], elapsed)
     max_error = max(
         float((fishers[estimator][k] - fishers["loop"][k]).abs().max())

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from bert_from_scratch import wordpiece_tokenizer
-from common import console, write_json
+from common import console, median_seconds, write_json
 from text import RESULTS, read_bbc
 
 from app.learning.text_source import PAD, HuggingFaceTextSource
@@ -31,15 +30,6 @@ def whole_text_ids(source: HuggingFaceTextSource, texts: list[str]) -> torch.Ten
         texts, truncation=True, max_length=source.max_length, padding="max_length", return_tensors="pt"
     )
     return encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, PAD)
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:
