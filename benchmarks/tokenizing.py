@@ -22,7 +22,7 @@ from bert_from_scratch import wordpiece_tokenizer
 from common import console, median_seconds, write_json
 from text import RESULTS, read_bbc
 
-from app.learning.text_source import PAD, HuggingFaceTextSource
+from app.learning.text_source import PAD, HuggingFaceTextSource, tokenizer_files_in
 
 
 def whole_text_ids(source: HuggingFaceTextSource, texts: list[str]) -> torch.Tensor:
@@ -47,7 +47,7 @@ def main() -> None:
     documents = [" ".join(articles[i : i + args.join]) for i in range(0, len(articles), args.join)]
     with tempfile.TemporaryDirectory() as folder:
         wordpiece_tokenizer(articles, args.vocab).save_pretrained(folder)
-        files = {path.name: path.read_text() for path in Path(folder).iterdir()}
+        files = tokenizer_files_in(Path(folder))
     config = {"model_type": "bert", "max_position_embeddings": 512, "vocab_size": args.vocab}
     runs = []
     for name, texts in (("articles", articles), ("documents", documents)):

@@ -110,7 +110,7 @@ class HuggingFaceTextSource:
                 )
         config = json.loads((directory / "config.json").read_text())
         check_model_type(config)
-        files = {name: (directory / name).read_text() for name in TOKENIZER_FILES if (directory / name).is_file()}
+        files = tokenizer_files_in(directory)
         if model is None:
             model = AutoModelForSequenceClassification.from_pretrained(
                 directory, use_safetensors=True, trust_remote_code=False
@@ -205,6 +205,12 @@ class HuggingFaceTextSource:
         network = TextClassifier(model, self.tokenizer.pad_token_id)
         network.set_trainable(self.mode, self.last_layers, self.lora_rank if adapters else None)
         return network
+
+
+def tokenizer_files_in(directory: Path) -> dict[str, str]:
+    """The tokenizer's files of a ``save_pretrained`` directory (``TOKENIZER_FILES``), by name: what a
+    text source stores with the version and builds its tokenizer from."""
+    return {name: (directory / name).read_text() for name in TOKENIZER_FILES if (directory / name).is_file()}
 
 
 HEAD_CHARS_PER_TOKEN = 8  # a head of this many characters a token mostly holds max_length tokens

@@ -13,7 +13,7 @@ import torch
 from tiny_text_model import topic_texts
 from tokenizing import whole_text_ids  # benchmarks/: the tokenizer on whole texts, padded by it
 
-from app.learning.text_source import HuggingFaceTextSource
+from app.learning.text_source import HuggingFaceTextSource, tokenizer_files_in
 
 MAX_LENGTH = 16
 
@@ -63,7 +63,7 @@ def source_of(tmp_path, tiny_text_model, kind: str, truncation_side: str = "righ
         directory = tmp_path / kind
         corpus = [text for topic in ("sport", "business", "tech") for text in topic_texts(topic, 50, seed=5)]
         _tokenizer(kind, corpus).save_pretrained(directory)
-    files = {path.name: path.read_text() for path in directory.iterdir() if path.name.startswith("tokenizer")}
+    files = tokenizer_files_in(directory)
     if truncation_side != "right":
         settings = json.loads(files["tokenizer_config.json"])
         files["tokenizer_config.json"] = json.dumps({**settings, "truncation_side": truncation_side})
@@ -88,7 +88,7 @@ def test_tokenizers_a_head_could_mislead_read_whole_texts(tmp_path, tiny_text_mo
         source = source_of(tmp_path, tiny_text_model, "wordpiece")
         source.tokenizer.add_tokens(["goal match"])
         source.tokenizer.save_pretrained(tmp_path / "added")
-        files = {path.name: path.read_text() for path in (tmp_path / "added").iterdir()}
+        files = tokenizer_files_in(tmp_path / "added")
         source = HuggingFaceTextSource(source.config, files, {"max_length": MAX_LENGTH})
     assert not source.tokenizes_heads
     texts = crafted_texts()
