@@ -60,6 +60,7 @@ from app.client import RetainClient
 from app.learning import ContinualLearner, EWCConfig, TaskData, TrainConfig
 from app.learning.config import FisherConfig
 from app.learning.imported import plan_text_import
+from app.learning.text_source import DEFAULT_LORA_RANK
 from app.processes import LocalServer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "text"
@@ -519,7 +520,7 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--memory-size", type=int, default=1000, help="the service's default")
-    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--lora-rank", type=int, default=DEFAULT_LORA_RANK, help="the service's default")
     parser.add_argument("--fisher-samples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="the split's and the pretrained model's")
     parser.add_argument(

@@ -9,8 +9,9 @@ Fully connected layers skip the per-sample gradients altogether: their squares f
 squared output gradients times squared inputs, summed over samples by one matrix product
 (exact, same result; see ``diagonal_fisher``). Text models, whose forwards vmap cannot trace,
 get theirs from one batched pass too: a transformer's parameters all sit in linear, embedding
-and layer-norm modules, whose per-sample gradients follow from each module's input and output
-gradient (``_ModuleTrace``); the loop of one sample at a time is left for any other module.
+and layer-norm modules (and peft's LoRA adapters on them), whose per-sample gradients follow from
+each module's input and output gradient (``_ModuleTrace``); the loop of one sample at a time is
+left for any other module.
 
 Label modes (named for what they are):
 * ``true``: the expectation over y under the model's own predictive distribution, exact
@@ -32,9 +33,11 @@ mean over every sample: the single-process Fisher on the same samples.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -64,19 +67,44 @@ def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
 TRACED_MODULES = (nn.Linear, nn.Embedding, nn.LayerNorm)
 
 
+def _lora_embedding_adapter(module: nn.Module) -> str | None:
+    """The adapter of a peft LoRA embedding whose forward is the plain one, the base embedding plus
+    ``scaling * embed(ids, A.T) @ B.T`` (one active adapter, unmerged, no variant such as DoRA, no
+    embedding scale): ``_ModuleTrace`` traces A as an embedding table and B as a linear layer on
+    ``embed(ids, A.T)``. None for any other module. Only text models import peft, so a process
+    that has not imported it holds no such module."""
+    lora = sys.modules.get("peft.tuners.lora")
+    if lora is None or not isinstance(module, lora.Embedding) or module.merged or module.disable_adapters:
+        return None
+    adapters = [name for name in module.active_adapters if name in module.lora_embedding_A]
+    base = module.get_base_layer()
+    plain = len(adapters) == 1 and adapters[0] not in module.lora_variant and adapters[0] not in module.input_fns
+    scaled = getattr(base, "embed_scale", None) is not None or base.max_norm is not None or base.scale_grad_by_freq
+    return adapters[0] if plain and not scaled else None
+
+
+def _traced_parameters(module: nn.Module) -> tuple[str, ...]:
+    """The names, within ``module``, of the parameters ``_ModuleTrace`` computes squares for."""
+    adapter = _lora_embedding_adapter(module)
+    if adapter is not None:
+        return (f"lora_embedding_A.{adapter}", f"lora_embedding_B.{adapter}")
+    return ("weight", "bias") if isinstance(module, TRACED_MODULES) else ()
+
+
 def _traceable_modules(
     model: nn.Module, params: dict[str, torch.Tensor], probe: torch.Tensor, every_kind: bool
 ) -> dict[str, nn.Module]:
     """The modules whose squared per-sample gradients ``_ModuleTrace`` computes: a trainable parameter,
     applied exactly once per forward to an input whose first dimension is the batch (or 1, broadcast
     over it: BERT's position embeddings). ``every_kind``: any of ``TRACED_MODULES`` on inputs of any
-    rank; otherwise only linear layers on a flat (batch, features) input, where the square factors."""
-    kinds = TRACED_MODULES if every_kind else (nn.Linear,)
+    rank (and peft's LoRA embeddings); otherwise only linear layers on a flat (batch, features) input,
+    where the square factors."""
     calls: dict[str, list[tuple[int, int, int]]] = {}
     hooks = []
     for name, module in model.named_modules():
-        trainable = any(f"{name}.{kind}" in params for kind in ("weight", "bias"))
-        if isinstance(module, kinds) and trainable and not getattr(module, "max_norm", None):
+        kinds = _traced_parameters(module) if every_kind or isinstance(module, nn.Linear) else ()
+        trainable = any(f"{name}.{kind}" in params for kind in kinds)
+        if trainable and not getattr(module, "max_norm", None):
 
             def record(_module, inputs, output, name=name):
                 calls.setdefault(name, []).append((inputs[0].dim(), inputs[0].shape[0], output.shape[0]))
@@ -118,9 +146,9 @@ def diagonal_fisher(
     least half of the trainable parameters (an MLP, a CNN with a wide dense block), not for a
     small head. Networks whose forward vmap cannot trace (``per_sample_gradients_by_loop``: the
     Hugging Face text models) take the same batched pass for every linear, embedding and layer-norm
-    parameter (``_ModuleTrace``), and the loop of one sample at a time only when another module
-    holds a trainable parameter. ``traced=False`` sends every parameter through the per-sample path
-    (vmap, or the loop), which the tests and benchmarks compare against.
+    parameter and every LoRA adapter on them (``_ModuleTrace``), and the loop of one sample at a time
+    only when another module holds a trainable parameter. ``traced=False`` sends every parameter
+    through the per-sample path (vmap, or the loop), which the tests and benchmarks compare against.
     ``on_chunk(done, total)`` is called after every chunk (progress of a long estimate).
     """
     if label_mode not in ("true", "empirical"):
@@ -139,7 +167,8 @@ def diagonal_fisher(
     by_loop = getattr(model, "per_sample_gradients_by_loop", False)  # forwards vmap cannot trace (HF models)
     with eval_mode(model):
         modules = _traceable_modules(model, params, probe, every_kind=by_loop) if traced else {}
-        covered = {f"{name}.{kind}" for name in modules for kind in ("weight", "bias") if f"{name}.{kind}" in params}
+        traced_names = {f"{name}.{kind}" for name, module in modules.items() for kind in _traced_parameters(module)}
+        covered = traced_names & set(params)
         if by_loop and covered != set(params):
             modules, covered = {}, set()  # a module the trace does not know: the loop takes every parameter
         if 2 * sum(params[name].numel() for name in covered) < sum(p.numel() for p in params.values()):
@@ -261,10 +290,16 @@ class _ModuleTrace:
     ) -> dict[str, torch.Tensor]:
         """sum_b w_b g_b^2 of the module's weight and bias, from its (prepared) input and output gradient delta."""
         a = self.inputs[name]
-        if isinstance(module, nn.Embedding):  # g_b: the output gradients of sample b summed per token id
-            assert isinstance(a, _TokenRows)
-            return {"weight": _embedding_squares(module, a, delta, weight)}
-        assert isinstance(a, torch.Tensor)
+        if isinstance(a, _LoraTokens):  # A as an embedding table of delta @ B, B as a linear layer on A's rows
+            adapter, lora = _lora_embedding_adapter(module), cast(Any, module)
+            lora_b = lora.lora_embedding_B[adapter].detach().float()  # (embedding_dim, rank)
+            a_squares = _embedding_squares(a.ids, delta @ lora_b * a.scaling, weight)
+            return {
+                f"lora_embedding_A.{adapter}": a_squares.T,
+                f"lora_embedding_B.{adapter}": _sequence_linear_squares(delta, a.rows, weight),
+            }
+        if isinstance(a, _TokenRows):  # g_b: the output gradients of sample b summed per token id
+            return {"weight": _embedding_squares(a, delta, weight)}
         if isinstance(module, nn.LayerNorm):  # g_b: delta times the normalized input, summed over positions
             positions = tuple(range(1, delta.dim() - len(module.normalized_shape)))
             per_sample = {"weight": (delta * a).sum(positions), "bias": delta.sum(positions)}
@@ -276,13 +311,19 @@ class _ModuleTrace:
         delta = delta.flatten(1, -2)  # (batch, positions, features), as a
         squares = {"bias": torch.einsum("b,bo->o", weight, delta.sum(1).pow(2))}
         if module.weight.requires_grad:  # a trainable bias beside a frozen weight needs only its own
-            step = max(1, self.MAX_PER_SAMPLE_ELEMENTS // module.weight.numel())
-            total = torch.zeros_like(module.weight, dtype=torch.float32)
-            for s in range(0, len(a), step):  # g_b = sum over positions of delta_bt a_bt^T
-                g = torch.einsum("bto,bti->boi", delta[s : s + step], a[s : s + step])
-                total += torch.einsum("b,boi->oi", weight[s : s + step], g.pow(2))
-            squares["weight"] = total
+            squares["weight"] = _sequence_linear_squares(delta, a, weight)
         return squares
+
+
+def _sequence_linear_squares(delta: torch.Tensor, a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """sum_b w_b g_b^2 of a linear map applied at every position, g_b = sum_t delta_bt a_bt^T, built
+    ``MAX_PER_SAMPLE_ELEMENTS`` at a time: delta (batch, positions, out), a (batch, positions, in)."""
+    step = max(1, _ModuleTrace.MAX_PER_SAMPLE_ELEMENTS // (delta.shape[-1] * a.shape[-1]))
+    total = torch.zeros(delta.shape[-1], a.shape[-1], device=delta.device)
+    for s in range(0, len(a), step):
+        g = torch.einsum("bto,bti->boi", delta[s : s + step], a[s : s + step])
+        total += torch.einsum("b,boi->oi", weight[s : s + step], g.pow(2))
+    return total
 
 
 @dataclass
@@ -292,21 +333,44 @@ class _TokenRows:
     rows: torch.Tensor  # sample * num_embeddings + id, for each pair
     inverse: torch.Tensor  # the pair of every kept position
     kept: torch.Tensor  # positions that do not hold the padding id
+    shape: tuple[int, int]  # the table's (num_embeddings, embedding_dim)
 
-
-def _prepared_input(module: nn.Module, value: torch.Tensor) -> torch.Tensor | _TokenRows:
-    """A traced module's input as ``_squared_gradients`` takes it, computed once for every label set."""
-    if isinstance(module, nn.Embedding):
-        batch = value.shape[0]
-        ids = value.reshape(batch, -1)
-        keys = (torch.arange(batch, device=ids.device).unsqueeze(1) * module.num_embeddings + ids).flatten()
+    @classmethod
+    def of(cls, ids: torch.Tensor, table: nn.Embedding, width: int) -> _TokenRows:
+        """``ids`` looked up in ``table``'s rows (its padding row never learns), ``width`` per row."""
+        batch = ids.shape[0]
+        ids = ids.reshape(batch, -1)
+        keys = (torch.arange(batch, device=ids.device).unsqueeze(1) * table.num_embeddings + ids).flatten()
         kept = (
-            ids.flatten() != module.padding_idx
-            if module.padding_idx is not None
+            ids.flatten() != table.padding_idx
+            if table.padding_idx is not None
             else torch.ones_like(keys, dtype=torch.bool)
         )
         rows, inverse = torch.unique(keys[kept], return_inverse=True)
-        return _TokenRows(rows, inverse, kept)
+        return cls(rows, inverse, kept, (table.num_embeddings, width))
+
+
+@dataclass
+class _LoraTokens:
+    """A LoRA embedding's input as its squares use it: the ids (for A) and A's rows they pick, each
+    times the adapter's scaling (the input of B), (batch, positions, rank)."""
+
+    ids: _TokenRows
+    rows: torch.Tensor
+    scaling: float
+
+
+def _prepared_input(module: nn.Module, value: torch.Tensor) -> torch.Tensor | _TokenRows | _LoraTokens:
+    """A traced module's input as ``_squared_gradients`` takes it, computed once for every label set."""
+    adapter = _lora_embedding_adapter(module)
+    if adapter is not None:
+        lora: Any = module  # peft's LoRA embedding
+        lora_a = lora.lora_embedding_A[adapter].detach().float()  # (rank, num_embeddings)
+        scaling = float(lora.scaling[adapter])
+        rows = F.embedding(value.reshape(len(value), -1), lora_a.T) * scaling
+        return _LoraTokens(_TokenRows.of(value, lora.get_base_layer(), len(lora_a)), rows, scaling)
+    if isinstance(module, nn.Embedding):
+        return _TokenRows.of(value, module, module.embedding_dim)
     if isinstance(module, nn.LayerNorm):
         return F.layer_norm(value.float(), module.normalized_shape, eps=module.eps)
     if value.dim() == 2:  # a flat linear layer: its squared input serves every label set
@@ -314,13 +378,11 @@ def _prepared_input(module: nn.Module, value: torch.Tensor) -> torch.Tensor | _T
     return value.float().flatten(1, -2)
 
 
-def _embedding_squares(
-    module: nn.Embedding, ids: _TokenRows, delta: torch.Tensor, weight: torch.Tensor
-) -> torch.Tensor:
+def _embedding_squares(ids: _TokenRows, delta: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """sum_b w_b g_b^2 of an embedding table: sample b's gradient of row v is the sum of its output
     gradients at the positions holding v (none for the padding row, which never learns)."""
     delta = delta.reshape(-1, delta.shape[-1])[ids.kept]
     per_sample = torch.zeros(len(ids.rows), delta.shape[1], device=delta.device).index_add_(0, ids.inverse, delta)
-    squares = per_sample.pow(2) * weight[ids.rows // module.num_embeddings].unsqueeze(1)
-    rows = ids.rows % module.num_embeddings
-    return torch.zeros(module.weight.shape, device=delta.device).index_add_(0, rows, squares)
+    squares = per_sample.pow(2) * weight[ids.rows // ids.shape[0]].unsqueeze(1)
+    rows = ids.rows % ids.shape[0]
+    return torch.zeros(ids.shape, device=delta.device).index_add_(0, rows, squares)

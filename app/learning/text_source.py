@@ -15,11 +15,11 @@ config travel in the version's metadata (plain JSON strings): a stored version n
 
 ``trainable`` says what an update trains: ``all``; ``head`` (the classification head);
 ``last:N`` (the last N encoder layers, what follows them, and the head); ``lora`` (LoRA adapters of
-rank ``lora_rank`` from peft on every linear projection of the encoder layers, attention and
-feed-forward, plus what follows the layers and the head, as for ``last:N``). Frozen parameters have
-no Fisher and no anchor, so they cost no consolidation bytes. LoRA adapters stay separate while
-the model learns (the consolidation payload carries them, so EWC sees one fixed parametrisation
-across updates); served weights are merged, so serving runs the plain architecture.
+rank ``lora_rank`` from peft on the token embeddings and on every linear projection of the encoder
+layers, attention and feed-forward, plus what follows the layers and the head, as for ``last:N``).
+Frozen parameters have no Fisher and no anchor, so they cost no consolidation bytes. LoRA adapters
+stay separate while the model learns (the consolidation payload carries them, so EWC sees one fixed
+parametrisation across updates); served weights are merged, so serving runs the plain architecture.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def takes_text(input_shape) -> bool:
 
 
 DEFAULT_MAX_LENGTH = 256
-DEFAULT_LORA_RANK = 8
+DEFAULT_LORA_RANK = 16  # rank 8 learnt new topics several points below trainable=all (docs/text.md)
 TEXT_TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 1e-4}  # a task's lr overrides it (small models like more)
 PAD = -1  # padding in token-id tensors: the mask is ``ids >= 0``
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -385,15 +385,21 @@ class TextClassifier(nn.Module):
         return nn.ModuleList(following)
 
     def adapter_targets(self) -> list[str]:
-        """Every linear projection inside the encoder layers (attention and feed-forward)."""
+        """The token embeddings and every linear projection inside the encoder layers (attention and
+        feed-forward). A new topic brings words the base task never needed to tell apart: with the
+        embeddings frozen, LoRA on the projections alone learnt new topics far worse than full
+        training (docs/text.md, "Benchmark")."""
         layers = self._layers()
         names = {id(m): name for name, m in self.model.named_modules()}
-        return [names[id(m)] for layer in layers for m in layer.modules() if isinstance(m, nn.Linear)]
+        embeddings = names[id(self.model.get_input_embeddings())]
+        return [embeddings] + [names[id(m)] for layer in layers for m in layer.modules() if isinstance(m, nn.Linear)]
 
-    def add_adapters(self, rank: int) -> None:
+    def add_adapters(self, rank: int, targets: list[str] | None = None) -> None:
+        """LoRA adapters of ``rank`` on ``targets`` (default ``adapter_targets()``)."""
         from peft import LoraConfig, inject_adapter_in_model
 
-        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=self.adapter_targets())
+        targets = self.adapter_targets() if targets is None else targets
+        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets)
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(0)  # the same adapters' starting point on every rank and every reload
         inject_adapter_in_model(config, self.model)
@@ -423,14 +429,19 @@ class TextClassifier(nn.Module):
             for key in [k for k in state if k.startswith(f"{name}.")]:
                 del state[key]
             state[f"{name}.weight"] = merged.detach()
-            if layer.base_layer.bias is not None:
-                state[f"{name}.bias"] = layer.base_layer.bias.detach()
+            bias = getattr(layer.base_layer, "bias", None)  # an embedding has none
+            if bias is not None:
+                state[f"{name}.bias"] = bias.detach()
         return state
 
     @torch.no_grad()
     def restore_adapters(self, rank: int, tensors: dict[str, torch.Tensor]) -> None:
-        """After merged weights were loaded: the adapters back, their deltas taken out of the weights."""
-        self.add_adapters(rank)
+        """After merged weights were loaded: the adapters back, their deltas taken out of the weights.
+        They go back on the modules the tensors name, so a version stored before the token embeddings
+        took adapters keeps learning with the adapters it had."""
+        if not tensors:
+            raise ValueError("the consolidation holds no LoRA tensors")
+        self.add_adapters(rank, sorted({name.split(".lora_")[0].removeprefix("model.") for name in tensors}))
         named = dict(self.named_parameters())
         missing = [name for name in named if "lora_" in name and name not in tensors]
         if missing:

@@ -81,8 +81,8 @@ def test_trainable_modes_train_only_their_parameters(tiny_text_model, trainable)
     before = {name: p.detach().clone() for name, p in model.network.named_parameters()}
     model.learn_task("1", task(["sport", "business"], 20), train_config=FAST)
     changed = {name for name, p in model.network.named_parameters() if not torch.equal(p, before[name])}
-    embeddings = {name for name in before if ".embeddings." in name}
-    assert changed and not changed & embeddings  # the embeddings are frozen in every mode but all
+    tables = {name for name in before if ".embeddings." in name and "lora_" not in name}
+    assert changed and not changed & tables  # the embeddings are frozen in every mode but all
     head = {name for name in before if ".classifier." in name}
     if trainable == "head":
         assert changed == head
@@ -93,6 +93,7 @@ def test_trainable_modes_train_only_their_parameters(tiny_text_model, trainable)
     if trainable == "lora":
         adapted = changed - head - {name for name in before if ".pooler." in name}
         assert adapted and all("lora_" in name for name in adapted)
+        assert any(".word_embeddings.lora_embedding_" in name for name in adapted)  # the tokens learn through theirs
         assert head <= changed  # the head learns with the adapters
     fisher = model.consolidation.entries["1"]["fisher"]
     assert set(fisher) == {name for name, p in model.network.named_parameters() if p.requires_grad}
@@ -114,6 +115,28 @@ def test_lora_serves_merged_weights_and_learns_on_after_a_reload(tiny_text_model
     assert again.predict(texts)[0].probability == pytest.approx(expected[0].probability, abs=1e-4)
     again.learn_task("2", task(["tech"], 20), strategy="ewc_replay", train_config=FAST)
     assert again.labels == ["sport", "business", "tech"]
+
+
+def test_a_version_stored_with_adapters_on_the_projections_alone_learns_on_with_them(
+    tiny_text_model, tmp_path, monkeypatch
+):
+    """Versions stored before the token embeddings took adapters come back with the adapters they had."""
+    from app.learning.text_source import TextClassifier
+
+    targets = TextClassifier.adapter_targets
+    with monkeypatch.context() as old_code:  # the token embeddings come first among the targets
+        old_code.setattr(TextClassifier, "adapter_targets", lambda self: targets(self)[1:])
+        old = learner(tiny_text_model, trainable="lora", lora_rank=4)
+        old.learn_task("1", task(["sport", "business"], 20), strategy="ewc_replay", train_config=FAST)
+        old.save(tmp_path)
+    assert not any("embedding" in name for name in old.network.adapter_tensors())
+    texts = ["goal by the striker", "shares of the bank"]
+    again = ContinualLearner.load(tmp_path)
+    assert again.network.adapter_tensors().keys() == old.network.adapter_tensors().keys()
+    assert again.predict(texts)[0].probability == pytest.approx(old.predict(texts)[0].probability, abs=1e-4)
+    again.learn_task("2", task(["tech"], 20), strategy="ewc_replay", train_config=FAST)
+    assert again.labels == ["sport", "business", "tech"]
+    assert again.network.adapter_tensors().keys() == old.network.adapter_tensors().keys()
 
 
 def test_a_text_models_fisher_takes_chunks_no_larger_than_the_training_batch(tiny_text_model, monkeypatch):
