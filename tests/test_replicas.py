@@ -200,6 +200,12 @@ def test_sigterm_stops_every_replica_the_master_and_the_supervisor_with_no_proce
         processes = server_processes(server)
         _, forked = replicas_and_their_master(processes)
         assert len(forked) == 2, [process.cmdline() for process in processes]
+        # The server answers once one replica is up; a replica still booting when SIGTERM comes has no
+        # application to shut down, so both must be up before the signal.
+        deadline = time.monotonic() + 120
+        while server.log().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.1)
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=90) == 0, server.log()[-3000:]
     gone, alive = psutil.wait_procs(processes, timeout=30)

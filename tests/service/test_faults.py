@@ -45,9 +45,9 @@ def test_a_rollback_made_while_an_update_trains_is_not_undone_by_its_commit(
     for index in (0, 1):
         second = teach(pmnist_file(index), max_forgetting="1").json()["job_id"]
         assert finished(session_factory, second).status == "succeeded"
-    answer = teach(
-        pmnist_file(2, n_train=800), epochs="15", batch_size="32"
-    ).json()  # seconds of training: time to roll back
+    answer = teach(  # seconds of training on any machine: time to roll back
+        pmnist_file(2, n_train=LONG_TRAINING["n_train"]), epochs=str(LONG_TRAINING["epochs"]), batch_size="32"
+    ).json()
     task, third = answer["id"], answer["job_id"]
     wait_for_training(session_factory, third)
     assert client.put("/models/m/serving-version", json={"version": 1, "reason": "bad v2"}).status_code == 200
@@ -92,7 +92,11 @@ def test_connections_killed_mid_job_are_survived_and_the_update_lands_once(
 ):
     if not database_url.startswith("postgresql"):
         pytest.skip("terminating backend connections is a Postgres fault")
-    answer = teach(pmnist_file(0, n_train=800), epochs="15", batch_size="32").json()
+    answer = teach(
+        pmnist_file(0, n_train=LONG_TRAINING["n_train"]),
+        epochs=str(LONG_TRAINING["epochs"]),
+        architecture_options=LONG_TRAINING["architecture_options"],
+    ).json()
     task, job_id = answer["id"], answer["job_id"]
     wait_for_training(session_factory, job_id)
     killed = 0
