@@ -37,7 +37,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -291,12 +291,10 @@ class _ModuleTrace:
         """sum_b w_b g_b^2 of the module's weight and bias, from its (prepared) input and output gradient delta."""
         a = self.inputs[name]
         if isinstance(a, _LoraTokens):  # A as an embedding table of delta @ B, B as a linear layer on A's rows
-            adapter, lora = _lora_embedding_adapter(module), cast(Any, module)
-            lora_b = lora.lora_embedding_B[adapter].detach().float()  # (embedding_dim, rank)
-            a_squares = _embedding_squares(a.ids, delta @ lora_b * a.scaling, weight)
+            a_squares = _embedding_squares(a.ids, delta @ a.lora_b * a.scaling, weight)
             return {
-                f"lora_embedding_A.{adapter}": a_squares.T,
-                f"lora_embedding_B.{adapter}": _sequence_linear_squares(delta, a.rows, weight),
+                f"lora_embedding_A.{a.adapter}": a_squares.T,
+                f"lora_embedding_B.{a.adapter}": _sequence_linear_squares(delta, a.rows, weight),
             }
         if isinstance(a, _TokenRows):  # g_b: the output gradients of sample b summed per token id
             return {"weight": _embedding_squares(a, delta, weight)}
@@ -353,11 +351,14 @@ class _TokenRows:
 @dataclass
 class _LoraTokens:
     """A LoRA embedding's input as its squares use it: the ids (for A) and A's rows they pick, each
-    times the adapter's scaling (the input of B), (batch, positions, rank)."""
+    times the adapter's scaling (the input of B), (batch, positions, rank); with the adapter's name
+    and B, (embedding_dim, rank), which the Fisher's passes leave as they are."""
 
     ids: _TokenRows
     rows: torch.Tensor
     scaling: float
+    adapter: str
+    lora_b: torch.Tensor
 
 
 def _prepared_input(module: nn.Module, value: torch.Tensor) -> torch.Tensor | _TokenRows | _LoraTokens:
@@ -368,7 +369,8 @@ def _prepared_input(module: nn.Module, value: torch.Tensor) -> torch.Tensor | _T
         lora_a = lora.lora_embedding_A[adapter].detach().float()  # (rank, num_embeddings)
         scaling = float(lora.scaling[adapter])
         rows = F.embedding(value.reshape(len(value), -1), lora_a.T) * scaling
-        return _LoraTokens(_TokenRows.of(value, lora.get_base_layer(), len(lora_a)), rows, scaling)
+        ids = _TokenRows.of(value, lora.get_base_layer(), len(lora_a))
+        return _LoraTokens(ids, rows, scaling, adapter, lora.lora_embedding_B[adapter].detach().float())
     if isinstance(module, nn.Embedding):
         return _TokenRows.of(value, module, module.embedding_dim)
     if isinstance(module, nn.LayerNorm):
