@@ -5,7 +5,8 @@ shared one every other test uses: this module's ``database_url`` points every fi
 
 import pytest
 from test_faults import finished
-from test_updates import LONG_TRAINING, versions_of, wait_for_training, wait_until
+from test_updates import LONG_TRAINING, versions_of, wait_for_training
+from waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

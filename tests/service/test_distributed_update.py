@@ -76,7 +76,8 @@ def rank_pids(worker_pid: int) -> list[int]:
 def test_a_rank_killed_mid_update_leaves_no_half_version_and_the_job_is_retried(
     session_factory, submit_task, worker_processes
 ):
-    from test_updates import job_of, wait_until
+    from test_updates import job_of
+    from waiting import wait_until
 
     _, job_id = submit_task(
         index=0, n_train=1500, epochs=8, architecture_options='{"hidden": [256]}', nproc=2, max_nproc=2

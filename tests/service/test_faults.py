@@ -13,7 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy import func, select
-from test_updates import LONG_TRAINING, job_of, versions_of, wait_for_training, wait_until
+from test_updates import LONG_TRAINING, job_of, versions_of, wait_for_training
+from waiting import wait_until
 
 from app.db.tables import Accuracy, AliasChange, Dataset, Job, Model, ModelVersion, Task
 from app.jobs import queue

@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 from test_metrics import scrape, value
+from waiting import wait_until
 
 from app.feedback.triggers import TriggerEvaluator
 
@@ -59,17 +60,6 @@ def decisions(client, trigger=None):
     answer = client.get("/models/m/triggers")
     assert answer.status_code == 200, answer.text
     return [d for d in answer.json()["decisions"] if trigger is None or d["trigger"] == trigger]
-
-
-def wait_until(condition, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout} s")
-        time.sleep(0.05)
 
 
 def test_policy_is_validated_and_kept(client, served):

@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 from sqlalchemy import func, select
-from test_feedback_loop import blobs, evaluator_of, fired, session_factory_of, wait_until
+from test_feedback_loop import blobs, evaluator_of, fired, session_factory_of
 from test_text_api import import_text_model
 from tiny_text_model import topic_task
+from waiting import wait_until
 
 from app.db.tables import LoggedSample
 from app.feedback.prediction_log import unpack_text

@@ -9,11 +9,11 @@ import itertools
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from waiting import wait_until
 
 from app.db.tables import Accuracy, Job, Model, ModelVersion, Task, utcnow
 
@@ -42,16 +42,6 @@ def accuracy_of(session_factory, version_id: int) -> dict[int, Accuracy]:
         return {
             row.task_id: row for row in session.scalars(select(Accuracy).where(Accuracy.model_version_id == version_id))
         }
-
-
-def wait_until(predicate, timeout: float, what: str, poll: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 LONG_TRAINING = dict(n_train=2000, epochs=40, architecture_options='{"hidden": [256, 256]}')
